@@ -1,0 +1,275 @@
+"""`cmpd` (also `python -m cmp`): serve, migrate, demo, site apply, keys, export, verify, purge.
+
+Settings are built here once and passed down. With no CMP_DATABASE_URL the embedded
+PostgreSQL under CMP_DATA_DIR is started (and stopped when the last user exits).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from cmp.config import ConfigError, Settings, load_settings
+from cmp.logs import setup_logging
+from cmp.store.migrate import SchemaAheadError, migrate, schema_status
+
+_embedded: Any = None  # keeps the embedded server handle alive for the process lifetime
+
+
+def resolve_dsn(settings: Settings) -> str:
+    global _embedded
+    if settings.database_url is not None:
+        return settings.database_url.get_secret_value()
+    from cmp.store.db import start_embedded
+
+    _embedded = start_embedded(settings.data_dir)
+    return str(_embedded.get_uri())
+
+
+async def _connect(dsn: str) -> asyncpg.Connection:
+    return await asyncpg.connect(dsn, server_settings={"synchronous_commit": "on"})
+
+
+# --- database set-up shared by serve/migrate/demo ----------------------------------
+
+
+async def prepare_database(settings: Settings, dsn: str, *, demo: bool) -> None:
+    from cmp.store.keys import ensure_root_key
+
+    conn = await _connect(dsn)
+    try:
+        if settings.migrate_on_start:
+            applied = await migrate(conn)
+            if applied:
+                print(f"migrated: {', '.join(applied)}", flush=True)
+        else:
+            missing, unknown = await schema_status(conn)
+            if unknown:
+                raise SchemaAheadError(f"database has unknown migrations {unknown}")
+            if missing:
+                raise SchemaAheadError(f"database lacks migrations {missing}; run cmpd migrate")
+        key = await ensure_root_key(
+            conn, settings.admin_key.get_secret_value() if settings.admin_key else None
+        )
+        if key is not None:
+            print(f"root admin key (shown once, store it now): {key}", flush=True)
+        if demo:
+            await load_demo(conn)
+    finally:
+        await conn.close()
+
+
+async def load_demo(conn: asyncpg.Connection) -> None:
+    from cmp import sitefile
+    from cmp.store.keys import insert_key
+
+    for path in sitefile.demo_files():
+        result = await sitefile.apply(conn, sitefile.load(path))
+        if result.published is not None:
+            print(f"{result.site_id}: published policy version {result.published.version}"
+                  f"{'' if result.published.material else ' (not material)'}", flush=True)
+        if result.site_created:
+            read = await insert_key(conn, result.site_id, "read")
+            audit = await insert_key(conn, result.site_id, "audit")
+            print(f"{result.site_id}: read key {read.key}\n{result.site_id}: audit key {audit.key}",
+                  flush=True)
+
+
+# --- commands ----------------------------------------------------------------------
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    demo = args.demo or settings.demo
+    if not args.worker:
+        dsn = resolve_dsn(settings)
+        asyncio.run(prepare_database(settings, dsn, demo=demo))
+    else:
+        dsn = resolve_dsn(settings)
+    if args.workers > 1 and not args.worker:
+        return _supervise(settings, dsn, args.workers, demo)
+    _run_server(settings, dsn, reuse_port=args.worker, demo=demo)
+    return 0
+
+
+def _run_server(settings: Settings, dsn: str, *, reuse_port: bool, demo: bool) -> None:
+    from aiohttp import web
+
+    from cmp.app import create_app
+
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        uvloop.install()
+    app = create_app(settings.model_copy(update={"demo": demo}), dsn)
+    print(f"cmp serving on http://{settings.host}:{settings.port} (pid {os.getpid()})", flush=True)
+    web.run_app(
+        app, host=settings.host, port=settings.port, access_log=None, reuse_port=reuse_port,
+        print=None, handle_signals=True,
+    )
+
+
+def _supervise(settings: Settings, dsn: str, workers: int, demo: bool) -> int:
+    """Start N worker processes sharing the port (SO_REUSEPORT); stop them together."""
+    env = {**os.environ, "CMP_DATABASE_URL": dsn, "CMP_MIGRATE_ON_START": "false"}
+    argv = [sys.executable, "-m", "cmp", "serve", "--worker"] + (["--demo"] if demo else [])
+    children = [subprocess.Popen(argv, env=env) for _ in range(workers)]
+
+    def stop(*_: object) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    codes = [child.wait() for child in children]
+    return max(codes, default=0)
+
+
+def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    dsn = resolve_dsn(settings)
+
+    async def run() -> None:
+        conn = await _connect(dsn)
+        try:
+            applied = await migrate(conn)
+            print(f"applied: {', '.join(applied)}" if applied else "schema is current")
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+    return 0
+
+
+def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    dsn = resolve_dsn(settings)
+    asyncio.run(prepare_database(settings, dsn, demo=True))
+    return 0
+
+
+def cmd_site_apply(settings: Settings, args: argparse.Namespace) -> int:
+    from cmp import sitefile
+
+    files = [sitefile.load(Path(p)) for p in args.files]  # validate all before touching any
+    dsn = resolve_dsn(settings)
+
+    async def run() -> None:
+        conn = await _connect(dsn)
+        try:
+            for loaded in files:
+                result = await sitefile.apply(conn, loaded)
+                what = "created" if result.site_created else "updated"
+                pub = result.published
+                policy = (f", published version {pub.version} ({'material' if pub.material else 'not material'})"
+                          if pub else ", policy unchanged")
+                print(f"{result.site_id}: {what}{policy}")
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+    return 0
+
+
+def cmd_key_create(settings: Settings, args: argparse.Namespace) -> int:
+    from cmp.store.keys import insert_key
+    from cmp.store.sites import select_site
+
+    dsn = resolve_dsn(settings)
+
+    async def run() -> int:
+        conn = await _connect(dsn)
+        try:
+            if await select_site(conn, args.site) is None:
+                print(f"cmpd: no site {args.site!r}", file=sys.stderr)
+                return 1
+            created = await insert_key(conn, args.site, args.scope)
+            print(created.key)
+            return 0
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
+
+
+def cmd_verify(settings: Settings | None, args: argparse.Namespace) -> int:
+    from cmp.audit.verify import main as verify_main
+
+    argv = [args.file]
+    if args.checkpoint:
+        argv += ["--checkpoint", args.checkpoint]
+    if args.public_key:
+        argv += ["--public-key", args.public_key]
+    if args.partial:
+        argv += ["--partial"]
+    return verify_main(argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cmpd", description="cmp consent backend")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the HTTP service")
+    serve.add_argument("--workers", type=int, default=1, help="processes sharing the port")
+    serve.add_argument("--demo", action="store_true", help="load the demo sites, serve /demo")
+    serve.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    serve.set_defaults(func=cmd_serve)
+    sub.add_parser("migrate", help="apply pending schema migrations").set_defaults(func=cmd_migrate)
+    sub.add_parser("demo", help="create the seed sites and print their keys").set_defaults(
+        func=cmd_demo)
+    site = sub.add_parser("site", help="site definitions").add_subparsers(dest="site_cmd",
+                                                                          required=True)
+    apply = site.add_parser("apply", help="apply site TOML files")
+    apply.add_argument("files", nargs="+")
+    apply.set_defaults(func=cmd_site_apply)
+    key = sub.add_parser("key", help="API keys").add_subparsers(dest="key_cmd", required=True)
+    create = key.add_parser("create", help="create a site key and print it once")
+    create.add_argument("--site", required=True)
+    create.add_argument("--scope", required=True, choices=["admin", "read", "audit"])
+    create.set_defaults(func=cmd_key_create)
+    verify = sub.add_parser("verify", help="verify an exported log offline")
+    verify.add_argument("file")
+    verify.add_argument("--checkpoint")
+    verify.add_argument("--public-key")
+    verify.add_argument("--partial", action="store_true",
+                        help="a filtered export: check records one by one")
+    verify.set_defaults(func=cmd_verify, no_settings=True)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "no_settings", False):
+        return int(args.func(None, args))
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"cmpd: bad configuration: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(settings.log_level, settings.log_format)
+    try:
+        return int(args.func(settings, args))
+    except SchemaAheadError as exc:
+        print(f"cmpd: {exc}", file=sys.stderr)
+        return 3
+    except (OSError, asyncpg.PostgresError) as exc:
+        print(f"cmpd: database error: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:
+        from cmp.sitefile import SiteFileError
+
+        if isinstance(exc, SiteFileError):
+            print(f"cmpd: {exc}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""HTTP layer: thin handlers, one route table (`routes.py`), one error shape."""

@@ -1,0 +1,73 @@
+"""Consent state for tag managers (read scope): one subject, or up to 1000 at once."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from cmp.api.auth import require
+from cmp.api.json import dumps
+from cmp.api.problems import Problem
+from cmp.api.sites import site_id_of
+from cmp.api.validation import parse_json
+from cmp.appkeys import CATALOG, STATE
+from cmp.commit import Unavailable
+from cmp.consent import derive_state
+from cmp.models import SUBJECT_ID_PATTERN, LookupIn
+
+SUBJECT_RE = re.compile(SUBJECT_ID_PATTERN)
+
+
+async def states(request: web.Request, site_id: str, subject_ids: list[str]) -> list[dict[str, Any]]:
+    catalog = request.app[CATALOG]
+    site = await catalog.site(site_id)
+    if site is None:
+        raise Problem(404, "no such site", code="not-found")
+    try:
+        found = await request.app[STATE].get(site_id, subject_ids)
+    except Unavailable:
+        raise Problem(503, "consent state is unavailable right now; retry", code="unavailable",
+                      headers={"Retry-After": "1"}) from None
+    current, material = await catalog.current_view(site_id)
+    now = datetime.now(UTC)
+    results = []
+    for subject_id in subject_ids:
+        choice = found.get(subject_id)
+        choice_view = await catalog.view(site_id, choice.policy_version) if choice else None
+        results.append(derive_state(
+            site_id=site_id, subject_id=subject_id,
+            validity_days=site.site.consent_validity_days, current=current,
+            material_version=material, choice=choice, choice_view=choice_view, now=now,
+        ))
+    return results
+
+
+def etagged(request: web.Request, data: Any) -> web.Response:
+    body = dumps(data)
+    etag = '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
+    headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
+    if etag in request.headers.get("If-None-Match", ""):
+        return web.Response(status=304, headers=headers)
+    return web.Response(body=body, content_type="application/json", headers=headers)
+
+
+async def get_consent(request: web.Request) -> web.Response:
+    site_id = site_id_of(request)
+    await require(request, "read", site_id)
+    subject_id = request.match_info["subject_id"]
+    if not SUBJECT_RE.match(subject_id):
+        raise Problem(400, "subject_id must be 1–128 characters of [A-Za-z0-9._:-]",
+                      code="invalid-subject")
+    (state,) = await states(request, site_id, [subject_id])
+    return etagged(request, state)
+
+
+async def post_lookup(request: web.Request) -> web.Response:
+    site_id = site_id_of(request)
+    await require(request, "read", site_id)
+    body = await parse_json(request, LookupIn)
+    return etagged(request, {"results": await states(request, site_id, body.subject_ids)})

@@ -1,0 +1,53 @@
+"""API keys of a site: create (shown once), list (no secrets), revoke (admin)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from cmp.api.auth import require
+from cmp.api.json import json_response
+from cmp.api.problems import Problem
+from cmp.api.sites import site_id_of
+from cmp.api.validation import parse_json
+from cmp.appkeys import CATALOG, POOL
+from cmp.catalog import Catalog
+from cmp.models import KeyIn
+from cmp.store import keys as key_store
+
+
+async def _existing_site(request: web.Request, site_id: str) -> None:
+    if await request.app[CATALOG].site(site_id) is None:
+        raise Problem(404, "no such site", code="not-found")
+
+
+async def post_key(request: web.Request) -> web.Response:
+    site_id = site_id_of(request)
+    await require(request, "admin", site_id)
+    body = await parse_json(request, KeyIn)
+    await _existing_site(request, site_id)
+    async with request.app[POOL].acquire() as conn:
+        created = await key_store.insert_key(conn, site_id, body.scope)
+    return json_response(created.model_dump(mode="json"), status=201)
+
+
+async def list_keys(request: web.Request) -> web.Response:
+    site_id = site_id_of(request)
+    await require(request, "admin", site_id)
+    await _existing_site(request, site_id)
+    async with request.app[POOL].acquire() as conn:
+        found = await key_store.select_keys(conn, site_id)
+    return json_response({"keys": [k.model_dump(mode="json") for k in found]})
+
+
+async def delete_key(request: web.Request) -> web.Response:
+    site_id = site_id_of(request)
+    await require(request, "admin", site_id)
+    key_id = request.match_info["key_id"]
+    async with request.app[POOL].acquire() as conn, conn.transaction():
+        revoked = await key_store.revoke_key(conn, site_id, key_id)
+        if revoked:
+            await Catalog.notify(conn, f"key:{key_id}")
+    if not revoked:
+        raise Problem(404, "no such key", code="not-found")
+    request.app[CATALOG].invalidate(f"key:{key_id}")
+    return web.Response(status=204)

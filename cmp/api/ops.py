@@ -1,0 +1,43 @@
+"""Operations: liveness, readiness, Prometheus metrics, the OpenAPI document."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from cmp.api.json import json_response
+from cmp.api.problems import problem_response
+from cmp.appkeys import METRICS, POOL
+from cmp.store.migrate import schema_status
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    try:
+        async with asyncio.timeout(2):
+            async with request.app[POOL].acquire() as conn:
+                missing, unknown = await schema_status(conn)
+    except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        return problem_response(503, "database unreachable", code="not-ready",
+                                headers={"Retry-After": "1"})
+    if missing or unknown:
+        return problem_response(503, f"schema not current (missing {missing}, unknown {unknown})",
+                                code="not-ready")
+    return json_response({"status": "ready"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[METRICS].registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    from cmp.api.openapi import document
+
+    return json_response(document())

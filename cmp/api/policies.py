@@ -1,0 +1,82 @@
+"""Policy versions: publish (immutable, numbered) and read (admin)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from cmp.api.auth import require
+from cmp.api.json import json_response
+from cmp.api.problems import Problem
+from cmp.api.sites import site_id_of
+from cmp.api.validation import parse_json
+from cmp.appkeys import CATALOG, POOL
+from cmp.catalog import Catalog
+from cmp.models import PolicyIn, PolicyVersion, Site
+from cmp.store import sites as site_store
+
+
+def policy_json(policy: PolicyVersion) -> dict[str, Any]:
+    return policy.model_dump(mode="json")
+
+
+async def _site(request: web.Request, site_id: str) -> Site:
+    row = await request.app[CATALOG].site(site_id)
+    if row is None:
+        raise Problem(404, "no such site", code="not-found")
+    return row.site
+
+
+async def publish(request: web.Request, site_id: str, body: PolicyIn) -> PolicyVersion:
+    """Validate against the site and publish the next version."""
+    site = await _site(request, site_id)
+    errors = body.language_errors(site.languages)
+    if errors:
+        raise Problem(422, "policy does not cover the site's languages", code="validation",
+                      errors=errors)
+    current, _ = await request.app[CATALOG].heads(site_id)
+    if current == 0 and not body.material:
+        raise Problem(422, "the first policy version of a site must be material",
+                      code="validation",
+                      errors=[{"pointer": "/material", "detail": "must be true for version 1"}])
+    async with request.app[POOL].acquire() as conn, conn.transaction():
+        policy = await site_store.insert_policy(conn, site_id, body)
+        await Catalog.notify(conn, f"policy:{site_id}")
+    request.app[CATALOG].invalidate(f"policy:{site_id}")
+    return policy
+
+
+async def post_policy(request: web.Request) -> web.Response:
+    site_id = site_id_of(request)
+    await require(request, "admin", site_id)
+    body = await parse_json(request, PolicyIn)
+    policy = await publish(request, site_id, body)
+    return json_response(policy_json(policy), status=201)
+
+
+async def list_policies(request: web.Request) -> web.Response:
+    site_id = site_id_of(request)
+    await require(request, "admin", site_id)
+    await _site(request, site_id)
+    async with request.app[POOL].acquire() as conn:
+        policies = await site_store.select_policies(conn, site_id)
+    return json_response({"policies": [policy_json(p) for p in policies]})
+
+
+async def get_policy(request: web.Request) -> web.Response:
+    site_id = site_id_of(request)
+    await require(request, "admin", site_id)
+    await _site(request, site_id)
+    raw = request.match_info["version"]
+    if raw == "current":
+        version, _ = await request.app[CATALOG].heads(site_id)
+    elif raw.isdigit() and 0 < len(raw) < 10:
+        version = int(raw)
+    else:
+        raise Problem(404, "no such policy version", code="not-found")
+    async with request.app[POOL].acquire() as conn:
+        policy = await site_store.select_policy(conn, site_id, version)
+    if policy is None:
+        raise Problem(404, "no such policy version", code="not-found")
+    return json_response(policy_json(policy))

@@ -1,0 +1,111 @@
+"""RFC 9457 problem+json: the one error shape, rendered by one middleware.
+
+The middleware also turns aiohttp's own 404/405/413 into problems and hides the
+internals of unexpected errors (logged with the request id).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from cmp.appkeys import REQUEST_ID
+
+log = logging.getLogger("cmp.api")
+
+PROBLEM_TYPE = "application/problem+json"
+
+TITLES = {
+    400: "Bad request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not found",
+    405: "Method not allowed",
+    409: "Conflict",
+    413: "Payload too large",
+    415: "Unsupported media type",
+    422: "Validation failed",
+    429: "Too many requests",
+    500: "Internal server error",
+    503: "Service unavailable",
+}
+
+
+class Problem(Exception):
+    """Raise anywhere under a handler to answer with problem+json."""
+
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        *,
+        code: str | None = None,
+        errors: list[dict[str, str]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.code = code or TITLES.get(status, "error").lower().replace(" ", "-")
+        self.errors = errors
+        self.headers = headers or {}
+
+    def response(self) -> web.Response:
+        return problem_response(
+            self.status, self.detail, code=self.code, errors=self.errors, headers=self.headers
+        )
+
+
+def problem_response(
+    status: int,
+    detail: str,
+    *,
+    code: str | None = None,
+    errors: list[dict[str, str]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    body: dict[str, Any] = {
+        "type": f"https://cmp.dev/problems/{code or status}",
+        "title": TITLES.get(status, "Error"),
+        "status": status,
+        "detail": detail,
+    }
+    if errors is not None:
+        body["errors"] = errors
+    return web.Response(
+        status=status,
+        body=json.dumps(body, ensure_ascii=False).encode("utf-8"),
+        content_type=PROBLEM_TYPE,
+        headers=headers,
+    )
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except Problem as problem:
+        return problem.response()
+    except web.HTTPRequestEntityTooLarge:
+        return problem_response(413, "request body is larger than allowed", code="too-large")
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        detail = {
+            404: "no such resource",
+            405: f"method {request.method} is not allowed here",
+        }.get(exc.status, exc.reason)
+        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        return problem_response(exc.status, detail, headers=headers)
+    except Exception:
+        log.exception("unhandled error", extra={"request_id": request.get(REQUEST_ID)})
+        return problem_response(
+            500, f"internal error; request id {request.get(REQUEST_ID, '-')}", code="internal"
+        )

@@ -1,0 +1,62 @@
+"""The one route table. `ROUTES` also feeds the OpenAPI document (cmp/api/openapi.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+from pydantic import BaseModel
+
+from cmp.api import collect, consent, keys, ops, policies, sites
+from cmp.models import EventBatch, KeyIn, LookupIn, PolicyIn, SiteIn
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    scope: str | None = None  # admin | read | audit | public | None (ops)
+    body: type[BaseModel] | None = None
+    tag: str = "ops"
+
+
+S = "/v1/sites/{site_id}"
+
+ROUTES: list[Route] = [
+    Route("PUT", S, sites.put_site, "Create or update a site", "admin", SiteIn, "admin"),
+    Route("GET", S, sites.get_site, "Read a site", "admin", tag="admin"),
+    Route("POST", f"{S}/policies", policies.post_policy, "Publish a new policy version",
+          "admin", PolicyIn, "admin"),
+    Route("GET", f"{S}/policies", policies.list_policies, "List policy versions", "admin",
+          tag="admin"),
+    Route("GET", f"{S}/policies/{{version}}", policies.get_policy,
+          "Read a policy version (number or 'current')", "admin", tag="admin"),
+    Route("POST", f"{S}/keys", keys.post_key, "Create an API key (shown once)", "admin", KeyIn,
+          "admin"),
+    Route("GET", f"{S}/keys", keys.list_keys, "List API keys (no secrets)", "admin", tag="admin"),
+    Route("DELETE", f"{S}/keys/{{key_id}}", keys.delete_key, "Revoke an API key", "admin",
+          tag="admin"),
+    Route("POST", f"{S}/events", collect.post_events,
+          "Record consent events (one, or {events: [...]} up to 100)", "public", EventBatch,
+          "collect"),
+    Route("OPTIONS", f"{S}/events", collect.preflight, "CORS preflight", "public",
+          tag="collect"),
+    Route("GET", f"{S}/subjects/{{subject_id}}/consent", consent.get_consent,
+          "Current consent state of a subject", "read", tag="state"),
+    Route("POST", f"{S}/consent/lookup", consent.post_lookup,
+          "Current consent state of up to 1000 subjects", "read", LookupIn, "state"),
+    Route("GET", "/healthz", ops.healthz, "Process alive"),
+    Route("GET", "/readyz", ops.readyz, "Database reachable and schema current"),
+    Route("GET", "/metrics", ops.metrics, "Prometheus metrics"),
+    Route("GET", "/openapi.json", ops.openapi, "This OpenAPI 3.1 document"),
+]
+
+
+def setup_routes(app: web.Application, extra: list[Route] | None = None) -> None:
+    for route in ROUTES + (extra or []):
+        app.router.add_route(route.method, route.path, route.handler)

@@ -1,0 +1,41 @@
+"""Site administration: `PUT/GET /v1/sites/{site_id}` (admin)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from cmp.api.auth import require
+from cmp.api.json import json_response
+from cmp.api.problems import Problem
+from cmp.api.validation import parse_json
+from cmp.appkeys import CATALOG, POOL
+from cmp.catalog import Catalog
+from cmp.models import SITE_ID_RE, SiteIn
+from cmp.store import sites as site_store
+
+
+def site_id_of(request: web.Request) -> str:
+    site_id = request.match_info["site_id"]
+    if not SITE_ID_RE.match(site_id):
+        raise Problem(404, "no such site", code="not-found")
+    return site_id
+
+
+async def put_site(request: web.Request) -> web.Response:
+    site_id = site_id_of(request)
+    await require(request, "admin", site_id)
+    body = await parse_json(request, SiteIn)
+    async with request.app[POOL].acquire() as conn, conn.transaction():
+        row, created = await site_store.upsert_site(conn, site_id, body)
+        await Catalog.notify(conn, f"site:{site_id}")
+    request.app[CATALOG].invalidate(f"site:{site_id}")
+    return json_response(row.site.model_dump(mode="json"), status=201 if created else 200)
+
+
+async def get_site(request: web.Request) -> web.Response:
+    site_id = site_id_of(request)
+    await require(request, "admin", site_id)
+    row = await request.app[CATALOG].site(site_id)
+    if row is None:
+        raise Problem(404, "no such site", code="not-found")
+    return json_response(row.site.model_dump(mode="json"))

@@ -1,0 +1,55 @@
+"""`create_app(settings, dsn)`: wires the application, nothing more.
+
+Every shared object is a typed AppKey (cmp/appkeys.py); every resource with a lifetime
+is a cleanup_ctx generator, opened in order and closed in reverse.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from cmp.api.middleware import context_middleware
+from cmp.api.problems import problem_middleware
+from cmp.api.routes import setup_routes
+from cmp.appkeys import CATALOG, COMMITTER, LIMITER, METRICS, POOL, SETTINGS, STATE
+from cmp.catalog import Catalog
+from cmp.commit import GroupCommitter
+from cmp.config import Settings
+from cmp.metrics import Metrics
+from cmp.ratelimit import RateLimiter
+from cmp.state import StateReader
+from cmp.store.db import create_pool
+
+# Admin bodies (policy texts in several languages) may be large; the collect endpoints
+# enforce their own 64 KiB limit.
+CLIENT_MAX_SIZE = 1024 * 1024
+
+
+def create_app(settings: Settings, dsn: str) -> web.Application:
+    app = web.Application(
+        middlewares=[context_middleware, problem_middleware], client_max_size=CLIENT_MAX_SIZE
+    )
+    app[SETTINGS] = settings
+    app[METRICS] = Metrics()
+    app[LIMITER] = RateLimiter(settings.rate_per_second, settings.rate_burst)
+
+    async def database(app: web.Application) -> AsyncIterator[None]:
+        pool = await create_pool(dsn, settings.pool_size)
+        app[POOL] = pool
+        app[CATALOG] = Catalog(pool)
+        await app[CATALOG].listen()
+        app[COMMITTER] = GroupCommitter(
+            pool, app[METRICS], batch_max=settings.batch_max,
+            in_flight=settings.flushes_in_flight, queue_max=settings.queue_max,
+        )
+        app[STATE] = StateReader(pool, app[METRICS])
+        yield
+        await app[COMMITTER].drain()
+        await app[CATALOG].close()
+        await pool.close()
+
+    app.cleanup_ctx.append(database)
+    setup_routes(app)
+    return app

@@ -1,0 +1,130 @@
+"""In-process cache of the slowly changing catalogue: sites, policy versions, API keys.
+
+Hot paths must not read immutable or rarely changed data per request. Policy versions
+never change, so they are cached for good (bounded). Sites, policy heads and keys change
+by admin calls: the writing process drops its own entry at once, and every process
+drops it on a PostgreSQL NOTIFY (`cmp_invalidate`, sent in the same transaction as the
+change), so other workers follow within milliseconds of the commit.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from typing import Any
+
+import asyncpg
+
+from cmp.consent import PolicyView
+from cmp.store import keys as key_store
+from cmp.store import sites as site_store
+from cmp.store.keys import KeyAuth
+from cmp.store.sites import SiteRow
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "cmp_invalidate"
+POLICY_CACHE_MAX = 4096
+
+
+class Catalog:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+        self._sites: dict[str, SiteRow] = {}
+        self._heads: dict[str, tuple[int, int]] = {}
+        self._views: OrderedDict[tuple[str, int], PolicyView] = OrderedDict()
+        self._keys: dict[str, KeyAuth] = {}
+        self._listener: asyncpg.Connection | None = None
+
+    # --- invalidation ------------------------------------------------------
+
+    async def listen(self) -> None:
+        """Hold one connection that LISTENs for invalidations (outside the pool)."""
+        conn: asyncpg.Connection = await self._pool.acquire()
+        # Only this process knows the connection is ours; it goes back on close().
+        await conn.add_listener(CHANNEL, self._on_notify)
+        self._listener = conn
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            conn, self._listener = self._listener, None
+            try:
+                await conn.remove_listener(CHANNEL, self._on_notify)
+                await self._pool.release(conn)
+            except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError):
+                conn.terminate()
+
+    def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        self.invalidate(payload)
+
+    def invalidate(self, payload: str) -> None:
+        kind, _, ident = payload.partition(":")
+        if kind == "site":
+            self._sites.pop(ident, None)
+            self._heads.pop(ident, None)
+        elif kind == "policy":
+            self._heads.pop(ident, None)
+        elif kind == "key":
+            self._keys.pop(ident, None)
+        else:
+            self.clear()
+
+    def clear(self) -> None:
+        self._sites.clear()
+        self._heads.clear()
+        self._keys.clear()
+
+    @staticmethod
+    async def notify(conn: asyncpg.Connection, payload: str) -> None:
+        """Announce a change; call inside the transaction that makes it."""
+        await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
+
+    # --- lookups -------------------------------------------------------------
+
+    async def site(self, site_id: str) -> SiteRow | None:
+        found = self._sites.get(site_id)
+        if found is None:
+            async with self._pool.acquire() as conn:
+                found = await site_store.select_site(conn, site_id)
+            if found is not None:
+                self._sites[site_id] = found
+        return found
+
+    async def view(self, site_id: str, version: int) -> PolicyView | None:
+        key = (site_id, version)
+        found = self._views.get(key)
+        if found is not None:
+            self._views.move_to_end(key)
+            return found
+        async with self._pool.acquire() as conn:
+            policy = await site_store.select_policy(conn, site_id, version)
+        if policy is None:
+            return None
+        found = PolicyView.of(policy)
+        self._views[key] = found
+        if len(self._views) > POLICY_CACHE_MAX:
+            self._views.popitem(last=False)
+        return found
+
+    async def heads(self, site_id: str) -> tuple[int, int]:
+        """(current version, newest material version) of a site."""
+        found = self._heads.get(site_id)
+        if found is None:
+            async with self._pool.acquire() as conn:
+                found = await site_store.select_policy_heads(conn, site_id)
+            self._heads[site_id] = found
+        return found
+
+    async def current_view(self, site_id: str) -> tuple[PolicyView | None, int]:
+        current, material = await self.heads(site_id)
+        view = await self.view(site_id, current) if current else None
+        return view, material
+
+    async def key(self, key_id: str) -> KeyAuth | None:
+        found = self._keys.get(key_id)
+        if found is None:
+            async with self._pool.acquire() as conn:
+                found = await key_store.select_key_for_auth(conn, key_id)
+            if found is not None:
+                self._keys[key_id] = found
+        return found

@@ -1,0 +1,132 @@
+"""Group commit: concurrent requests share one durable transaction.
+
+Natural batching: a flush starts as soon as a slot is free and takes every submission
+waiting at that moment (up to `batch_max` events); while it commits, the next batch
+gathers. No timer, so an idle server answers one event at the latency of one commit.
+Each request is answered only after the transaction holding its events committed
+(`synchronous_commit` on). A full queue or an unreachable database is `Unavailable`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Sequence
+
+import asyncpg
+
+from cmp.metrics import Metrics
+from cmp.store.events import NewEvent, Submission, write_batch
+
+log = logging.getLogger(__name__)
+
+
+class Unavailable(Exception):
+    """The write path cannot take this request now; answer 503 with Retry-After."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class GroupCommitter:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        metrics: Metrics,
+        *,
+        batch_max: int,
+        in_flight: int,
+        queue_max: int,
+        wait_seconds: float = 10.0,
+    ) -> None:
+        self._pool = pool
+        self._metrics = metrics
+        self._batch_max = batch_max
+        self._slots = in_flight
+        self._queue_max = queue_max
+        self._wait = wait_seconds
+        self._pending: deque[tuple[Submission, asyncio.Future[None]]] = deque()
+        self._pending_events = 0
+        self._active = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def submit(self, events: Sequence[NewEvent]) -> list[str]:
+        """Store the events of one request; returns one outcome per event."""
+        if self._pending_events + len(events) > self._queue_max:
+            raise Unavailable("queue-full")
+        submission = Submission(events)
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((submission, future))
+        self._pending_events += len(events)
+        self._metrics.queue_depth.set(self._pending_events)
+        self._start_flushes()
+        try:
+            await asyncio.wait_for(asyncio.shield(future), self._wait)
+        except TimeoutError:
+            raise Unavailable("commit-timeout") from None
+        assert submission.outcomes is not None
+        return submission.outcomes
+
+    def _start_flushes(self) -> None:
+        # A flush takes everything pending when it runs, so one start per call suffices.
+        if self._active < self._slots and self._pending:
+            self._active += 1
+            task = asyncio.create_task(self._flush())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def _take(self) -> list[tuple[Submission, asyncio.Future[None]]]:
+        taken: list[tuple[Submission, asyncio.Future[None]]] = []
+        count = 0
+        while self._pending:
+            size = len(self._pending[0][0].events)
+            if taken and count + size > self._batch_max:
+                break
+            taken.append(self._pending.popleft())
+            count += size
+        self._pending_events -= count
+        self._metrics.queue_depth.set(self._pending_events)
+        return taken
+
+    async def _flush(self) -> None:
+        try:
+            taken = self._take()
+            if not taken:
+                return
+            started = time.perf_counter()
+            try:
+                async with self._pool.acquire() as conn, conn.transaction():
+                    await write_batch(conn, [s for s, _ in taken])
+            except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError, TimeoutError) as exc:
+                log.warning("group commit failed: %s", exc)
+                self._fail(taken, "database")
+                return
+            except Exception:
+                log.exception("group commit failed")
+                self._fail(taken, "internal")
+                return
+            events = sum(len(s.events) for s, _ in taken)
+            self._metrics.batch_size.observe(events)
+            self._metrics.commit_seconds.observe(time.perf_counter() - started)
+            for _, future in taken:
+                if not future.done():
+                    future.set_result(None)
+        finally:
+            self._active -= 1
+            self._start_flushes()
+
+    @staticmethod
+    def _fail(taken: list[tuple[Submission, asyncio.Future[None]]], reason: str) -> None:
+        for _, future in taken:
+            if not future.done():
+                future.set_exception(Unavailable(reason))
+                # Mark retrieved: a request that already timed out no longer awaits it.
+                future.exception()
+
+    async def drain(self) -> None:
+        """Wait for flushes in progress (shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)

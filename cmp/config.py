@@ -1,0 +1,72 @@
+"""Settings: one pydantic-settings class, `CMP_` environment variables, built once.
+
+`__main__` builds it and passes it down; tests build their own. A bad value stops
+start-up with one line naming the variable (`load_settings`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_data_dir() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("cmp", appauthor=False))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CMP_", extra="ignore", frozen=True)
+
+    database_url: SecretStr | None = None
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    admin_key: SecretStr | None = None
+    signing_key_file: Path | None = None
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "console"] = "console"
+    # Proxies whose X-Forwarded-For is believed (CIDRs); empty = use the peer address.
+    trusted_proxies: list[str] = Field(default_factory=list)
+    demo: bool = False
+    migrate_on_start: bool = True
+    # Database pool: the ingest writer and state reader each hold a few connections.
+    pool_size: int = Field(default=8, ge=2, le=200)
+    # Group commit: most events per flush, flushes in flight, pending events before 503.
+    batch_max: int = Field(default=500, ge=1, le=10_000)
+    flushes_in_flight: int = Field(default=2, ge=1, le=16)
+    queue_max: int = Field(default=20_000, ge=1)
+    # Per (site, IP prefix) token bucket on the collect endpoints.
+    rate_per_second: float = Field(default=50.0, gt=0)
+    rate_burst: int = Field(default=200, ge=1)
+    purge_interval_seconds: int = Field(default=86_400, ge=1)
+    checkpoint_interval_seconds: int = Field(default=60, ge=1)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _cidrs(cls, value: list[str]) -> list[str]:
+        for item in value:
+            ipaddress.ip_network(item, strict=False)
+        return value
+
+    @property
+    def signing_key_path(self) -> Path:
+        return self.signing_key_file or self.data_dir / "signing-key.pem"
+
+
+class ConfigError(Exception):
+    """Start-up configuration is unusable; the message is one line naming the variable."""
+
+
+def load_settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = "CMP_" + str(err["loc"][0]).upper() if err["loc"] else "CMP_*"
+        raise ConfigError(f"{name}: {err['msg']}") from None

@@ -1,0 +1,129 @@
+"""Consent semantics, pure: what a policy version allows, and what a subject's state is.
+
+`PolicyView` is a policy version compiled for the hot paths (validation and state);
+`derive_state` turns a stored latest event into the state tag managers read. Fail closed:
+anything but a valid consent grants only required purposes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from cmp.models import CONSENT_SIGNALS, PolicyVersion
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyView:
+    site_id: str
+    version: int
+    material: bool
+    content_sha256: str
+    purposes: tuple[str, ...]
+    required: frozenset[str]
+    gpc: frozenset[str]
+    signals: dict[str, tuple[str, ...]]
+    service_purpose: dict[str, str]
+    services_of: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, policy: PolicyVersion) -> PolicyView:
+        return cls(
+            site_id=policy.site_id,
+            version=policy.version,
+            material=policy.material,
+            content_sha256=policy.content_sha256,
+            purposes=tuple(p.key for p in policy.purposes),
+            required=frozenset(p.key for p in policy.purposes if p.required),
+            gpc=frozenset(p.key for p in policy.purposes if p.gpc),
+            signals={p.key: tuple(p.consent_mode) for p in policy.purposes},
+            service_purpose={s.key: p.key for p in policy.purposes for s in p.services},
+            services_of={p.key: tuple(s.key for s in p.services) for p in policy.purposes},
+        )
+
+    def closed_purposes(self) -> dict[str, bool]:
+        """Fail-closed choice: required purposes only."""
+        return {key: key in self.required for key in self.purposes}
+
+    def services_for(self, purposes: dict[str, bool], chosen: dict[str, bool]) -> dict[str, bool]:
+        """Every service of the version: granted iff its purpose is and it was not refused."""
+        return {
+            service: purposes.get(purpose, False) and chosen.get(service, True)
+            for service, purpose in self.service_purpose.items()
+        }
+
+
+def consent_mode(view: PolicyView | None, purposes: dict[str, bool], valid: bool) -> dict[str, str]:
+    """The seven Google Consent Mode v2 signals for a choice."""
+    granted: set[str] = {"security_storage"}
+    if valid and view is not None:
+        for purpose, on in purposes.items():
+            if on:
+                granted.update(view.signals.get(purpose, ()))
+    return {s: "granted" if s in granted else "denied" for s in CONSENT_SIGNALS}
+
+
+@dataclass(frozen=True, slots=True)
+class StoredChoice:
+    """The latest event of a subject, as kept in consent_state."""
+
+    event_id: str
+    policy_version: int
+    action: str
+    purposes: dict[str, bool]
+    services: dict[str, bool]
+    gpc: bool
+    recorded_at: datetime
+
+
+def _ts(value: datetime | None) -> str | None:
+    return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ") if value is not None else None
+
+
+def derive_state(
+    *,
+    site_id: str,
+    subject_id: str,
+    validity_days: int,
+    current: PolicyView | None,
+    material_version: int,
+    choice: StoredChoice | None,
+    choice_view: PolicyView | None,
+    now: datetime,
+) -> dict[str, Any]:
+    """The state document of SPEC §3.4."""
+    current_version = current.version if current else None
+    if choice is None:
+        status = "none"
+    elif choice.policy_version < material_version:
+        status = "stale"
+    elif choice.recorded_at + timedelta(days=validity_days) <= now:
+        status = "expired"
+    else:
+        status = "valid"
+    valid = status == "valid"
+    if valid and choice is not None:
+        purposes = dict(choice.purposes)
+        services = dict(choice.services)
+        view = choice_view
+    else:
+        purposes = current.closed_purposes() if current else {}
+        services = current.services_for(purposes, {}) if current else {}
+        view = current
+    return {
+        "site_id": site_id,
+        "subject_id": subject_id,
+        "status": status,
+        "needs_prompt": not valid,
+        "policy_version": choice.policy_version if choice else None,
+        "current_policy_version": current_version,
+        "action": choice.action if choice else None,
+        "purposes": purposes,
+        "services": services,
+        "consent_mode": consent_mode(view, purposes, valid),
+        "gpc": choice.gpc if choice else False,
+        "event_id": choice.event_id if choice else None,
+        "recorded_at": _ts(choice.recorded_at) if choice else None,
+        "expires_at": _ts(choice.recorded_at + timedelta(days=validity_days)) if choice else None,
+    }

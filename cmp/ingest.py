@@ -1,0 +1,285 @@
+"""The event pipeline: raw body → validated events → log rows → group commit.
+
+Named steps, each rejection an enumerated reason (the problem code and a bounded
+metric label): `parse` (400/413/422), `validate` against the policy version each event
+names (422), `build` the stored rows with the server's own facts, `commit` (201, 409,
+503). Everything is validated before anything is queued, so a request is stored whole
+or not at all. Used by the native endpoint and by the banner integrations alike.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import ValidationError
+
+from cmp.canonical import canonical_json
+from cmp.commit import GroupCommitter
+from cmp.consent import PolicyView
+from cmp.models import EventBatch, EventIn
+from cmp.store.events import CONFLICT, DUPLICATE, NewEvent
+from cmp.store.sites import SiteRow
+
+FUTURE_SKEW = timedelta(minutes=5)
+USER_AGENT_MAX = 256
+
+
+class Rejected(Exception):
+    """An ingest request refused; `reason` is both problem code and metric label."""
+
+    def __init__(
+        self, status: int, reason: str, detail: str, errors: list[dict[str, str]] | None = None
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.reason = reason
+        self.detail = detail
+        self.errors = errors
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """What the server records from the request itself, never from the body."""
+
+    origin: str | None
+    user_agent: str | None
+    ip_prefix: str | None
+    gpc: bool
+    received_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    accepted: int
+    duplicates: int
+
+
+ViewLookup = Callable[[int], Awaitable[PolicyView | None]]
+
+
+# --- step 1: parse -----------------------------------------------------------
+
+
+def parse(raw: bytes) -> tuple[list[EventIn], str]:
+    """One event or `{"events": [...]}`; returns the events and the pointer prefix."""
+    if not raw.strip():
+        raise Rejected(400, "malformed-json", "request body is empty")
+    batch = b'"events"' in raw
+    try:
+        if batch:
+            return EventBatch.model_validate_json(raw).events, "/events/"
+        return [EventIn.model_validate_json(raw)], ""
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        if any(e["type"] in ("json_invalid", "json_type") for e in errors):
+            raise Rejected(400, "malformed-json", "request body is not valid JSON") from None
+        if batch and any(e["loc"] == ("events",) and e["type"] == "missing" for e in errors):
+            return parse_single(raw), ""
+        raise Rejected(422, "invalid-event", "request body failed validation", [
+            {"pointer": _pointer(e["loc"]), "detail": e["msg"]} for e in errors
+        ]) from None
+
+
+def parse_single(raw: bytes) -> list[EventIn]:
+    try:
+        return [EventIn.model_validate_json(raw)]
+    except ValidationError as exc:
+        raise Rejected(422, "invalid-event", "request body failed validation", [
+            {"pointer": _pointer(e["loc"]), "detail": e["msg"]}
+            for e in exc.errors(include_url=False)
+        ]) from None
+
+
+def _pointer(loc: Sequence[int | str]) -> str:
+    return "/" + "/".join(str(p).replace("~", "~0").replace("/", "~1") for p in loc)
+
+
+# --- step 2: validate --------------------------------------------------------
+
+
+def resolve_choice(
+    view: PolicyView, event: EventIn, at: str, errors: list[dict[str, str]]
+) -> dict[str, bool]:
+    """The purposes an event grants under its policy version (SPEC §3.3 rules)."""
+    sent = event.purposes or {}
+    for key in sent:
+        if key not in view.signals:
+            errors.append({"pointer": f"{at}purposes/{key}",
+                           "detail": f"'{key}' is not a purpose of policy version {view.version}"})
+    for key in view.required:
+        if sent.get(key) is False:
+            errors.append({"pointer": f"{at}purposes/{key}",
+                           "detail": f"'{key}' is required and cannot be refused"})
+    if event.action == "custom":
+        if event.purposes is None:
+            errors.append({"pointer": f"{at}purposes", "detail": "required for a custom choice"})
+            return {}
+        for key in view.purposes:
+            if key not in view.required and key not in sent:
+                errors.append({"pointer": f"{at}purposes/{key}",
+                               "detail": f"a custom choice must decide '{key}'"})
+        return {key: key in view.required or bool(sent.get(key)) for key in view.purposes}
+    grant = event.action == "accept_all"
+    for key, value in sent.items():
+        if key in view.signals and key not in view.required and value is not grant:
+            errors.append({"pointer": f"{at}purposes/{key}",
+                           "detail": f"disagrees with action '{event.action}'"})
+    return {key: grant or key in view.required for key in view.purposes}
+
+
+def resolve_services(
+    view: PolicyView, purposes: dict[str, bool], event: EventIn, at: str,
+    errors: list[dict[str, str]],
+) -> dict[str, bool]:
+    chosen = event.services or {}
+    for key, value in chosen.items():
+        purpose = view.service_purpose.get(key)
+        if purpose is None:
+            errors.append({"pointer": f"{at}services/{key}",
+                           "detail": f"'{key}' is not a service of policy version {view.version}"})
+        elif value and not purposes.get(purpose, False):
+            errors.append({"pointer": f"{at}services/{key}",
+                           "detail": f"cannot be granted while purpose '{purpose}' is denied"})
+    return view.services_for(purposes, chosen)
+
+
+def apply_gpc(view: PolicyView, purposes: dict[str, bool]) -> dict[str, bool]:
+    """Sec-GPC: 1 opts out of every purpose marked `gpc` (sale/sharing)."""
+    return {k: (v and k not in view.gpc) or k in view.required for k, v in purposes.items()}
+
+
+# --- step 3: build -------------------------------------------------------------
+
+
+def strip_url(url: str | None) -> str | None:
+    """Keep scheme, host and path: query strings and fragments carry personal data."""
+    if not url:
+        return None
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+
+
+def ip_prefix(address: str | None) -> str | None:
+    """IPv4 /24 or IPv6 /48 network of a client address; never the address itself."""
+    if not address:
+        return None
+    try:
+        ip = ipaddress.ip_address(address.split("%")[0])
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    bits = 24 if ip.version == 4 else 48
+    return str(ipaddress.ip_network(f"{ip}/{bits}", strict=False))
+
+
+def subject_digest(key: bytes, subject_id: str) -> str:
+    return hmac.new(key, subject_id.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def _ts(value: datetime | None) -> str | None:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ") if value else None
+
+
+def body_digest(event: EventIn) -> bytes:
+    """Digest of the event as the client meant it: a retry matches, a reuse does not."""
+    return hashlib.sha256(canonical_json(event.model_dump(mode="json"))).digest()[:16]
+
+
+def build(
+    site: SiteRow, view: PolicyView, event: EventIn, purposes: dict[str, bool],
+    services: dict[str, bool], facts: Facts,
+) -> NewEvent:
+    site_id = site.site.site_id
+    occurred = event.occurred_at.astimezone(UTC) if event.occurred_at else None
+    record: dict[str, Any] = {
+        "v": 1,
+        "site_id": site_id,
+        "seq": None,
+        "event_id": str(event.event_id),
+        "subject_digest": subject_digest(site.subject_key, event.subject_id),
+        "policy_version": view.version,
+        "policy_sha256": view.content_sha256,
+        "action": event.action,
+        "purposes": purposes,
+        "services": services,
+        "gpc": facts.gpc,
+        "language": event.language,
+        "source": event.source,
+        "page_url": strip_url(event.page_url),
+        "origin": facts.origin,
+        "ip_prefix": facts.ip_prefix,
+        "user_agent": facts.user_agent,
+        "occurred_at": _ts(occurred),
+        "received_at": _ts(facts.received_at),
+    }
+    return NewEvent(
+        site_id=site_id,
+        event_id=str(event.event_id),
+        subject_id=event.subject_id,
+        body_digest=body_digest(event),
+        record=record,
+        occurred_at=occurred,
+        received_at=facts.received_at,
+    )
+
+
+async def prepare(
+    site: SiteRow, events: Sequence[EventIn], prefix: str, view_of: ViewLookup, facts: Facts
+) -> list[NewEvent]:
+    """Validate every event, then build its row; any error rejects the whole request."""
+    errors: list[dict[str, str]] = []
+    built: list[NewEvent] = []
+    seen_ids: set[str] = set()
+    languages = site.site.languages
+    latest = facts.received_at + FUTURE_SKEW
+    for i, event in enumerate(events):
+        at = f"{prefix}{i}/" if prefix else "/"
+        view = await view_of(event.policy_version)
+        if view is None:
+            errors.append({"pointer": f"{at}policy_version",
+                           "detail": f"policy version {event.policy_version} does not exist"})
+            continue
+        if event.language is not None and event.language not in languages:
+            errors.append({"pointer": f"{at}language",
+                           "detail": f"not a language of this site ({', '.join(languages)})"})
+        if event.occurred_at is not None and event.occurred_at > latest:
+            errors.append({"pointer": f"{at}occurred_at",
+                           "detail": "more than 5 minutes in the future"})
+        event_key = str(event.event_id)
+        if event_key in seen_ids:
+            errors.append({"pointer": f"{at}event_id", "detail": "repeated within this request"})
+        seen_ids.add(event_key)
+        before = len(errors)
+        purposes = resolve_choice(view, event, at, errors)
+        services = resolve_services(view, purposes, event, at, errors)
+        if len(errors) > before:
+            continue
+        if facts.gpc:
+            purposes = apply_gpc(view, purposes)
+            services = view.services_for(purposes, event.services or {})
+        built.append(build(site, view, event, purposes, services, facts))
+    if errors:
+        raise Rejected(422, "invalid-event", "request body failed validation", errors)
+    return built
+
+
+# --- step 4: commit -------------------------------------------------------------
+
+
+async def commit(committer: GroupCommitter, events: list[NewEvent]) -> Accepted:
+    outcomes = await committer.submit(events)
+    if CONFLICT in outcomes:
+        ids = [e.event_id for e, o in zip(events, outcomes, strict=True) if o == CONFLICT]
+        raise Rejected(409, "conflict",
+                       f"event_id {ids[0]} was already stored with a different body; "
+                       "nothing of this request was stored")
+    duplicates = outcomes.count(DUPLICATE)
+    return Accepted(accepted=len(outcomes) - duplicates, duplicates=duplicates)

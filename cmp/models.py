@@ -1,0 +1,227 @@
+"""Domain models shared by `api` and `store`: pydantic, no I/O.
+
+Request models validate at the edge; the same models describe what is stored.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Literal
+
+from uuid import UUID
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
+
+SITE_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
+SUBJECT_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+KEY_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+LANG_PATTERN = r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$"
+
+Scope = Literal["admin", "read", "audit"]
+Action = Literal["accept_all", "reject_all", "custom", "withdraw"]
+ConsentSignal = Literal[
+    "ad_storage",
+    "ad_user_data",
+    "ad_personalization",
+    "analytics_storage",
+    "functionality_storage",
+    "personalization_storage",
+    "security_storage",
+]
+CONSENT_SIGNALS: tuple[str, ...] = (
+    "ad_storage",
+    "ad_user_data",
+    "ad_personalization",
+    "analytics_storage",
+    "functionality_storage",
+    "personalization_storage",
+    "security_storage",
+)
+
+Key = Annotated[str, StringConstraints(pattern=KEY_PATTERN)]
+Lang = Annotated[str, StringConstraints(pattern=LANG_PATTERN)]
+ShortText = Annotated[str, StringConstraints(min_length=1, max_length=500)]
+LongText = Annotated[str, StringConstraints(max_length=20_000)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- sites -----------------------------------------------------------------
+
+
+class SiteIn(Strict):
+    """Body of `PUT /v1/sites/{site_id}`."""
+
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    origins: list[Annotated[str, StringConstraints(pattern=r"^https?://[^/\s]+$")]] = Field(
+        default_factory=list, max_length=50
+    )
+    languages: list[Lang] = Field(min_length=1, max_length=20)
+    default_language: Lang
+    consent_validity_days: int = Field(default=365, ge=1, le=3650)
+    retention_days: int = Field(default=1825, ge=1, le=36500)
+
+    @model_validator(mode="after")
+    def _default_language_listed(self) -> SiteIn:
+        if self.default_language not in self.languages:
+            raise ValueError("default_language must be one of languages")
+        if len(set(self.languages)) != len(self.languages):
+            raise ValueError("languages must not repeat")
+        return self
+
+
+class Site(SiteIn):
+    site_id: str
+    created_at: datetime
+    updated_at: datetime
+
+
+# --- policy versions -------------------------------------------------------
+
+
+class Service(Strict):
+    key: Key
+    name: ShortText
+    description: dict[Lang, LongText] = Field(default_factory=dict)
+    cookies: list[Annotated[str, StringConstraints(min_length=1, max_length=128)]] = Field(
+        default_factory=list
+    )
+    retention_days: int | None = Field(default=None, ge=0, le=36500)
+
+
+class Purpose(Strict):
+    key: Key
+    required: bool = False
+    gpc: bool = False
+    consent_mode: list[ConsentSignal] = Field(default_factory=list)
+    title: dict[Lang, ShortText]
+    description: dict[Lang, LongText] = Field(default_factory=dict)
+    services: list[Service] = Field(default_factory=list)
+
+
+class Texts(Strict):
+    title: ShortText
+    body: LongText
+    accept_all: ShortText
+    reject_all: ShortText
+    settings: ShortText
+    save: ShortText
+    policy_text: Annotated[str, StringConstraints(max_length=200_000)] | None = None
+
+
+class PolicyIn(Strict):
+    """Body of `POST /v1/sites/{site_id}/policies`: what the banner shows."""
+
+    material: bool = True
+    policy_url: Annotated[str, StringConstraints(pattern=r"^https?://\S+$", max_length=2000)]
+    purposes: list[Purpose] = Field(min_length=1, max_length=50)
+    texts: dict[Lang, Texts] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _keys_unique(self) -> PolicyIn:
+        purpose_keys = [p.key for p in self.purposes]
+        if len(set(purpose_keys)) != len(purpose_keys):
+            raise ValueError("purpose keys must be unique")
+        service_keys = [s.key for p in self.purposes for s in p.services]
+        if len(set(service_keys)) != len(service_keys):
+            raise ValueError("service keys must be unique across purposes")
+        return self
+
+    def language_errors(self, languages: list[str]) -> list[dict[str, str]]:
+        """Every language of the site must be covered by the texts and purpose titles."""
+        errors = []
+        for lang in languages:
+            if lang not in self.texts:
+                errors.append({"pointer": f"/texts/{lang}", "detail": f"texts for '{lang}' missing"})
+            for i, purpose in enumerate(self.purposes):
+                if lang not in purpose.title:
+                    errors.append({
+                        "pointer": f"/purposes/{i}/title/{lang}",
+                        "detail": f"title for '{lang}' missing",
+                    })
+        return errors
+
+    def substance(self) -> list[object]:
+        """What consent is given to: purposes and services, without wording."""
+        return [
+            (p.key, p.required, p.gpc, sorted(p.consent_mode),
+             sorted((s.key, tuple(s.cookies), s.retention_days) for s in p.services))
+            for p in sorted(self.purposes, key=lambda p: p.key)
+        ]
+
+    def document(self) -> dict[str, object]:
+        """What the content hash covers: everything a visitor could see."""
+        return self.model_dump(mode="json", exclude={"material"})
+
+
+class PolicyVersion(Strict):
+    site_id: str
+    version: int
+    material: bool
+    content_sha256: str
+    published_at: datetime
+    policy_url: str
+    purposes: list[Purpose]
+    texts: dict[str, Texts]
+
+
+# --- keys ------------------------------------------------------------------
+
+
+class KeyIn(Strict):
+    scope: Scope
+
+
+class ApiKey(Strict):
+    id: str
+    site_id: str | None
+    scope: Scope
+    created_at: datetime
+    revoked_at: datetime | None = None
+    last_used_at: datetime | None = None
+
+
+class CreatedKey(ApiKey):
+    key: str
+
+
+# --- consent events --------------------------------------------------------
+
+SubjectId = Annotated[str, StringConstraints(pattern=SUBJECT_ID_PATTERN)]
+
+
+class EventIn(BaseModel):
+    """One consent action as a banner posts it (SPEC §3.3)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    event_id: UUID
+    subject_id: SubjectId
+    policy_version: int = Field(ge=1, le=2_000_000_000)
+    action: Action
+    purposes: dict[Key, bool] | None = None
+    services: dict[Key, bool] | None = None
+    language: Lang | None = None
+    occurred_at: AwareDatetime | None = None
+    source: Annotated[str, StringConstraints(max_length=64)] | None = None
+    page_url: Annotated[str, StringConstraints(max_length=2000)] | None = None
+
+
+class EventBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    events: list[EventIn] = Field(min_length=1, max_length=100)
+
+
+class LookupIn(Strict):
+    subject_ids: list[SubjectId] = Field(min_length=1, max_length=1000)

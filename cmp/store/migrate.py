@@ -1,0 +1,68 @@
+"""Forward-only migrations: numbered SQL files, a `schema_migrations` table, an advisory lock.
+
+Several processes starting at once take turns on the lock; each file runs in its own
+transaction. A database that has migrations this code does not know is refused.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import asyncpg
+
+from cmp.store.sqlfiles import migration_files
+
+log = logging.getLogger(__name__)
+
+# Arbitrary constant; the same in every cmp process (hash of "cmp.migrate").
+MIGRATION_LOCK = 0x636D70_6D6967
+
+
+class SchemaAheadError(Exception):
+    """The database carries migrations that this code does not know."""
+
+
+async def applied_versions(conn: asyncpg.Connection) -> list[int]:
+    exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
+    if not exists:
+        return []
+    rows = await conn.fetch("SELECT version FROM schema_migrations ORDER BY version")
+    return [r["version"] for r in rows]
+
+
+async def schema_status(conn: asyncpg.Connection) -> tuple[list[int], list[int]]:
+    """(missing, unknown): migrations not yet applied, and applied ones the code lacks."""
+    known = {number for number, _, _ in migration_files()}
+    applied = set(await applied_versions(conn))
+    return sorted(known - applied), sorted(applied - known)
+
+
+async def migrate(conn: asyncpg.Connection) -> list[str]:
+    """Apply every pending migration; return the names applied."""
+    await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
+    try:
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version integer PRIMARY KEY, name text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        missing, unknown = await schema_status(conn)
+        if unknown:
+            raise SchemaAheadError(
+                f"database has migrations {unknown} that this version of cmp does not know; "
+                "upgrade cmp before starting it"
+            )
+        done = []
+        for number, name, path in migration_files():
+            if number not in missing:
+                continue
+            async with conn.transaction():
+                await conn.execute(path.read_text("utf-8"))
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", number, name
+                )
+            log.info("applied migration %s", name)
+            done.append(name)
+        return done
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)

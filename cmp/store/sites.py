@@ -1,0 +1,104 @@
+"""Sites and their policy versions."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+import asyncpg
+
+from cmp.canonical import content_sha256
+from cmp.models import PolicyIn, PolicyVersion, Site, SiteIn
+from cmp.store.sqlfiles import queries
+
+Q = queries("sites")
+P = queries("policies")
+
+
+@dataclass(frozen=True, slots=True)
+class SiteRow:
+    """A site with its private subject key (never leaves the server)."""
+
+    site: Site
+    subject_key: bytes
+
+
+def _site(record: asyncpg.Record) -> SiteRow:
+    site = Site(
+        site_id=record["site_id"],
+        name=record["name"],
+        origins=list(record["origins"]),
+        languages=list(record["languages"]),
+        default_language=record["default_language"],
+        consent_validity_days=record["consent_validity_days"],
+        retention_days=record["retention_days"],
+        created_at=record["created_at"],
+        updated_at=record["updated_at"],
+    )
+    return SiteRow(site=site, subject_key=bytes(record["subject_key"]))
+
+
+async def upsert_site(conn: asyncpg.Connection, site_id: str, body: SiteIn) -> tuple[SiteRow, bool]:
+    record = await conn.fetchrow(
+        Q["upsert_site"],
+        site_id,
+        body.name,
+        body.origins,
+        body.languages,
+        body.default_language,
+        body.consent_validity_days,
+        body.retention_days,
+        secrets.token_bytes(32),
+    )
+    assert record is not None
+    return _site(record), bool(record["created"])
+
+
+async def select_site(conn: asyncpg.Connection, site_id: str) -> SiteRow | None:
+    record = await conn.fetchrow(Q["select_site"], site_id)
+    return _site(record) if record else None
+
+
+async def select_sites(conn: asyncpg.Connection) -> list[SiteRow]:
+    return [_site(r) for r in await conn.fetch(Q["select_sites"])]
+
+
+def _policy(record: asyncpg.Record) -> PolicyVersion:
+    doc = record["document"]
+    return PolicyVersion(
+        site_id=record["site_id"],
+        version=record["version"],
+        material=record["material"],
+        content_sha256=record["content_sha256"],
+        published_at=record["published_at"],
+        policy_url=doc["policy_url"],
+        purposes=doc["purposes"],
+        texts=doc["texts"],
+    )
+
+
+async def insert_policy(conn: asyncpg.Connection, site_id: str, body: PolicyIn) -> PolicyVersion:
+    document = body.document()
+    record = await conn.fetchrow(
+        P["insert_policy"], site_id, body.material, document, content_sha256(document)
+    )
+    assert record is not None
+    return _policy(record)
+
+
+async def select_policy(
+    conn: asyncpg.Connection, site_id: str, version: int
+) -> PolicyVersion | None:
+    record = await conn.fetchrow(P["select_policy"], site_id, version)
+    return _policy(record) if record else None
+
+
+async def select_policies(conn: asyncpg.Connection, site_id: str) -> list[PolicyVersion]:
+    return [_policy(r) for r in await conn.fetch(P["select_policies"], site_id)]
+
+
+async def select_policy_heads(conn: asyncpg.Connection, site_id: str) -> tuple[int, int]:
+    """(current version, newest material version); (0, 0) when none is published."""
+    record = await conn.fetchrow(P["select_policy_heads"], site_id)
+    assert record is not None
+    return record["current_version"], record["material_version"]

@@ -1,0 +1,1 @@
+"""Plain SQL of cmp (schema migrations and named queries); shipped as package data."""

@@ -1,0 +1,28 @@
+-- name: insert_key
+-- A new API key; only the hash of its secret is stored.
+INSERT INTO api_keys (id, site_id, scope, secret_hash)
+VALUES ($1, $2, $3, $4)
+RETURNING id, site_id, scope, created_at, revoked_at, last_used_at;
+
+-- name: select_key_for_auth
+-- What authentication needs about a key id.
+SELECT id, site_id, scope, secret_hash, revoked_at FROM api_keys WHERE id = $1;
+
+-- name: select_keys
+-- A site's keys, without secrets.
+SELECT id, site_id, scope, created_at, revoked_at, last_used_at
+FROM api_keys WHERE site_id = $1 ORDER BY created_at, id;
+
+-- name: revoke_key
+-- Revoke a key of a site at once; returns the key when it existed.
+UPDATE api_keys SET revoked_at = coalesce(revoked_at, now())
+WHERE site_id = $1 AND id = $2
+RETURNING id;
+
+-- name: select_root_key_exists
+-- Whether a root admin key exists at all.
+SELECT EXISTS (SELECT 1 FROM api_keys WHERE site_id IS NULL AND revoked_at IS NULL);
+
+-- name: touch_keys
+-- Record last use (batched, at most once a minute per key).
+UPDATE api_keys SET last_used_at = now() WHERE id = any($1::text[]);

@@ -1,0 +1,27 @@
+-- name: insert_policy
+-- Publish the next version of a site's policy; the site row lock serialises publishers.
+WITH locked AS (
+    SELECT site_id FROM sites WHERE site_id = $1 FOR UPDATE
+), next AS (
+    SELECT coalesce(max(version), 0) + 1 AS version
+    FROM policy_versions WHERE site_id = (SELECT site_id FROM locked)
+)
+INSERT INTO policy_versions (site_id, version, material, document, content_sha256)
+SELECT (SELECT site_id FROM locked), next.version, $2 OR next.version = 1, $3, $4 FROM next
+RETURNING site_id, version, material, document, content_sha256, published_at;
+
+-- name: select_policy
+-- One version.
+SELECT site_id, version, material, document, content_sha256, published_at
+FROM policy_versions WHERE site_id = $1 AND version = $2;
+
+-- name: select_policies
+-- Every version of a site, oldest first.
+SELECT site_id, version, material, document, content_sha256, published_at
+FROM policy_versions WHERE site_id = $1 ORDER BY version;
+
+-- name: select_policy_heads
+-- Current and newest material version of a site.
+SELECT coalesce(max(version), 0) AS current_version,
+       coalesce(max(version) FILTER (WHERE material), 0) AS material_version
+FROM policy_versions WHERE site_id = $1;

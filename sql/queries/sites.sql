@@ -1,0 +1,30 @@
+-- name: upsert_site
+-- Create or update a site; `created` tells which. A new site gets its chain head too.
+WITH up AS (
+    INSERT INTO sites (site_id, name, origins, languages, default_language,
+                       consent_validity_days, retention_days, subject_key)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+    ON CONFLICT (site_id) DO UPDATE
+        SET name = excluded.name, origins = excluded.origins, languages = excluded.languages,
+            default_language = excluded.default_language,
+            consent_validity_days = excluded.consent_validity_days,
+            retention_days = excluded.retention_days, updated_at = now()
+    RETURNING site_id, name, origins, languages, default_language, consent_validity_days,
+              retention_days, subject_key, created_at, updated_at, (xmax = 0) AS created
+), head AS (
+    INSERT INTO log_heads (site_id) SELECT site_id FROM up WHERE created
+    ON CONFLICT DO NOTHING
+)
+SELECT * FROM up;
+
+-- name: select_site
+-- One site by id.
+SELECT site_id, name, origins, languages, default_language, consent_validity_days,
+       retention_days, subject_key, created_at, updated_at
+FROM sites WHERE site_id = $1;
+
+-- name: select_sites
+-- Every site (small: one row per customer website).
+SELECT site_id, name, origins, languages, default_language, consent_validity_days,
+       retention_days, subject_key, created_at, updated_at
+FROM sites ORDER BY site_id;
