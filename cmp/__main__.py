@@ -37,7 +37,9 @@ def resolve_dsn(settings: Settings) -> str:
 
 
 async def _connect(dsn: str) -> asyncpg.Connection:
-    return await asyncpg.connect(dsn, server_settings={"synchronous_commit": "on"})
+    from cmp.store.db import connect
+
+    return await connect(dsn)
 
 
 # --- database set-up shared by serve/migrate/demo ----------------------------------
@@ -76,13 +78,18 @@ async def load_demo(conn: asyncpg.Connection) -> None:
     for path in sitefile.demo_files():
         result = await sitefile.apply(conn, sitefile.load(path))
         if result.published is not None:
-            print(f"{result.site_id}: published policy version {result.published.version}"
-                  f"{'' if result.published.material else ' (not material)'}", flush=True)
+            print(
+                f"{result.site_id}: published policy version {result.published.version}"
+                f"{'' if result.published.material else ' (not material)'}",
+                flush=True,
+            )
         if result.site_created:
             read = await insert_key(conn, result.site_id, "read")
             audit = await insert_key(conn, result.site_id, "audit")
-            print(f"{result.site_id}: read key {read.key}\n{result.site_id}: audit key {audit.key}",
-                  flush=True)
+            print(
+                f"{result.site_id}: read key {read.key}\n{result.site_id}: audit key {audit.key}",
+                flush=True,
+            )
 
 
 # --- commands ----------------------------------------------------------------------
@@ -113,8 +120,13 @@ def _run_server(settings: Settings, dsn: str, *, reuse_port: bool, demo: bool) -
     app = create_app(settings.model_copy(update={"demo": demo}), dsn)
     print(f"cmp serving on http://{settings.host}:{settings.port} (pid {os.getpid()})", flush=True)
     web.run_app(
-        app, host=settings.host, port=settings.port, access_log=None, reuse_port=reuse_port,
-        print=None, handle_signals=True,
+        app,
+        host=settings.host,
+        port=settings.port,
+        access_log=None,
+        reuse_port=reuse_port,
+        print=None,
+        handle_signals=True,
     )
 
 
@@ -169,8 +181,12 @@ def cmd_site_apply(settings: Settings, args: argparse.Namespace) -> int:
                 result = await sitefile.apply(conn, loaded)
                 what = "created" if result.site_created else "updated"
                 pub = result.published
-                policy = (f", published version {pub.version} ({'material' if pub.material else 'not material'})"
-                          if pub else ", policy unchanged")
+                policy = (
+                    f", published version {pub.version}"
+                    f" ({'material' if pub.material else 'not material'})"
+                    if pub
+                    else ", policy unchanged"
+                )
                 print(f"{result.site_id}: {what}{policy}")
         finally:
             await conn.close()
@@ -223,9 +239,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
     sub.add_parser("migrate", help="apply pending schema migrations").set_defaults(func=cmd_migrate)
     sub.add_parser("demo", help="create the seed sites and print their keys").set_defaults(
-        func=cmd_demo)
-    site = sub.add_parser("site", help="site definitions").add_subparsers(dest="site_cmd",
-                                                                          required=True)
+        func=cmd_demo
+    )
+    site = sub.add_parser("site", help="site definitions").add_subparsers(
+        dest="site_cmd", required=True
+    )
     apply = site.add_parser("apply", help="apply site TOML files")
     apply.add_argument("files", nargs="+")
     apply.set_defaults(func=cmd_site_apply)
@@ -238,8 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("file")
     verify.add_argument("--checkpoint")
     verify.add_argument("--public-key")
-    verify.add_argument("--partial", action="store_true",
-                        help="a filtered export: check records one by one")
+    verify.add_argument(
+        "--partial", action="store_true", help="a filtered export: check records one by one"
+    )
     verify.set_defaults(func=cmd_verify, no_settings=True)
     return parser
 

@@ -2,28 +2,22 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import asyncpg
 from aiohttp import web
 
+from cmp.catalog import Catalog
+from cmp.commit import GroupCommitter
 from cmp.config import Settings
-
-if TYPE_CHECKING:
-    from cmp.audit.signing import Signer
-    from cmp.catalog import Catalog
-    from cmp.commit import GroupCommitter
-    from cmp.metrics import Metrics
-    from cmp.ratelimit import RateLimiter
-    from cmp.state import StateReader
+from cmp.metrics import Metrics
+from cmp.ratelimit import RateLimiter
+from cmp.state import StateReader
 
 SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", asyncpg.Pool)
-CATALOG = web.AppKey("catalog", "Catalog")
-COMMITTER = web.AppKey("committer", "GroupCommitter")
-STATE = web.AppKey("state", "StateReader")
-METRICS = web.AppKey("metrics", "Metrics")
-LIMITER = web.AppKey("limiter", "RateLimiter")
-SIGNER = web.AppKey("signer", "Signer")
+CATALOG = web.AppKey("catalog", Catalog)
+COMMITTER = web.AppKey("committer", GroupCommitter)
+STATE = web.AppKey("state", StateReader)
+METRICS = web.AppKey("metrics", Metrics)
+LIMITER = web.AppKey("limiter", RateLimiter)
 
 REQUEST_ID = web.RequestKey("request_id", str)

@@ -16,6 +16,7 @@ from typing import Any
 import asyncpg
 
 from cmp.consent import PolicyView
+from cmp.models import PolicyVersion
 from cmp.store import keys as key_store
 from cmp.store import sites as site_store
 from cmp.store.keys import KeyAuth
@@ -32,7 +33,9 @@ class Catalog:
         self._pool = pool
         self._sites: dict[str, SiteRow] = {}
         self._heads: dict[str, tuple[int, int]] = {}
-        self._views: OrderedDict[tuple[str, int], PolicyView] = OrderedDict()
+        self._policies: OrderedDict[tuple[str, int], tuple[PolicyVersion, PolicyView]] = (
+            OrderedDict()
+        )
         self._keys: dict[str, KeyAuth] = {}
         self._listener: asyncpg.Connection | None = None
 
@@ -90,20 +93,30 @@ class Catalog:
                 self._sites[site_id] = found
         return found
 
+    async def policy(self, site_id: str, version: int) -> PolicyVersion | None:
+        """A policy version (immutable, so cached for good, LRU-bounded)."""
+        found = await self._entry(site_id, version)
+        return found[0] if found else None
+
     async def view(self, site_id: str, version: int) -> PolicyView | None:
+        """The same version compiled for validation and state."""
+        found = await self._entry(site_id, version)
+        return found[1] if found else None
+
+    async def _entry(self, site_id: str, version: int) -> tuple[PolicyVersion, PolicyView] | None:
         key = (site_id, version)
-        found = self._views.get(key)
+        found = self._policies.get(key)
         if found is not None:
-            self._views.move_to_end(key)
+            self._policies.move_to_end(key)
             return found
         async with self._pool.acquire() as conn:
             policy = await site_store.select_policy(conn, site_id, version)
         if policy is None:
             return None
-        found = PolicyView.of(policy)
-        self._views[key] = found
-        if len(self._views) > POLICY_CACHE_MAX:
-            self._views.popitem(last=False)
+        found = (policy, PolicyView.of(policy))
+        self._policies[key] = found
+        if len(self._policies) > POLICY_CACHE_MAX:
+            self._policies.popitem(last=False)
         return found
 
     async def heads(self, site_id: str) -> tuple[int, int]:

@@ -15,10 +15,10 @@ import ipaddress
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from cmp.canonical import canonical_json
 from cmp.commit import GroupCommitter
@@ -26,6 +26,8 @@ from cmp.consent import PolicyView
 from cmp.models import EventBatch, EventIn
 from cmp.store.events import CONFLICT, DUPLICATE, NewEvent
 from cmp.store.sites import SiteRow
+
+M = TypeVar("M", bound=BaseModel)
 
 FUTURE_SKEW = timedelta(minutes=5)
 USER_AGENT_MAX = 256
@@ -82,19 +84,34 @@ def parse(raw: bytes) -> tuple[list[EventIn], str]:
             raise Rejected(400, "malformed-json", "request body is not valid JSON") from None
         if batch and any(e["loc"] == ("events",) and e["type"] == "missing" for e in errors):
             return parse_single(raw), ""
-        raise Rejected(422, "invalid-event", "request body failed validation", [
-            {"pointer": _pointer(e["loc"]), "detail": e["msg"]} for e in errors
-        ]) from None
+        raise Rejected(
+            422,
+            "invalid-event",
+            "request body failed validation",
+            [{"pointer": _pointer(e["loc"]), "detail": e["msg"]} for e in errors],
+        ) from None
 
 
 def parse_single(raw: bytes) -> list[EventIn]:
+    return [parse_model(raw, EventIn)]
+
+
+def parse_model(raw: bytes, model: type[M]) -> M:
+    """Validate raw bytes as `model`: 400 when not JSON, 422 with pointers otherwise."""
+    if not raw.strip():
+        raise Rejected(400, "malformed-json", "request body is empty")
     try:
-        return [EventIn.model_validate_json(raw)]
+        return model.model_validate_json(raw)
     except ValidationError as exc:
-        raise Rejected(422, "invalid-event", "request body failed validation", [
-            {"pointer": _pointer(e["loc"]), "detail": e["msg"]}
-            for e in exc.errors(include_url=False)
-        ]) from None
+        errors = exc.errors(include_url=False)
+        if any(e["type"] in ("json_invalid", "json_type") for e in errors):
+            raise Rejected(400, "malformed-json", "request body is not valid JSON") from None
+        raise Rejected(
+            422,
+            "invalid-event",
+            "request body failed validation",
+            [{"pointer": _pointer(e["loc"]), "detail": e["msg"]} for e in errors],
+        ) from None
 
 
 def _pointer(loc: Sequence[int | str]) -> str:
@@ -111,42 +128,69 @@ def resolve_choice(
     sent = event.purposes or {}
     for key in sent:
         if key not in view.signals:
-            errors.append({"pointer": f"{at}purposes/{key}",
-                           "detail": f"'{key}' is not a purpose of policy version {view.version}"})
+            errors.append(
+                {
+                    "pointer": f"{at}purposes/{key}",
+                    "detail": f"'{key}' is not a purpose of policy version {view.version}",
+                }
+            )
     for key in view.required:
         if sent.get(key) is False:
-            errors.append({"pointer": f"{at}purposes/{key}",
-                           "detail": f"'{key}' is required and cannot be refused"})
+            errors.append(
+                {
+                    "pointer": f"{at}purposes/{key}",
+                    "detail": f"'{key}' is required and cannot be refused",
+                }
+            )
     if event.action == "custom":
         if event.purposes is None:
             errors.append({"pointer": f"{at}purposes", "detail": "required for a custom choice"})
             return {}
         for key in view.purposes:
             if key not in view.required and key not in sent:
-                errors.append({"pointer": f"{at}purposes/{key}",
-                               "detail": f"a custom choice must decide '{key}'"})
+                errors.append(
+                    {
+                        "pointer": f"{at}purposes/{key}",
+                        "detail": f"a custom choice must decide '{key}'",
+                    }
+                )
         return {key: key in view.required or bool(sent.get(key)) for key in view.purposes}
     grant = event.action == "accept_all"
     for key, value in sent.items():
         if key in view.signals and key not in view.required and value is not grant:
-            errors.append({"pointer": f"{at}purposes/{key}",
-                           "detail": f"disagrees with action '{event.action}'"})
+            errors.append(
+                {
+                    "pointer": f"{at}purposes/{key}",
+                    "detail": f"disagrees with action '{event.action}'",
+                }
+            )
     return {key: grant or key in view.required for key in view.purposes}
 
 
 def resolve_services(
-    view: PolicyView, purposes: dict[str, bool], event: EventIn, at: str,
+    view: PolicyView,
+    purposes: dict[str, bool],
+    event: EventIn,
+    at: str,
     errors: list[dict[str, str]],
 ) -> dict[str, bool]:
     chosen = event.services or {}
     for key, value in chosen.items():
         purpose = view.service_purpose.get(key)
         if purpose is None:
-            errors.append({"pointer": f"{at}services/{key}",
-                           "detail": f"'{key}' is not a service of policy version {view.version}"})
+            errors.append(
+                {
+                    "pointer": f"{at}services/{key}",
+                    "detail": f"'{key}' is not a service of policy version {view.version}",
+                }
+            )
         elif value and not purposes.get(purpose, False):
-            errors.append({"pointer": f"{at}services/{key}",
-                           "detail": f"cannot be granted while purpose '{purpose}' is denied"})
+            errors.append(
+                {
+                    "pointer": f"{at}services/{key}",
+                    "detail": f"cannot be granted while purpose '{purpose}' is denied",
+                }
+            )
     return view.services_for(purposes, chosen)
 
 
@@ -194,8 +238,12 @@ def body_digest(event: EventIn) -> bytes:
 
 
 def build(
-    site: SiteRow, view: PolicyView, event: EventIn, purposes: dict[str, bool],
-    services: dict[str, bool], facts: Facts,
+    site: SiteRow,
+    view: PolicyView,
+    event: EventIn,
+    purposes: dict[str, bool],
+    services: dict[str, bool],
+    facts: Facts,
 ) -> NewEvent:
     site_id = site.site.site_id
     occurred = event.occurred_at.astimezone(UTC) if event.occurred_at else None
@@ -244,15 +292,24 @@ async def prepare(
         at = f"{prefix}{i}/" if prefix else "/"
         view = await view_of(event.policy_version)
         if view is None:
-            errors.append({"pointer": f"{at}policy_version",
-                           "detail": f"policy version {event.policy_version} does not exist"})
+            errors.append(
+                {
+                    "pointer": f"{at}policy_version",
+                    "detail": f"policy version {event.policy_version} does not exist",
+                }
+            )
             continue
         if event.language is not None and event.language not in languages:
-            errors.append({"pointer": f"{at}language",
-                           "detail": f"not a language of this site ({', '.join(languages)})"})
+            errors.append(
+                {
+                    "pointer": f"{at}language",
+                    "detail": f"not a language of this site ({', '.join(languages)})",
+                }
+            )
         if event.occurred_at is not None and event.occurred_at > latest:
-            errors.append({"pointer": f"{at}occurred_at",
-                           "detail": "more than 5 minutes in the future"})
+            errors.append(
+                {"pointer": f"{at}occurred_at", "detail": "more than 5 minutes in the future"}
+            )
         event_key = str(event.event_id)
         if event_key in seen_ids:
             errors.append({"pointer": f"{at}event_id", "detail": "repeated within this request"})
@@ -275,11 +332,16 @@ async def prepare(
 
 
 async def commit(committer: GroupCommitter, events: list[NewEvent]) -> Accepted:
+    if not events:
+        return Accepted(accepted=0, duplicates=0)
     outcomes = await committer.submit(events)
     if CONFLICT in outcomes:
         ids = [e.event_id for e, o in zip(events, outcomes, strict=True) if o == CONFLICT]
-        raise Rejected(409, "conflict",
-                       f"event_id {ids[0]} was already stored with a different body; "
-                       "nothing of this request was stored")
+        raise Rejected(
+            409,
+            "conflict",
+            f"event_id {ids[0]} was already stored with a different body; "
+            "nothing of this request was stored",
+        )
     duplicates = outcomes.count(DUPLICATE)
     return Accepted(accepted=len(outcomes) - duplicates, duplicates=duplicates)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from typing import Annotated, Literal
-
 from uuid import UUID
 
 from pydantic import (
@@ -142,20 +141,29 @@ class PolicyIn(Strict):
         errors = []
         for lang in languages:
             if lang not in self.texts:
-                errors.append({"pointer": f"/texts/{lang}", "detail": f"texts for '{lang}' missing"})
+                errors.append(
+                    {"pointer": f"/texts/{lang}", "detail": f"texts for '{lang}' missing"}
+                )
             for i, purpose in enumerate(self.purposes):
                 if lang not in purpose.title:
-                    errors.append({
-                        "pointer": f"/purposes/{i}/title/{lang}",
-                        "detail": f"title for '{lang}' missing",
-                    })
+                    errors.append(
+                        {
+                            "pointer": f"/purposes/{i}/title/{lang}",
+                            "detail": f"title for '{lang}' missing",
+                        }
+                    )
         return errors
 
     def substance(self) -> list[object]:
         """What consent is given to: purposes and services, without wording."""
         return [
-            (p.key, p.required, p.gpc, sorted(p.consent_mode),
-             sorted((s.key, tuple(s.cookies), s.retention_days) for s in p.services))
+            (
+                p.key,
+                p.required,
+                p.gpc,
+                sorted(p.consent_mode),
+                sorted((s.key, tuple(s.cookies), s.retention_days) for s in p.services),
+            )
             for p in sorted(self.purposes, key=lambda p: p.key)
         ]
 

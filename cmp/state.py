@@ -32,9 +32,7 @@ class StateReader:
         self._metrics = metrics
         self._slots = in_flight
         self._batch_max = batch_max
-        self._pending: deque[tuple[list[Pair], asyncio.Future[dict[Pair, StoredChoice]]]] = (
-            deque()
-        )
+        self._pending: deque[tuple[list[Pair], asyncio.Future[dict[Pair, StoredChoice]]]] = deque()
         self._active = 0
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -51,14 +49,18 @@ class StateReader:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         found = await future
-        return {subject: found[(site, subject)] for site, subject in pairs if (site, subject) in found}
+        return {
+            subject: found[(site, subject)] for site, subject in pairs if (site, subject) in found
+        }
 
     async def _read(self) -> None:
         try:
             while self._pending:
-                taken = []
+                taken: list[tuple[list[Pair], asyncio.Future[dict[Pair, StoredChoice]]]] = []
                 count = 0
-                while self._pending and (not taken or count + len(self._pending[0][0]) <= self._batch_max):
+                while self._pending and (
+                    not taken or count + len(self._pending[0][0]) <= self._batch_max
+                ):
                     item = self._pending.popleft()
                     taken.append(item)
                     count += len(item[0])
@@ -67,7 +69,12 @@ class StateReader:
                 try:
                     async with self._pool.acquire() as conn:
                         found = await select_states(conn, sites, subjects)
-                except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError, TimeoutError) as exc:
+                except (
+                    asyncpg.PostgresError,
+                    OSError,
+                    asyncpg.InterfaceError,
+                    TimeoutError,
+                ) as exc:
                     log.warning("state read failed: %s", exc)
                     for _, future in taken:
                         if not future.done():

@@ -21,6 +21,7 @@ from pydantic import SecretStr
 
 from cmp.app import create_app
 from cmp.config import Settings
+from cmp.store.db import connect
 from cmp.store.keys import ensure_root_key
 from cmp.store.migrate import migrate
 
@@ -110,7 +111,7 @@ async def client(aiohttp_client: Any, settings: Settings, db_dsn: str) -> TestCl
 
 @pytest.fixture
 async def db(db_dsn: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(db_dsn)
+    conn = await connect(db_dsn)
     yield conn
     await conn.close()
 
@@ -118,24 +119,52 @@ async def db(db_dsn: str) -> AsyncIterator[asyncpg.Connection]:
 # --- data helpers ------------------------------------------------------------------
 
 
-def policy_body(material: bool = True, languages: tuple[str, ...] = ("nb", "en"),
-                extra_purpose: bool = False) -> dict[str, Any]:
+def policy_body(
+    material: bool = True, languages: tuple[str, ...] = ("nb", "en"), extra_purpose: bool = False
+) -> dict[str, Any]:
     def t(word: str) -> dict[str, str]:
         return {lang: f"{word} ({lang})" for lang in languages}
 
     purposes: list[dict[str, Any]] = [
-        {"key": "necessary", "required": True, "consent_mode": ["security_storage"],
-         "title": t("Necessary"), "services": [
-             {"key": "session", "name": "Session cookie", "cookies": ["sid"], "retention_days": 0}]},
-        {"key": "preferences", "consent_mode": ["functionality_storage", "personalization_storage"],
-         "title": t("Preferences")},
-        {"key": "statistics", "consent_mode": ["analytics_storage"], "title": t("Statistics"),
-         "services": [{"key": "google-analytics", "name": "Google Analytics",
-                       "cookies": ["_ga", "_ga_*"], "retention_days": 730}]},
-        {"key": "marketing", "gpc": True,
-         "consent_mode": ["ad_storage", "ad_user_data", "ad_personalization"],
-         "title": t("Marketing"), "services": [
-             {"key": "facebook-pixel", "name": "Facebook pixel", "cookies": ["_fbp"]}]},
+        {
+            "key": "necessary",
+            "required": True,
+            "consent_mode": ["security_storage"],
+            "title": t("Necessary"),
+            "services": [
+                {
+                    "key": "session",
+                    "name": "Session cookie",
+                    "cookies": ["sid"],
+                    "retention_days": 0,
+                }
+            ],
+        },
+        {
+            "key": "preferences",
+            "consent_mode": ["functionality_storage", "personalization_storage"],
+            "title": t("Preferences"),
+        },
+        {
+            "key": "statistics",
+            "consent_mode": ["analytics_storage"],
+            "title": t("Statistics"),
+            "services": [
+                {
+                    "key": "google-analytics",
+                    "name": "Google Analytics",
+                    "cookies": ["_ga", "_ga_*"],
+                    "retention_days": 730,
+                }
+            ],
+        },
+        {
+            "key": "marketing",
+            "gpc": True,
+            "consent_mode": ["ad_storage", "ad_user_data", "ad_personalization"],
+            "title": t("Marketing"),
+            "services": [{"key": "facebook-pixel", "name": "Facebook pixel", "cookies": ["_fbp"]}],
+        },
     ]
     if extra_purpose:
         purposes.append({"key": "social", "title": t("Social"), "consent_mode": []})
@@ -143,15 +172,28 @@ def policy_body(material: bool = True, languages: tuple[str, ...] = ("nb", "en")
         "material": material,
         "policy_url": "https://shop.example/personvern",
         "purposes": purposes,
-        "texts": {lang: {"title": "Cookies", "body": "Vi bruker informasjonskapsler.",
-                         "accept_all": "Godta alle", "reject_all": "Avvis alle",
-                         "settings": "Innstillinger", "save": "Lagre"} for lang in languages},
+        "texts": {
+            lang: {
+                "title": "Cookies",
+                "body": "Vi bruker informasjonskapsler.",
+                "accept_all": "Godta alle",
+                "reject_all": "Avvis alle",
+                "settings": "Innstillinger",
+                "save": "Lagre",
+            }
+            for lang in languages
+        },
     }
 
 
 def site_body(languages: tuple[str, ...] = ("nb", "en"), **extra: Any) -> dict[str, Any]:
-    return {"name": "Test shop", "origins": [ORIGIN], "languages": list(languages),
-            "default_language": languages[0], **extra}
+    return {
+        "name": "Test shop",
+        "origins": [ORIGIN],
+        "languages": list(languages),
+        "default_language": languages[0],
+        **extra,
+    }
 
 
 def new_site_id() -> str:

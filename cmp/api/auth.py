@@ -29,17 +29,25 @@ async def authenticate(request: web.Request) -> KeyAuth | None:
     token = bearer(request)
     if token is None:
         if "Authorization" in request.headers:
-            raise Problem(401, "Authorization must be 'Bearer <key>'", code="unauthorized",
-                          headers={"WWW-Authenticate": "Bearer"})
+            raise Problem(
+                401,
+                "Authorization must be 'Bearer <key>'",
+                code="unauthorized",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         return None
-    found = await request.app[CATALOG].key(key_id_of(token))
+    found: KeyAuth | None = await request.app[CATALOG].key(key_id_of(token))
     if (
         found is None
         or found.revoked_at is not None
         or not hmac.compare_digest(found.secret_hash, hash_secret(token))
     ):
-        raise Problem(401, "the API key is not valid", code="unauthorized",
-                      headers={"WWW-Authenticate": "Bearer"})
+        raise Problem(
+            401,
+            "the API key is not valid",
+            code="unauthorized",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     return found
 
 
@@ -47,8 +55,12 @@ async def require(request: web.Request, scope: Scope, site_id: str | None) -> Ke
     """A valid key of `scope` (admin implies every scope) for `site_id` (None: root only)."""
     key = await authenticate(request)
     if key is None:
-        raise Problem(401, "an API key is required", code="unauthorized",
-                      headers={"WWW-Authenticate": "Bearer"})
+        raise Problem(
+            401,
+            "an API key is required",
+            code="unauthorized",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     if key.site_id is not None and key.site_id != site_id:
         raise Problem(404, "no such resource", code="not-found")
     if key.scope != scope and key.scope != "admin":

@@ -23,13 +23,13 @@ from cmp.ingest import (
     USER_AGENT_MAX,
     Accepted,
     Facts,
-    NewEvent,
     Rejected,
     commit,
     ip_prefix,
     parse,
     prepare,
 )
+from cmp.store.events import NewEvent
 from cmp.store.sites import SiteRow
 
 BODY_MAX = 64 * 1024
@@ -80,8 +80,12 @@ async def collect_site(request: web.Request) -> tuple[SiteRow, str | None]:
 async def read_body(request: web.Request, origin: str | None) -> bytes:
     headers = cors_headers(origin)
     if request.content_type not in JSON_OR_TEXT:
-        raise Problem(415, "Content-Type must be application/json or text/plain",
-                      code="unsupported-media-type", headers=headers)
+        raise Problem(
+            415,
+            "Content-Type must be application/json or text/plain",
+            code="unsupported-media-type",
+            headers=headers,
+        )
     if request.content_length is not None and request.content_length > BODY_MAX:
         raise Problem(413, "body larger than 64 KiB", code="too-large", headers=headers)
     raw = await request.read()
@@ -107,9 +111,12 @@ def check_rate(request: web.Request, site_id: str, facts: Facts, cost: int) -> N
     wait = request.app[LIMITER].take(site_id, facts.ip_prefix or "-", cost)
     if wait > 0:
         request.app[METRICS].rejections.labels("rate-limited").inc()
-        raise Problem(429, "too many requests from this network for this site",
-                      code="rate-limited",
-                      headers={"Retry-After": str(int(wait) + 1), **cors_headers(facts.origin)})
+        raise Problem(
+            429,
+            "too many requests from this network for this site",
+            code="rate-limited",
+            headers={"Retry-After": str(int(wait) + 1), **cors_headers(facts.origin)},
+        )
 
 
 Prepare = Callable[[SiteRow, bytes, Facts], Awaitable[list[NewEvent]]]
@@ -127,13 +134,17 @@ async def ingest_request(request: web.Request, prepare: Prepare) -> Accepted:
         result = await commit(request.app[COMMITTER], events)
     except Rejected as exc:
         metrics.rejections.labels(exc.reason).inc()
-        raise Problem(exc.status, exc.detail, code=exc.reason, errors=exc.errors,
-                      headers=cors_headers(origin)) from None
+        raise Problem(
+            exc.status, exc.detail, code=exc.reason, errors=exc.errors, headers=cors_headers(origin)
+        ) from None
     except Unavailable as exc:
         metrics.rejections.labels(f"unavailable-{exc.reason}").inc()
-        raise Problem(503, "the consent log cannot take events right now; retry",
-                      code="unavailable",
-                      headers={"Retry-After": "1", **cors_headers(origin)}) from None
+        raise Problem(
+            503,
+            "the consent log cannot take events right now; retry",
+            code="unavailable",
+            headers={"Retry-After": "1", **cors_headers(origin)},
+        ) from None
     metrics.events.labels("accepted").inc(result.accepted)
     metrics.events.labels("duplicate").inc(result.duplicates)
     return result
@@ -161,9 +172,12 @@ async def preflight(request: web.Request) -> web.Response:
     site = await request.app[CATALOG].site(site_id)
     if site is None or origin is None or origin not in site.site.origins:
         raise Problem(403, "origin not allowed", code="origin")
-    return web.Response(status=204, headers={
-        **cors_headers(origin),
-        "Access-Control-Allow-Methods": "POST, OPTIONS",
-        "Access-Control-Allow-Headers": "Content-Type",
-        "Access-Control-Max-Age": PREFLIGHT_MAX_AGE,
-    })
+    return web.Response(
+        status=204,
+        headers={
+            **cors_headers(origin),
+            "Access-Control-Allow-Methods": "POST, OPTIONS",
+            "Access-Control-Allow-Headers": "Content-Type",
+            "Access-Control-Max-Age": PREFLIGHT_MAX_AGE,
+        },
+    )

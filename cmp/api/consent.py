@@ -22,7 +22,9 @@ from cmp.models import SUBJECT_ID_PATTERN, LookupIn
 SUBJECT_RE = re.compile(SUBJECT_ID_PATTERN)
 
 
-async def states(request: web.Request, site_id: str, subject_ids: list[str]) -> list[dict[str, Any]]:
+async def states(
+    request: web.Request, site_id: str, subject_ids: list[str]
+) -> list[dict[str, Any]]:
     catalog = request.app[CATALOG]
     site = await catalog.site(site_id)
     if site is None:
@@ -30,19 +32,30 @@ async def states(request: web.Request, site_id: str, subject_ids: list[str]) -> 
     try:
         found = await request.app[STATE].get(site_id, subject_ids)
     except Unavailable:
-        raise Problem(503, "consent state is unavailable right now; retry", code="unavailable",
-                      headers={"Retry-After": "1"}) from None
+        raise Problem(
+            503,
+            "consent state is unavailable right now; retry",
+            code="unavailable",
+            headers={"Retry-After": "1"},
+        ) from None
     current, material = await catalog.current_view(site_id)
     now = datetime.now(UTC)
     results = []
     for subject_id in subject_ids:
         choice = found.get(subject_id)
         choice_view = await catalog.view(site_id, choice.policy_version) if choice else None
-        results.append(derive_state(
-            site_id=site_id, subject_id=subject_id,
-            validity_days=site.site.consent_validity_days, current=current,
-            material_version=material, choice=choice, choice_view=choice_view, now=now,
-        ))
+        results.append(
+            derive_state(
+                site_id=site_id,
+                subject_id=subject_id,
+                validity_days=site.site.consent_validity_days,
+                current=current,
+                material_version=material,
+                choice=choice,
+                choice_view=choice_view,
+                now=now,
+            )
+        )
     return results
 
 
@@ -60,8 +73,9 @@ async def get_consent(request: web.Request) -> web.Response:
     await require(request, "read", site_id)
     subject_id = request.match_info["subject_id"]
     if not SUBJECT_RE.match(subject_id):
-        raise Problem(400, "subject_id must be 1–128 characters of [A-Za-z0-9._:-]",
-                      code="invalid-subject")
+        raise Problem(
+            400, "subject_id must be 1–128 characters of [A-Za-z0-9._:-]", code="invalid-subject"
+        )
     (state,) = await states(request, site_id, [subject_id])
     return etagged(request, state)
 

@@ -41,8 +41,15 @@ async def context_middleware(request: web.Request, handler: Handler) -> web.Stre
         log.log(
             level,
             "%s %s %s %.1fms",
-            request.method, route, response.status, elapsed * 1000,
-            extra={"request_id": request_id, "site_id": request.match_info.get("site_id"),
-                   "status": response.status, "latency_ms": round(elapsed * 1000, 2)},
+            request.method,
+            route,
+            response.status,
+            elapsed * 1000,
+            extra={
+                "request_id": request_id,
+                "site_id": request.match_info.get("site_id"),
+                "status": response.status,
+                "latency_ms": round(elapsed * 1000, 2),
+            },
         )
     return response

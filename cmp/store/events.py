@@ -102,10 +102,28 @@ def _classify(events: Sequence[NewEvent], seen: dict[tuple[str, str], bytes]) ->
 def _row(event: NewEvent, seq: int, prev: str, digest: str) -> tuple[Any, ...]:
     r = event.record
     return (
-        event.site_id, seq, event.event_id, event.subject_id, r["subject_digest"],
-        r["policy_version"], r["policy_sha256"], r["action"], r["purposes"], r["services"],
-        r["gpc"], r["language"], r["source"], r["page_url"], r["origin"], r["user_agent"],
-        r["ip_prefix"], event.occurred_at, event.received_at, event.body_digest, prev, digest,
+        event.site_id,
+        seq,
+        event.event_id,
+        event.subject_id,
+        r["subject_digest"],
+        r["policy_version"],
+        r["policy_sha256"],
+        r["action"],
+        r["purposes"],
+        r["services"],
+        r["gpc"],
+        r["language"],
+        r["source"],
+        r["page_url"],
+        r["origin"],
+        r["user_agent"],
+        r["ip_prefix"],
+        event.occurred_at,
+        event.received_at,
+        event.body_digest,
+        prev,
+        digest,
     )
 
 

@@ -10,8 +10,9 @@ from tests.conftest import ADMIN, ORIGIN, event, make_key, make_site
 async def test_event_posted_by_a_banner_becomes_the_subjects_state(client: TestClient) -> None:
     site_id = await make_site(client)
     read = await make_key(client, site_id, "read")
-    body = event(action="custom", purposes={"preferences": False, "statistics": True,
-                                            "marketing": False})
+    body = event(
+        action="custom", purposes={"preferences": False, "statistics": True, "marketing": False}
+    )
     r = await client.post(f"/v1/sites/{site_id}/events", json=body, headers={"Origin": ORIGIN})
     assert r.status == 201, await r.text()
     assert await r.json() == {"accepted": 1, "duplicates": 0}
@@ -19,10 +20,13 @@ async def test_event_posted_by_a_banner_becomes_the_subjects_state(client: TestC
     assert r.status == 200
     state = await r.json()
     assert state["status"] == "valid"
-    assert state["purposes"] == {"necessary": True, "preferences": False, "statistics": True,
-                                 "marketing": False}
-    assert state["services"] == {"session": True, "google-analytics": True,
-                                 "facebook-pixel": False}
+    assert state["purposes"] == {
+        "necessary": True,
+        "preferences": False,
+        "statistics": True,
+        "marketing": False,
+    }
+    assert state["services"] == {"session": True, "google-analytics": True, "facebook-pixel": False}
     assert state["consent_mode"]["analytics_storage"] == "granted"
     assert state["consent_mode"]["ad_storage"] == "denied"
     assert state["event_id"] == body["event_id"]

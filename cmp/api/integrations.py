@@ -1,0 +1,90 @@
+"""Drop-in endpoints for banners sites already use: vanilla-cookieconsent v3 and Klaro 0.7.
+
+Same storage, same rules, same origin check as the native collect endpoint.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from cmp.api.collect import cors_headers, ingest_request
+from cmp.api.json import json_response
+from cmp.api.problems import Problem
+from cmp.api.sites import site_id_of
+from cmp.appkeys import CATALOG
+from cmp.ingest import Facts, Rejected, parse_model, prepare
+from cmp.integrations import (
+    CookieConsentIn,
+    KlaroSubmitIn,
+    from_cookieconsent,
+    from_klaro,
+    klaro_config,
+)
+from cmp.store.events import NewEvent
+from cmp.store.sites import SiteRow
+
+
+async def post_cookieconsent(request: web.Request) -> web.Response:
+    catalog = request.app[CATALOG]
+
+    async def pipeline(site: SiteRow, raw: bytes, facts: Facts) -> list[NewEvent]:
+        body = parse_model(raw, CookieConsentIn)
+        site_id = site.site.site_id
+        current, _ = await catalog.heads(site_id)
+        event = from_cookieconsent(body, current)
+        return await prepare(site, [event], "", lambda v: catalog.view(site_id, v), facts)
+
+    result = await ingest_request(request, pipeline)
+    return json_response(
+        {"accepted": result.accepted, "duplicates": result.duplicates},
+        status=201,
+        headers=cors_headers(request.headers.get("Origin")),
+    )
+
+
+async def post_klaro_submit(request: web.Request) -> web.Response:
+    catalog = request.app[CATALOG]
+
+    async def pipeline(site: SiteRow, raw: bytes, facts: Facts) -> list[NewEvent]:
+        body = parse_model(raw, KlaroSubmitIn)
+        if body.consent_data.type == "show":
+            return []  # the notice was shown: not a consent
+        site_id = site.site.site_id
+        view, _ = await catalog.current_view(site_id)
+        if view is None:
+            raise Rejected(422, "no-policy", "the site has no published policy")
+        return await prepare(
+            site, [from_klaro(body, view)], "", lambda v: catalog.view(site_id, v), facts
+        )
+
+    result = await ingest_request(request, pipeline)
+    return json_response(
+        {"ok": True, "accepted": result.accepted},
+        status=201,
+        headers=cors_headers(request.headers.get("Origin")),
+    )
+
+
+async def get_klaro_config(request: web.Request) -> web.Response:
+    site_id = site_id_of(request)
+    catalog = request.app[CATALOG]
+    site = await catalog.site(site_id)
+    origin = request.headers.get("Origin")
+    if site is None:
+        raise Problem(404, "no such site", code="not-found")
+    if origin is not None and origin not in site.site.origins:
+        raise Problem(403, f"origin {origin} is not allowed for this site", code="origin")
+    current, _ = await catalog.heads(site_id)
+    policy = await catalog.policy(site_id, current) if current else None
+    if policy is None:
+        raise Problem(404, "the site has no published policy", code="not-found")
+    config = klaro_config(
+        site.site.languages,
+        site.site.default_language,
+        site.site.consent_validity_days,
+        policy,
+        request.query.get("name", "default")[:100],
+    )
+    return json_response(
+        config, headers={**cors_headers(origin), "Cache-Control": "public, max-age=60"}
+    )

@@ -1,0 +1,219 @@
+"""Mapping existing banners' payloads to native events (pure; no I/O).
+
+vanilla-cookieconsent v3 posts `{cookie, preferences, event}`; Klaro 0.7 in API mode
+posts `{location_data, user_data, consent_data}`. Both become `EventIn`s that run
+through the same pipeline and rules as native events.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from cmp.consent import PolicyView
+from cmp.models import Action, EventIn, PolicyVersion
+
+# Fixed namespace: the event id of a cookieconsent choice is uuid5(NS, consentId|timestamp),
+# so the same choice posted again on every page load (`onConsent`) is a duplicate.
+COOKIECONSENT_NS = uuid.UUID("6f0d3a64-3c1e-4f0e-9a53-2b7f6f0c9e11")
+
+
+class Loose(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class CcCookie(Loose):
+    categories: list[str] = Field(default_factory=list, max_length=50)
+    revision: int = Field(default=0, ge=0)
+    consentId: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")
+    consentTimestamp: datetime | None = None
+    lastConsentTimestamp: datetime
+    languageCode: str | None = Field(default=None, max_length=16)
+    services: dict[str, list[str]] = Field(default_factory=dict)
+
+
+class CcPreferences(Loose):
+    acceptType: Literal["all", "necessary", "custom"]
+    acceptedCategories: list[str] = Field(default_factory=list, max_length=50)
+    rejectedCategories: list[str] = Field(default_factory=list, max_length=50)
+    acceptedServices: dict[str, list[str]] = Field(default_factory=dict)
+    rejectedServices: dict[str, list[str]] = Field(default_factory=dict)
+
+
+class CookieConsentIn(Loose):
+    cookie: CcCookie
+    preferences: CcPreferences
+    event: Literal["onFirstConsent", "onConsent", "onChange"] | None = None
+    pageUrl: str | None = Field(default=None, max_length=2000)
+
+
+ACCEPT_TYPES: dict[str, Action] = {
+    "all": "accept_all",
+    "necessary": "reject_all",
+    "custom": "custom",
+}
+
+
+def from_cookieconsent(body: CookieConsentIn, current_version: int) -> EventIn:
+    cookie, prefs = body.cookie, body.preferences
+    action = ACCEPT_TYPES[prefs.acceptType]
+    accepted = set(prefs.acceptedCategories)
+    purposes = {c: True for c in accepted}
+    purposes.update({c: False for c in prefs.rejectedCategories if c not in accepted})
+    services = {s: True for names in prefs.acceptedServices.values() for s in names}
+    services.update({s: False for names in prefs.rejectedServices.values() for s in names})
+    stamp = cookie.lastConsentTimestamp.isoformat()
+    return EventIn(
+        event_id=uuid.uuid5(COOKIECONSENT_NS, f"{cookie.consentId}|{stamp}"),
+        subject_id=cookie.consentId,
+        policy_version=cookie.revision or current_version,
+        action=action,
+        purposes=purposes if action == "custom" else None,
+        services=services or None,
+        language=cookie.languageCode if cookie.languageCode else None,
+        occurred_at=cookie.lastConsentTimestamp,
+        source=f"vanilla-cookieconsent/{body.event or 'post'}"[:64],
+        page_url=body.pageUrl,
+    )
+
+
+# --- Klaro ------------------------------------------------------------------------
+
+
+class KlaroLocation(Loose):
+    pathname: str | None = Field(default=None, max_length=2000)
+    port: int | None = None
+    hostname: str | None = Field(default=None, max_length=255)
+    protocol: str | None = Field(default=None, max_length=10)
+
+
+class KlaroUser(Loose):
+    client_version: str | None = Field(default=None, max_length=20)
+    client_name: str | None = Field(default=None, max_length=30)
+
+
+class KlaroConsent(Loose):
+    consents: dict[str, bool] = Field(default_factory=dict)
+    changes: dict[str, Any] | None = None
+    type: Literal["accept", "decline", "save", "show"]
+    config: str | None = Field(default=None, max_length=100)
+
+
+class KlaroSubmitIn(Loose):
+    location_data: KlaroLocation = Field(default_factory=KlaroLocation)
+    user_data: KlaroUser = Field(default_factory=KlaroUser)
+    consent_data: KlaroConsent
+
+
+KLARO_TYPES: dict[str, Action] = {"accept": "accept_all", "decline": "reject_all", "save": "custom"}
+
+
+def klaro_services(view: PolicyView) -> dict[str, str]:
+    """Klaro service name → purpose: each service, and each purpose without services."""
+    names = dict(view.service_purpose)
+    for purpose in view.purposes:
+        if not view.services_of.get(purpose):
+            names.setdefault(purpose, purpose)
+    return names
+
+
+def from_klaro(body: KlaroSubmitIn, view: PolicyView) -> EventIn:
+    """A Klaro submit (not `show`) as an anonymous event: Klaro sends no subject id."""
+    data = body.consent_data
+    action = KLARO_TYPES[data.type]
+    names = klaro_services(view)
+    purposes: dict[str, bool] = {p: p in view.required for p in view.purposes}
+    for name, on in data.consents.items():
+        purpose = names.get(name)
+        if purpose is not None and on:
+            purposes[purpose] = True
+    services = {
+        n: on and purposes[names[n]] for n, on in data.consents.items() if n in view.service_purpose
+    }
+    loc = body.location_data
+    page = None
+    if loc.hostname and loc.protocol in ("http", "https"):
+        port = f":{loc.port}" if loc.port else ""
+        page = f"{loc.protocol}://{loc.hostname}{port}{loc.pathname or '/'}"
+    client = body.user_data
+    return EventIn(
+        event_id=uuid.uuid4(),
+        subject_id=f"klaro-{uuid.uuid4()}",
+        policy_version=view.version,
+        action=action,
+        purposes=purposes if action == "custom" else None,
+        services=services or None,
+        source=f"{client.client_name or 'klaro'}/{client.client_version or '?'}"[:64],
+        page_url=page,
+    )
+
+
+def klaro_config(
+    site_languages: list[str],
+    default_language: str,
+    validity_days: int,
+    policy: PolicyVersion,
+    name: str,
+) -> dict[str, Any]:
+    """A Klaro 0.7 config (version 1) built from the current policy version."""
+    view = PolicyView.of(policy)
+    by_key = {p.key: p for p in policy.purposes}
+    services = []
+    for service_name, purpose_key in klaro_services(view).items():
+        purpose = by_key[purpose_key]
+        service = next((s for s in purpose.services if s.key == service_name), None)
+        services.append(
+            {
+                "name": service_name,
+                "title": service.name
+                if service
+                else purpose.title.get(default_language, purpose_key),
+                "purposes": [purpose_key],
+                "required": purpose.required,
+                "default": purpose.required,
+                "cookies": list(service.cookies) if service else [],
+                "translations": {
+                    lang: {
+                        "description": (service.description.get(lang) if service else None)
+                        or purpose.description.get(lang, "")
+                    }
+                    for lang in site_languages
+                },
+            }
+        )
+    translations = {
+        lang: {
+            "privacyPolicyUrl": policy.policy_url,
+            "consentNotice": {"description": policy.texts[lang].body},
+            "consentModal": {
+                "title": policy.texts[lang].title,
+                "description": policy.texts[lang].body,
+            },
+            "acceptAll": policy.texts[lang].accept_all,
+            "decline": policy.texts[lang].reject_all,
+            "save": policy.texts[lang].save,
+            "purposes": {p.key: p.title.get(lang, p.key) for p in policy.purposes},
+        }
+        for lang in site_languages
+        if lang in policy.texts
+    }
+    return {
+        "version": 1,
+        "name": name,
+        "status": "active",
+        "elementID": "klaro",
+        "storageMethod": "cookie",
+        "cookieName": "klaro",
+        "cookieExpiresAfterDays": validity_days,
+        "privacyPolicy": policy.policy_url,
+        "default": False,
+        "mustConsent": False,
+        "acceptAll": True,
+        "hideDeclineAll": False,
+        "lang": default_language,
+        "translations": translations,
+        "services": services,
+    }
