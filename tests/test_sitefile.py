@@ -66,5 +66,5 @@ def test_a_bad_file_names_the_field(tmp_path: Path) -> None:
     path = tmp_path / "bad.toml"
     path.write_text('site_id = "ok-site"\n[site]\nname = "x"\nlanguages = ["nb"]\n'
                     'default_language = "sv"\n', "utf-8")
-    with pytest.raises(sitefile.SiteFileError, match="bad.toml"):
+    with pytest.raises(sitefile.SiteFileError, match=r"bad\.toml"):
         sitefile.load(path)
