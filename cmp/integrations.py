@@ -75,7 +75,8 @@ def from_cookieconsent(body: CookieConsentIn, current_version: int) -> EventIn:
         services=services or None,
         language=cookie.languageCode if cookie.languageCode else None,
         occurred_at=cookie.lastConsentTimestamp,
-        source=f"vanilla-cookieconsent/{body.event or 'post'}"[:64],
+        # Not the event name: onConsent repeats onFirstConsent and must be a duplicate.
+        source="vanilla-cookieconsent/3",
         page_url=body.pageUrl,
     )
 

@@ -1,0 +1,137 @@
+"""vanilla-cookieconsent and Klaro payloads, replayed from requests captured in Chromium."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestClient
+
+from tests.conftest import ADMIN, make_key, new_site_id
+
+FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "clients"
+CAPTURED = FIXTURES / "captured-requests.jsonl"
+ORIGIN = "http://localhost:18000"
+
+
+def captured() -> list[dict[str, Any]]:
+    if not CAPTURED.exists():  # the fixtures live in ../shared beside the checkout
+        pytest.fail(f"captured client requests missing: {CAPTURED}")
+    return [json.loads(line) for line in CAPTURED.read_text("utf-8").splitlines() if line]
+
+
+def purpose(key: str, required: bool = False, services: tuple[str, ...] = (),
+            signals: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {"key": key, "required": required, "consent_mode": list(signals),
+            "title": {"en": key}, "services": [{"key": s, "name": s} for s in services]}
+
+
+async def make_integration_site(client: TestClient, purposes: list[dict[str, Any]]) -> str:
+    site_id = new_site_id()
+    r = await client.put(f"/v1/sites/{site_id}", headers=ADMIN, json={
+        "name": "Captured", "origins": [ORIGIN], "languages": ["en"], "default_language": "en"})
+    assert r.status == 201
+    texts = {"en": {"title": "Cookies", "body": "We use cookies.", "accept_all": "Accept all",
+                    "reject_all": "Reject all", "settings": "Settings", "save": "Save"}}
+    r = await client.post(f"/v1/sites/{site_id}/policies", headers=ADMIN, json={
+        "material": True, "policy_url": "https://example.com/privacy", "purposes": purposes,
+        "texts": texts})
+    assert r.status == 201, await r.text()
+    return site_id
+
+
+async def replay(client: TestClient, request: dict[str, Any], path: str) -> tuple[int, Any]:
+    headers = {k: v for k, v in request["headers"].items()
+               if k in ("Content-Type", "Origin", "User-Agent", "Access-Control-Request-Method",
+                        "Access-Control-Request-Headers")}
+    r = await client.request(request["method"], path, data=request["body"].encode(),
+                             headers=headers)
+    text = await r.text()
+    return r.status, json.loads(text) if text else None
+
+
+async def events_of(db: asyncpg.Connection, site_id: str) -> list[asyncpg.Record]:
+    return await db.fetch("SELECT * FROM consent_events WHERE site_id = $1 ORDER BY seq", site_id)
+
+
+async def test_cookieconsent_capture_maps_to_events_and_repeats_are_duplicates(
+    client: TestClient, db: asyncpg.Connection
+) -> None:
+    site_id = await make_integration_site(client, [
+        purpose("necessary", required=True, signals=("security_storage",)),
+        purpose("analytics", services=("ga4", "matomo"), signals=("analytics_storage",)),
+    ])
+    # The capture holds revisions 0 (= current), 1 and 3: give the site three versions.
+    r = await client.get(f"/v1/sites/{site_id}/policies/1", headers=ADMIN)
+    v1 = await r.json()
+    for version in (2, 3):
+        r = await client.post(f"/v1/sites/{site_id}/policies", headers=ADMIN, json={
+            "material": True, "policy_url": v1["policy_url"], "purposes": v1["purposes"],
+            "texts": v1["texts"]})
+        assert (await r.json())["version"] == version
+    path = f"/v1/sites/{site_id}/integrations/cookieconsent"
+    answers = []
+    for request in captured():
+        if not request["path"].startswith("/consent"):
+            continue
+        status, body = await replay(client, request, path)
+        answers.append((request["method"], status, body))
+    assert {status for method, status, _ in answers if method == "OPTIONS"} == {204}
+    posts = [body for method, status, body in answers if method == "POST"]
+    assert all(status == 201 for method, status, _ in answers if method == "POST"), answers
+    new = sum(b["accepted"] for b in posts)
+    dups = sum(b["duplicates"] for b in posts)
+    rows = await events_of(db, site_id)
+    assert len(rows) == new and dups == len(posts) - new
+    # Distinct choices in the capture: first consent (revision 0 = current version), a
+    # change to "necessary only", the revision bump to 1 (same consentId), another visitor.
+    got = [(r["subject_id"][:8], r["action"], r["policy_version"]) for r in rows]
+    assert got == [("890c89a7", "accept_all", 3), ("890c89a7", "reject_all", 3),
+                   ("890c89a7", "accept_all", 1), ("c5053f26", "reject_all", 3)]
+    assert rows[1]["services"] == {"ga4": False, "matomo": False}
+    assert rows[0]["source"] == "vanilla-cookieconsent/3"
+    assert rows[0]["page_url"] == "http://localhost:18000/site/cc.html"
+    read = await make_key(client, site_id, "read")
+    subject = rows[2]["subject_id"]
+    r = await client.get(f"/v1/sites/{site_id}/subjects/{subject}/consent", headers=read)
+    state = await r.json()
+    assert state["event_id"] == str(rows[2]["event_id"])
+    assert state["status"] == "stale"  # revision 1 < newest material version 3
+
+
+async def test_klaro_config_and_submits(client: TestClient, db: asyncpg.Connection) -> None:
+    site_id = await make_integration_site(client, [
+        purpose("essential", required=True, signals=("security_storage",)),
+        purpose("analytics", signals=("analytics_storage",)),
+    ])
+    r = await client.get(f"/v1/privacy-managers/{site_id}/config.json?name=default",
+                         headers={"Origin": ORIGIN})
+    assert r.status == 200 and r.headers["Access-Control-Allow-Origin"] == ORIGIN
+    config = await r.json()
+    assert {s["name"] for s in config["services"]} == {"essential", "analytics"}
+    assert next(s for s in config["services"] if s["name"] == "essential")["required"] is True
+    assert config["privacyPolicy"] == "https://example.com/privacy"
+    submits = [q for q in captured() if q["path"].endswith("/submit")]
+    types = []
+    for request in submits:
+        status, body = await replay(client, request, f"/v1/privacy-managers/{site_id}/submit")
+        assert status == 201 and body["ok"] is True, body
+        types.append(json.loads(request["body"])["consent_data"]["type"])
+    rows = await events_of(db, site_id)
+    expected = {"accept": "accept_all", "decline": "reject_all", "save": "custom"}
+    assert [r["action"] for r in rows] == [expected[t] for t in types if t != "show"]
+    assert len({r["subject_id"] for r in rows}) == len(rows)  # anonymous: one id per submit
+    assert all(r["source"] == "klaro:web/0.7.22" for r in rows)
+    accepted = next(r for r in rows if r["action"] == "accept_all")
+    assert accepted["purposes"] == {"essential": True, "analytics": True}
+
+
+async def test_klaro_garbage_gets_json_back(client: TestClient) -> None:
+    site_id = await make_integration_site(client, [purpose("essential", required=True)])
+    r = await client.post(f"/v1/privacy-managers/{site_id}/submit", data=b"not json",
+                          headers={"Content-Type": "text/plain", "Origin": ORIGIN})
+    assert r.status == 400
+    assert (await r.json(content_type=None))["status"] == 400
