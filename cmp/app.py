@@ -41,8 +41,11 @@ def create_app(settings: Settings, dsn: str) -> web.Application:
         app[CATALOG] = Catalog(pool)
         await app[CATALOG].listen()
         app[COMMITTER] = GroupCommitter(
-            pool, app[METRICS], batch_max=settings.batch_max,
-            in_flight=settings.flushes_in_flight, queue_max=settings.queue_max,
+            pool,
+            app[METRICS],
+            batch_max=settings.batch_max,
+            in_flight=settings.flushes_in_flight,
+            queue_max=settings.queue_max,
         )
         app[STATE] = StateReader(pool, app[METRICS])
         yield

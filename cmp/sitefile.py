@@ -91,7 +91,8 @@ async def _publish_if_changed(conn: asyncpg.Connection, sitefile: SiteFile) -> P
     current_version, _ = await site_store.select_policy_heads(conn, sitefile.site_id)
     current = (
         await site_store.select_policy(conn, sitefile.site_id, current_version)
-        if current_version else None
+        if current_version
+        else None
     )
     if current is not None:
         if current.content_sha256 == content_sha256(sitefile.policy.document()):

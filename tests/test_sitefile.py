@@ -64,7 +64,9 @@ async def test_changed_wording_is_not_material_but_changed_purposes_are(
 
 def test_a_bad_file_names_the_field(tmp_path: Path) -> None:
     path = tmp_path / "bad.toml"
-    path.write_text('site_id = "ok-site"\n[site]\nname = "x"\nlanguages = ["nb"]\n'
-                    'default_language = "sv"\n', "utf-8")
+    path.write_text(
+        'site_id = "ok-site"\n[site]\nname = "x"\nlanguages = ["nb"]\ndefault_language = "sv"\n',
+        "utf-8",
+    )
     with pytest.raises(sitefile.SiteFileError, match=r"bad\.toml"):
         sitefile.load(path)

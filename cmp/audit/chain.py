@@ -115,8 +115,9 @@ def chain_record(**fields: Any) -> dict[str, Any]:
     record = {name: fields.get(name) for name in CHAIN_FIELDS}
     record["v"] = fields.get("v", RECORD_VERSION)
     for name in ("occurred_at", "received_at"):
-        if isinstance(record[name], datetime):
-            record[name] = format_ts(record[name])
+        value = record[name]
+        if isinstance(value, datetime):
+            record[name] = format_ts(value)
     if isinstance(record["event_id"], uuid.UUID):
         record["event_id"] = str(record["event_id"])
     _check(record)
@@ -124,13 +125,21 @@ def chain_record(**fields: Any) -> dict[str, Any]:
 
 
 def erased_record(
-    *, site_id: str, seq: int, event_id: str | uuid.UUID, subject_digest: str,
+    *,
+    site_id: str,
+    seq: int,
+    event_id: str | uuid.UUID,
+    subject_digest: str,
     received_at: datetime | str,
 ) -> dict[str, Any]:
     """The record appended when a subject is erased: digest and time, no consent fields."""
     return chain_record(
-        site_id=site_id, seq=seq, event_id=event_id, subject_digest=subject_digest,
-        action="erased", received_at=received_at,
+        site_id=site_id,
+        seq=seq,
+        event_id=event_id,
+        subject_digest=subject_digest,
+        action="erased",
+        received_at=received_at,
     )
 
 
@@ -221,7 +230,11 @@ def hashed_part(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def export_row(
-    record: Mapping[str, Any], *, prev_hash: str, hash: str, subject_id: str | None,
+    record: Mapping[str, Any],
+    *,
+    prev_hash: str,
+    hash: str,
+    subject_id: str | None,
     **extra: Any,
 ) -> dict[str, Any]:
     """One export row: the record, its link fields, the subject id, any further fields."""
@@ -232,7 +245,11 @@ def export_row(
 
 
 def export_line(
-    record: Mapping[str, Any], *, prev_hash: str, hash: str, subject_id: str | None,
+    record: Mapping[str, Any],
+    *,
+    prev_hash: str,
+    hash: str,
+    subject_id: str | None,
     **extra: Any,
 ) -> bytes:
     """One JSONL export line. Canonical JSON, so `cmpd verify` can take its fast path."""

@@ -13,8 +13,9 @@ NO_KEY: dict[str, str] = {}
 BAD_KEY = {"Authorization": "Bearer cmp_live_0000000000000000_notakey"}
 
 
-async def _call(client: TestClient, method: str, path: str, headers: dict[str, str],
-                body: Any = None) -> int:
+async def _call(
+    client: TestClient, method: str, path: str, headers: dict[str, str], body: Any = None
+) -> int:
     r = await client.request(method, path, json=body, headers=headers)
     await r.read()
     return r.status
@@ -88,8 +89,9 @@ async def test_put_site_creates_then_updates(client: TestClient) -> None:
     created = await r.json()
     assert created["site_id"] == site_id and created["languages"] == ["nb", "en"]
     assert "subject_key" not in created
-    r = await client.put(f"/v1/sites/{site_id}", json=site_body(consent_validity_days=30),
-                         headers=ADMIN)
+    r = await client.put(
+        f"/v1/sites/{site_id}", json=site_body(consent_validity_days=30), headers=ADMIN
+    )
     assert r.status == 200
     assert (await r.json())["consent_validity_days"] == 30
 
@@ -100,8 +102,9 @@ async def test_policy_versions_are_numbered_and_hashed(client: TestClient) -> No
     first = await r.json()
     assert r.status == 201 and first["version"] == 1 and first["material"] is True
     assert len(first["content_sha256"]) == 64
-    r = await client.post(f"/v1/sites/{site_id}/policies", json=policy_body(material=False),
-                          headers=ADMIN)
+    r = await client.post(
+        f"/v1/sites/{site_id}/policies", json=policy_body(material=False), headers=ADMIN
+    )
     second = await r.json()
     assert second["version"] == 2 and second["material"] is False
     assert second["content_sha256"] == first["content_sha256"]  # same visible content
@@ -115,8 +118,9 @@ async def test_policy_versions_are_numbered_and_hashed(client: TestClient) -> No
 
 async def test_first_policy_version_must_be_material(client: TestClient) -> None:
     site_id = await make_site(client, policy=False)
-    r = await client.post(f"/v1/sites/{site_id}/policies", json=policy_body(material=False),
-                          headers=ADMIN)
+    r = await client.post(
+        f"/v1/sites/{site_id}/policies", json=policy_body(material=False), headers=ADMIN
+    )
     assert r.status == 422
     assert (await r.json())["errors"][0]["pointer"] == "/material"
 

@@ -17,9 +17,12 @@ from tests.conftest import ADMIN, ORIGIN, event, make_key, make_site, policy_bod
 HDR = {"Origin": ORIGIN}
 
 
-async def post(client: TestClient, site_id: str, body: Any, headers: dict[str, str] | None = None,
-               **kw: Any) -> tuple[int, Any]:
-    r = await client.post(f"/v1/sites/{site_id}/events", json=body, headers=HDR if headers is None else headers, **kw)
+async def post(
+    client: TestClient, site_id: str, body: Any, headers: dict[str, str] | None = None, **kw: Any
+) -> tuple[int, Any]:
+    r = await client.post(
+        f"/v1/sites/{site_id}/events", json=body, headers=HDR if headers is None else headers, **kw
+    )
     return r.status, await r.json(content_type=None)
 
 
@@ -32,8 +35,9 @@ async def site(client: TestClient) -> str:
     return await make_site(client)
 
 
-async def test_single_event_and_batch_are_accepted(client: TestClient, site: str,
-                                                   db: asyncpg.Connection) -> None:
+async def test_single_event_and_batch_are_accepted(
+    client: TestClient, site: str, db: asyncpg.Connection
+) -> None:
     assert await post(client, site, event()) == (201, {"accepted": 1, "duplicates": 0})
     batch = {"events": [event() for _ in range(100)]}
     assert await post(client, site, batch) == (201, {"accepted": 100, "duplicates": 0})
@@ -47,14 +51,20 @@ async def test_batch_over_100_is_422(client: TestClient, site: str) -> None:
 
 
 async def test_text_plain_beacon_body_is_accepted(client: TestClient, site: str) -> None:
-    r = await client.post(f"/v1/sites/{site}/events", data=json.dumps(event()),
-                          headers={**HDR, "Content-Type": "text/plain;charset=UTF-8"})
+    r = await client.post(
+        f"/v1/sites/{site}/events",
+        data=json.dumps(event()),
+        headers={**HDR, "Content-Type": "text/plain;charset=UTF-8"},
+    )
     assert r.status == 201
 
 
 async def test_other_content_type_is_415(client: TestClient, site: str) -> None:
-    r = await client.post(f"/v1/sites/{site}/events", data=json.dumps(event()),
-                          headers={**HDR, "Content-Type": "application/xml"})
+    r = await client.post(
+        f"/v1/sites/{site}/events",
+        data=json.dumps(event()),
+        headers={**HDR, "Content-Type": "application/xml"},
+    )
     assert r.status == 415
 
 
@@ -66,13 +76,17 @@ async def test_body_over_64_kib_is_413(client: TestClient, site: str) -> None:
 
 
 async def test_malformed_json_is_400(client: TestClient, site: str) -> None:
-    r = await client.post(f"/v1/sites/{site}/events", data=b'{"event_id": ',
-                          headers={**HDR, "Content-Type": "application/json"})
+    r = await client.post(
+        f"/v1/sites/{site}/events",
+        data=b'{"event_id": ',
+        headers={**HDR, "Content-Type": "application/json"},
+    )
     assert r.status == 400
 
 
-async def test_one_bad_event_rejects_the_whole_request(client: TestClient, site: str,
-                                                       db: asyncpg.Connection) -> None:
+async def test_one_bad_event_rejects_the_whole_request(
+    client: TestClient, site: str, db: asyncpg.Connection
+) -> None:
     bad = event(purposes={"foo": True}, action="custom")
     status, body = await post(client, site, {"events": [event(), bad]})
     assert status == 422
@@ -81,24 +95,29 @@ async def test_one_bad_event_rejects_the_whole_request(client: TestClient, site:
     assert await stored(db, site) == []
 
 
-@pytest.mark.parametrize(("fields", "pointer"), [
-    ({"action": "custom", "purposes": {"statistics": True}}, "/purposes/preferences"),
-    ({"action": "custom"}, "/purposes"),
-    ({"action": "accept_all", "purposes": {"marketing": False}}, "/purposes/marketing"),
-    ({"action": "reject_all", "purposes": {"statistics": True}}, "/purposes/statistics"),
-    ({"action": "withdraw", "purposes": {"marketing": True}}, "/purposes/marketing"),
-    ({"action": "accept_all", "purposes": {"necessary": False}}, "/purposes/necessary"),
-    ({"action": "reject_all", "services": {"google-analytics": True}},
-     "/services/google-analytics"),
-    ({"services": {"nope": True}}, "/services/nope"),
-    ({"policy_version": 7}, "/policy_version"),
-    ({"language": "de"}, "/language"),
-    ({"occurred_at": (datetime.now(UTC) + timedelta(minutes=10)).isoformat()}, "/occurred_at"),
-    ({"subject_id": "has spaces"}, "/subject_id"),
-    ({"event_id": "not-a-uuid"}, "/event_id"),
-    ({"action": "maybe"}, "/action"),
-    ({"unknown_field": 1}, "/unknown_field"),
-])
+@pytest.mark.parametrize(
+    ("fields", "pointer"),
+    [
+        ({"action": "custom", "purposes": {"statistics": True}}, "/purposes/preferences"),
+        ({"action": "custom"}, "/purposes"),
+        ({"action": "accept_all", "purposes": {"marketing": False}}, "/purposes/marketing"),
+        ({"action": "reject_all", "purposes": {"statistics": True}}, "/purposes/statistics"),
+        ({"action": "withdraw", "purposes": {"marketing": True}}, "/purposes/marketing"),
+        ({"action": "accept_all", "purposes": {"necessary": False}}, "/purposes/necessary"),
+        (
+            {"action": "reject_all", "services": {"google-analytics": True}},
+            "/services/google-analytics",
+        ),
+        ({"services": {"nope": True}}, "/services/nope"),
+        ({"policy_version": 7}, "/policy_version"),
+        ({"language": "de"}, "/language"),
+        ({"occurred_at": (datetime.now(UTC) + timedelta(minutes=10)).isoformat()}, "/occurred_at"),
+        ({"subject_id": "has spaces"}, "/subject_id"),
+        ({"event_id": "not-a-uuid"}, "/event_id"),
+        ({"action": "maybe"}, "/action"),
+        ({"unknown_field": 1}, "/unknown_field"),
+    ],
+)
 async def test_invalid_events_are_422_with_a_pointer(
     client: TestClient, site: str, fields: dict[str, Any], pointer: str
 ) -> None:
@@ -110,23 +129,46 @@ async def test_invalid_events_are_422_with_a_pointer(
 async def test_choices_are_recorded_as_the_rules_derive_them(
     client: TestClient, site: str, db: asyncpg.Connection
 ) -> None:
-    await post(client, site, {"events": [
-        event(action="accept_all"),
-        event(action="reject_all"),
-        event(action="custom", purposes={"necessary": True, "preferences": True,
-                                         "statistics": False, "marketing": False},
-              services={"google-analytics": False}),
-        event(action="withdraw"),
-    ]})
+    await post(
+        client,
+        site,
+        {
+            "events": [
+                event(action="accept_all"),
+                event(action="reject_all"),
+                event(
+                    action="custom",
+                    purposes={
+                        "necessary": True,
+                        "preferences": True,
+                        "statistics": False,
+                        "marketing": False,
+                    },
+                    services={"google-analytics": False},
+                ),
+                event(action="withdraw"),
+            ]
+        },
+    )
     rows = await stored(db, site)
     got = [(r["action"], r["purposes"], r["services"]) for r in rows]
     all_on = {"necessary": True, "preferences": True, "statistics": True, "marketing": True}
-    only_required = {"necessary": True, "preferences": False, "statistics": False,
-                     "marketing": False}
-    assert got[0] == ("accept_all", all_on,
-                      {"session": True, "google-analytics": True, "facebook-pixel": True})
-    assert got[1] == ("reject_all", only_required,
-                      {"session": True, "google-analytics": False, "facebook-pixel": False})
+    only_required = {
+        "necessary": True,
+        "preferences": False,
+        "statistics": False,
+        "marketing": False,
+    }
+    assert got[0] == (
+        "accept_all",
+        all_on,
+        {"session": True, "google-analytics": True, "facebook-pixel": True},
+    )
+    assert got[1] == (
+        "reject_all",
+        only_required,
+        {"session": True, "google-analytics": False, "facebook-pixel": False},
+    )
     assert got[2][1] == {**only_required, "preferences": True}
     assert got[3][0] == "withdraw" and got[3][1] == only_required
 
@@ -154,9 +196,14 @@ async def test_foreign_origin_is_403_and_missing_origin_needs_admin(
 
 
 async def test_preflight_echoes_the_exact_origin(client: TestClient, site: str) -> None:
-    r = await client.options(f"/v1/sites/{site}/events", headers={
-        "Origin": ORIGIN, "Access-Control-Request-Method": "POST",
-        "Access-Control-Request-Headers": "content-type"})
+    r = await client.options(
+        f"/v1/sites/{site}/events",
+        headers={
+            "Origin": ORIGIN,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type",
+        },
+    )
     assert r.status == 204
     assert r.headers["Access-Control-Allow-Origin"] == ORIGIN
     assert r.headers["Vary"] == "Origin"
@@ -167,8 +214,9 @@ async def test_preflight_echoes_the_exact_origin(client: TestClient, site: str) 
     assert r.headers["Access-Control-Allow-Origin"] == ORIGIN
 
 
-async def test_server_records_its_own_facts(client: TestClient, site: str,
-                                            db: asyncpg.Connection) -> None:
+async def test_server_records_its_own_facts(
+    client: TestClient, site: str, db: asyncpg.Connection
+) -> None:
     body = event(page_url="https://shop.example/priser?email=a@b.no#top", source="cmp-banner/1.0")
     headers = {**HDR, "User-Agent": "U" * 400, "Sec-GPC": "1"}
     assert (await post(client, site, body, headers))[0] == 201
@@ -203,8 +251,9 @@ async def test_forwarded_for_from_a_trusted_proxy_is_used(
     assert (await stored(db, site))[0]["ip_prefix"] == "2001:db8:abcd::/48"
 
 
-async def test_retry_is_stored_once_and_reuse_is_409(client: TestClient, site: str,
-                                                     db: asyncpg.Connection) -> None:
+async def test_retry_is_stored_once_and_reuse_is_409(
+    client: TestClient, site: str, db: asyncpg.Connection
+) -> None:
     body = event()
     assert await post(client, site, body) == (201, {"accepted": 1, "duplicates": 0})
     reordered = dict(reversed(list(body.items())))
@@ -239,8 +288,9 @@ def _metric(text: str, name: str) -> float:
     raise AssertionError(f"{name} missing")
 
 
-async def test_full_queue_is_503_with_retry_after(aiohttp_client: Any, settings: Any,
-                                                  db_dsn: str) -> None:
+async def test_full_queue_is_503_with_retry_after(
+    aiohttp_client: Any, settings: Any, db_dsn: str
+) -> None:
     from cmp.app import create_app
 
     tiny = settings.model_copy(update={"queue_max": 5})
@@ -250,8 +300,9 @@ async def test_full_queue_is_503_with_retry_after(aiohttp_client: Any, settings:
     assert status == 503 and body["status"] == 503
 
 
-async def test_rate_limit_is_429_with_retry_after(aiohttp_client: Any, settings: Any,
-                                                  db_dsn: str) -> None:
+async def test_rate_limit_is_429_with_retry_after(
+    aiohttp_client: Any, settings: Any, db_dsn: str
+) -> None:
     from cmp.app import create_app
 
     strict = settings.model_copy(update={"rate_per_second": 1.0, "rate_burst": 3})

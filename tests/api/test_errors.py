@@ -28,16 +28,21 @@ async def test_wrong_method_is_a_problem_with_allow(client: TestClient) -> None:
 
 
 async def test_malformed_json_is_400(client: TestClient) -> None:
-    r = await client.put(f"/v1/sites/{new_site_id()}", data=b"{not json",
-                         headers={**ADMIN, "Content-Type": "application/json"})
+    r = await client.put(
+        f"/v1/sites/{new_site_id()}",
+        data=b"{not json",
+        headers={**ADMIN, "Content-Type": "application/json"},
+    )
     assert r.status == 400
     await _problem(r)
 
 
 async def test_validation_failure_is_422_with_pointers(client: TestClient) -> None:
-    r = await client.put(f"/v1/sites/{new_site_id()}",
-                         json={"name": "x", "languages": ["nb"], "default_language": "sv",
-                               "origins": ["not a url"]}, headers=ADMIN)
+    r = await client.put(
+        f"/v1/sites/{new_site_id()}",
+        json={"name": "x", "languages": ["nb"], "default_language": "sv", "origins": ["not a url"]},
+        headers=ADMIN,
+    )
     assert r.status == 422
     body = await _problem(r)
     pointers = {e["pointer"] for e in body["errors"]}  # type: ignore[attr-defined]
@@ -45,15 +50,21 @@ async def test_validation_failure_is_422_with_pointers(client: TestClient) -> No
 
 
 async def test_oversized_admin_body_is_413(client: TestClient) -> None:
-    r = await client.put(f"/v1/sites/{new_site_id()}", data=b"x" * (2 * 1024 * 1024),
-                         headers={**ADMIN, "Content-Type": "application/json"})
+    r = await client.put(
+        f"/v1/sites/{new_site_id()}",
+        data=b"x" * (2 * 1024 * 1024),
+        headers={**ADMIN, "Content-Type": "application/json"},
+    )
     assert r.status == 413
     await _problem(r)
 
 
 async def test_wrong_content_type_is_415(client: TestClient) -> None:
-    r = await client.put(f"/v1/sites/{new_site_id()}", data=b"name=x",
-                         headers={**ADMIN, "Content-Type": "application/x-www-form-urlencoded"})
+    r = await client.put(
+        f"/v1/sites/{new_site_id()}",
+        data=b"name=x",
+        headers={**ADMIN, "Content-Type": "application/x-www-form-urlencoded"},
+    )
     assert r.status == 415
     await _problem(r)
 
@@ -61,7 +72,8 @@ async def test_wrong_content_type_is_415(client: TestClient) -> None:
 async def test_garbage_bodies_never_cause_500(client: TestClient) -> None:
     site = new_site_id()
     for body in [b"[]", b"null", b"1", b'"x"', b"{}", b'{"name": null}', b"\xff\xfe"]:
-        r = await client.put(f"/v1/sites/{site}", data=body,
-                             headers={**ADMIN, "Content-Type": "application/json"})
+        r = await client.put(
+            f"/v1/sites/{site}", data=body, headers={**ADMIN, "Content-Type": "application/json"}
+        )
         assert r.status in (400, 422), body
         await _problem(r)

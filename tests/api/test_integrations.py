@@ -23,32 +23,71 @@ def captured() -> list[dict[str, Any]]:
     return [json.loads(line) for line in CAPTURED.read_text("utf-8").splitlines() if line]
 
 
-def purpose(key: str, required: bool = False, services: tuple[str, ...] = (),
-            signals: tuple[str, ...] = ()) -> dict[str, Any]:
-    return {"key": key, "required": required, "consent_mode": list(signals),
-            "title": {"en": key}, "services": [{"key": s, "name": s} for s in services]}
+def purpose(
+    key: str, required: bool = False, services: tuple[str, ...] = (), signals: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    return {
+        "key": key,
+        "required": required,
+        "consent_mode": list(signals),
+        "title": {"en": key},
+        "services": [{"key": s, "name": s} for s in services],
+    }
 
 
 async def make_integration_site(client: TestClient, purposes: list[dict[str, Any]]) -> str:
     site_id = new_site_id()
-    r = await client.put(f"/v1/sites/{site_id}", headers=ADMIN, json={
-        "name": "Captured", "origins": [ORIGIN], "languages": ["en"], "default_language": "en"})
+    r = await client.put(
+        f"/v1/sites/{site_id}",
+        headers=ADMIN,
+        json={
+            "name": "Captured",
+            "origins": [ORIGIN],
+            "languages": ["en"],
+            "default_language": "en",
+        },
+    )
     assert r.status == 201
-    texts = {"en": {"title": "Cookies", "body": "We use cookies.", "accept_all": "Accept all",
-                    "reject_all": "Reject all", "settings": "Settings", "save": "Save"}}
-    r = await client.post(f"/v1/sites/{site_id}/policies", headers=ADMIN, json={
-        "material": True, "policy_url": "https://example.com/privacy", "purposes": purposes,
-        "texts": texts})
+    texts = {
+        "en": {
+            "title": "Cookies",
+            "body": "We use cookies.",
+            "accept_all": "Accept all",
+            "reject_all": "Reject all",
+            "settings": "Settings",
+            "save": "Save",
+        }
+    }
+    r = await client.post(
+        f"/v1/sites/{site_id}/policies",
+        headers=ADMIN,
+        json={
+            "material": True,
+            "policy_url": "https://example.com/privacy",
+            "purposes": purposes,
+            "texts": texts,
+        },
+    )
     assert r.status == 201, await r.text()
     return site_id
 
 
 async def replay(client: TestClient, request: dict[str, Any], path: str) -> tuple[int, Any]:
-    headers = {k: v for k, v in request["headers"].items()
-               if k in ("Content-Type", "Origin", "User-Agent", "Access-Control-Request-Method",
-                        "Access-Control-Request-Headers")}
-    r = await client.request(request["method"], path, data=request["body"].encode(),
-                             headers=headers)
+    headers = {
+        k: v
+        for k, v in request["headers"].items()
+        if k
+        in (
+            "Content-Type",
+            "Origin",
+            "User-Agent",
+            "Access-Control-Request-Method",
+            "Access-Control-Request-Headers",
+        )
+    }
+    r = await client.request(
+        request["method"], path, data=request["body"].encode(), headers=headers
+    )
     text = await r.text()
     return r.status, json.loads(text) if text else None
 
@@ -60,17 +99,27 @@ async def events_of(db: asyncpg.Connection, site_id: str) -> list[asyncpg.Record
 async def test_cookieconsent_capture_maps_to_events_and_repeats_are_duplicates(
     client: TestClient, db: asyncpg.Connection
 ) -> None:
-    site_id = await make_integration_site(client, [
-        purpose("necessary", required=True, signals=("security_storage",)),
-        purpose("analytics", services=("ga4", "matomo"), signals=("analytics_storage",)),
-    ])
+    site_id = await make_integration_site(
+        client,
+        [
+            purpose("necessary", required=True, signals=("security_storage",)),
+            purpose("analytics", services=("ga4", "matomo"), signals=("analytics_storage",)),
+        ],
+    )
     # The capture holds revisions 0 (= current), 1 and 3: give the site three versions.
     r = await client.get(f"/v1/sites/{site_id}/policies/1", headers=ADMIN)
     v1 = await r.json()
     for version in (2, 3):
-        r = await client.post(f"/v1/sites/{site_id}/policies", headers=ADMIN, json={
-            "material": True, "policy_url": v1["policy_url"], "purposes": v1["purposes"],
-            "texts": v1["texts"]})
+        r = await client.post(
+            f"/v1/sites/{site_id}/policies",
+            headers=ADMIN,
+            json={
+                "material": True,
+                "policy_url": v1["policy_url"],
+                "purposes": v1["purposes"],
+                "texts": v1["texts"],
+            },
+        )
         assert (await r.json())["version"] == version
     path = f"/v1/sites/{site_id}/integrations/cookieconsent"
     answers = []
@@ -89,8 +138,12 @@ async def test_cookieconsent_capture_maps_to_events_and_repeats_are_duplicates(
     # Distinct choices in the capture: first consent (revision 0 = current version), a
     # change to "necessary only", the revision bump to 1 (same consentId), another visitor.
     got = [(r["subject_id"][:8], r["action"], r["policy_version"]) for r in rows]
-    assert got == [("890c89a7", "accept_all", 3), ("890c89a7", "reject_all", 3),
-                   ("890c89a7", "accept_all", 1), ("c5053f26", "reject_all", 3)]
+    assert got == [
+        ("890c89a7", "accept_all", 3),
+        ("890c89a7", "reject_all", 3),
+        ("890c89a7", "accept_all", 1),
+        ("c5053f26", "reject_all", 3),
+    ]
     assert rows[1]["services"] == {"ga4": False, "matomo": False}
     assert rows[0]["source"] == "vanilla-cookieconsent/3"
     assert rows[0]["page_url"] == "http://localhost:18000/site/cc.html"
@@ -103,12 +156,16 @@ async def test_cookieconsent_capture_maps_to_events_and_repeats_are_duplicates(
 
 
 async def test_klaro_config_and_submits(client: TestClient, db: asyncpg.Connection) -> None:
-    site_id = await make_integration_site(client, [
-        purpose("essential", required=True, signals=("security_storage",)),
-        purpose("analytics", signals=("analytics_storage",)),
-    ])
-    r = await client.get(f"/v1/privacy-managers/{site_id}/config.json?name=default",
-                         headers={"Origin": ORIGIN})
+    site_id = await make_integration_site(
+        client,
+        [
+            purpose("essential", required=True, signals=("security_storage",)),
+            purpose("analytics", signals=("analytics_storage",)),
+        ],
+    )
+    r = await client.get(
+        f"/v1/privacy-managers/{site_id}/config.json?name=default", headers={"Origin": ORIGIN}
+    )
     assert r.status == 200 and r.headers["Access-Control-Allow-Origin"] == ORIGIN
     config = await r.json()
     assert {s["name"] for s in config["services"]} == {"essential", "analytics"}
@@ -131,7 +188,10 @@ async def test_klaro_config_and_submits(client: TestClient, db: asyncpg.Connecti
 
 async def test_klaro_garbage_gets_json_back(client: TestClient) -> None:
     site_id = await make_integration_site(client, [purpose("essential", required=True)])
-    r = await client.post(f"/v1/privacy-managers/{site_id}/submit", data=b"not json",
-                          headers={"Content-Type": "text/plain", "Origin": ORIGIN})
+    r = await client.post(
+        f"/v1/privacy-managers/{site_id}/submit",
+        data=b"not json",
+        headers={"Content-Type": "text/plain", "Origin": ORIGIN},
+    )
     assert r.status == 400
     assert (await r.json(content_type=None))["status"] == 400

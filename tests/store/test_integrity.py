@@ -30,8 +30,9 @@ async def test_consent_log_rows_cannot_be_edited_or_deleted(
     r = await client.post(f"/v1/sites/{site_id}/events", json=event(), headers={"Origin": ORIGIN})
     assert r.status == 201
     with pytest.raises(asyncpg.PostgresError, match="append-only"):
-        await db.execute("UPDATE consent_events SET action = 'reject_all' WHERE site_id = $1",
-                         site_id)
+        await db.execute(
+            "UPDATE consent_events SET action = 'reject_all' WHERE site_id = $1", site_id
+        )
     with pytest.raises(asyncpg.PostgresError, match="append-only"):
         await db.execute("DELETE FROM consent_events WHERE site_id = $1", site_id)
 
@@ -54,8 +55,7 @@ async def test_no_secret_or_raw_ip_is_stored(client: TestClient, db: asyncpg.Con
     site_id = await make_site(client)
     read = await make_key(client, site_id, "read")
     key = read["Authorization"].split()[1]
-    r = await client.post(f"/v1/sites/{site_id}/events", json=event(),
-                          headers={"Origin": ORIGIN})
+    r = await client.post(f"/v1/sites/{site_id}/events", json=event(), headers={"Origin": ORIGIN})
     assert r.status == 201
     rows = []
     for table in ("api_keys", "consent_events", "consent_state", "sites"):
