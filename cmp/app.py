@@ -38,7 +38,7 @@ def create_app(settings: Settings, dsn: str) -> web.Application:
     async def database(app: web.Application) -> AsyncIterator[None]:
         pool = await create_pool(dsn, settings.pool_size)
         app[POOL] = pool
-        app[CATALOG] = Catalog(pool)
+        app[CATALOG] = Catalog(pool, dsn)
         await app[CATALOG].listen()
         app[COMMITTER] = GroupCommitter(
             pool,

@@ -9,6 +9,7 @@ change), so other workers follow within milliseconds of the commit.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import OrderedDict
 from typing import Any
@@ -29,8 +30,11 @@ POLICY_CACHE_MAX = 4096
 
 
 class Catalog:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, dsn: str) -> None:
         self._pool = pool
+        self._dsn = dsn
+        self._closing = False
+        self._reconnect: asyncio.Task[None] | None = None
         self._sites: dict[str, SiteRow] = {}
         self._heads: dict[str, tuple[int, int]] = {}
         self._policies: OrderedDict[tuple[str, int], tuple[PolicyVersion, PolicyView]] = (
@@ -42,19 +46,46 @@ class Catalog:
     # --- invalidation ------------------------------------------------------
 
     async def listen(self) -> None:
-        """Hold one connection that LISTENs for invalidations (outside the pool)."""
-        conn: asyncpg.Connection = await self._pool.acquire()
-        # Only this process knows the connection is ours; it goes back on close().
+        """Hold one dedicated connection that LISTENs for invalidations."""
+        self._closing = False
+        await self._connect_listener()
+
+    async def _connect_listener(self) -> None:
+        conn = await asyncpg.connect(self._dsn)
         await conn.add_listener(CHANNEL, self._on_notify)
+        conn.add_termination_listener(self._on_lost)
         self._listener = conn
 
+    def _on_lost(self, _conn: object) -> None:
+        # Notifications sent while we were gone are lost: forget everything, reconnect.
+        self._listener = None
+        self.clear()
+        if not self._closing:
+            self._reconnect = asyncio.create_task(self._reconnect_listener())
+
+    async def _reconnect_listener(self) -> None:
+        delay = 0.1
+        while not self._closing:
+            try:
+                await self._connect_listener()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("invalidation listener: reconnect failed: %s", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            self.clear()
+            log.info("invalidation listener reconnected")
+            return
+
     async def close(self) -> None:
+        self._closing = True
+        if self._reconnect is not None:
+            self._reconnect.cancel()
         if self._listener is not None:
             conn, self._listener = self._listener, None
             try:
-                await conn.remove_listener(CHANNEL, self._on_notify)
-                await self._pool.release(conn)
-            except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError):
+                await conn.close(timeout=2)
+            except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError, TimeoutError):
                 conn.terminate()
 
     def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:

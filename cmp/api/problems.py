@@ -11,6 +11,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import asyncpg
 from aiohttp import web
 
 from cmp.appkeys import REQUEST_ID
@@ -84,6 +85,15 @@ def problem_response(
     )
 
 
+UNAVAILABLE = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.InterfaceError,
+    ConnectionError,
+    FileNotFoundError,  # the unix socket of a stopped server
+    TimeoutError,
+)
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -104,6 +114,15 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         }.get(exc.status, exc.reason)
         headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         return problem_response(exc.status, detail, headers=headers)
+    except UNAVAILABLE as exc:
+        # The database went away under a handler: the client should retry, not give up.
+        log.warning("database unavailable: %s", exc)
+        return problem_response(
+            503,
+            "the database is unavailable; retry",
+            code="unavailable",
+            headers={"Retry-After": "1"},
+        )
     except Exception:
         log.exception("unhandled error", extra={"request_id": request.get(REQUEST_ID)})
         return problem_response(
