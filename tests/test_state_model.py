@@ -20,7 +20,8 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from hypothesis import HealthCheck, settings, strategies as st
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from cmp.app import create_app
@@ -112,7 +113,7 @@ class ConsentLog(RuleBasedStateMachine):
             self.server.call("POST", f"/v1/sites/{self.site}/policies", policy_body(), ADMIN)[0]
             == 201
         )
-        status, key = self.server.call(
+        _status, key = self.server.call(
             "POST", f"/v1/sites/{self.site}/keys", {"scope": "read"}, ADMIN
         )
         self.read = {"Authorization": f"Bearer {key['key']}"}
@@ -169,7 +170,7 @@ class ConsentLog(RuleBasedStateMachine):
     def publish(self, material: bool) -> None:
         extra = material  # a material version changes what is asked: one more purpose
         previous = self.versions[-1][1]
-        purposes = previous + ("social",) if extra and "social" not in previous else previous
+        purposes = (*previous, "social") if extra and "social" not in previous else previous
         doc = policy_body(material=material, extra_purpose="social" in purposes)
         status, answer = self.server.call("POST", f"/v1/sites/{self.site}/policies", doc, ADMIN)
         assert status == 201 and answer["version"] == len(self.versions) + 1
