@@ -216,6 +216,70 @@ def cmd_key_create(settings: Settings, args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
+def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
+    """Stream a site's log to a file straight from the database, with progress."""
+    from cmp.store import audit as audit_store
+    from cmp.store.audit import ExportFilter
+
+    dsn = resolve_dsn(settings)
+    out = Path(args.out)
+
+    async def run() -> int:
+        conn = await _connect(dsn)
+        try:
+            total = await audit_store.count_events(conn, args.site)
+            if total == 0 and await conn.fetchval(
+                "SELECT NOT EXISTS (SELECT 1 FROM sites WHERE site_id = $1)", args.site
+            ):
+                print(f"cmpd: no site {args.site!r}", file=sys.stderr)
+                return 1
+            done = 0
+            tmp = out.with_name(out.name + ".part")
+            with tmp.open("w", encoding="utf-8") as fh:
+                async with conn.transaction(readonly=True):
+                    async for lines in audit_store.export_lines(conn, ExportFilter(args.site)):
+                        fh.write("\n".join(lines) + "\n")
+                        done += len(lines)
+                        _progress(done, total)
+            tmp.replace(out)
+            print(f"\nexported {done} records of {args.site} to {out}", file=sys.stderr)
+            return 0
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
+
+
+def _progress(done: int, total: int) -> None:
+    width = 30
+    filled = width * done // total if total else width
+    pct = 100 * done // total if total else 100
+    sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {pct:3d}% {done}/{total}")
+    sys.stderr.flush()
+
+
+def cmd_purge(settings: Settings, args: argparse.Namespace) -> int:
+    from cmp.audit.signing import Signer
+    from cmp.maintenance import purge
+
+    dsn = resolve_dsn(settings)
+    signer = Signer.load_or_create(settings.signing_key_path)
+
+    async def run() -> int:
+        conn = await _connect(dsn)
+        try:
+            done = await purge(conn, signer)
+        finally:
+            await conn.close()
+        for p in done:
+            print(f"{p.site_id}: purged {p.deleted} records through seq {p.through_seq}")
+        if not done:
+            print("nothing to purge")
+        return 0
+
+    return asyncio.run(run())
+
+
 def cmd_verify(settings: Settings | None, args: argparse.Namespace) -> int:
     from cmp.audit.verify import main as verify_main
 
@@ -252,6 +316,13 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--site", required=True)
     create.add_argument("--scope", required=True, choices=["admin", "read", "audit"])
     create.set_defaults(func=cmd_key_create)
+    export = sub.add_parser("export", help="export a site's log as JSON lines")
+    export.add_argument("--site", required=True)
+    export.add_argument("--out", required=True)
+    export.set_defaults(func=cmd_export)
+    sub.add_parser("purge", help="delete records past each site's retention").set_defaults(
+        func=cmd_purge
+    )
     verify = sub.add_parser("verify", help="verify an exported log offline")
     verify.add_argument("file")
     verify.add_argument("--checkpoint")

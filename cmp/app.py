@@ -6,6 +6,7 @@ is a cleanup_ctx generator, opened in order and closed in reverse.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -13,10 +14,12 @@ from aiohttp import web
 from cmp.api.middleware import context_middleware
 from cmp.api.problems import problem_middleware
 from cmp.api.routes import setup_routes
-from cmp.appkeys import CATALOG, COMMITTER, LIMITER, METRICS, POOL, SETTINGS, STATE
+from cmp.appkeys import CATALOG, COMMITTER, LIMITER, METRICS, POOL, SETTINGS, SIGNER, STATE
+from cmp.audit.signing import Signer
 from cmp.catalog import Catalog
 from cmp.commit import GroupCommitter
 from cmp.config import Settings
+from cmp.maintenance import run_periodically
 from cmp.metrics import Metrics
 from cmp.ratelimit import RateLimiter
 from cmp.state import StateReader
@@ -34,6 +37,7 @@ def create_app(settings: Settings, dsn: str) -> web.Application:
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
     app[LIMITER] = RateLimiter(settings.rate_per_second, settings.rate_burst)
+    app[SIGNER] = Signer.load_or_create(settings.signing_key_path)
 
     async def database(app: web.Application) -> AsyncIterator[None]:
         pool = await create_pool(dsn, settings.pool_size)
@@ -48,7 +52,16 @@ def create_app(settings: Settings, dsn: str) -> web.Application:
             queue_max=settings.queue_max,
         )
         app[STATE] = StateReader(pool, app[METRICS])
+        maintenance = asyncio.create_task(
+            run_periodically(
+                pool,
+                app[SIGNER],
+                checkpoint_every=settings.checkpoint_interval_seconds,
+                purge_every=settings.purge_interval_seconds,
+            )
+        )
         yield
+        maintenance.cancel()
         await app[COMMITTER].drain()
         await app[CATALOG].close()
         await pool.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncpg
 from aiohttp import web
 
+from cmp.audit.signing import Signer
 from cmp.catalog import Catalog
 from cmp.commit import GroupCommitter
 from cmp.config import Settings
@@ -19,5 +20,6 @@ COMMITTER = web.AppKey("committer", GroupCommitter)
 STATE = web.AppKey("state", StateReader)
 METRICS = web.AppKey("metrics", Metrics)
 LIMITER = web.AppKey("limiter", RateLimiter)
+SIGNER = web.AppKey("signer", Signer)
 
 REQUEST_ID = web.RequestKey("request_id", str)

@@ -1,0 +1,173 @@
+"""Audit and data-subject requests: export, checkpoints, public key, access, erasure."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime, time
+from typing import Any
+
+from aiohttp import web
+from pydantic import TypeAdapter, ValidationError
+
+from cmp.api.auth import require
+from cmp.api.consent import SUBJECT_RE
+from cmp.api.json import json_response
+from cmp.api.problems import Problem
+from cmp.api.sites import site_id_of
+from cmp.appkeys import CATALOG, POOL, SIGNER
+from cmp.ingest import subject_digest
+from cmp.store import audit as audit_store
+from cmp.store.audit import ExportFilter
+from cmp.store.sites import SiteRow
+
+WHEN = TypeAdapter(datetime | date)
+
+
+def parse_when(request: web.Request, name: str) -> datetime | None:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = WHEN.validate_python(raw)
+    except ValidationError:
+        raise Problem(
+            422,
+            f"'{name}' must be an RFC 3339 timestamp or a date",
+            code="validation",
+            errors=[{"pointer": f"/{name}", "detail": "not a timestamp"}],
+        ) from None
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return datetime.combine(value, time(), tzinfo=UTC)
+
+
+async def _site(request: web.Request, scope: str) -> SiteRow:
+    site_id = site_id_of(request)
+    await require(request, scope, site_id)  # type: ignore[arg-type]
+    site = await request.app[CATALOG].site(site_id)
+    if site is None:
+        raise Problem(404, "no such site", code="not-found")
+    return site
+
+
+def _subject(request: web.Request) -> str:
+    subject_id = request.match_info["subject_id"]
+    if not SUBJECT_RE.match(subject_id):
+        raise Problem(
+            400, "subject_id must be 1–128 characters of [A-Za-z0-9._:-]", code="invalid-subject"
+        )
+    return subject_id
+
+
+def export_filter(request: web.Request, site: SiteRow) -> ExportFilter:
+    version = request.query.get("policy_version")
+    if version is not None and not (version.isdigit() and 0 < len(version) < 10):
+        raise Problem(
+            422,
+            "policy_version must be a positive integer",
+            code="validation",
+            errors=[{"pointer": "/policy_version", "detail": "not a version"}],
+        )
+    subject = request.query.get("subject_id")
+    if subject is not None and not SUBJECT_RE.match(subject):
+        raise Problem(
+            422,
+            "subject_id is not valid",
+            code="validation",
+            errors=[{"pointer": "/subject_id", "detail": "not a subject id"}],
+        )
+    return ExportFilter(
+        site_id=site.site.site_id,
+        since=parse_when(request, "from"),
+        until=parse_when(request, "to"),
+        policy_version=int(version) if version else None,
+        subject_digest=subject_digest(site.subject_key, subject) if subject else None,
+    )
+
+
+async def export_events(request: web.Request) -> web.StreamResponse:
+    """Stream the log in seq order (jsonl or csv), gzip when the client accepts it."""
+    site = await _site(request, "audit")
+    where = export_filter(request, site)
+    fmt = request.query.get("format", "jsonl")
+    if fmt not in ("jsonl", "csv"):
+        raise Problem(
+            422,
+            "format must be jsonl or csv",
+            code="validation",
+            errors=[{"pointer": "/format", "detail": "jsonl | csv"}],
+        )
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "application/x-ndjson" if fmt == "jsonl" else "text/csv; charset=utf-8",
+            "Content-Disposition": f'attachment; filename="{site.site.site_id}-events.{fmt}"',
+            "Cache-Control": "no-store",
+        }
+    )
+    if "gzip" in request.headers.get("Accept-Encoding", ""):
+        response.enable_compression(web.ContentCoding.gzip)
+    await response.prepare(request)
+    async with request.app[POOL].acquire() as conn, conn.transaction(readonly=True):
+        if fmt == "csv":
+            await audit_store.export_csv(conn, where, response.write)
+        else:
+            async for lines in audit_store.export_lines(conn, where):
+                await response.write(("\n".join(lines) + "\n").encode("utf-8"))
+    await response.write_eof()
+    return response
+
+
+async def subject_events(request: web.Request) -> web.Response:
+    """Access request: a subject's full history as portable JSON."""
+    site = await _site(request, "audit")
+    subject_id = _subject(request)
+    where = ExportFilter(
+        site.site.site_id, subject_digest=subject_digest(site.subject_key, subject_id)
+    )
+    events: list[dict[str, Any]] = []
+    async with request.app[POOL].acquire() as conn, conn.transaction(readonly=True):
+        async for lines in audit_store.export_lines(conn, where):
+            events.extend(json.loads(line) for line in lines)
+    return json_response({"site_id": site.site.site_id, "subject_id": subject_id, "events": events})
+
+
+async def erase_subject(request: web.Request) -> web.Response:
+    """Erasure: state row gone, subject id removed from the log, `erased` appended."""
+    site = await _site(request, "admin")
+    subject_id = _subject(request)
+    digest = subject_digest(site.subject_key, subject_id)
+    async with request.app[POOL].acquire() as conn:
+        result = await audit_store.erase_subject(
+            conn, site.site.site_id, subject_id, digest, datetime.now(UTC)
+        )
+    return json_response(
+        {
+            "site_id": site.site.site_id,
+            "subject_digest": digest,
+            "erased_events": result.events,
+            "erased_record_seq": result.seq,
+        }
+    )
+
+
+async def get_checkpoint(request: web.Request) -> web.Response:
+    """A fresh signed checkpoint of the chain head."""
+    site = await _site(request, "audit")
+    async with request.app[POOL].acquire() as conn:
+        head = await audit_store.select_head(conn, site.site.site_id)
+    seq, head_hash = head or (0, "0" * 64)
+    return json_response(request.app[SIGNER].sign_checkpoint(site.site.site_id, seq, head_hash))
+
+
+async def list_checkpoints(request: web.Request) -> web.Response:
+    """Stored checkpoints (periodic, and anchors left by retention purges)."""
+    site = await _site(request, "audit")
+    async with request.app[POOL].acquire() as conn:
+        found = await audit_store.select_checkpoints(conn, site.site.site_id)
+    return json_response({"checkpoints": found})
+
+
+async def public_key(request: web.Request) -> web.Response:
+    return json_response(
+        request.app[SIGNER].public_key_document(), headers={"Cache-Control": "public, max-age=3600"}
+    )

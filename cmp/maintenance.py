@@ -1,0 +1,84 @@
+"""Log maintenance: stored signed checkpoints and retention purge.
+
+Both run as background tasks in every server process, but only one process at a time
+does the work (a PostgreSQL advisory lock); `cmpd purge` runs the purge by hand.
+A purge first stores a signed `anchor` checkpoint for the last record it deletes: the
+first kept record's prev_hash is that hash, so the shortened chain still verifies and
+an auditor can see where it was cut and that the operator signed the cut.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+import asyncpg
+
+from cmp.audit.signing import Signer
+from cmp.store import audit as audit_store
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_LOCK = 0x636D70_636B70
+PURGE_LOCK = 0x636D70_707267
+
+
+@dataclass(frozen=True, slots=True)
+class Purged:
+    site_id: str
+    through_seq: int
+    deleted: int
+
+
+async def store_checkpoints(conn: asyncpg.Connection, signer: Signer) -> int:
+    """Sign and keep a checkpoint for every site whose log grew; returns how many."""
+    if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", CHECKPOINT_LOCK):
+        return 0
+    stored = 0
+    for site_id, seq, head in await audit_store.select_sites_to_checkpoint(conn):
+        await audit_store.insert_checkpoint(
+            conn, signer.sign_checkpoint(site_id, seq, head), "periodic"
+        )
+        stored += 1
+    return stored
+
+
+async def purge(conn: asyncpg.Connection, signer: Signer) -> list[Purged]:
+    """Delete records older than each site's retention, leaving a signed anchor."""
+    done: list[Purged] = []
+    async with conn.transaction():
+        if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", PURGE_LOCK):
+            return done
+        for site_id, seq, head in await audit_store.select_purge_cuts(conn):
+            await audit_store.insert_checkpoint(
+                conn, signer.sign_checkpoint(site_id, seq, head), "anchor"
+            )
+            deleted = await audit_store.purge_before(conn, site_id, seq)
+            done.append(Purged(site_id, seq, deleted))
+    return done
+
+
+async def run_periodically(
+    pool: asyncpg.Pool, signer: Signer, *, checkpoint_every: float, purge_every: float
+) -> None:
+    """The background loop of a server process; survives database outages."""
+    since_purge = purge_every  # purge once soon after start, then daily
+    while True:
+        await asyncio.sleep(checkpoint_every)
+        since_purge += checkpoint_every
+        try:
+            async with pool.acquire() as conn:
+                async with conn.transaction():
+                    await store_checkpoints(conn, signer)
+                if since_purge >= purge_every:
+                    since_purge = 0
+                    for p in await purge(conn, signer):
+                        log.info(
+                            "purged %d records of %s through seq %d",
+                            p.deleted,
+                            p.site_id,
+                            p.through_seq,
+                        )
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("log maintenance skipped: %s", exc)

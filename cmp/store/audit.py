@@ -1,0 +1,134 @@
+"""The audit side of the log: streaming export, erasure, checkpoints, retention purge."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from cmp.audit.chain import erased_record, record_hash
+from cmp.store.sqlfiles import queries
+
+Q = queries("audit")
+EXPORT_CHUNK = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class ExportFilter:
+    site_id: str
+    since: datetime | None = None
+    until: datetime | None = None
+    policy_version: int | None = None
+    subject_digest: str | None = None
+
+    def args(self) -> tuple[Any, ...]:
+        return (self.site_id, self.since, self.until, self.policy_version, self.subject_digest)
+
+
+async def export_lines(conn: asyncpg.Connection, where: ExportFilter) -> AsyncIterator[list[str]]:
+    """JSON lines in seq order, in chunks, from a server-side cursor (constant memory).
+
+    The caller holds the transaction the cursor lives in.
+    """
+    cursor = await conn.cursor(Q["export_lines"], *where.args())
+    while True:
+        rows = await cursor.fetch(EXPORT_CHUNK)
+        if not rows:
+            return
+        yield [r[0] for r in rows]
+
+
+async def export_csv(
+    conn: asyncpg.Connection, where: ExportFilter, write: Callable[[bytes], Awaitable[None]]
+) -> None:
+    """CSV with a header row, streamed by COPY … TO STDOUT straight into `write`."""
+    await conn.copy_from_query(
+        Q["export_csv"].rstrip().rstrip(";"),
+        *where.args(),
+        output=write,
+        format="csv",
+        header=True,
+    )
+
+
+async def count_events(conn: asyncpg.Connection, site_id: str) -> int:
+    return int(await conn.fetchval(Q["count_events"], site_id))
+
+
+async def select_head(conn: asyncpg.Connection, site_id: str) -> tuple[int, str] | None:
+    row = await conn.fetchrow(Q["select_head"], site_id)
+    return (row["seq"], row["hash"]) if row else None
+
+
+@dataclass(frozen=True, slots=True)
+class Erasure:
+    events: int
+    seq: int
+    hash: str
+
+
+async def erase_subject(
+    conn: asyncpg.Connection, site_id: str, subject_id: str, digest: str, now: datetime
+) -> Erasure:
+    """Remove the subject id from the log and the state; append an `erased` record.
+
+    Runs in one transaction holding the chain head, like a group-commit batch.
+    """
+    async with conn.transaction():
+        head = await conn.fetchrow(Q["lock_head"], site_id)
+        assert head is not None
+        status = await conn.execute(Q["erase_subject_ids"], site_id, digest)
+        await conn.execute(Q["delete_state"], site_id, subject_id)
+        seq = head["seq"] + 1
+        event_id = str(uuid.uuid4())
+        record = erased_record(
+            site_id=site_id, seq=seq, event_id=event_id, subject_digest=digest, received_at=now
+        )
+        digest_hash = record_hash(head["hash"], record)
+        await conn.execute(
+            Q["insert_erased"], site_id, seq, event_id, digest, now, head["hash"], digest_hash
+        )
+    return Erasure(events=int(status.split()[-1]), seq=seq, hash=digest_hash)
+
+
+async def insert_checkpoint(
+    conn: asyncpg.Connection, checkpoint: dict[str, Any], kind: str
+) -> None:
+    await conn.execute(
+        Q["insert_checkpoint"],
+        checkpoint["site_id"],
+        checkpoint["seq"],
+        checkpoint["hash"],
+        datetime.strptime(checkpoint["signed_at"], "%Y-%m-%dT%H:%M:%S.%f%z"),
+        checkpoint["key_id"],
+        checkpoint["signature"],
+        kind,
+    )
+
+
+async def select_checkpoints(
+    conn: asyncpg.Connection, site_id: str, limit: int = 100
+) -> list[dict[str, Any]]:
+    return [dict(r) for r in await conn.fetch(Q["select_checkpoints"], site_id, limit)]
+
+
+async def select_sites_to_checkpoint(conn: asyncpg.Connection) -> list[tuple[str, int, str]]:
+    return [
+        (r["site_id"], r["seq"], r["hash"])
+        for r in await conn.fetch(Q["select_sites_to_checkpoint"])
+    ]
+
+
+async def select_purge_cuts(conn: asyncpg.Connection) -> list[tuple[str, int, str]]:
+    return [(r["site_id"], r["seq"], r["hash"]) for r in await conn.fetch(Q["select_purge_cut"])]
+
+
+async def purge_before(conn: asyncpg.Connection, site_id: str, seq: int) -> int:
+    """Delete a site's records up to `seq` (caller's transaction); returns the count."""
+    await conn.execute("SELECT set_config('cmp.purge', 'on', true)")
+    status = await conn.execute(Q["purge_before"], site_id, seq)
+    return int(status.split()[-1])

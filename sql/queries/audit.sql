@@ -1,0 +1,103 @@
+-- name: export_lines
+-- The log as JSON lines in seq order, built by PostgreSQL (the record fields, the link
+-- fields and the subject id); timestamps in the chain's exact RFC 3339 form.
+SELECT json_build_object(
+    'v', 1, 'site_id', site_id, 'seq', seq, 'event_id', event_id,
+    'subject_digest', subject_digest, 'policy_version', policy_version,
+    'policy_sha256', policy_sha256, 'action', action, 'purposes', purposes,
+    'services', services, 'gpc', gpc, 'language', language, 'source', source,
+    'page_url', page_url, 'origin', origin, 'ip_prefix', ip_prefix, 'user_agent', user_agent,
+    'occurred_at', to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+    'received_at', to_char(received_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+    'prev_hash', prev_hash, 'hash', hash, 'subject_id', subject_id
+)::text AS line
+FROM consent_events
+WHERE site_id = $1
+  AND ($2::timestamptz IS NULL OR received_at >= $2)
+  AND ($3::timestamptz IS NULL OR received_at < $3)
+  AND ($4::integer IS NULL OR policy_version = $4)
+  AND ($5::text IS NULL OR subject_digest = $5)
+ORDER BY seq;
+
+-- name: export_csv
+-- The same records as CSV columns (purposes/services as JSON text), for COPY TO STDOUT.
+SELECT 1 AS v, site_id, seq, event_id, subject_digest, policy_version, policy_sha256, action,
+    purposes::text AS purposes, services::text AS services, gpc, language, source, page_url,
+    origin, ip_prefix, user_agent,
+    to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS occurred_at,
+    to_char(received_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS received_at,
+    prev_hash, hash, subject_id
+FROM consent_events
+WHERE site_id = $1
+  AND ($2::timestamptz IS NULL OR received_at >= $2)
+  AND ($3::timestamptz IS NULL OR received_at < $3)
+  AND ($4::integer IS NULL OR policy_version = $4)
+  AND ($5::text IS NULL OR subject_digest = $5)
+ORDER BY seq;
+
+-- name: count_events
+-- How many records an export will hold (for progress).
+SELECT count(*) FROM consent_events WHERE site_id = $1;
+
+-- name: select_head
+-- Where a site's chain stands.
+SELECT seq, hash FROM log_heads WHERE site_id = $1;
+
+-- name: lock_head
+-- Serialise a single append (erasure) with the group commit's batches.
+SELECT seq, hash FROM log_heads WHERE site_id = $1 FOR UPDATE;
+
+-- name: erase_subject_ids
+-- Erasure: the subject id leaves every stored event; the digest (hashed) stays.
+UPDATE consent_events SET subject_id = NULL
+WHERE site_id = $1 AND subject_digest = $2 AND subject_id IS NOT NULL;
+
+-- name: delete_state
+-- Erasure: the current state row goes.
+DELETE FROM consent_state WHERE site_id = $1 AND subject_id = $2;
+
+-- name: insert_erased
+-- Append the `erased` record and advance the head.
+WITH ev AS (
+    INSERT INTO consent_events (site_id, seq, event_id, subject_id, subject_digest, action,
+                                received_at, prev_hash, hash)
+    VALUES ($1, $2, $3, NULL, $4, 'erased', $5, $6, $7)
+)
+UPDATE log_heads SET seq = $2, hash = $7 WHERE site_id = $1;
+
+-- name: insert_checkpoint
+-- Keep a signed checkpoint (periodic, or the anchor left by a retention purge).
+INSERT INTO log_checkpoints (site_id, seq, hash, signed_at, key_id, signature, kind)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+ON CONFLICT DO NOTHING;
+
+-- name: select_checkpoints
+-- A site's stored checkpoints, newest first.
+SELECT site_id, seq, hash,
+       to_char(signed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS signed_at,
+       key_id, signature, kind
+FROM log_checkpoints WHERE site_id = $1
+ORDER BY seq DESC, kind LIMIT $2;
+
+-- name: select_sites_to_checkpoint
+-- Sites whose log grew since their last stored periodic checkpoint.
+SELECT h.site_id, h.seq, h.hash
+FROM log_heads h
+WHERE h.seq > coalesce((SELECT max(c.seq) FROM log_checkpoints c
+                        WHERE c.site_id = h.site_id AND c.kind = 'periodic'), 0);
+
+-- name: select_purge_cut
+-- The last record older than the site's retention (the new anchor), per site.
+SELECT s.site_id, e.seq, e.hash
+FROM sites s
+CROSS JOIN LATERAL (
+    SELECT seq, hash FROM consent_events
+    WHERE site_id = s.site_id
+      AND received_at < now() - make_interval(days => s.retention_days)
+    ORDER BY seq DESC LIMIT 1
+) e;
+
+-- name: purge_before
+-- Retention: delete a site's records up to and including seq (the trigger allows it
+-- only with cmp.purge = 'on', set for this transaction).
+DELETE FROM consent_events WHERE site_id = $1 AND seq <= $2;

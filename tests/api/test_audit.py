@@ -1,0 +1,294 @@
+"""The tamper-evident log through the API: export, verify, erasure, purge, checkpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import gzip
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestClient
+
+from cmp.appkeys import SIGNER
+from cmp.audit.signing import parse_public_key, verify_checkpoint
+from cmp.audit.verify import verify_export
+from cmp.maintenance import purge, store_checkpoints
+from tests.conftest import ADMIN, ORIGIN, event, make_key, make_site, policy_body
+
+HDR = {"Origin": ORIGIN}
+
+
+@pytest.fixture
+async def site(client: TestClient) -> dict[str, Any]:
+    site_id = await make_site(client)
+    return {"id": site_id, "audit": await make_key(client, site_id, "audit")}
+
+
+async def export(client: TestClient, site: dict[str, Any], query: str = "") -> list[str]:
+    r = await client.get(f"/v1/sites/{site['id']}/events?{query}", headers=site["audit"])
+    assert r.status == 200, await r.text()
+    assert r.headers["Content-Type"].startswith("application/x-ndjson")
+    return [line for line in (await r.text()).splitlines() if line]
+
+
+async def fill(
+    client: TestClient, site: dict[str, Any], n: int, **fields: Any
+) -> list[dict[str, Any]]:
+    bodies = [event(**fields) for _ in range(n)]
+    for i in range(0, n, 100):
+        r = await client.post(
+            f"/v1/sites/{site['id']}/events", json={"events": bodies[i : i + 100]}, headers=HDR
+        )
+        assert r.status == 201
+    return bodies
+
+
+async def test_full_export_verifies_and_carries_every_field(
+    client: TestClient, site: dict[str, Any]
+) -> None:
+    bodies = await fill(client, site, 5, page_url="https://shop.example/a?x=1")
+    lines = await export(client, site)
+    assert len(lines) == 5
+    result = verify_export(lines)
+    assert result.ok, result.summary()
+    first = json.loads(lines[0])
+    assert first["seq"] == 1 and first["prev_hash"] == "0" * 64
+    assert first["subject_id"] == bodies[0]["subject_id"]
+    assert first["page_url"] == "https://shop.example/a"
+    assert first["received_at"].endswith("Z") and len(first["subject_digest"]) == 64
+    r = await client.get(f"/v1/sites/{site['id']}/policies/1", headers=ADMIN)
+    assert first["policy_sha256"] == (await r.json())["content_sha256"]
+
+
+async def test_edited_record_is_named_by_the_verifier(
+    client: TestClient, site: dict[str, Any]
+) -> None:
+    await fill(client, site, 4)
+    lines = await export(client, site)
+    record = json.loads(lines[2])
+    record["action"] = "reject_all"
+    lines[2] = json.dumps(record)
+    result = verify_export(lines)
+    assert not result.ok and result.failure is not None and result.failure.seq == 3
+
+
+async def test_chain_stays_correct_under_concurrent_batches(
+    client: TestClient, site: dict[str, Any]
+) -> None:
+    async def batch() -> int:
+        r = await client.post(
+            f"/v1/sites/{site['id']}/events",
+            json={"events": [event() for _ in range(20)]},
+            headers=HDR,
+        )
+        return r.status
+
+    assert set(await asyncio.gather(*(batch() for _ in range(25)))) == {201}
+    lines = await export(client, site)
+    assert len(lines) == 500
+    assert verify_export(lines).ok
+
+
+async def test_filtered_exports_verify_record_by_record(
+    client: TestClient, site: dict[str, Any]
+) -> None:
+    bodies = await fill(client, site, 6)
+    r = await client.post(f"/v1/sites/{site['id']}/policies", json=policy_body(), headers=ADMIN)
+    assert r.status == 201
+    await fill(client, site, 3, policy_version=2)
+    subject = bodies[1]["subject_id"]
+    mine = await export(client, site, f"subject_id={subject}")
+    assert [json.loads(x)["subject_id"] for x in mine] == [subject]
+    v2 = await export(client, site, "policy_version=2")
+    assert [json.loads(x)["seq"] for x in v2] == [7, 8, 9]
+    assert verify_export(v2, partial=True).ok
+    assert verify_export(mine, partial=True).ok
+    assert await export(client, site, "from=2999-01-01") == []
+
+
+async def test_bad_export_parameters_are_422(client: TestClient, site: dict[str, Any]) -> None:
+    for query in ("from=yesterday", "policy_version=x", "format=xml", "subject_id=a%20b"):
+        r = await client.get(f"/v1/sites/{site['id']}/events?{query}", headers=site["audit"])
+        assert r.status == 422, query
+
+
+async def test_export_gzip_and_csv(client: TestClient, site: dict[str, Any]) -> None:
+    await fill(client, site, 3)
+    r = await client.get(
+        f"/v1/sites/{site['id']}/events",
+        auto_decompress=False,
+        headers={**site["audit"], "Accept-Encoding": "gzip"},
+    )
+    assert r.headers["Content-Encoding"] == "gzip"
+    lines = gzip.decompress(await r.read()).decode().splitlines()
+    assert verify_export(lines).ok
+    r = await client.get(f"/v1/sites/{site['id']}/events?format=csv", headers=site["audit"])
+    assert r.status == 200 and r.headers["Content-Type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(await r.text())))
+    assert [int(row["seq"]) for row in rows] == [1, 2, 3]
+    assert rows[0]["hash"] == json.loads(lines[0])["hash"]
+    assert json.loads(rows[0]["purposes"])["necessary"] is True
+
+
+async def test_export_needs_audit_scope(client: TestClient, site: dict[str, Any]) -> None:
+    path = f"/v1/sites/{site['id']}/events"
+    assert (await client.get(path)).status == 401
+    assert (
+        await client.get(path, headers=await make_key(client, site["id"], "read"))
+    ).status == 403
+    other = await make_site(client)
+    assert (await client.get(path, headers=await make_key(client, other, "audit"))).status == 404
+
+
+async def test_access_request_returns_the_subjects_history(
+    client: TestClient, site: dict[str, Any]
+) -> None:
+    first = (await fill(client, site, 1))[0]
+    await fill(client, site, 2)
+    r = await client.post(
+        f"/v1/sites/{site['id']}/events",
+        headers=HDR,
+        json=event(first["subject_id"], action="withdraw"),
+    )
+    assert r.status == 201
+    r = await client.get(
+        f"/v1/sites/{site['id']}/subjects/{first['subject_id']}/events", headers=site["audit"]
+    )
+    history = (await r.json())["events"]
+    assert [e["action"] for e in history] == ["accept_all", "withdraw"]
+    assert all(e["subject_id"] == first["subject_id"] for e in history)
+
+
+async def test_erasure_removes_the_id_everywhere_and_keeps_the_chain(
+    client: TestClient, site: dict[str, Any], db: asyncpg.Connection
+) -> None:
+    bodies = await fill(client, site, 4)
+    gone = bodies[1]["subject_id"]
+    await client.post(
+        f"/v1/sites/{site['id']}/events", headers=HDR, json=event(gone, action="reject_all")
+    )
+    path = f"/v1/sites/{site['id']}/subjects/{gone}"
+    assert (await client.delete(path, headers=site["audit"])).status == 403
+    r = await client.delete(path, headers=ADMIN)
+    assert r.status == 200
+    body = await r.json()
+    assert body["erased_events"] == 2 and body["erased_record_seq"] == 6
+    lines = await export(client, site)
+    text = "\n".join(lines)
+    assert gone not in text
+    assert verify_export(lines).ok
+    erased = json.loads(lines[-1])
+    assert erased["action"] == "erased" and erased["subject_id"] is None
+    assert erased["subject_digest"] == json.loads(lines[1])["subject_digest"]
+    assert gone not in str(
+        await db.fetch("SELECT * FROM consent_state WHERE site_id = $1", site["id"])
+    )
+    read = await make_key(client, site["id"], "read")
+    r = await client.get(f"/v1/sites/{site['id']}/subjects/{gone}/consent", headers=read)
+    assert (await r.json())["status"] == "none"
+
+
+async def test_checkpoint_is_signed_and_verifiable_offline(
+    client: TestClient, site: dict[str, Any], tmp_path: Path, capsys: Any
+) -> None:
+    await fill(client, site, 3)
+    r = await client.get(f"/v1/sites/{site['id']}/log/checkpoint", headers=site["audit"])
+    checkpoint = await r.json()
+    key_doc = await (await client.get("/v1/log/public-key")).json()
+    key = parse_public_key(json.dumps(key_doc))
+    assert checkpoint["seq"] == 3 and verify_checkpoint(checkpoint, key)
+    export_file = tmp_path / "log.jsonl"
+    export_file.write_text("\n".join(await export(client, site)) + "\n")
+    (tmp_path / "cp.json").write_text(json.dumps(checkpoint))
+    (tmp_path / "key.json").write_text(json.dumps(key_doc))
+    from cmp.__main__ import main
+
+    assert (
+        main(
+            [
+                "verify",
+                str(export_file),
+                "--checkpoint",
+                str(tmp_path / "cp.json"),
+                "--public-key",
+                str(tmp_path / "key.json"),
+            ]
+        )
+        == 0
+    )
+    forged = {**checkpoint, "hash": "f" * 64}
+    (tmp_path / "cp.json").write_text(json.dumps(forged))
+    assert (
+        main(
+            [
+                "verify",
+                str(export_file),
+                "--checkpoint",
+                str(tmp_path / "cp.json"),
+                "--public-key",
+                str(tmp_path / "key.json"),
+            ]
+        )
+        != 0
+    )
+    capsys.readouterr()
+
+
+async def test_purge_keeps_the_chain_verifiable_from_a_signed_anchor(
+    client: TestClient, site: dict[str, Any], db: asyncpg.Connection
+) -> None:
+    await fill(client, site, 5)
+    r = await client.put(
+        f"/v1/sites/{site['id']}",
+        headers=ADMIN,
+        json={
+            "name": "Test shop",
+            "origins": [ORIGIN],
+            "languages": ["nb", "en"],
+            "default_language": "nb",
+            "retention_days": 1,
+        },
+    )
+    assert r.status == 200
+    # Age the first three records past retention (received_at is the server's clock; a
+    # superuser session may bypass the append-only trigger the app itself cannot).
+    await db.execute("SET session_replication_role = replica")
+    await db.execute(
+        "UPDATE consent_events SET received_at = received_at - interval '3 days'"
+        " WHERE site_id = $1 AND seq <= 3",
+        site["id"],
+    )
+    await db.execute("SET session_replication_role = origin")
+    lines_before = await export(client, site)
+    signer = client.app[SIGNER]  # type: ignore[index]
+    done = [p for p in await purge(db, signer) if p.site_id == site["id"]]
+    assert done and done[0].deleted == 3 and done[0].through_seq == 3
+    lines = await export(client, site)
+    assert [json.loads(x)["seq"] for x in lines] == [4, 5]
+    result = verify_export(lines)
+    assert result.ok, result.summary()
+    anchor = json.loads(lines_before[2])["hash"]
+    assert json.loads(lines[0])["prev_hash"] == anchor
+    r = await client.get(f"/v1/sites/{site['id']}/log/checkpoints", headers=site["audit"])
+    stored = (await r.json())["checkpoints"]
+    assert any(c["kind"] == "anchor" and c["seq"] == 3 and c["hash"] == anchor for c in stored)
+
+
+async def test_periodic_checkpoints_are_stored_when_the_log_grew(
+    client: TestClient, site: dict[str, Any], db: asyncpg.Connection
+) -> None:
+    signer = client.app[SIGNER]  # type: ignore[index]
+    await fill(client, site, 2)
+    async with db.transaction():
+        assert await store_checkpoints(db, signer) >= 1
+    async with db.transaction():
+        await store_checkpoints(db, signer)  # nothing grew: no second one for this site
+    r = await client.get(f"/v1/sites/{site['id']}/log/checkpoints", headers=site["audit"])
+    stored = (await r.json())["checkpoints"]
+    assert [(c["kind"], c["seq"]) for c in stored] == [("periodic", 2)]
+    assert verify_checkpoint(stored[0], signer.public_key)
