@@ -67,29 +67,43 @@ async def prepare_database(settings: Settings, dsn: str, *, demo: bool) -> None:
             print(f"root admin key (shown once, store it now): {key}", flush=True)
         if demo:
             await load_demo(conn)
+            base = f"http://{settings.host}:{settings.port}"
+            print("demo pages:", flush=True)
+            for site_id in await conn.fetch("SELECT site_id FROM sites ORDER BY site_id"):
+                print(f"  {base}/demo/{site_id[0]}", flush=True)
+            print(f"try: curl {base}/readyz\n"
+                  f"     curl -H 'Authorization: Bearer <read key>' "
+                  f"{base}/v1/sites/kundetelling/subjects/<subject id>/consent", flush=True)
     finally:
         await conn.close()
 
 
 async def load_demo(conn: asyncpg.Connection) -> None:
+    """Apply the demo site files. A site's files are its history (INNFRAM has two): a new
+    site gets them all in order; an existing one only its last, so a restart is a no-op."""
     from cmp import sitefile
     from cmp.store.keys import insert_key
+    from cmp.store.sites import select_site
 
+    by_site: dict[str, list[sitefile.SiteFile]] = {}
     for path in sitefile.demo_files():
-        result = await sitefile.apply(conn, sitefile.load(path))
-        if result.published is not None:
-            print(
-                f"{result.site_id}: published policy version {result.published.version}"
-                f"{'' if result.published.material else ' (not material)'}",
-                flush=True,
-            )
-        if result.site_created:
-            read = await insert_key(conn, result.site_id, "read")
-            audit = await insert_key(conn, result.site_id, "audit")
-            print(
-                f"{result.site_id}: read key {read.key}\n{result.site_id}: audit key {audit.key}",
-                flush=True,
-            )
+        loaded = sitefile.load(path)
+        by_site.setdefault(loaded.site_id, []).append(loaded)
+    for site_id, files in by_site.items():
+        if await select_site(conn, site_id) is not None:
+            files = files[-1:]
+        created = False
+        for loaded in files:
+            result = await sitefile.apply(conn, loaded)
+            created = created or result.site_created
+            if result.published is not None:
+                note = "" if result.published.material else " (not material)"
+                print(f"{site_id}: published policy version {result.published.version}{note}",
+                      flush=True)
+        if created:
+            read = await insert_key(conn, site_id, "read")
+            audit = await insert_key(conn, site_id, "audit")
+            print(f"{site_id}: read key {read.key}\n{site_id}: audit key {audit.key}", flush=True)
 
 
 # --- commands ----------------------------------------------------------------------

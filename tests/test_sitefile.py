@@ -70,3 +70,16 @@ def test_a_bad_file_names_the_field(tmp_path: Path) -> None:
     )
     with pytest.raises(sitefile.SiteFileError, match=r"bad\.toml"):
         sitefile.load(path)
+
+
+async def test_loading_the_demo_twice_publishes_nothing_new(
+    conn: asyncpg.Connection, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cmp.__main__ import load_demo
+
+    await load_demo(conn)
+    first = capsys.readouterr().out
+    assert first.count("read key") == 5 and "innfram: published policy version 2" in first
+    await load_demo(conn)
+    assert capsys.readouterr().out == ""
+    assert [p.version for p in await select_policies(conn, "innfram")] == [1, 2]

