@@ -71,9 +71,12 @@ async def prepare_database(settings: Settings, dsn: str, *, demo: bool) -> None:
             print("demo pages:", flush=True)
             for site_id in await conn.fetch("SELECT site_id FROM sites ORDER BY site_id"):
                 print(f"  {base}/demo/{site_id[0]}", flush=True)
-            print(f"try: curl {base}/readyz\n"
-                  f"     curl -H 'Authorization: Bearer <read key>' "
-                  f"{base}/v1/sites/kundetelling/subjects/<subject id>/consent", flush=True)
+            print(
+                f"try: curl {base}/readyz\n"
+                f"     curl -H 'Authorization: Bearer <read key>' "
+                f"{base}/v1/sites/kundetelling/subjects/<subject id>/consent",
+                flush=True,
+            )
     finally:
         await conn.close()
 
@@ -98,8 +101,10 @@ async def load_demo(conn: asyncpg.Connection) -> None:
             created = created or result.site_created
             if result.published is not None:
                 note = "" if result.published.material else " (not material)"
-                print(f"{site_id}: published policy version {result.published.version}{note}",
-                      flush=True)
+                print(
+                    f"{site_id}: published policy version {result.published.version}{note}",
+                    flush=True,
+                )
         if created:
             read = await insert_key(conn, site_id, "read")
             audit = await insert_key(conn, site_id, "audit")
@@ -294,6 +299,31 @@ def cmd_purge(settings: Settings, args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
+def cmd_stats_url(settings: Settings, args: argparse.Namespace) -> int:
+    from cmp.audit.signing import Signer
+    from cmp.stats_page import signed_stats_url
+
+    # The server's key: the same CMP_SIGNING_KEY_FILE / CMP_DATA_DIR as `cmpd serve`.
+    signer = Signer.load_or_create(settings.signing_key_path)
+    base = args.base_url or f"http://{settings.host}:{settings.port}"
+    try:
+        print(
+            signed_stats_url(
+                signer,
+                base,
+                args.site,
+                ttl_seconds=args.ttl,
+                from_=args.from_,
+                to=args.to,
+                interval=args.interval,
+            )
+        )
+    except ValueError as exc:
+        print(f"cmpd stats-url: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def cmd_verify(settings: Settings | None, args: argparse.Namespace) -> int:
     from cmp.audit.verify import main as verify_main
 
@@ -337,6 +367,23 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("purge", help="delete records past each site's retention").set_defaults(
         func=cmd_purge
     )
+    stats_url = sub.add_parser(
+        "stats-url", help="print a short-lived signed link to a site's statistics page"
+    )
+    stats_url.add_argument("--site", required=True)
+    stats_url.add_argument(
+        "--from",
+        dest="from_",
+        metavar="FROM",
+        help="RFC 3339 timestamp or YYYY-MM-DD (default: 30 days before --to)",
+    )
+    stats_url.add_argument("--to", help="RFC 3339 timestamp or YYYY-MM-DD, exclusive")
+    stats_url.add_argument("--interval", choices=["day", "week", "month"], default="day")
+    stats_url.add_argument(
+        "--ttl", type=int, default=900, help="seconds the link stays valid (max 604800)"
+    )
+    stats_url.add_argument("--base-url", help="public URL of the service")
+    stats_url.set_defaults(func=cmd_stats_url)
     verify = sub.add_parser("verify", help="verify an exported log offline")
     verify.add_argument("file")
     verify.add_argument("--checkpoint")

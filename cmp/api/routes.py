@@ -8,7 +8,19 @@ from dataclasses import dataclass
 from aiohttp import web
 from pydantic import BaseModel
 
-from cmp.api import collect, consent, integrations, keys, ops, policies, sites
+from cmp.api import (
+    audit,
+    banner,
+    collect,
+    consent,
+    demo,
+    integrations,
+    keys,
+    ops,
+    policies,
+    sites,
+    stats,
+)
 from cmp.models import EventBatch, KeyIn, LookupIn, PolicyIn, SiteIn
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -129,6 +141,89 @@ ROUTES: list[Route] = [
         "read",
         LookupIn,
         "state",
+    ),
+    Route(
+        "GET",
+        f"{S}/banner.js",
+        banner.get_banner,
+        "The site's consent banner script (public, cacheable, ETag)",
+        "public",
+        tag="banner",
+    ),
+    Route(
+        "GET",
+        "/demo/{site_id}",
+        demo.get_demo,
+        "Demo page of a site with its banner (only with `cmpd serve --demo`; 404 otherwise)",
+        "public",
+        tag="banner",
+    ),
+    Route(
+        "GET",
+        f"{S}/events",
+        audit.export_events,
+        "Export the consent log in seq order (format=jsonl|csv; from, to, policy_version,"
+        " subject_id filters); gzip on request",
+        "audit",
+        tag="audit",
+    ),
+    Route(
+        "GET",
+        f"{S}/subjects/{{subject_id}}/events",
+        audit.subject_events,
+        "A subject's full history (access request)",
+        "audit",
+        tag="audit",
+    ),
+    Route(
+        "DELETE",
+        f"{S}/subjects/{{subject_id}}",
+        audit.erase_subject,
+        "Erase a subject: state gone, id removed from the log, erased record appended",
+        "admin",
+        tag="audit",
+    ),
+    Route(
+        "GET",
+        f"{S}/log/checkpoint",
+        audit.get_checkpoint,
+        "A signed checkpoint of the site's hash chain head",
+        "audit",
+        tag="audit",
+    ),
+    Route(
+        "GET",
+        f"{S}/log/checkpoints",
+        audit.list_checkpoints,
+        "Stored signed checkpoints (periodic and purge anchors)",
+        "audit",
+        tag="audit",
+    ),
+    Route(
+        "GET",
+        "/v1/log/public-key",
+        audit.public_key,
+        "The Ed25519 public key that signs checkpoints",
+        "public",
+        tag="audit",
+    ),
+    Route(
+        "GET",
+        f"{S}/stats",
+        stats.get_stats,
+        "Consent statistics: events per action and opt-in rate per purpose per UTC "
+        "day/week/month (query: from, to, interval)",
+        "audit",
+        tag="audit",
+    ),
+    Route(
+        "GET",
+        f"{S}/stats.html",
+        stats.get_stats_page,
+        "Consent statistics as an HTML page with a chart, authorized by a signed link "
+        "(query: from, to, interval, expires, sig; minted by `cmpd stats-url`)",
+        "public",
+        tag="audit",
     ),
     Route("GET", "/healthz", ops.healthz, "Process alive"),
     Route("GET", "/readyz", ops.readyz, "Database reachable and schema current"),

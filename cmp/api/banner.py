@@ -1,0 +1,186 @@
+"""`GET /v1/sites/{site_id}/banner.js`: the product's own consent banner (SPEC §3.6).
+
+The script is one static file (`cmp/static/banner.js`, read once) with a placeholder that
+is replaced by the site's configuration, built from the catalogue: languages, validity,
+the current and newest material policy version, purposes, services and texts. The
+privacy-policy text itself stays out: it can be hundreds of KiB and the banner only links
+to it. The body is public and cacheable: a strong ETag (hash of the final body), five
+minutes of `max-age` so a new material version reaches visitors quickly, 304 on a match.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from aiohttp import web
+
+from cmp.api.problems import Problem
+from cmp.api.sites import site_id_of
+from cmp.appkeys import CATALOG
+from cmp.models import PolicyVersion, Site
+
+PLACEHOLDER = "/*CMP_CONFIG*/null"
+CACHE_CONTROL = "public, max-age=300"
+RENDERED_MAX = 512
+
+
+@cache
+def template() -> str:
+    """The static script, read once per process."""
+    text = (resources.files("cmp") / "static" / "banner.js").read_text(encoding="utf-8")
+    if text.count(PLACEHOLDER) != 1:
+        raise RuntimeError(f"banner.js must contain {PLACEHOLDER} exactly once")
+    return text
+
+
+def banner_config(site: Site, policy: PolicyVersion, material_version: int) -> dict[str, Any]:
+    """What the script needs to show the banner and gate tags; no secrets, no policy text."""
+    return {
+        "site_id": site.site_id,
+        "languages": site.languages,
+        "default_language": site.default_language,
+        "consent_validity_days": site.consent_validity_days,
+        "policy_version": policy.version,
+        "material_version": material_version,
+        "policy_url": policy.policy_url,
+        "purposes": [
+            {
+                "key": p.key,
+                "required": p.required,
+                "gpc": p.gpc,
+                "consent_mode": list(p.consent_mode),
+                "title": p.title,
+                "description": p.description,
+                "services": [
+                    {
+                        "key": s.key,
+                        "name": s.name,
+                        "cookies": s.cookies,
+                        "retention_days": s.retention_days,
+                        "description": s.description,
+                    }
+                    for s in p.services
+                ],
+            }
+            for p in policy.purposes
+        ],
+        "texts": {
+            lang: texts.model_dump(mode="json", exclude={"policy_text"})
+            for lang, texts in policy.texts.items()
+        },
+    }
+
+
+def script_json(data: Any) -> str:
+    """JSON that is also safe inside a <script> element and in any JavaScript engine.
+
+    `<` only occurs inside strings, where `\\u003c` means the same: no `</script>` or
+    `<!--` can end or confuse an inline copy. U+2028/2029 are legal in JSON strings but
+    were line terminators in JavaScript string literals before ES2019.
+    """
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    return text.replace("<", "\\u003c").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    body: bytes
+    gzipped: bytes
+    digest: str
+
+    @property
+    def etag(self) -> str:
+        return f'"{self.digest}"'
+
+    @property
+    def gzip_etag(self) -> str:
+        # Another representation, so another strong validator (as RFC 9110 asks).
+        return f'"{self.digest}-gzip"'
+
+
+def render(config: dict[str, Any]) -> Rendered:
+    body = template().replace(PLACEHOLDER, script_json(config)).encode("utf-8")
+    return Rendered(
+        body=body,
+        gzipped=gzip.compress(body, compresslevel=9, mtime=0),
+        digest=hashlib.sha256(body).hexdigest()[:32],
+    )
+
+
+# Rendering (JSON, hash, gzip) costs about a millisecond; the result depends only on the
+# site row and its policy heads, which are all in the key, so an entry can never be stale
+# (a changed site has a new updated_at, a new policy a new version).
+_rendered: OrderedDict[tuple[str, datetime, int, int], Rendered] = OrderedDict()
+
+
+async def rendered_banner(request: web.Request, site_id: str) -> Rendered:
+    catalog = request.app[CATALOG]
+    row = await catalog.site(site_id)
+    if row is None:
+        raise Problem(404, "no such site", code="not-found")
+    current, material = await catalog.heads(site_id)
+    key = (site_id, row.site.updated_at, current, material)
+    found = _rendered.get(key)
+    if found is not None:
+        _rendered.move_to_end(key)
+        return found
+    policy = await catalog.policy(site_id, current) if current else None
+    if policy is None:
+        raise Problem(404, "this site has no published policy yet", code="no-policy")
+    found = render(banner_config(row.site, policy, material))
+    _rendered[key] = found
+    if len(_rendered) > RENDERED_MAX:
+        _rendered.popitem(last=False)
+    return found
+
+
+def accepts_gzip(request: web.Request) -> bool:
+    for part in request.headers.get("Accept-Encoding", "").split(","):
+        coding, _, params = part.strip().partition(";")
+        if coding.strip().lower() in ("gzip", "x-gzip"):
+            q = params.strip().removeprefix("q=").strip()
+            return q == "" or _q_value(q) > 0
+    return False
+
+
+def _q_value(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return 1.0
+
+
+def not_modified(request: web.Request, rendered: Rendered) -> bool:
+    """If-None-Match uses the weak comparison; either representation's tag matches."""
+    header = request.headers.get("If-None-Match", "")
+    tags = {t.strip().removeprefix("W/") for t in header.split(",") if t.strip()}
+    return "*" in tags or bool(tags & {rendered.etag, rendered.gzip_etag})
+
+
+async def get_banner(request: web.Request) -> web.Response:
+    rendered = await rendered_banner(request, site_id_of(request))
+    compressed = accepts_gzip(request)
+    headers = {
+        "ETag": rendered.gzip_etag if compressed else rendered.etag,
+        "Cache-Control": CACHE_CONTROL,
+        "Vary": "Accept-Encoding",
+        "X-Content-Type-Options": "nosniff",
+    }
+    if not_modified(request, rendered):
+        return web.Response(status=304, headers=headers)
+    if compressed:
+        headers["Content-Encoding"] = "gzip"
+    return web.Response(
+        body=rendered.gzipped if compressed else rendered.body,
+        content_type="application/javascript",
+        charset="utf-8",
+        headers=headers,
+    )

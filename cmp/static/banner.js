@@ -1,0 +1,615 @@
+/*! cmp banner.js 1.0 - the consent banner served by cmp at /v1/sites/{site_id}/banner.js.
+ * Vanilla JS, no dependencies, no build step. How to embed it: docs/banner.md. */
+(function (w, d) {
+  "use strict";
+  // Filled in by the server (cmp/api/banner.py) with the site's configuration.
+  var C = /*CMP_CONFIG*/null;
+  // A second copy on the same page would fight the first over the DOM and the dataLayer.
+  if (!C || (w.cmp && w.cmp.version)) return;
+
+  var VERSION = "1.0";
+  var SOURCE = "cmp-banner/" + VERSION;
+  var me = d.currentScript;
+  // The API lives wherever this script came from: strip "/v1/sites/<id>/banner.js".
+  var BASE = ((me && me.src) || "").replace(/\/v1\/sites\/.*$/, "");
+  var EVENTS = BASE + "/v1/sites/" + encodeURIComponent(C.site_id) + "/events";
+  // Under a strict CSP the page's nonce is the only way our <style> is allowed.
+  var NONCE = (me && (me.nonce || me.getAttribute("nonce"))) || "";
+  var CONSENT = "cmp_consent", SID = "cmp_sid", QUEUE = "cmp_queue";
+  var SIGNALS = ["ad_storage", "ad_user_data", "ad_personalization", "analytics_storage",
+    "functionality_storage", "personalization_storage", "security_storage"];
+  var ID_RE = /^[A-Za-z0-9._:-]{1,128}$/;
+  var QUEUE_MAX = 50, ATTEMPTS_MAX = 20, RETRY_FIRST = 5000, RETRY_MAX = 300000;
+  var MAX_AGE = C.consent_validity_days * 86400;
+
+  // --- 1. Google Consent Mode: denied by default, before any tag can run ------------------
+  w.dataLayer = w.dataLayer || [];
+  if (typeof w.gtag !== "function") {
+    // gtag must push the `arguments` object itself: that is what gtag.js/GTM read.
+    w.gtag = function () { w.dataLayer.push(arguments); };
+  }
+  var defaults = signals({}, false);
+  defaults.wait_for_update = 500;
+  w.gtag("consent", "default", defaults);
+
+  // --- texts ---------------------------------------------------------------------------------
+  var UI = {
+    nb: { back: "Tilbake", always: "Alltid på", services: "Tjenester",
+      cookies: "Informasjonskapsler", retention: "Lagringstid", days: "dager",
+      session: "til nettleseren lukkes", policy: "Les personvernerklæringen",
+      gpc: "Nettleseren din sender signalet Global Privacy Control (GPC). Vi respekterer det: " +
+        "{p} er slått av." },
+    sv: { back: "Tillbaka", always: "Alltid på", services: "Tjänster", cookies: "Kakor",
+      retention: "Lagringstid", days: "dagar", session: "tills webbläsaren stängs",
+      policy: "Läs integritetspolicyn",
+      gpc: "Din webbläsare skickar signalen Global Privacy Control (GPC). Vi respekterar den: " +
+        "{p} är avstängt." },
+    en: { back: "Back", always: "Always on", services: "Services", cookies: "Cookies",
+      retention: "Retention", days: "days", session: "until the browser closes",
+      policy: "Read the privacy policy",
+      gpc: "Your browser sends a Global Privacy Control (GPC) signal. We honour it: " +
+        "{p} is switched off." }
+  };
+  var NORWEGIAN = { nb: 1, no: 1, nn: 1 };
+
+  // The page language (<html lang>), mapped onto the site's languages, else the default.
+  function pageLang() {
+    var tag = (d.documentElement.getAttribute("lang") || "").toLowerCase();
+    var primary = tag.split("-")[0];
+    var wanted = [tag, primary].concat(NORWEGIAN[primary] ? ["nb", "no", "nn"] : []);
+    for (var i = 0; i < wanted.length; i++) {
+      if (wanted[i] && C.languages.indexOf(wanted[i]) >= 0 && C.texts[wanted[i]]) return wanted[i];
+    }
+    return C.default_language;
+  }
+
+  function uiOf(lang) {
+    var primary = lang.split("-")[0];
+    return UI[primary] || (NORWEGIAN[primary] && UI.nb) || UI.en;
+  }
+
+  function local(map, lang) {
+    if (!map) return "";
+    if (map[lang]) return map[lang];
+    if (map[C.default_language]) return map[C.default_language];
+    for (var k in map) if (map[k]) return map[k];
+    return "";
+  }
+
+  // --- stored choice -------------------------------------------------------------------------
+  function readCookie(name) {
+    var parts = d.cookie ? d.cookie.split(/;\s*/) : [];
+    for (var i = 0; i < parts.length; i++) {
+      var at = parts[i].indexOf("=");
+      if (parts[i].slice(0, at) === name) {
+        try { return decodeURIComponent(parts[i].slice(at + 1)); } catch (e) { return null; }
+      }
+    }
+    return null;
+  }
+
+  function writeCookie(name, value) {
+    d.cookie = name + "=" + encodeURIComponent(value) + "; Path=/; Max-Age=" + MAX_AGE +
+      "; SameSite=Lax" + (location.protocol === "https:" ? "; Secure" : "");
+  }
+
+  // {v: policy version, p: purposes, t: seconds since epoch, e: event id, a: action}
+  function stored() {
+    var c;
+    try { c = JSON.parse(readCookie(CONSENT)); } catch (e) { return null; }
+    if (!c || typeof c.v !== "number" || typeof c.t !== "number" || !c.p || typeof c.p !== "object") {
+      return null;
+    }
+    return c;
+  }
+
+  function statusOf(c) {
+    if (!c) return "none";
+    if (c.v < C.material_version) return "stale";
+    if ((c.t + MAX_AGE) * 1000 <= Date.now()) return "expired";
+    return "valid";
+  }
+
+  function gpc() { return navigator.globalPrivacyControl === true; }
+
+  // What a stored choice grants now; anything but a valid choice grants only required purposes.
+  function effective(c) {
+    var valid = statusOf(c) === "valid", out = {};
+    C.purposes.forEach(function (p) {
+      out[p.key] = p.required || (valid && c.p[p.key] === true && !(p.gpc && gpc()));
+    });
+    return out;
+  }
+
+  function signals(purposes, valid) {
+    var on = { security_storage: true }, out = {};
+    if (valid) {
+      C.purposes.forEach(function (p) {
+        if (purposes[p.key]) p.consent_mode.forEach(function (s) { on[s] = true; });
+      });
+    }
+    SIGNALS.forEach(function (s) { out[s] = on[s] ? "granted" : "denied"; });
+    return out;
+  }
+
+  function copy(o) { var r = {}; for (var k in o) r[k] = o[k]; return r; }
+
+  function getConsent() {
+    var c = stored(), status = statusOf(c), p = effective(c), sid = readCookie(SID);
+    return {
+      site_id: C.site_id, subject_id: sid, status: status, needs_prompt: status !== "valid",
+      policy_version: c ? c.v : null, current_policy_version: C.policy_version,
+      action: (c && c.a) || null, purposes: p, consent_mode: signals(p, status === "valid"),
+      gpc: gpc(), event_id: (c && c.e) || null,
+      recorded_at: c ? new Date(c.t * 1000).toISOString() : null
+    };
+  }
+
+  // --- 2. gating: consent update, dataLayer event, deferred scripts ---------------------------
+  var granted = null; // purposes of a valid choice; null while there is none
+  var listeners = [];
+
+  function apply(c, changed) {
+    var p = effective(c);
+    granted = p;
+    w.gtag("consent", "update", signals(p, true));
+    w.dataLayer.push({ event: "cmp_consent_update",
+      cmp: { purposes: copy(p), policy_version: c.v, action: c.a || null } });
+    activateAll();
+    if (!changed) return;
+    var state = getConsent();
+    listeners.forEach(function (fn) {
+      // One broken listener must not stop the others, yet its error should still surface.
+      try { fn(state); } catch (e) { setTimeout(function () { throw e; }); }
+    });
+  }
+
+  var GATED = 'script[type="text/plain"][data-cmp-purpose]';
+
+  function activate(el) {
+    if (!granted || el.hasAttribute("data-cmp-activated")) return;
+    var need = (el.getAttribute("data-cmp-purpose") || "").split(/[\s,]+/).filter(Boolean);
+    for (var i = 0; i < need.length; i++) if (granted[need[i]] !== true) return;
+    if (!need.length) return;
+    // Marked before running: a re-scan (another choice, a DOM mutation) never runs it twice.
+    el.setAttribute("data-cmp-activated", "");
+    var s = d.createElement("script");
+    for (i = 0; i < el.attributes.length; i++) {
+      var a = el.attributes[i];
+      if (!/^(type|data-cmp-purpose|data-cmp-type|data-cmp-activated|nonce)$/.test(a.name)) {
+        s.setAttribute(a.name, a.value);
+      }
+    }
+    var type = el.getAttribute("data-cmp-type");
+    if (type) s.type = type;
+    // The nonce attribute reads empty once the browser hid it; the property keeps it.
+    if (el.nonce) s.nonce = el.nonce;
+    // Inserted scripts are async by default; keep document order unless the tag said async.
+    s.async = el.hasAttribute("async");
+    if (!el.src) s.text = el.text;
+    el.parentNode.insertBefore(s, el.nextSibling);
+  }
+
+  function activateAll() {
+    if (!granted) return;
+    var found = d.querySelectorAll(GATED);
+    for (var i = 0; i < found.length; i++) activate(found[i]);
+  }
+
+  if (w.MutationObserver) {
+    // Gated tags parsed after this script, or added later by the page, follow the choice too.
+    new MutationObserver(function (records) {
+      if (!granted) return;
+      for (var i = 0; i < records.length; i++) {
+        var added = records[i].addedNodes;
+        for (var j = 0; j < added.length; j++) {
+          var n = added[j];
+          if (n.nodeType !== 1) continue;
+          if (n.matches && n.matches(GATED)) activate(n);
+          else if (n.querySelectorAll) {
+            var inner = n.querySelectorAll(GATED);
+            for (var k = 0; k < inner.length; k++) activate(inner[k]);
+          }
+        }
+      }
+    }).observe(d.documentElement, { childList: true, subtree: true });
+  }
+
+  // --- 3. delivery: an outbox in localStorage, retried with the same event_id -----------------
+  function loadQueue() {
+    try {
+      var q = JSON.parse(w.localStorage.getItem(QUEUE) || "[]");
+      return Array.isArray(q) ? q : [];
+    } catch (e) { return []; }
+  }
+
+  function saveQueue(q) {
+    try {
+      if (q.length) w.localStorage.setItem(QUEUE, JSON.stringify(q.slice(-QUEUE_MAX)));
+      else w.localStorage.removeItem(QUEUE);
+    } catch (e) { /* storage disabled: delivery is then best effort */ }
+  }
+
+  function keep(item) {
+    saveQueue(loadQueue().filter(function (x) { return x.id !== item.id; }).concat([item]));
+  }
+
+  function drop(id) {
+    saveQueue(loadQueue().filter(function (x) { return x.id !== id; }));
+  }
+
+  function beacon(item) {
+    try {
+      return !!(navigator.sendBeacon &&
+        navigator.sendBeacon(item.url, new Blob([item.body], { type: "text/plain" })));
+    } catch (e) { return false; }
+  }
+
+  var retryTimer = 0, retryDelay = RETRY_FIRST;
+
+  function retryLater() {
+    if (retryTimer) return;
+    retryTimer = setTimeout(function () { retryTimer = 0; flush(); }, retryDelay);
+    retryDelay = Math.min(retryDelay * 2, RETRY_MAX);
+  }
+
+  // The event is written to the outbox *before* it is sent and leaves it only when the server
+  // has answered: a page closed mid-request resends on the next load (a duplicate, still 201).
+  function send(item) {
+    item.n = (item.n || 0) + 1;
+    if (item.n > ATTEMPTS_MAX) return drop(item.id);
+    keep(item);
+    if (!w.fetch) {
+      beacon(item);
+      return retryLater();
+    }
+    var failed = function () {
+      // A browser that cannot send a preflighted keepalive fetch may still send a beacon
+      // (text/plain needs no preflight); the outbox keeps the event until a fetch confirms.
+      beacon(item);
+      retryLater();
+    };
+    try {
+      w.fetch(item.url, { method: "POST", keepalive: true,
+        headers: { "Content-Type": "application/json" }, body: item.body })
+        .then(function (r) {
+          if (r.ok) { retryDelay = RETRY_FIRST; return drop(item.id); }
+          if (r.status === 429 || r.status === 408 || r.status >= 500) return retryLater();
+          return r.text().then(function (text) {
+            // A client clock far ahead is refused; the server's received_at is enough then.
+            if (r.status === 422 && /occurred_at/.test(text) && /occurred_at/.test(item.body)) {
+              var ev = JSON.parse(item.body);
+              delete ev.occurred_at;
+              item.body = JSON.stringify(ev);
+              return send(item);
+            }
+            // Any other 4xx will not improve by retrying.
+            drop(item.id);
+            if (w.console) w.console.warn("cmp: consent event refused (" + r.status + "): " + text);
+          });
+        }, failed);
+    } catch (e) { failed(); }
+  }
+
+  function flush() {
+    loadQueue().forEach(send);
+  }
+
+  // --- 4. the choice ---------------------------------------------------------------------------
+  function uuid() {
+    var c = w.crypto;
+    if (c && c.randomUUID) {
+      try { return c.randomUUID(); } catch (e) { /* insecure context: fall through */ }
+    }
+    var b = new Uint8Array(16), i, h = [];
+    if (c && c.getRandomValues) c.getRandomValues(b);
+    else for (i = 0; i < 16; i++) b[i] = Math.floor(Math.random() * 256);
+    b[6] = (b[6] & 15) | 64;
+    b[8] = (b[8] & 63) | 128;
+    for (i = 0; i < 16; i++) h.push((b[i] + 256).toString(16).slice(1));
+    h = h.join("");
+    return [h.slice(0, 8), h.slice(8, 12), h.slice(12, 16), h.slice(16, 20), h.slice(20)].join("-");
+  }
+
+  function decide(action, chosen) {
+    var p = {}, decided = {}, blocked = false, gpcOn = gpc();
+    C.purposes.forEach(function (x) {
+      var on = x.required || action === "accept_all" || (action === "custom" && chosen[x.key] === true);
+      if (on && !x.required && x.gpc && gpcOn) { on = false; blocked = true; }
+      p[x.key] = on;
+      if (!x.required) decided[x.key] = on;
+    });
+    // Under GPC "accept all" cannot include sale/sharing; record what was actually granted.
+    if (blocked && action === "accept_all") action = "custom";
+    var sid = readCookie(SID);
+    if (!sid || !ID_RE.test(sid)) sid = uuid();
+    var id = uuid(), now = new Date();
+    var c = { v: C.policy_version, p: p, t: Math.floor(now.getTime() / 1000), e: id, a: action };
+    writeCookie(SID, sid);
+    writeCookie(CONSENT, JSON.stringify(c));
+    var ev = { event_id: id, subject_id: sid, policy_version: C.policy_version, action: action,
+      language: lang, occurred_at: now.toISOString(), source: SOURCE,
+      page_url: (location.origin + location.pathname).slice(0, 2000) };
+    if (action === "custom") ev.purposes = decided;
+    send({ id: id, url: EVENTS, body: JSON.stringify(ev), n: 0 });
+    close();
+    apply(c, true);
+  }
+
+  // --- 5. the banner ---------------------------------------------------------------------------
+  var CSS = [
+    "#cmp-root{position:fixed;top:0;right:0;bottom:0;left:0;z-index:2147483000;display:flex;",
+    "align-items:flex-end;justify-content:center;padding:16px;background:rgba(17,24,39,.5);",
+    "font:16px/1.5 system-ui,-apple-system,'Segoe UI',Roboto,Arial,sans-serif;color:#1a1a1a;",
+    "text-align:left;direction:ltr}",
+    "#cmp-root[hidden],#cmp-root [hidden]{display:none!important}",
+    "#cmp-root *{box-sizing:border-box;margin:0;padding:0;border:0;font:inherit;color:inherit;",
+    "background:none;letter-spacing:normal;text-transform:none;text-decoration:none;float:none}",
+    "#cmp-root .cmp-dialog{background:#fff;color:#1a1a1a;width:100%;max-width:760px;",
+    "max-height:calc(100vh - 32px);overflow:auto;border-radius:12px;padding:24px;",
+    "box-shadow:0 12px 40px rgba(0,0,0,.35)}",
+    "#cmp-root .cmp-title{font-size:1.25rem;font-weight:700;line-height:1.3;margin-bottom:8px}",
+    "#cmp-root .cmp-text{margin-bottom:12px;white-space:pre-line}",
+    "#cmp-root a{color:#1d4ed8;text-decoration:underline}",
+    "#cmp-root .cmp-note{background:#fef3c7;color:#3b2f00;border-left:4px solid #b45309;",
+    "padding:8px 12px;margin-bottom:12px;border-radius:6px}",
+    "#cmp-root .cmp-actions{display:grid;grid-template-columns:repeat(3,1fr);gap:8px;margin-top:16px}",
+    "#cmp-root .cmp-btn{display:block;width:100%;min-height:44px;padding:10px 16px;",
+    "border:2px solid #1d4ed8;border-radius:8px;background:#1d4ed8;color:#fff;font-weight:600;",
+    "line-height:1.25;text-align:center;cursor:pointer}",
+    "#cmp-root .cmp-btn:hover{background:#1e3a8a;border-color:#1e3a8a}",
+    "#cmp-root .cmp-secondary{background:#fff;color:#1d4ed8}",
+    "#cmp-root .cmp-secondary:hover{background:#eff6ff;color:#1e3a8a}",
+    "#cmp-root .cmp-back{display:inline-block;width:auto;min-height:0;padding:4px 8px;",
+    "margin-bottom:8px;border:0;background:#fff;color:#1d4ed8;text-decoration:underline}",
+    "#cmp-root .cmp-back:hover{background:#eff6ff;color:#1e3a8a}",
+    "#cmp-root :focus-visible{outline:3px solid #111827;outline-offset:2px}",
+    "#cmp-root .cmp-purpose{border-top:1px solid #d1d5db;padding:12px 0}",
+    "#cmp-root .cmp-head{display:flex;align-items:center;gap:10px}",
+    "#cmp-root input[type=checkbox]{-webkit-appearance:checkbox;appearance:auto;width:22px;",
+    "height:22px;flex:none;accent-color:#1d4ed8;cursor:pointer}",
+    "#cmp-root input[type=checkbox]:disabled{cursor:not-allowed}",
+    "#cmp-root label{font-weight:600;cursor:pointer}",
+    "#cmp-root .cmp-small{font-size:.875rem;color:#374151;margin-top:4px}",
+    "#cmp-root .cmp-services{list-style:disc;padding-left:24px;margin-top:4px;font-size:.875rem;",
+    "color:#374151}",
+    "#cmp-root .cmp-services strong{font-weight:600;color:#1a1a1a}",
+    "@media (max-width:600px){#cmp-root{padding:8px}#cmp-root .cmp-dialog{padding:16px}",
+    "#cmp-root .cmp-actions{grid-template-columns:1fr}}"
+  ].join("");
+
+  var root = null, dialog = null, first = null, second = null, builtLang = null;
+  var lang = pageLang(), layer = 0, before = null;
+
+  function el(tag, cls, text, attrs) {
+    var e = d.createElement(tag);
+    if (cls) e.className = cls;
+    if (text != null) e.textContent = text;
+    for (var k in attrs || {}) e.setAttribute(k, attrs[k]);
+    return e;
+  }
+
+  function add(parent) {
+    for (var i = 1; i < arguments.length; i++) if (arguments[i]) parent.appendChild(arguments[i]);
+    return parent;
+  }
+
+  function button(text, act, cls) {
+    return el("button", "cmp-btn " + cls, text, { type: "button", "data-cmp-act": act });
+  }
+
+  function gpcNote(ui) {
+    var names = C.purposes.filter(function (p) { return p.gpc && !p.required; })
+      .map(function (p) { return local(p.title, lang); });
+    if (!gpc() || !names.length) return null;
+    return el("p", "cmp-note", ui.gpc.replace("{p}", names.join(", ")), { "data-cmp-gpc": "" });
+  }
+
+  function serviceItem(s, ui) {
+    var li = add(el("li"), el("strong", null, s.name));
+    var desc = local(s.description, lang);
+    if (desc) li.appendChild(d.createTextNode(" – " + desc));
+    var facts = [];
+    if (s.cookies && s.cookies.length) facts.push(ui.cookies + ": " + s.cookies.join(", "));
+    if (s.retention_days === 0) facts.push(ui.retention + ": " + ui.session);
+    else if (s.retention_days) facts.push(ui.retention + ": " + s.retention_days + " " + ui.days);
+    if (facts.length) add(li, el("div", null, facts.join(". ")));
+    return li;
+  }
+
+  function purposeBlock(p, ui) {
+    var id = "cmp-p-" + p.key;
+    var box = el("input", null, null, { type: "checkbox", id: id, "data-cmp-purpose-key": p.key,
+      "aria-describedby": id + "-d" });
+    var head = add(el("div", "cmp-head"), box, el("label", null, local(p.title, lang), { for: id }));
+    if (p.required) head.appendChild(el("span", "cmp-small", "(" + ui.always + ")"));
+    var block = add(el("div", "cmp-purpose"), head,
+      el("p", "cmp-small", local(p.description, lang), { id: id + "-d" }));
+    if (p.services && p.services.length) {
+      block.appendChild(el("p", "cmp-small", ui.services + ":"));
+      block.appendChild(add.apply(null, [el("ul", "cmp-services")].concat(
+        p.services.map(function (s) { return serviceItem(s, ui); }))));
+    }
+    return block;
+  }
+
+  function build() {
+    lang = pageLang();
+    if (root && builtLang === lang) return;
+    if (root) root.parentNode.removeChild(root);
+    if (!d.getElementById("cmp-style")) {
+      var style = el("style", null, CSS, { id: "cmp-style" });
+      if (NONCE) style.nonce = NONCE;
+      (d.head || d.documentElement).appendChild(style);
+    }
+    var T = C.texts[lang] || C.texts[C.default_language], ui = uiOf(lang);
+    builtLang = lang;
+    root = el("div", null, null, { id: "cmp-root", hidden: "", lang: lang });
+    dialog = el("div", "cmp-dialog", null, { role: "dialog", "aria-modal": "true",
+      "aria-labelledby": "cmp-title", "aria-describedby": "cmp-desc" });
+    first = add(el("div", "cmp-layer", null, { "data-cmp-layer": "1" }),
+      el("h2", "cmp-title", T.title, { id: "cmp-title" }),
+      el("p", "cmp-text", T.body, { id: "cmp-desc" }),
+      gpcNote(ui),
+      add(el("p", "cmp-text"), el("a", null, ui.policy,
+        { href: C.policy_url, target: "_blank", rel: "noopener" })),
+      add(el("div", "cmp-actions"),
+        button(T.settings, "settings", "cmp-secondary"),
+        button(T.reject_all, "reject_all", "cmp-choice"),
+        button(T.accept_all, "accept_all", "cmp-choice")));
+    second = add.apply(null, [el("div", "cmp-layer", null, { "data-cmp-layer": "2", hidden: "" }),
+      button("‹ " + ui.back, "back", "cmp-back"),
+      el("h2", "cmp-title", T.settings, { id: "cmp-title2" }),
+      gpcNote(ui)].concat(C.purposes.map(function (p) { return purposeBlock(p, ui); }), [
+      add(el("div", "cmp-actions"),
+        button(T.reject_all, "reject_all", "cmp-choice"),
+        button(T.accept_all, "accept_all", "cmp-choice"),
+        button(T.save, "save", "cmp-choice"))]));
+    add(root, add(dialog, first, second));
+    root.addEventListener("click", onClick);
+    d.body.appendChild(root);
+  }
+
+  function toggles() {
+    return root.querySelectorAll("input[data-cmp-purpose-key]");
+  }
+
+  function syncToggles() {
+    var now = effective(stored()), gpcOn = gpc(), boxes = toggles();
+    for (var i = 0; i < boxes.length; i++) {
+      var p = C.purposes[i];
+      boxes[i].checked = p.required || now[p.key] === true;
+      boxes[i].disabled = p.required || (p.gpc && gpcOn);
+    }
+  }
+
+  function focusables() {
+    var all = dialog.querySelectorAll("button, a[href], input:not([disabled])"), out = [];
+    for (var i = 0; i < all.length; i++) if (all[i].getClientRects().length) out.push(all[i]);
+    return out;
+  }
+
+  function showLayer(n) {
+    layer = n;
+    first.hidden = n !== 1;
+    second.hidden = n !== 2;
+    dialog.setAttribute("aria-labelledby", n === 1 ? "cmp-title" : "cmp-title2");
+    if (n === 1) dialog.setAttribute("aria-describedby", "cmp-desc");
+    else dialog.removeAttribute("aria-describedby");
+    if (n === 2) syncToggles();
+    var target = n === 1 ? first.querySelector("button")
+      : second.querySelector("input:not([disabled])") || second.querySelector("button");
+    if (target) target.focus();
+  }
+
+  function open(n) {
+    if (!d.body) return ready(function () { open(n); });
+    build();
+    if (!layer) {
+      before = d.activeElement;
+      root.hidden = false;
+      d.addEventListener("keydown", onKey, true);
+      d.addEventListener("focusin", onFocusIn, true);
+    }
+    showLayer(n);
+  }
+
+  function close() {
+    if (!layer) return;
+    layer = 0;
+    root.hidden = true;
+    d.removeEventListener("keydown", onKey, true);
+    d.removeEventListener("focusin", onFocusIn, true);
+    // Back to where the visitor was (e.g. the "Cookie settings" link), not the top of the page.
+    if (before && before !== d.body && before.focus && d.documentElement.contains(before)) {
+      before.focus();
+    } else if (d.activeElement && d.activeElement.blur) {
+      d.activeElement.blur();
+    }
+    before = null;
+  }
+
+  function onClick(e) {
+    var t = e.target.closest ? e.target.closest("[data-cmp-act]") : null;
+    if (!t) return;
+    var act = t.getAttribute("data-cmp-act");
+    if (act === "settings") showLayer(2);
+    else if (act === "back") showLayer(1);
+    else if (act === "save") {
+      var chosen = {}, boxes = toggles();
+      for (var i = 0; i < boxes.length; i++) {
+        chosen[boxes[i].getAttribute("data-cmp-purpose-key")] = boxes[i].checked;
+      }
+      decide("custom", chosen);
+    } else decide(act, {});
+  }
+
+  function onKey(e) {
+    if (e.key === "Escape" || e.key === "Esc") {
+      // Esc steps back; it never decides anything. Closing needs an existing valid choice.
+      e.preventDefault();
+      e.stopPropagation();
+      if (layer === 2) showLayer(1);
+      else if (statusOf(stored()) === "valid") close();
+      return;
+    }
+    if (e.key !== "Tab") return;
+    var list = focusables(), active = d.activeElement;
+    if (!list.length) return;
+    var firstEl = list[0], lastEl = list[list.length - 1];
+    if (!dialog.contains(active)) {
+      e.preventDefault();
+      firstEl.focus();
+    } else if (e.shiftKey && active === firstEl) {
+      e.preventDefault();
+      lastEl.focus();
+    } else if (!e.shiftKey && active === lastEl) {
+      e.preventDefault();
+      firstEl.focus();
+    }
+  }
+
+  function onFocusIn(e) {
+    // aria-modal: focus may not wander onto the page behind the dialog.
+    if (layer && !root.contains(e.target)) {
+      var list = focusables();
+      if (list.length) list[0].focus();
+    }
+  }
+
+  function ready(fn) {
+    if (d.readyState === "loading") d.addEventListener("DOMContentLoaded", fn);
+    else fn();
+  }
+
+  // --- 6. start --------------------------------------------------------------------------------
+  var initial = stored();
+  if (statusOf(initial) === "valid") apply(initial, false);
+
+  d.addEventListener("click", function (e) {
+    var t = e.target && e.target.closest ? e.target.closest("[data-cmp-open]") : null;
+    if (t && !(root && root.contains(t))) {
+      e.preventDefault();
+      open(2);
+    }
+  });
+
+  w.addEventListener("online", flush);
+
+  w.cmp = {
+    version: VERSION,
+    getConsent: getConsent,
+    onChange: function (fn) {
+      listeners.push(fn);
+      return function () { listeners = listeners.filter(function (f) { return f !== fn; }); };
+    },
+    show: function (which) { open(which === "settings" ? 2 : 1); },
+    withdraw: function () { decide("withdraw", {}); }
+  };
+
+  ready(function () {
+    activateAll();
+    if (statusOf(stored()) !== "valid") open(1);
+    if (loadQueue().length) flush();
+  });
+})(window, document);
