@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	CMP_DATA_DIR=$${CMP_DATA_DIR:-$(CURDIR)/.data/run} $(BIN)/cmpd serve --demo
 
-test: $(STAMP)
+test: $(STAMP) e2e-deps
 	$(BIN)/ruff check cmp tests loadtest
 	$(BIN)/mypy cmp
 	$(BIN)/python -m pytest -q
@@ -25,6 +25,15 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy cmp
+
+# npm packages of the third-party banner tests (pinned in tests/e2e/package-lock.json).
+e2e-deps: tests/e2e/node_modules/.installed
+
+tests/e2e/node_modules/.installed: tests/e2e/package-lock.json
+	@if command -v npm >/dev/null; then \
+	  npm ci --prefix tests/e2e --ignore-scripts --no-audit --no-fund >/dev/null && \
+	  touch $@; \
+	else echo "npm not found: the third-party banner tests will skip (fail when CI=true)"; fi
 
 bench: $(STAMP)
 	$(BIN)/python -m loadtest

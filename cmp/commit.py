@@ -64,7 +64,10 @@ class GroupCommitter:
         self._metrics.queue_depth.set(self._pending_events)
         self._start_flushes()
         try:
-            await asyncio.wait_for(asyncio.shield(future), self._wait)
+            # Cancelling our wait cancels only the future; the flush holding the events
+            # goes on (it skips futures that are done).
+            async with asyncio.timeout(self._wait):
+                await future
         except TimeoutError:
             raise Unavailable("commit-timeout") from None
         assert submission.outcomes is not None

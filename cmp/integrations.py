@@ -152,6 +152,14 @@ def from_klaro(body: KlaroSubmitIn, view: PolicyView) -> EventIn:
     )
 
 
+KLARO_LANGS = {"nb": "no", "nn": "no"}
+
+
+def klaro_lang(lang: str) -> str:
+    """Our language code as Klaro knows it."""
+    return KLARO_LANGS.get(lang, lang)
+
+
 def klaro_config(
     site_languages: list[str],
     default_language: str,
@@ -177,7 +185,7 @@ def klaro_config(
                 "default": purpose.required,
                 "cookies": list(service.cookies) if service else [],
                 "translations": {
-                    lang: {
+                    klaro_lang(lang): {
                         "description": (service.description.get(lang) if service else None)
                         or purpose.description.get(lang, "")
                     }
@@ -186,7 +194,7 @@ def klaro_config(
             }
         )
     translations = {
-        lang: {
+        klaro_lang(lang): {
             "privacyPolicyUrl": policy.policy_url,
             "consentNotice": {"description": policy.texts[lang].body},
             "consentModal": {
@@ -214,7 +222,10 @@ def klaro_config(
         "mustConsent": False,
         "acceptAll": True,
         "hideDeclineAll": False,
-        "lang": default_language,
+        # Klaro 0.7 ships its own UI strings for "no", not "nb"/"nn"; "zz" is its
+        # fallback unless told otherwise, and has no strings for our buttons.
+        "lang": klaro_lang(default_language),
+        "fallbackLang": "en" if "en" in site_languages else klaro_lang(default_language),
         "translations": translations,
         "services": services,
     }

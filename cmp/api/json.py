@@ -18,8 +18,11 @@ def _default(value: Any) -> Any:
     raise TypeError(f"cannot encode {type(value).__name__}")
 
 
+_ENCODER = json.JSONEncoder(default=_default, ensure_ascii=False)
+
+
 def dumps(data: Any) -> bytes:
-    return json.dumps(data, default=_default, ensure_ascii=False).encode("utf-8")
+    return _ENCODER.encode(data).encode("utf-8")
 
 
 def json_response(

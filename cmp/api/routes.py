@@ -232,6 +232,12 @@ ROUTES: list[Route] = [
 ]
 
 
+# Paths on the hot paths: aiohttp tries resources in registration order, so these go
+# first (a stable sort keeps each path's methods together).
+HOT_PATHS = (f"{S}/events", f"{S}/subjects/{{subject_id}}/consent", f"{S}/consent/lookup")
+
+
 def setup_routes(app: web.Application, extra: list[Route] | None = None) -> None:
-    for route in ROUTES + (extra or []):
+    routes = sorted(ROUTES + (extra or []), key=lambda r: r.path not in HOT_PATHS)
+    for route in routes:
         app.router.add_route(route.method, route.path, route.handler)

@@ -304,7 +304,7 @@ class _Run:
         """Check one line; False once something did not fit."""
         if raw.endswith(b"\n"):
             raw = raw[:-1]
-        if not raw.strip():
+        if not raw or raw.isspace():
             return True  # blank lines carry nothing to tamper with
         try:
             seq, site, prev, digest, actual = _parse_fast(raw) or _parse_plain(raw)

@@ -60,7 +60,8 @@
     for (var i = 0; i < wanted.length; i++) {
       if (wanted[i] && C.languages.indexOf(wanted[i]) >= 0 && C.texts[wanted[i]]) return wanted[i];
     }
-    return C.default_language;
+    // A language added to the site after its policy was published has no texts yet.
+    return C.texts[C.default_language] ? C.default_language : Object.keys(C.texts)[0];
   }
 
   function uiOf(lang) {
@@ -328,7 +329,8 @@
     writeCookie(SID, sid);
     writeCookie(CONSENT, JSON.stringify(c));
     var ev = { event_id: id, subject_id: sid, policy_version: C.policy_version, action: action,
-      language: lang, occurred_at: now.toISOString(), source: SOURCE,
+      language: C.languages.indexOf(lang) >= 0 ? lang : undefined,
+      occurred_at: now.toISOString(), source: SOURCE,
       page_url: (location.origin + location.pathname).slice(0, 2000) };
     if (action === "custom") ev.purposes = decided;
     send({ id: id, url: EVENTS, body: JSON.stringify(ev), n: 0 });
@@ -348,7 +350,7 @@
     "#cmp-root .cmp-dialog{background:#fff;color:#1a1a1a;width:100%;max-width:760px;",
     "max-height:calc(100vh - 32px);overflow:auto;border-radius:12px;padding:24px;",
     "box-shadow:0 12px 40px rgba(0,0,0,.35)}",
-    "#cmp-root .cmp-title{font-size:1.25rem;font-weight:700;line-height:1.3;margin-bottom:8px}",
+    "#cmp-root .cmp-title{font-size:1.25em;font-weight:700;line-height:1.3;margin-bottom:8px}",
     "#cmp-root .cmp-text{margin-bottom:12px;white-space:pre-line}",
     "#cmp-root a{color:#1d4ed8;text-decoration:underline}",
     "#cmp-root .cmp-note{background:#fef3c7;color:#3b2f00;border-left:4px solid #b45309;",
@@ -370,8 +372,8 @@
     "height:22px;flex:none;accent-color:#1d4ed8;cursor:pointer}",
     "#cmp-root input[type=checkbox]:disabled{cursor:not-allowed}",
     "#cmp-root label{font-weight:600;cursor:pointer}",
-    "#cmp-root .cmp-small{font-size:.875rem;color:#374151;margin-top:4px}",
-    "#cmp-root .cmp-services{list-style:disc;padding-left:24px;margin-top:4px;font-size:.875rem;",
+    "#cmp-root .cmp-small{font-size:.875em;color:#374151;margin-top:4px}",
+    "#cmp-root .cmp-services{list-style:disc;padding-left:24px;margin-top:4px;font-size:.875em;",
     "color:#374151}",
     "#cmp-root .cmp-services strong{font-weight:600;color:#1a1a1a}",
     "@media (max-width:600px){#cmp-root{padding:8px}#cmp-root .cmp-dialog{padding:16px}",
@@ -442,7 +444,7 @@
       if (NONCE) style.nonce = NONCE;
       (d.head || d.documentElement).appendChild(style);
     }
-    var T = C.texts[lang] || C.texts[C.default_language], ui = uiOf(lang);
+    var T = C.texts[lang], ui = uiOf(lang);
     builtLang = lang;
     root = el("div", null, null, { id: "cmp-root", hidden: "", lang: lang });
     dialog = el("div", "cmp-dialog", null, { role: "dialog", "aria-modal": "true",

@@ -195,3 +195,27 @@ async def test_klaro_garbage_gets_json_back(client: TestClient) -> None:
     )
     assert r.status == 400
     assert (await r.json(content_type=None))["status"] == 400
+
+
+async def test_klaro_config_uses_klaros_language_codes(client: TestClient) -> None:
+    site_id = new_site_id()
+    r = await client.put(
+        f"/v1/sites/{site_id}",
+        headers=ADMIN,
+        json={
+            "name": "Norsk",
+            "origins": [ORIGIN],
+            "languages": ["nb", "en"],
+            "default_language": "nb",
+        },
+    )
+    assert r.status == 201
+    from tests.conftest import policy_body
+
+    r = await client.post(f"/v1/sites/{site_id}/policies", headers=ADMIN, json=policy_body())
+    assert r.status == 201
+    config = await (await client.get(f"/v1/privacy-managers/{site_id}/config.json")).json()
+    # Klaro 0.7 ships UI strings for "no" (not "nb") and falls back to "zz" unless told.
+    assert config["lang"] == "no" and config["fallbackLang"] == "en"
+    assert set(config["translations"]) == {"no", "en"}
+    assert all(set(s["translations"]) == {"no", "en"} for s in config["services"])
