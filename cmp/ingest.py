@@ -54,6 +54,7 @@ class Facts:
     ip_prefix: str | None
     gpc: bool
     received_at: datetime
+    received_text: str  # received_at in the chain's form, formatted once per request
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,7 +229,7 @@ def ip_prefix(address: str | None) -> str | None:
 
 
 def subject_digest(key: bytes, subject_id: str) -> str:
-    return hmac.new(key, subject_id.encode("utf-8"), hashlib.sha256).hexdigest()
+    return hmac.digest(key, subject_id.encode("utf-8"), "sha256").hex()
 
 
 def _ts(value: datetime | None) -> str | None:
@@ -244,7 +245,7 @@ def body_digest(event: EventIn) -> bytes:
     occurred = event.occurred_at.astimezone(UTC).isoformat() if event.occurred_at else ""
     text = repr(
         (
-            str(event.event_id),
+            event.event_id,
             event.subject_id,
             event.policy_version,
             event.action,
@@ -273,7 +274,7 @@ def build(
         "v": 1,
         "site_id": site_id,
         "seq": None,
-        "event_id": str(event.event_id),
+        "event_id": event.event_id,
         "subject_digest": subject_digest(site.subject_key, event.subject_id),
         "policy_version": view.version,
         "policy_sha256": view.content_sha256,
@@ -288,11 +289,11 @@ def build(
         "ip_prefix": facts.ip_prefix,
         "user_agent": facts.user_agent,
         "occurred_at": _ts(occurred),
-        "received_at": _ts(facts.received_at),
+        "received_at": facts.received_text,
     }
     return NewEvent(
         site_id=site_id,
-        event_id=str(event.event_id),
+        event_id=event.event_id,
         subject_id=event.subject_id,
         body_digest=body_digest(event),
         record=record,
@@ -332,7 +333,7 @@ async def prepare(
             errors.append(
                 {"pointer": f"{at}occurred_at", "detail": "more than 5 minutes in the future"}
             )
-        event_key = str(event.event_id)
+        event_key = event.event_id
         if event_key in seen_ids:
             errors.append({"pointer": f"{at}event_id", "detail": "repeated within this request"})
         seen_ids.add(event_key)

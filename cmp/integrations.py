@@ -67,7 +67,7 @@ def from_cookieconsent(body: CookieConsentIn, current_version: int) -> EventIn:
     services.update({s: False for names in prefs.rejectedServices.values() for s in names})
     stamp = cookie.lastConsentTimestamp.isoformat()
     return EventIn(
-        event_id=uuid.uuid5(COOKIECONSENT_NS, f"{cookie.consentId}|{stamp}"),
+        event_id=str(uuid.uuid5(COOKIECONSENT_NS, f"{cookie.consentId}|{stamp}")),
         subject_id=cookie.consentId,
         policy_version=cookie.revision or current_version,
         action=action,
@@ -141,7 +141,7 @@ def from_klaro(body: KlaroSubmitIn, view: PolicyView) -> EventIn:
         page = f"{loc.protocol}://{loc.hostname}{port}{loc.pathname or '/'}"
     client = body.user_data
     return EventIn(
-        event_id=uuid.uuid4(),
+        event_id=str(uuid.uuid4()),
         subject_id=f"klaro-{uuid.uuid4()}",
         policy_version=view.version,
         action=action,

@@ -8,7 +8,6 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from typing import Annotated, Literal
-from uuid import UUID
 
 from pydantic import (
     AwareDatetime,
@@ -206,6 +205,15 @@ class CreatedKey(ApiKey):
 # --- consent events --------------------------------------------------------
 
 SubjectId = Annotated[str, StringConstraints(pattern=SUBJECT_ID_PATTERN)]
+# A UUID in its hyphenated text form, lower-cased: kept a string (no uuid.UUID round
+# trip on the hot path) in exactly the form PostgreSQL prints it.
+EventId = Annotated[
+    str,
+    StringConstraints(
+        pattern=r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$",
+        to_lower=True,
+    ),
+]
 
 
 class EventIn(BaseModel):
@@ -213,7 +221,7 @@ class EventIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    event_id: UUID
+    event_id: EventId
     subject_id: SubjectId
     policy_version: int = Field(ge=1, le=2_000_000_000)
     action: Action

@@ -94,13 +94,15 @@ async def read_body(request: web.Request, origin: str | None) -> bytes:
 
 
 def request_facts(request: web.Request, origin: str | None) -> Facts:
+    now = datetime.now(UTC)
     agent = request.headers.get("User-Agent")
     return Facts(
         origin=origin,
         user_agent=agent[:USER_AGENT_MAX] if agent else None,
         ip_prefix=ip_prefix(client_ip(request)),
         gpc=request.headers.get("Sec-GPC", "").strip() == "1",
-        received_at=datetime.now(UTC),
+        received_at=now,
+        received_text=now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
     )
 
 
