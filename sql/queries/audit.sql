@@ -1,16 +1,31 @@
 -- name: export_lines
--- The log as JSON lines in seq order, built by PostgreSQL (the record fields, the link
--- fields and the subject id); timestamps in the chain's exact RFC 3339 form.
-SELECT json_build_object(
-    'v', 1, 'site_id', site_id, 'seq', seq, 'event_id', event_id,
-    'subject_digest', subject_digest, 'policy_version', policy_version,
-    'policy_sha256', policy_sha256, 'action', action, 'purposes', purposes,
-    'services', services, 'gpc', gpc, 'language', language, 'source', source,
-    'page_url', page_url, 'origin', origin, 'ip_prefix', ip_prefix, 'user_agent', user_agent,
-    'occurred_at', to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
-    'received_at', to_char(received_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
-    'prev_hash', prev_hash, 'hash', hash, 'subject_id', subject_id
-)::text AS line
+-- The log as JSON lines in seq order, built by PostgreSQL in the canonical form
+-- (keys sorted, no whitespace: exactly canonical_json of the export row, so verifiers
+-- can hash the line's own bytes); timestamps in the chain's exact RFC 3339 form.
+SELECT
+    '{"action":' || coalesce(to_json(action)::text, 'null')
+    || ',"event_id":' || to_json(event_id::text)::text
+    || ',"gpc":' || coalesce(gpc::text, 'null')
+    || ',"hash":' || coalesce(to_json(hash)::text, 'null')
+    || ',"ip_prefix":' || coalesce(to_json(ip_prefix)::text, 'null')
+    || ',"language":' || coalesce(to_json(language)::text, 'null')
+    || ',"occurred_at":' || coalesce('"' || to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') || '"', 'null')
+    || ',"origin":' || coalesce(to_json(origin)::text, 'null')
+    || ',"page_url":' || coalesce(to_json(page_url)::text, 'null')
+    || ',"policy_sha256":' || coalesce(to_json(policy_sha256)::text, 'null')
+    || ',"policy_version":' || coalesce(policy_version::text, 'null')
+    || ',"prev_hash":' || coalesce(to_json(prev_hash)::text, 'null')
+    || ',"purposes":' || CASE WHEN purposes IS NULL THEN 'null' ELSE (SELECT '{' || coalesce(string_agg(to_json(k)::text || ':' || c::text, ',' ORDER BY k COLLATE "C"), '') || '}' FROM jsonb_each(purposes) AS x (k, c)) END
+    || ',"received_at":' || coalesce('"' || to_char(received_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') || '"', 'null')
+    || ',"seq":' || seq::text
+    || ',"services":' || CASE WHEN services IS NULL THEN 'null' ELSE (SELECT '{' || coalesce(string_agg(to_json(k)::text || ':' || c::text, ',' ORDER BY k COLLATE "C"), '') || '}' FROM jsonb_each(services) AS x (k, c)) END
+    || ',"site_id":' || coalesce(to_json(site_id)::text, 'null')
+    || ',"source":' || coalesce(to_json(source)::text, 'null')
+    || ',"subject_digest":' || coalesce(to_json(subject_digest)::text, 'null')
+    || ',"subject_id":' || coalesce(to_json(subject_id)::text, 'null')
+    || ',"user_agent":' || coalesce(to_json(user_agent)::text, 'null')
+    || ',"v":' || '1'
+    || '}' AS line
 FROM consent_events
 WHERE site_id = $1
   AND ($2::timestamptz IS NULL OR received_at >= $2)

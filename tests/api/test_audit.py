@@ -65,6 +65,37 @@ async def test_full_export_verifies_and_carries_every_field(
     assert first["policy_sha256"] == (await r.json())["content_sha256"]
 
 
+async def test_export_lines_are_canonical_json(client: TestClient, site: dict[str, Any]) -> None:
+    """Lines are exactly canonical_json of the row (so verifiers can hash their bytes)."""
+    from cmp.canonical import canonical_json
+
+    await fill(client, site, 1, source='banner "ø" 1.0', page_url="https://shop.example/æøå")
+    await fill(
+        client,
+        site,
+        1,
+        action="custom",
+        language="en",
+        occurred_at="2026-11-21T10:00:00.5+01:00",
+        purposes={"preferences": True, "statistics": False, "marketing": False},
+    )
+    r = await client.post(
+        f"/v1/sites/{site['id']}/events",
+        json=event(),
+        headers={**HDR, "User-Agent": 'Tab\there, quote" and ✓'},
+    )
+    assert r.status == 201
+    body = (await fill(client, site, 1))[0]
+    r = await client.delete(f"/v1/sites/{site['id']}/subjects/{body['subject_id']}", headers=ADMIN)
+    assert r.status == 200
+    lines = await export(client, site)
+    assert len(lines) == 5 and json.loads(lines[-1])["purposes"] is None
+    for line in lines:
+        assert line.encode() == canonical_json(json.loads(line)), line
+    assert json.loads(lines[1])["occurred_at"] == "2026-11-21T09:00:00.500000Z"
+    assert verify_export(lines).ok
+
+
 async def test_edited_record_is_named_by_the_verifier(
     client: TestClient, site: dict[str, Any]
 ) -> None:
