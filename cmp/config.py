@@ -38,8 +38,11 @@ class Settings(BaseSettings):
     # Database pool: the ingest writer and state reader each hold a few connections.
     pool_size: int = Field(default=8, ge=2, le=200)
     # Group commit: most events per flush, flushes in flight, pending events before 503.
-    batch_max: int = Field(default=500, ge=1, le=10_000)
-    flushes_in_flight: int = Field(default=2, ge=1, le=16)
+    # One flush in flight by default: flushes of the same site serialise on its chain
+    # head anyway, and a second flush would fix its (small) batch while it waits for the
+    # lock; with one, everything that arrives during a commit joins the next batch.
+    batch_max: int = Field(default=1000, ge=1, le=10_000)
+    flushes_in_flight: int = Field(default=1, ge=1, le=16)
     queue_max: int = Field(default=20_000, ge=1)
     # Per (site, IP prefix) token bucket on the collect endpoints.
     rate_per_second: float = Field(default=50.0, gt=0)

@@ -7,6 +7,7 @@ failures, and records latency by route template.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import secrets
 import time
@@ -18,6 +19,10 @@ from cmp.appkeys import METRICS, REQUEST_ID
 
 log = logging.getLogger("cmp.request")
 
+# Request ids: a random per-process prefix and a counter (no syscall per request).
+_PREFIX = secrets.token_hex(4)
+_COUNTER = itertools.count(1)
+
 
 def route_of(request: web.Request) -> str:
     resource = request.match_info.route.resource
@@ -27,7 +32,7 @@ def route_of(request: web.Request) -> str:
 @web.middleware
 async def context_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     started = time.perf_counter()
-    request_id = request.headers.get("X-Request-Id", "")[:64] or secrets.token_hex(8)
+    request_id = request.headers.get("X-Request-Id", "")[:64] or f"{_PREFIX}-{next(_COUNTER):x}"
     request[REQUEST_ID] = request_id
     response = await handler(request)
     elapsed = time.perf_counter() - started
