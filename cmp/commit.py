@@ -100,9 +100,11 @@ class GroupCommitter:
             if not taken:
                 return
             started = time.perf_counter()
+            futures = {id(s): f for s, f in taken}
             try:
-                async with self._pool.acquire() as conn, conn.transaction():
-                    await write_batch(conn, [s for s, _ in taken])
+                async with self._pool.acquire() as conn:
+                    # One statement, committed by itself: no BEGIN/COMMIT round trips.
+                    deferred = await write_batch(conn, [s for s, _ in taken])
             except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError, TimeoutError) as exc:
                 log.warning("group commit failed: %s", exc)
                 self._fail(taken, "database")
@@ -111,11 +113,16 @@ class GroupCommitter:
                 log.exception("group commit failed")
                 self._fail(taken, "internal")
                 return
-            events = sum(len(s.events) for s, _ in taken)
+            waiting = {id(s) for s in deferred}
+            # Back to the front of the queue: they go into the very next batch.
+            for submission in reversed(deferred):
+                self._pending.appendleft((submission, futures[id(submission)]))
+                self._pending_events += len(submission.events)
+            events = sum(len(s.events) for s, _ in taken if id(s) not in waiting)
             self._metrics.batch_size.observe(events)
             self._metrics.commit_seconds.observe(time.perf_counter() - started)
-            for _, future in taken:
-                if not future.done():
+            for submission, future in taken:
+                if id(submission) not in waiting and not future.done():
                     future.set_result(None)
         finally:
             self._active -= 1

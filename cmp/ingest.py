@@ -20,10 +20,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ValidationError
 
+from cmp.canonical import canonical_json
 from cmp.commit import GroupCommitter
 from cmp.consent import PolicyView
 from cmp.models import EventBatch, EventIn
-from cmp.store.events import CONFLICT, DUPLICATE, NewEvent
+from cmp.store.events import CONFLICT, DUPLICATE, SKIPPED, NewEvent
 from cmp.store.sites import SiteRow
 
 M = TypeVar("M", bound=BaseModel)
@@ -273,7 +274,7 @@ def build(
     record: dict[str, Any] = {
         "v": 1,
         "site_id": site_id,
-        "seq": None,
+        "seq": SEQ_MARK,
         "event_id": event.event_id,
         "subject_digest": subject_digest(site.subject_key, event.subject_id),
         "policy_version": view.version,
@@ -291,6 +292,7 @@ def build(
         "occurred_at": _ts(occurred),
         "received_at": facts.received_text,
     }
+    head, tail = split_at_seq(record)
     return NewEvent(
         site_id=site_id,
         event_id=event.event_id,
@@ -299,7 +301,24 @@ def build(
         record=record,
         occurred_at=occurred,
         received_at=facts.received_at,
+        head=head,
+        tail=tail,
     )
+
+
+# The record's seq is only known under the site's chain lock, in the database: the
+# canonical JSON is made here (off the hot lock) with a marker where seq goes, and the
+# database splices the number in: head + str(seq) + tail == canonical_json(record).
+SEQ_MARK = -1
+_SEQ_TOKEN = f'"seq":{SEQ_MARK}'
+
+
+def split_at_seq(record: dict[str, Any]) -> tuple[str, str]:
+    text = canonical_json(record).decode("utf-8")
+    # Quotes inside string values are escaped, so the token can only be the real key.
+    head, found, tail = text.partition(_SEQ_TOKEN)
+    assert found, "chain record without seq"
+    return head + '"seq":', tail
 
 
 async def prepare(
@@ -358,7 +377,7 @@ async def commit(committer: GroupCommitter, events: list[NewEvent]) -> Accepted:
     if not events:
         return Accepted(accepted=0, duplicates=0)
     outcomes = await committer.submit(events)
-    if CONFLICT in outcomes:
+    if CONFLICT in outcomes or SKIPPED in outcomes:
         ids = [e.event_id for e, o in zip(events, outcomes, strict=True) if o == CONFLICT]
         raise Rejected(
             409,

@@ -1,8 +1,9 @@
 """The consent log: append a group-committed batch, read latest states.
 
-`write_batch` runs inside one transaction: lock the chain heads of the batch's sites,
-find retries, give each new event its site's next `seq` and chain hash, then insert
-events, upsert states and advance heads in one statement.
+`write_batch` is one statement, `SELECT cmp_append(...)` (sql/schema/0002): it locks
+the chain heads of the batch's sites, finds retries, gives each new event its site's
+next `seq` and chain hash, inserts the events and upserts the states — one round trip,
+committed by the statement itself (`synchronous_commit` on).
 """
 
 from __future__ import annotations
@@ -14,18 +15,21 @@ from typing import Any
 
 import asyncpg
 
-from cmp.audit.chain import record_hash
 from cmp.consent import StoredChoice
 from cmp.store.sqlfiles import queries
 
 Q = queries("events")
 
-NEW, DUPLICATE, CONFLICT = "new", "duplicate", "conflict"
+NEW, DUPLICATE, CONFLICT, SKIPPED = "new", "duplicate", "conflict", "skipped"
 
 
 @dataclass(slots=True)
 class NewEvent:
-    """One validated event ready for the log. `record` is its chain record without seq."""
+    """One validated event ready for the log.
+
+    `record` is its chain record; `head` + str(seq) + `tail` is the record's canonical
+    JSON once the database has given it a seq.
+    """
 
     site_id: str
     event_id: str
@@ -34,6 +38,8 @@ class NewEvent:
     record: dict[str, Any]
     occurred_at: datetime | None
     received_at: datetime
+    head: str
+    tail: str
 
 
 @dataclass(slots=True)
@@ -44,87 +50,65 @@ class Submission:
     outcomes: list[str] | None = None
 
 
-async def write_batch(conn: asyncpg.Connection, batch: Sequence[Submission]) -> None:
-    """Store a batch (caller holds the transaction); sets each submission's outcomes."""
-    sites = sorted({e.site_id for s in batch for e in s.events})
-    heads = {r["site_id"]: (r["seq"], r["hash"]) for r in await conn.fetch(Q["lock_heads"], sites)}
-    keys_site = [e.site_id for s in batch for e in s.events]
-    keys_id = [e.event_id for s in batch for e in s.events]
-    seen: dict[tuple[str, str], bytes] = {
-        (r["site_id"], r["event_id"]): bytes(r["body_digest"] or b"")
-        for r in await conn.fetch(Q["select_existing"], keys_site, keys_id)
-    }
-    fresh: list[NewEvent] = []
+def split_repeats(batch: Sequence[Submission]) -> tuple[list[Submission], list[Submission]]:
+    """(now, later): a request repeating an event id already in the batch waits for the
+    next batch, where the first one is stored and the repeat is a plain retry."""
+    now: list[Submission] = []
+    later: list[Submission] = []
+    seen: set[tuple[str, str]] = set()
     for submission in batch:
-        outcomes = _classify(submission.events, seen)
-        submission.outcomes = outcomes
-        if CONFLICT in outcomes:
-            continue
-        for event, outcome in zip(submission.events, outcomes, strict=True):
-            if outcome == NEW:
-                seen[(event.site_id, event.event_id)] = event.body_digest
-                fresh.append(event)
-    if not fresh:
-        return
-    columns: list[list[Any]] = [[] for _ in range(22)]
-    for event in fresh:
-        seq, prev = heads[event.site_id]
-        seq += 1
-        record = event.record
-        record["seq"] = seq
-        digest = record_hash(prev, record)
-        heads[event.site_id] = (seq, digest)
-        for column, value in zip(columns, _row(event, seq, prev, digest), strict=True):
-            column.append(value)
-    head_sites = list(heads)
-    await conn.execute(
-        Q["insert_batch"],
-        *columns,
-        head_sites,
-        [heads[s][0] for s in head_sites],
-        [heads[s][1] for s in head_sites],
-    )
-
-
-def _classify(events: Sequence[NewEvent], seen: dict[tuple[str, str], bytes]) -> list[str]:
-    outcomes = []
-    for event in events:
-        stored = seen.get((event.site_id, event.event_id))
-        if stored is None:
-            outcomes.append(NEW)
-        elif stored == event.body_digest:
-            outcomes.append(DUPLICATE)
+        keys = [(e.site_id, e.event_id) for e in submission.events]
+        if any(k in seen for k in keys):
+            later.append(submission)
         else:
-            outcomes.append(CONFLICT)
-    return outcomes
+            now.append(submission)
+            seen.update(keys)
+    return now, later
 
 
-def _row(event: NewEvent, seq: int, prev: str, digest: str) -> tuple[Any, ...]:
-    r = event.record
-    return (
-        event.site_id,
-        seq,
-        event.event_id,
-        event.subject_id,
-        r["subject_digest"],
-        r["policy_version"],
-        r["policy_sha256"],
-        r["action"],
-        r["purposes"],
-        r["services"],
-        r["gpc"],
-        r["language"],
-        r["source"],
-        r["page_url"],
-        r["origin"],
-        r["user_agent"],
-        r["ip_prefix"],
-        event.occurred_at,
-        event.received_at,
-        event.body_digest,
-        prev,
-        digest,
-    )
+async def write_batch(conn: asyncpg.Connection, batch: Sequence[Submission]) -> list[Submission]:
+    """Store a batch in one statement; sets outcomes, returns the submissions deferred."""
+    now, later = split_repeats(batch)
+    columns: list[list[Any]] = [[] for _ in range(22)]
+    for number, submission in enumerate(now):
+        for event in submission.events:
+            r = event.record
+            for column, value in zip(
+                columns,
+                (
+                    event.site_id,
+                    number,
+                    event.event_id,
+                    event.subject_id,
+                    r["subject_digest"],
+                    r["policy_version"],
+                    r["policy_sha256"],
+                    r["action"],
+                    r["purposes"],
+                    r["services"],
+                    r["gpc"],
+                    r["language"],
+                    r["source"],
+                    r["page_url"],
+                    r["origin"],
+                    r["user_agent"],
+                    r["ip_prefix"],
+                    event.occurred_at,
+                    event.received_at,
+                    event.body_digest,
+                    event.head,
+                    event.tail,
+                ),
+                strict=True,
+            ):
+                column.append(value)
+    outcomes: list[str] = await conn.fetchval(Q["append_batch"], *columns)
+    at = 0
+    for submission in now:
+        size = len(submission.events)
+        submission.outcomes = outcomes[at : at + size]
+        at += size
+    return later
 
 
 async def select_states(

@@ -321,3 +321,21 @@ async def test_rate_limit_is_429_with_retry_after(
 async def test_unknown_site_is_404(client: TestClient) -> None:
     assert (await post(client, "t-nosuchsite", event()))[0] == 404
     assert uuid
+
+
+async def test_concurrent_retries_of_one_event_are_stored_once(
+    client: TestClient, site: str, db: asyncpg.Connection
+) -> None:
+    body = event()
+    clash = {**body, "action": "reject_all"}
+    results = await asyncio.gather(
+        *(post(client, site, body) for _ in range(5)), post(client, site, clash)
+    )
+    answers = sorted((status, json.dumps(answer, sort_keys=True)) for status, answer in results)
+    ok = [a for a in answers if a[0] == 201]
+    assert len(ok) == 5 or len(ok) == 1  # the clash lost, or was first and the rest lost
+    stored_rows = await stored(db, site)
+    assert len(stored_rows) == 1
+    new = [json.loads(a) for s, a in ok if json.loads(a)["accepted"] == 1]
+    assert len(new) == 1, answers  # exactly one request stored it; others are retries
+    assert {s for s, _ in answers} <= {201, 409}
