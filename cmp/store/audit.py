@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from typing import Any
 import asyncpg
 
 from cmp.audit.chain import erased_record, record_hash
+from cmp.canonical import canonical_json
 from cmp.store.sqlfiles import queries
 
 Q = queries("audit")
@@ -35,11 +37,35 @@ async def export_lines(conn: asyncpg.Connection, where: ExportFilter) -> AsyncIt
     The caller holds the transaction the cursor lives in.
     """
     cursor = await conn.cursor(Q["export_lines"], *where.args())
+    canon = _ChoiceMaps()
     while True:
         rows = await cursor.fetch(EXPORT_CHUNK)
         if not rows:
             return
-        yield [r[0] for r in rows]
+        yield [
+            f"{head}{canon(purposes)}{middle}{canon(services)}{tail}"
+            for head, purposes, middle, services, tail in rows
+        ]
+
+
+class _ChoiceMaps:
+    """Canonical JSON of a purposes/services map given as PostgreSQL's jsonb text.
+
+    A log holds a handful of distinct choice maps, millions of times: each is parsed
+    and re-encoded once.
+    """
+
+    def __init__(self) -> None:
+        self._seen: dict[str | None, str] = {None: "null"}
+
+    def __call__(self, text: str | None) -> str:
+        found = self._seen.get(text)
+        if found is None:
+            if len(self._seen) > 10_000:
+                self._seen = {None: "null"}
+            found = canonical_json(json.loads(text or "null")).decode("utf-8")
+            self._seen[text] = found
+        return found
 
 
 async def export_csv(

@@ -1,7 +1,8 @@
 -- name: export_lines
--- The log as JSON lines in seq order, built by PostgreSQL in the canonical form
--- (keys sorted, no whitespace: exactly canonical_json of the export row, so verifiers
--- can hash the line's own bytes); timestamps in the chain's exact RFC 3339 form.
+-- The log as JSON lines in seq order, in the canonical form (keys sorted, no
+-- whitespace: exactly canonical_json of the export row, so verifiers can hash the
+-- line's own bytes). PostgreSQL builds the line around the two choice maps; Python
+-- puts those in canonical form (there are only a few distinct ones: it caches them).
 SELECT
     '{"action":' || coalesce(to_json(action)::text, 'null')
     || ',"event_id":' || to_json(event_id::text)::text
@@ -15,17 +16,21 @@ SELECT
     || ',"policy_sha256":' || coalesce(to_json(policy_sha256)::text, 'null')
     || ',"policy_version":' || coalesce(policy_version::text, 'null')
     || ',"prev_hash":' || coalesce(to_json(prev_hash)::text, 'null')
-    || ',"purposes":' || CASE WHEN purposes IS NULL THEN 'null' ELSE (SELECT '{' || coalesce(string_agg(to_json(k)::text || ':' || c::text, ',' ORDER BY k COLLATE "C"), '') || '}' FROM jsonb_each(purposes) AS x (k, c)) END
-    || ',"received_at":' || coalesce('"' || to_char(received_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') || '"', 'null')
+    || ',"purposes":' AS head,
+    purposes::text AS purposes,
+    ',"received_at":'
+    || coalesce('"' || to_char(received_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') || '"', 'null')
     || ',"seq":' || seq::text
-    || ',"services":' || CASE WHEN services IS NULL THEN 'null' ELSE (SELECT '{' || coalesce(string_agg(to_json(k)::text || ':' || c::text, ',' ORDER BY k COLLATE "C"), '') || '}' FROM jsonb_each(services) AS x (k, c)) END
-    || ',"site_id":' || coalesce(to_json(site_id)::text, 'null')
+    || ',"services":' AS middle,
+    services::text AS services,
+    ',"site_id":'
+    || coalesce(to_json(site_id)::text, 'null')
     || ',"source":' || coalesce(to_json(source)::text, 'null')
     || ',"subject_digest":' || coalesce(to_json(subject_digest)::text, 'null')
     || ',"subject_id":' || coalesce(to_json(subject_id)::text, 'null')
     || ',"user_agent":' || coalesce(to_json(user_agent)::text, 'null')
     || ',"v":' || '1'
-    || '}' AS line
+    || '}' AS tail
 FROM consent_events
 WHERE site_id = $1
   AND ($2::timestamptz IS NULL OR received_at >= $2)
