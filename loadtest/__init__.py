@@ -1,0 +1,1 @@
+"""Benchmark harness: `python -m loadtest` measures cmp against a bare aiohttp ceiling."""

@@ -1,0 +1,65 @@
+"""Nothing lost, nothing doubled: acknowledged events against the stored log.
+
+Every load run gives its event ids a run nonce as their first 8 hex digits, so the
+database can say how many events of each run it holds. A run whose every request was
+answered (`sent == received`, no socket errors) must have exactly its 2xx'd events
+stored; otherwise the unanswered requests may or may not have been committed, and the
+stored count must lie between the acknowledged and the sent events.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+
+async def stored_counts(dsn: str, site: str, nonces: list[str]) -> tuple[int, dict[str, int]]:
+    """All events of the site, and the events per run nonce."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        total: int = await conn.fetchval(
+            "SELECT count(*) FROM consent_events WHERE site_id = $1", site)
+        rows = await conn.fetch(
+            "SELECT left(event_id::text, 8) AS nonce, count(*) AS n FROM consent_events"
+            " WHERE site_id = $1 AND left(event_id::text, 8) = any($2::text[]) GROUP BY 1",
+            site, nonces)
+    finally:
+        await conn.close()
+    return total, {r["nonce"]: r["n"] for r in rows}
+
+
+def _sent_events(run: dict[str, Any]) -> int:
+    return int(run["sent"]) * int(run["events_per_request"])
+
+
+def _exact(run: dict[str, Any]) -> bool:
+    if "exact" in run:
+        return bool(run["exact"])
+    return bool(run["unanswered"] == 0 and run["connection_errors"] == 0)
+
+
+def check(prefill_accepted: int, ingest_runs: list[dict[str, Any]], total: int,
+          by_nonce: dict[str, int]) -> dict[str, Any]:
+    """Per-run and overall verdicts; marks each run dict with `stored`."""
+    problems = []
+    for run in ingest_runs:
+        stored = by_nonce.get(run["nonce"], 0)
+        run["stored"] = stored
+        acked = run["events_2xx"]
+        if _exact(run):
+            if stored != acked:
+                problems.append(f"{run['scenario']} c={run.get('connections')} nonce "
+                                f"{run['nonce']}: {acked} acknowledged, {stored} stored")
+        elif not acked <= stored <= _sent_events(run):
+            problems.append(f"{run['scenario']} nonce {run['nonce']}: {acked} acknowledged, "
+                            f"{stored} stored, {_sent_events(run)} sent")
+    in_runs = sum(by_nonce.values())
+    if total - in_runs != prefill_accepted:
+        problems.append(f"prefill: {prefill_accepted} acknowledged, {total - in_runs} stored")
+    acknowledged = prefill_accepted + sum(r["events_2xx"] for r in ingest_runs)
+    return {
+        "stored": total, "acknowledged": acknowledged,
+        "exact_counting": all(_exact(r) for r in ingest_runs),
+        "runs_checked": len(ingest_runs), "problems": problems, "ok": not problems,
+    }
