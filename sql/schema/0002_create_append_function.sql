@@ -56,20 +56,31 @@ BEGIN
             END IF;
         END LOOP;
     END IF;
-    FOR s IN SELECT DISTINCT x FROM unnest(p_site) AS x ORDER BY 1 LOOP
-        SELECT h.seq, h.hash INTO cur_seq, cur_hash FROM log_heads h WHERE h.site_id = s;
-        FOR i IN 1..n LOOP
-            IF outcome[i] = 'new' AND p_site[i] = s THEN
-                cur_seq := cur_seq + 1;
-                prevs[i] := cur_hash;
-                cur_hash := encode(sha256(convert_to(
-                    cur_hash || p_head[i] || cur_seq::text || p_tail[i], 'UTF8')), 'hex');
-                seqs[i] := cur_seq;
-                hashes[i] := cur_hash;
+    -- Stream the rows (element access into the text parameters would walk the array
+    -- each time); local arrays are expanded, so assigning their elements is O(1).
+    FOR r IN
+        SELECT x.i, x.site_id, x.head, x.tail
+        FROM unnest(p_site, p_head, p_tail) WITH ORDINALITY AS x (site_id, head, tail, i)
+        ORDER BY x.site_id, x.i
+    LOOP
+        CONTINUE WHEN outcome[r.i] <> 'new';
+        IF s IS DISTINCT FROM r.site_id THEN
+            IF s IS NOT NULL THEN
+                UPDATE log_heads SET seq = cur_seq, hash = cur_hash WHERE site_id = s;
             END IF;
-        END LOOP;
-        UPDATE log_heads SET seq = cur_seq, hash = cur_hash WHERE site_id = s;
+            s := r.site_id;
+            SELECT h.seq, h.hash INTO cur_seq, cur_hash FROM log_heads h WHERE h.site_id = s;
+        END IF;
+        cur_seq := cur_seq + 1;
+        prevs[r.i] := cur_hash;
+        cur_hash := encode(sha256(convert_to(
+            cur_hash || r.head || cur_seq::text || r.tail, 'UTF8')), 'hex');
+        seqs[r.i] := cur_seq;
+        hashes[r.i] := cur_hash;
     END LOOP;
+    IF s IS NOT NULL THEN
+        UPDATE log_heads SET seq = cur_seq, hash = cur_hash WHERE site_id = s;
+    END IF;
     INSERT INTO consent_events (site_id, seq, event_id, subject_id, subject_digest,
         policy_version, policy_sha256, action, purposes, services, gpc, language, source,
         page_url, origin, user_agent, ip_prefix, occurred_at, received_at, body_digest,
