@@ -8,7 +8,7 @@ anything but a valid consent grants only required purposes.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cmp.models import CONSENT_SIGNALS, PolicyVersion
@@ -78,7 +78,10 @@ class StoredChoice:
 
 
 def _ts(value: datetime | None) -> str | None:
-    return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ") if value is not None else None
+    """RFC 3339 UTC with Z (isoformat is C code: ~4x faster than strftime here)."""
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def derive_state(

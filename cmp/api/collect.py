@@ -146,8 +146,9 @@ async def ingest_request(request: web.Request, prepare: Prepare) -> Accepted:
             code="unavailable",
             headers={"Retry-After": "1", **cors_headers(origin)},
         ) from None
-    metrics.events.labels("accepted").inc(result.accepted)
-    metrics.events.labels("duplicate").inc(result.duplicates)
+    metrics.accepted.inc(result.accepted)
+    if result.duplicates:
+        metrics.duplicates.inc(result.duplicates)
     return result
 
 

@@ -37,7 +37,7 @@ async def context_middleware(request: web.Request, handler: Handler) -> web.Stre
     response = await handler(request)
     elapsed = time.perf_counter() - started
     route = route_of(request)
-    request.app[METRICS].observe_request(route, request.method, response.status, elapsed)
+    request.app[METRICS].http.observe(route, request.method, response.status, elapsed)
     response.headers["X-Request-Id"] = request_id
     level = logging.DEBUG if response.status < 400 else logging.INFO
     if log.isEnabledFor(level):
