@@ -72,29 +72,16 @@ ViewLookup = Callable[[int], Awaitable[PolicyView | None]]
 
 def parse(raw: bytes) -> tuple[list[EventIn], str]:
     """One event or `{"events": [...]}`; returns the events and the pointer prefix."""
-    if not raw.strip():
-        raise Rejected(400, "malformed-json", "request body is empty")
-    batch = b'"events"' in raw
+    if b'"events"' not in raw:
+        return [parse_model(raw, EventIn)], ""
     try:
-        if batch:
-            return EventBatch.model_validate_json(raw).events, "/events/"
-        return [EventIn.model_validate_json(raw)], ""
+        return EventBatch.model_validate_json(raw).events, "/events/"
     except ValidationError as exc:
         errors = exc.errors(include_url=False)
-        if any(e["type"] in ("json_invalid", "json_type") for e in errors):
-            raise Rejected(400, "malformed-json", "request body is not valid JSON") from None
-        if batch and any(e["loc"] == ("events",) and e["type"] == "missing" for e in errors):
-            return parse_single(raw), ""
-        raise Rejected(
-            422,
-            "invalid-event",
-            "request body failed validation",
-            [{"pointer": _pointer(e["loc"]), "detail": e["msg"]} for e in errors],
-        ) from None
-
-
-def parse_single(raw: bytes) -> list[EventIn]:
-    return [parse_model(raw, EventIn)]
+        if any(e["loc"] == ("events",) and e["type"] == "missing" for e in errors):
+            # `"events"` was only text inside a single event.
+            return [parse_model(raw, EventIn)], ""
+        raise _rejected(errors) from None
 
 
 def parse_model(raw: bytes, model: type[M]) -> M:
@@ -104,15 +91,18 @@ def parse_model(raw: bytes, model: type[M]) -> M:
     try:
         return model.model_validate_json(raw)
     except ValidationError as exc:
-        errors = exc.errors(include_url=False)
-        if any(e["type"] in ("json_invalid", "json_type") for e in errors):
-            raise Rejected(400, "malformed-json", "request body is not valid JSON") from None
-        raise Rejected(
-            422,
-            "invalid-event",
-            "request body failed validation",
-            [{"pointer": _pointer(e["loc"]), "detail": e["msg"]} for e in errors],
-        ) from None
+        raise _rejected(exc.errors(include_url=False)) from None
+
+
+def _rejected(errors: Sequence[Any]) -> Rejected:
+    if any(e["type"] in ("json_invalid", "json_type") for e in errors):
+        return Rejected(400, "malformed-json", "request body is not valid JSON")
+    return Rejected(
+        422,
+        "invalid-event",
+        "request body failed validation",
+        [{"pointer": _pointer(e["loc"]), "detail": e["msg"]} for e in errors],
+    )
 
 
 def _pointer(loc: Sequence[int | str]) -> str:
