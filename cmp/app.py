@@ -20,7 +20,7 @@ from cmp.audit.signing import Signer
 from cmp.catalog import Catalog
 from cmp.commit import GroupCommitter
 from cmp.config import Settings
-from cmp.maintenance import run_periodically
+from cmp.maintenance import record_key_use, run_periodically
 from cmp.metrics import Metrics
 from cmp.ratelimit import RateLimiter
 from cmp.state import StateReader
@@ -74,8 +74,12 @@ def create_app(settings: Settings, dsn: str) -> web.Application:
                 purge_every=settings.purge_interval_seconds,
             )
         )
+        key_use = asyncio.create_task(
+            record_key_use(pool, app[CATALOG], every=settings.checkpoint_interval_seconds)
+        )
         tune_gc()
         yield
+        key_use.cancel()
         maintenance.cancel()
         await app[COMMITTER].drain()
         await app[CATALOG].close()

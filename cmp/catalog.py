@@ -42,6 +42,8 @@ class Catalog:
         )
         self._keys: dict[str, KeyAuth] = {}
         self._listener: asyncpg.Connection | None = None
+        # Ids of keys that authenticated since the last flush (api_keys.last_used_at).
+        self.used_keys: set[str] = set()
 
     # --- invalidation ------------------------------------------------------
 

@@ -16,7 +16,9 @@ from dataclasses import dataclass
 import asyncpg
 
 from cmp.audit.signing import Signer
+from cmp.catalog import Catalog
 from cmp.store import audit as audit_store
+from cmp.store.keys import touch_keys
 
 log = logging.getLogger(__name__)
 
@@ -82,3 +84,18 @@ async def run_periodically(
                         )
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             log.warning("log maintenance skipped: %s", exc)
+
+
+async def record_key_use(pool: asyncpg.Pool, catalog: Catalog, *, every: float) -> None:
+    """Write api_keys.last_used_at in batches: never a write per authenticated request."""
+    while True:
+        await asyncio.sleep(every)
+        used, catalog.used_keys = list(catalog.used_keys), set()
+        if not used:
+            continue
+        try:
+            async with pool.acquire() as conn:
+                await touch_keys(conn, used)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            catalog.used_keys.update(used)
+            log.warning("key use not recorded: %s", exc)

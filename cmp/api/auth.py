@@ -48,6 +48,7 @@ async def authenticate(request: web.Request) -> KeyAuth | None:
             code="unauthorized",
             headers={"WWW-Authenticate": "Bearer"},
         )
+    request.app[CATALOG].used_keys.add(found.id)
     return found
 
 

@@ -11,8 +11,6 @@ from cmp.api.problems import Problem
 
 M = TypeVar("M", bound=BaseModel)
 
-JSON_TYPES = ("application/json", "text/plain")
-
 
 def pointer(loc: tuple[int | str, ...]) -> str:
     parts = [str(p).replace("~", "~0").replace("/", "~1") for p in loc]

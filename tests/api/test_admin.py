@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -159,3 +160,24 @@ async def test_revoked_key_is_refused_at_once(client: TestClient) -> None:
 async def test_invalid_site_id_is_404(client: TestClient) -> None:
     r = await client.get("/v1/sites/Bad_Id", headers=ADMIN)
     assert r.status == 404
+
+
+async def test_key_use_is_recorded_in_batches(
+    aiohttp_client: Any, settings: Any, db_dsn: str
+) -> None:
+    from cmp.app import create_app
+
+    fast = settings.model_copy(update={"checkpoint_interval_seconds": 1})
+    client = await aiohttp_client(create_app(fast, db_dsn))
+    site_id = await make_site(client)
+    read = await make_key(client, site_id, "read")
+    listed = await (await client.get(f"/v1/sites/{site_id}/keys", headers=ADMIN)).json()
+    assert listed["keys"][0]["last_used_at"] is None
+    r = await client.get(f"/v1/sites/{site_id}/subjects/x/consent", headers=read)
+    assert r.status == 200
+    for _ in range(40):
+        await asyncio.sleep(0.1)
+        listed = await (await client.get(f"/v1/sites/{site_id}/keys", headers=ADMIN)).json()
+        if listed["keys"][0]["last_used_at"] is not None:
+            break
+    assert listed["keys"][0]["last_used_at"] is not None
