@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import OrderedDict
 from typing import Any
 
@@ -27,6 +28,8 @@ log = logging.getLogger(__name__)
 
 CHANNEL = "cmp_invalidate"
 POLICY_CACHE_MAX = 4096
+MISSING_SECONDS = 2.0
+MISSING_MAX = 10_000
 
 
 class Catalog:
@@ -36,6 +39,7 @@ class Catalog:
         self._closing = False
         self._reconnect: asyncio.Task[None] | None = None
         self._sites: dict[str, SiteRow] = {}
+        self._missing: dict[str, float] = {}  # site id -> monotonic time the miss expires
         self._heads: dict[str, tuple[int, int]] = {}
         self._policies: OrderedDict[tuple[str, int], tuple[PolicyVersion, PolicyView]] = (
             OrderedDict()
@@ -97,6 +101,7 @@ class Catalog:
         kind, _, ident = payload.partition(":")
         if kind == "site":
             self._sites.pop(ident, None)
+            self._missing.pop(ident, None)
             self._heads.pop(ident, None)
         elif kind == "policy":
             self._heads.pop(ident, None)
@@ -107,6 +112,7 @@ class Catalog:
 
     def clear(self) -> None:
         self._sites.clear()
+        self._missing.clear()
         self._heads.clear()
         self._keys.clear()
 
@@ -120,10 +126,18 @@ class Catalog:
     async def site(self, site_id: str) -> SiteRow | None:
         found = self._sites.get(site_id)
         if found is None:
+            # The collect endpoints are public: remember misses briefly, so requests
+            # for made-up site ids do not each cost a database query.
+            if self._missing.get(site_id, 0.0) > time.monotonic():
+                return None
             async with self._pool.acquire() as conn:
                 found = await site_store.select_site(conn, site_id)
             if found is not None:
                 self._sites[site_id] = found
+            else:
+                if len(self._missing) > MISSING_MAX:
+                    self._missing.clear()
+                self._missing[site_id] = time.monotonic() + MISSING_SECONDS
         return found
 
     async def policy(self, site_id: str, version: int) -> PolicyVersion | None:

@@ -7,6 +7,7 @@ that carry CORS headers, so a banner's script can read them too.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -42,10 +43,15 @@ def cors_headers(origin: str | None) -> dict[str, str]:
     return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
 
 
+@functools.cache
+def _networks(cidrs: tuple[str, ...]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    return [ipaddress.ip_network(c, strict=False) for c in cidrs]
+
+
 def client_ip(request: web.Request) -> str | None:
     """The peer address, or the first untrusted hop of X-Forwarded-For behind our proxies."""
     peer = request.remote
-    trusted = [ipaddress.ip_network(c, strict=False) for c in request.app[SETTINGS].trusted_proxies]
+    trusted = _networks(tuple(request.app[SETTINGS].trusted_proxies))
     if not trusted or peer is None:
         return peer
     chain = [peer]

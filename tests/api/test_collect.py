@@ -339,3 +339,15 @@ async def test_concurrent_retries_of_one_event_are_stored_once(
     new = [json.loads(a) for s, a in ok if json.loads(a)["accepted"] == 1]
     assert len(new) == 1, answers  # exactly one request stored it; others are retries
     assert {s for s, _ in answers} <= {201, 409}
+
+
+async def test_a_site_created_after_a_miss_is_found_at_once(client: TestClient) -> None:
+    from tests.conftest import new_site_id, site_body
+
+    site_id = new_site_id()
+    assert (await post(client, site_id, event()))[0] == 404  # the miss is remembered
+    r = await client.put(f"/v1/sites/{site_id}", json=site_body(), headers=ADMIN)
+    assert r.status == 201
+    r = await client.post(f"/v1/sites/{site_id}/policies", json=policy_body(), headers=ADMIN)
+    assert r.status == 201
+    assert (await post(client, site_id, event()))[0] == 201
