@@ -239,34 +239,18 @@ async def test_checkpoint_is_signed_and_verifiable_offline(
     (tmp_path / "key.json").write_text(json.dumps(key_doc))
     from cmp.__main__ import main
 
-    assert (
-        main(
-            [
-                "verify",
-                str(export_file),
-                "--checkpoint",
-                str(tmp_path / "cp.json"),
-                "--public-key",
-                str(tmp_path / "key.json"),
-            ]
-        )
-        == 0
-    )
+    argv = [
+        "verify",
+        str(export_file),
+        "--checkpoint",
+        str(tmp_path / "cp.json"),
+        "--public-key",
+        str(tmp_path / "key.json"),
+    ]
+    assert main(argv) == 0
     forged = {**checkpoint, "hash": "f" * 64}
     (tmp_path / "cp.json").write_text(json.dumps(forged))
-    assert (
-        main(
-            [
-                "verify",
-                str(export_file),
-                "--checkpoint",
-                str(tmp_path / "cp.json"),
-                "--public-key",
-                str(tmp_path / "key.json"),
-            ]
-        )
-        != 0
-    )
+    assert main(argv) != 0
     capsys.readouterr()
 
 
