@@ -12,8 +12,6 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from cmp.api.middleware import context_middleware
-from cmp.api.problems import problem_middleware
 from cmp.api.routes import setup_routes
 from cmp.appkeys import CATALOG, COMMITTER, LIMITER, METRICS, POOL, SETTINGS, SIGNER, STATE
 from cmp.audit.signing import Signer
@@ -45,9 +43,8 @@ def tune_gc() -> None:
 
 
 def create_app(settings: Settings, dsn: str) -> web.Application:
-    app = web.Application(
-        middlewares=[context_middleware, problem_middleware], client_max_size=CLIENT_MAX_SIZE
-    )
+    # No middlewares: the request context wraps each handler (cmp/api/context.py).
+    app = web.Application(client_max_size=CLIENT_MAX_SIZE)
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
     app[LIMITER] = RateLimiter(settings.rate_per_second, settings.rate_burst)
@@ -64,6 +61,7 @@ def create_app(settings: Settings, dsn: str) -> web.Application:
             batch_max=settings.batch_max,
             in_flight=settings.flushes_in_flight,
             queue_max=settings.queue_max,
+            timeout_seconds=settings.commit_timeout_seconds,
         )
         app[STATE] = StateReader(pool, app[METRICS])
         maintenance = asyncio.create_task(

@@ -8,9 +8,10 @@ anything but a valid consent grants only required purposes.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
+from cmp.canonical import utc_text
 from cmp.models import CONSENT_SIGNALS, PolicyVersion
 
 
@@ -77,13 +78,6 @@ class StoredChoice:
     recorded_at: datetime
 
 
-def _ts(value: datetime | None) -> str | None:
-    """RFC 3339 UTC with Z (isoformat is C code: ~4x faster than strftime here)."""
-    if value is None:
-        return None
-    return value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
 def derive_state(
     *,
     site_id: str,
@@ -127,6 +121,8 @@ def derive_state(
         "consent_mode": consent_mode(view, purposes, valid),
         "gpc": choice.gpc if choice else False,
         "event_id": choice.event_id if choice else None,
-        "recorded_at": _ts(choice.recorded_at) if choice else None,
-        "expires_at": _ts(choice.recorded_at + timedelta(days=validity_days)) if choice else None,
+        "recorded_at": utc_text(choice.recorded_at) if choice else None,
+        "expires_at": (
+            utc_text(choice.recorded_at + timedelta(days=validity_days)) if choice else None
+        ),
     }

@@ -18,6 +18,7 @@ from cmp.api.auth import require
 from cmp.api.problems import Problem
 from cmp.api.sites import site_id_of
 from cmp.appkeys import CATALOG, COMMITTER, LIMITER, METRICS, SETTINGS
+from cmp.canonical import utc_text
 from cmp.commit import Unavailable
 from cmp.ingest import (
     USER_AGENT_MAX,
@@ -108,7 +109,7 @@ def request_facts(request: web.Request, origin: str | None) -> Facts:
         ip_prefix=ip_prefix(client_ip(request)),
         gpc=request.headers.get("Sec-GPC", "").strip() == "1",
         received_at=now,
-        received_text=now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        received_text=utc_text(now),
     )
 
 

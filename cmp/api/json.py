@@ -1,28 +1,32 @@
-"""JSON responses: one encoder (datetimes as RFC 3339 UTC with Z)."""
+"""JSON responses: one encoder (datetimes as RFC 3339 UTC with Z, like the log).
+
+orjson writes UTF-8 directly (non-ASCII kept, as before with ensure_ascii=False) and
+is several times faster than the stdlib encoder on the state documents of the read
+path. Datetimes pass through to `_default` so that they keep the log's exact form.
+"""
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 
+import orjson
 from aiohttp import web
 from pydantic import BaseModel
+
+from cmp.canonical import utc_text
 
 
 def _default(value: Any) -> Any:
     if isinstance(value, datetime):
-        return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        return utc_text(value)
     if isinstance(value, BaseModel):
         return value.model_dump()
     raise TypeError(f"cannot encode {type(value).__name__}")
 
 
-_ENCODER = json.JSONEncoder(default=_default, ensure_ascii=False)
-
-
 def dumps(data: Any) -> bytes:
-    return _ENCODER.encode(data).encode("utf-8")
+    return orjson.dumps(data, default=_default, option=orjson.OPT_PASSTHROUGH_DATETIME)
 
 
 def json_response(

@@ -1,6 +1,6 @@
-"""RFC 9457 problem+json: the one error shape, rendered by one middleware.
+"""RFC 9457 problem+json: the one error shape, rendered in one place (`problem_for`).
 
-The middleware also turns aiohttp's own 404/405/413 into problems and hides the
+It also turns aiohttp's own 404/405/413 into problems and hides the
 internals of unexpected errors (logged with the request id).
 """
 
@@ -97,24 +97,25 @@ UNAVAILABLE = (
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-@web.middleware
-async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except Problem as problem:
-        return problem.response()
-    except web.HTTPRequestEntityTooLarge:
+def problem_for(request: web.Request, exc: Exception) -> web.Response:
+    """The problem answer for an exception that escaped a handler.
+
+    aiohttp's own HTTP errors become problems; a redirect (status < 400) is re-raised.
+    """
+    if isinstance(exc, Problem):
+        return exc.response()
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
         return problem_response(413, "request body is larger than allowed", code="too-large")
-    except web.HTTPException as exc:
+    if isinstance(exc, web.HTTPException):
         if exc.status < 400:
-            raise
+            raise exc
         detail = {
             404: "no such resource",
             405: f"method {request.method} is not allowed here",
         }.get(exc.status, exc.reason)
         headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         return problem_response(exc.status, detail, headers=headers)
-    except UNAVAILABLE as exc:
+    if isinstance(exc, UNAVAILABLE):
         # The database went away under a handler: the client should retry, not give up.
         log.warning("database unavailable: %s", exc)
         return problem_response(
@@ -123,8 +124,7 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
             code="unavailable",
             headers={"Retry-After": "1"},
         )
-    except Exception:
-        log.exception("unhandled error", extra={"request_id": request.get(REQUEST_ID)})
-        return problem_response(
-            500, f"internal error; request id {request.get(REQUEST_ID, '-')}", code="internal"
-        )
+    log.exception("unhandled error", exc_info=exc, extra={"request_id": request.get(REQUEST_ID)})
+    return problem_response(
+        500, f"internal error; request id {request.get(REQUEST_ID, '-')}", code="internal"
+    )

@@ -21,6 +21,7 @@ from cmp.api import (
     sites,
     stats,
 )
+from cmp.api.context import UNMATCHED, unmatched, with_context
 from cmp.models import EventBatch, KeyIn, LookupIn, PolicyIn, SiteIn
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -240,4 +241,5 @@ HOT_PATHS = (f"{S}/events", f"{S}/subjects/{{subject_id}}/consent", f"{S}/consen
 def setup_routes(app: web.Application, extra: list[Route] | None = None) -> None:
     routes = sorted(ROUTES + (extra or []), key=lambda r: r.path not in HOT_PATHS)
     for route in routes:
-        app.router.add_route(route.method, route.path, route.handler)
+        app.router.add_route(route.method, route.path, with_context(route.handler, route.path))
+    app.router.add_route("*", "/{tail:.*}", with_context(unmatched, UNMATCHED))

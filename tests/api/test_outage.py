@@ -91,3 +91,32 @@ async def test_database_outage_gives_503_then_recovers_and_loses_nothing(
         await conn.close()
     assert set(acknowledged) <= set(stored), "an acknowledged event was lost"
     assert len(stored) == len(set(stored))
+
+
+async def test_a_stuck_commit_times_out_with_503_and_a_retry_is_stored_once(
+    aiohttp_client: Any, settings: Any, db: Any, db_dsn: str
+) -> None:
+    app = create_app(settings.model_copy(update={"commit_timeout_seconds": 0.5}), db_dsn)
+    client = await aiohttp_client(app)
+    site = await make_site(client)
+    url = f"/v1/sites/{site}/events"
+    r = await client.post(url, json=event(), headers={"Origin": ORIGIN})
+    assert r.status == 201  # the site's chain head exists now
+    body = event()
+    # Another transaction holds the chain head: the group commit waits on the lock.
+    async with db.transaction():
+        await db.execute("SELECT 1 FROM log_heads WHERE site_id = $1 FOR UPDATE", site)
+        started = time.monotonic()
+        r = await client.post(url, json=body, headers={"Origin": ORIGIN})
+        assert r.status == 503
+        assert r.headers["Retry-After"] == "1"
+        assert (await r.json())["type"].endswith("/unavailable")
+        assert time.monotonic() - started < 3
+    r = await client.post(url, json=body, headers={"Origin": ORIGIN})
+    assert r.status == 201
+    count = await db.fetchval(
+        "SELECT count(*) FROM consent_events WHERE site_id = $1 AND event_id = $2::uuid",
+        site,
+        body["event_id"],
+    )
+    assert count == 1

