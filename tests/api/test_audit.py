@@ -14,6 +14,7 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
+from cmp.app import create_app
 from cmp.appkeys import SIGNER
 from cmp.audit.signing import parse_public_key, verify_checkpoint
 from cmp.audit.verify import verify_export
@@ -123,6 +124,35 @@ async def test_chain_stays_correct_under_concurrent_batches(
     lines = await export(client, site)
     assert len(lines) == 500
     assert verify_export(lines).ok
+
+
+async def test_two_workers_writing_one_site_keep_one_chain(
+    aiohttp_client: Any, settings: Any, db_dsn: str, client: TestClient, site: dict[str, Any]
+) -> None:
+    """Two apps on one database are two workers with their own group commits; writes
+    alternate between them, with a retry and a refused conflict on the way. The log
+    stays one gap-free chain that verifies."""
+    other = await aiohttp_client(create_app(settings, db_dsn))
+    url = f"/v1/sites/{site['id']}/events"
+    retried = event()
+
+    async def post(writer: TestClient, bodies: list[dict[str, Any]], status: int = 201) -> None:
+        r = await writer.post(url, json={"events": bodies}, headers=HDR)
+        assert r.status == status, await r.text()
+
+    for step in range(12):
+        writer = client if step % 3 else other
+        await post(writer, [event() for _ in range(3)])
+        if step == 7:
+            await post(writer, [retried, event()])
+            await post(writer, [retried, event()])  # a retry: a duplicate in the batch
+        if step == 9:  # a conflicting reuse: the whole request refused, nothing stored
+            await post(writer, [dict(retried, action="reject_all"), event()], 409)
+    lines = await export(client, site)
+    assert len(lines) == 12 * 3 + 3
+    result = verify_export(lines)
+    assert result.ok, result.summary()
+    assert [json.loads(line)["seq"] for line in lines] == list(range(1, len(lines) + 1))
 
 
 async def test_filtered_exports_verify_record_by_record(
