@@ -31,7 +31,9 @@ def utc_text(value: datetime) -> str:
     isoformat is C code, about twice as fast as strftime here; the first 26 characters
     are the date and time with microseconds, whatever the offset suffix.
     """
-    return value.astimezone(UTC).isoformat(timespec="microseconds")[:26] + "Z"
+    if value.tzinfo is not UTC:  # asyncpg and datetime.now(UTC) give UTC already
+        value = value.astimezone(UTC)
+    return value.isoformat(timespec="microseconds")[:26] + "Z"
 
 
 def sha256_hex(data: bytes) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import re
 from datetime import UTC, datetime
-from typing import Any
 
 from aiohttp import web
 
@@ -22,9 +21,12 @@ from cmp.models import SUBJECT_ID_PATTERN, LookupIn
 SUBJECT_RE = re.compile(SUBJECT_ID_PATTERN)
 
 
-async def states(
-    request: web.Request, site_id: str, subject_ids: list[str]
-) -> list[dict[str, Any]]:
+async def states(request: web.Request, site_id: str, subject_ids: list[str]) -> list[bytes]:
+    """The state document of each subject, encoded as soon as it is made.
+
+    A lookup of 1000 subjects holds 1000 small byte strings, not 1000 nested dicts:
+    under many concurrent lookups that is what keeps a worker's memory flat.
+    """
     catalog = request.app[CATALOG]
     site = await catalog.site(site_id)
     if site is None:
@@ -45,22 +47,23 @@ async def states(
         choice = found.get(subject_id)
         choice_view = await catalog.view(site_id, choice.policy_version) if choice else None
         results.append(
-            derive_state(
-                site_id=site_id,
-                subject_id=subject_id,
-                validity_days=site.site.consent_validity_days,
-                current=current,
-                material_version=material,
-                choice=choice,
-                choice_view=choice_view,
-                now=now,
+            dumps(
+                derive_state(
+                    site_id=site_id,
+                    subject_id=subject_id,
+                    validity_days=site.site.consent_validity_days,
+                    current=current,
+                    material_version=material,
+                    choice=choice,
+                    choice_view=choice_view,
+                    now=now,
+                )
             )
         )
     return results
 
 
-def etagged(request: web.Request, data: Any) -> web.Response:
-    body = dumps(data)
+def etagged(request: web.Request, body: bytes) -> web.Response:
     etag = '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
     headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
     if etag in request.headers.get("If-None-Match", ""):
@@ -84,4 +87,5 @@ async def post_lookup(request: web.Request) -> web.Response:
     site_id = site_id_of(request)
     await require(request, "read", site_id)
     body = await parse_json(request, LookupIn)
-    return etagged(request, {"results": await states(request, site_id, body.subject_ids)})
+    found = await states(request, site_id, body.subject_ids)
+    return etagged(request, b'{"results":[' + b",".join(found) + b"]}")
