@@ -13,7 +13,17 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from cmp.api.routes import setup_routes
-from cmp.appkeys import CATALOG, COMMITTER, LIMITER, METRICS, POOL, SETTINGS, SIGNER, STATE
+from cmp.appkeys import (
+    CATALOG,
+    COMMITTER,
+    LIMITER,
+    LOOKUP_SLOTS,
+    METRICS,
+    POOL,
+    SETTINGS,
+    SIGNER,
+    STATE,
+)
 from cmp.audit.signing import Signer
 from cmp.catalog import Catalog
 from cmp.commit import GroupCommitter
@@ -27,6 +37,12 @@ from cmp.store.db import create_pool
 # Admin bodies (policy texts in several languages) may be large; the collect endpoints
 # enforce their own 64 KiB limit.
 CLIENT_MAX_SIZE = 1024 * 1024
+
+# Batch lookups are CPU work for this one thread: running more than a few at once adds
+# no throughput, only memory (each holds the states of up to 1000 subjects). The others
+# wait their turn holding just their request body (loadtest: 256 concurrent 100-id
+# lookups peaked at 104 MB RSS without this bound).
+LOOKUPS_AT_ONCE = 4
 
 
 def tune_gc() -> None:
@@ -49,6 +65,7 @@ def create_app(settings: Settings, dsn: str) -> web.Application:
     app[METRICS] = Metrics()
     app[LIMITER] = RateLimiter(settings.rate_per_second, settings.rate_burst)
     app[SIGNER] = Signer.load_or_create(settings.signing_key_path)
+    app[LOOKUP_SLOTS] = asyncio.Semaphore(LOOKUPS_AT_ONCE)
 
     async def database(app: web.Application) -> AsyncIterator[None]:
         pool = await create_pool(dsn, settings.pool_size)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import asyncpg
 from aiohttp import web
 
@@ -21,5 +23,6 @@ STATE = web.AppKey("state", StateReader)
 METRICS = web.AppKey("metrics", Metrics)
 LIMITER = web.AppKey("limiter", RateLimiter)
 SIGNER = web.AppKey("signer", Signer)
+LOOKUP_SLOTS = web.AppKey("lookup_slots", asyncio.Semaphore)
 
 REQUEST_ID = web.RequestKey("request_id", str)

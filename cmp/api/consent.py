@@ -13,7 +13,7 @@ from cmp.api.json import dumps
 from cmp.api.problems import Problem
 from cmp.api.sites import site_id_of
 from cmp.api.validation import parse_json
-from cmp.appkeys import CATALOG, STATE
+from cmp.appkeys import CATALOG, LOOKUP_SLOTS, STATE
 from cmp.commit import Unavailable
 from cmp.consent import derive_state
 from cmp.models import SUBJECT_ID_PATTERN, LookupIn
@@ -87,5 +87,6 @@ async def post_lookup(request: web.Request) -> web.Response:
     site_id = site_id_of(request)
     await require(request, "read", site_id)
     body = await parse_json(request, LookupIn)
-    found = await states(request, site_id, body.subject_ids)
-    return etagged(request, b'{"results":[' + b",".join(found) + b"]}")
+    async with request.app[LOOKUP_SLOTS]:
+        found = await states(request, site_id, body.subject_ids)
+        return etagged(request, b'{"results":[' + b",".join(found) + b"]}")
