@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import hmac
 import ipaddress
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ValidationError
 
+from cmp.audit.chain import subject_digest
 from cmp.canonical import canonical_json, utc_text
 from cmp.commit import GroupCommitter
 from cmp.consent import PolicyView
@@ -219,10 +219,6 @@ def ip_prefix(address: str | None) -> str | None:
         ip = ip.ipv4_mapped
     bits = 24 if ip.version == 4 else 48
     return str(ipaddress.ip_network(f"{ip}/{bits}", strict=False))
-
-
-def subject_digest(key: bytes, subject_id: str) -> str:
-    return hmac.digest(key, subject_id.encode("utf-8"), "sha256").hex()
 
 
 def body_digest(event: EventIn) -> bytes:

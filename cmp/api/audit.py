@@ -15,7 +15,7 @@ from cmp.api.json import json_response
 from cmp.api.problems import Problem
 from cmp.api.sites import site_id_of
 from cmp.appkeys import CATALOG, POOL, SIGNER
-from cmp.ingest import subject_digest
+from cmp.audit.chain import subject_digest
 from cmp.store import audit as audit_store
 from cmp.store.audit import ExportFilter
 from cmp.store.sites import SiteRow

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from cmp.audit.chain import (
     CHAIN_FIELDS,
@@ -86,6 +88,13 @@ def test_format_ts_refuses_naive_datetimes() -> None:
 def test_subject_digest_is_hmac_sha256_of_the_subject_id() -> None:
     expected = hmac.new(SECRET, b"a327dfec", hashlib.sha256).hexdigest()
     assert subject_digest(SECRET, "a327dfec") == expected
+
+
+@given(st.binary(min_size=16, max_size=200), st.text(max_size=40))
+def test_subject_digest_equals_hmac_for_any_secret_and_id(secret: bytes, subject: str) -> None:
+    expected = hmac.new(secret, subject.encode("utf-8"), hashlib.sha256).hexdigest()
+    assert subject_digest(secret, subject) == expected
+    assert subject_digest(secret, subject) == expected  # the cached pads stay unchanged
 
 
 def test_subject_digest_depends_on_the_site_secret_and_hides_the_id() -> None:
