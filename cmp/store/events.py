@@ -69,12 +69,11 @@ def split_repeats(batch: Sequence[Submission]) -> tuple[list[Submission], list[S
 async def write_batch(conn: asyncpg.Connection, batch: Sequence[Submission]) -> list[Submission]:
     """Store a batch in one statement; sets outcomes, returns the submissions deferred."""
     now, later = split_repeats(batch)
-    columns: list[list[Any]] = [[] for _ in range(22)]
+    rows: list[tuple[Any, ...]] = []
     for number, submission in enumerate(now):
         for event in submission.events:
             r = event.record
-            for column, value in zip(
-                columns,
+            rows.append(
                 (
                     event.site_id,
                     number,
@@ -98,10 +97,10 @@ async def write_batch(conn: asyncpg.Connection, batch: Sequence[Submission]) -> 
                     event.body_digest,
                     event.head,
                     event.tail,
-                ),
-                strict=True,
-            ):
-                column.append(value)
+                )
+            )
+    # One array per column: transposed in C, not appended value by value.
+    columns = [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * 22
     outcomes: list[str] = await conn.fetchval(Q["append_batch"], *columns)
     at = 0
     for submission in now:
