@@ -97,6 +97,7 @@ def create_app(settings: Settings, dsn: str) -> web.Application:
         key_use.cancel()
         maintenance.cancel()
         await app[COMMITTER].drain()
+        await app[STATE].drain()
         await app[CATALOG].close()
         await pool.close()
 

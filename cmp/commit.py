@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import asyncpg
 
 from cmp.metrics import Metrics
+from cmp.store.db import HeldConnections
 from cmp.store.events import NewEvent, Submission, write_batch
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ class GroupCommitter:
         queue_max: int,
         timeout_seconds: float = 10.0,
     ) -> None:
-        self._pool = pool
+        self._connections = HeldConnections(pool)
         self._metrics = metrics
         self._batch_max = batch_max
         self._slots = in_flight
@@ -52,6 +53,8 @@ class GroupCommitter:
         self._pending_events = 0
         self._active = 0
         self._tasks: set[asyncio.Task[None]] = set()
+        # Read when /metrics is scraped, not set on every request.
+        metrics.queue_depth.set_function(lambda: self._pending_events)
 
     async def submit(self, events: Sequence[NewEvent]) -> list[str]:
         """Store the events of one request; returns one outcome per event."""
@@ -61,7 +64,6 @@ class GroupCommitter:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((submission, future))
         self._pending_events += len(events)
-        self._metrics.queue_depth.set(self._pending_events)
         self._start_flushes()
         # No timer per request: each flush has its own time limit (`_flush`), so a
         # request waits at most for the flush in progress and then its own.
@@ -87,7 +89,6 @@ class GroupCommitter:
             taken.append(self._pending.popleft())
             count += size
         self._pending_events -= count
-        self._metrics.queue_depth.set(self._pending_events)
         return taken
 
     async def _flush(self) -> None:
@@ -98,7 +99,7 @@ class GroupCommitter:
             started = time.perf_counter()
             futures = {id(s): f for s, f in taken}
             try:
-                async with asyncio.timeout(self._timeout), self._pool.acquire() as conn:
+                async with asyncio.timeout(self._timeout), self._connections.use() as conn:
                     # One statement, committed by itself: no BEGIN/COMMIT round trips.
                     deferred = await write_batch(conn, [s for s, _ in taken])
             except TimeoutError:
@@ -139,6 +140,7 @@ class GroupCommitter:
                 future.exception()
 
     async def drain(self) -> None:
-        """Wait for flushes in progress (shutdown)."""
+        """Wait for flushes in progress, then give the connections back (shutdown)."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self._connections.close()

@@ -17,6 +17,7 @@ import asyncpg
 from cmp.commit import Unavailable
 from cmp.consent import StoredChoice
 from cmp.metrics import Metrics
+from cmp.store.db import HeldConnections
 from cmp.store.events import select_states
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ class StateReader:
     def __init__(
         self, pool: asyncpg.Pool, metrics: Metrics, *, in_flight: int = 2, batch_max: int = 2000
     ) -> None:
-        self._pool = pool
+        self._connections = HeldConnections(pool)
         self._metrics = metrics
         self._slots = in_flight
         self._batch_max = batch_max
@@ -67,7 +68,7 @@ class StateReader:
                 sites = [p[0] for pairs, _ in taken for p in pairs]
                 subjects = [p[1] for pairs, _ in taken for p in pairs]
                 try:
-                    async with self._pool.acquire() as conn:
+                    async with self._connections.use() as conn:
                         found = await select_states(conn, sites, subjects)
                 except (
                     asyncpg.PostgresError,
@@ -86,3 +87,9 @@ class StateReader:
                         future.set_result(found)
         finally:
             self._active -= 1
+
+    async def drain(self) -> None:
+        """Wait for reads in progress, then give the connections back (shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self._connections.close()

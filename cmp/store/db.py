@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -62,3 +64,34 @@ async def create_pool(dsn: str, size: int) -> asyncpg.Pool:
     )
     assert pool is not None
     return pool
+
+
+class HeldConnections:
+    """Pool connections kept between the calls of one hot-path user.
+
+    asyncpg's acquire/release pair costs about 50 µs of CPU per call here (loadtest:
+    `SELECT 1` took 94 µs through the pool, 40 µs on a held connection). The group
+    commit and the batched state reads run one short statement per batch, so each keeps
+    the connections it used and gives one back to the pool only when a call fails (the
+    pool then closes or resets it) or at shutdown.
+    """
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+        self._idle: list[asyncpg.Connection] = []
+
+    @contextlib.asynccontextmanager
+    async def use(self) -> AsyncIterator[asyncpg.Connection]:
+        conn = self._idle.pop() if self._idle else await self._pool.acquire()
+        try:
+            yield conn
+        except BaseException:
+            await self._pool.release(conn)
+            raise
+        self._idle.append(conn)
+
+    async def close(self) -> None:
+        """Give every held connection back (before the pool closes: it waits for them)."""
+        while self._idle:
+            await self._pool.release(self._idle.pop())
+
