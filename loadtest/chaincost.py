@@ -101,6 +101,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             "CREATE FUNCTION cmp_append(", "CREATE FUNCTION cmp_append_plain("
         )
         await conn.execute(plain)
+        # The flush calls the row-array form (sql/schema/0003); give the copy one too.
+        rows_form = (sql_root() / "schema" / "0003_append_rows.sql").read_text()
+        rows_form = rows_form[rows_form.index("CREATE FUNCTION") :]
+        await conn.execute(rows_form.replace("cmp_append(", "cmp_append_plain("))
         backend = await conn.fetchval("SELECT pg_backend_pid()")
         results: dict[str, list[tuple[float, float]]] = {"with-chain": [], "no-chain": []}
         for _ in range(args.rounds):

@@ -1,6 +1,6 @@
 """The consent log: append a group-committed batch, read latest states.
 
-`write_batch` is one statement, `SELECT cmp_append(...)` (sql/schema/0002): it locks
+`write_batch` is one statement, `SELECT cmp_append(rows)` (sql/schema/0002, 0003): it locks
 the chain heads of the batch's sites, finds retries, gives each new event its site's
 next `seq` and chain hash, inserts the events and upserts the states — one round trip,
 committed by the statement itself (`synchronous_commit` on).
@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
+import orjson
 
 from cmp.consent import StoredChoice
 from cmp.store.sqlfiles import queries
@@ -50,6 +51,10 @@ class Submission:
     outcomes: list[str] | None = None
 
 
+def _json_text(value: object) -> str:
+    return orjson.dumps(value).decode("utf-8")
+
+
 def split_repeats(batch: Sequence[Submission]) -> tuple[list[Submission], list[Submission]]:
     """(now, later): a request repeating an event id already in the batch waits for the
     next batch, where the first one is stored and the repeat is a plain retry."""
@@ -83,8 +88,8 @@ async def write_batch(conn: asyncpg.Connection, batch: Sequence[Submission]) -> 
                     r["policy_version"],
                     r["policy_sha256"],
                     r["action"],
-                    r["purposes"],
-                    r["services"],
+                    _json_text(r["purposes"]),
+                    _json_text(r["services"]),
                     r["gpc"],
                     r["language"],
                     r["source"],
@@ -99,9 +104,7 @@ async def write_batch(conn: asyncpg.Connection, batch: Sequence[Submission]) -> 
                     event.tail,
                 )
             )
-    # One array per column: transposed in C, not appended value by value.
-    columns = [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * 22
-    outcomes: list[str] = await conn.fetchval(Q["append_batch"], *columns)
+    outcomes: list[str] = await conn.fetchval(Q["append_batch"], rows)
     at = 0
     for submission in now:
         size = len(submission.events)

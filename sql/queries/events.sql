@@ -1,11 +1,6 @@
 -- name: append_batch
--- A whole group-commit batch in one statement (see sql/schema/0002).
-SELECT cmp_append(
-    $1::text[], $2::integer[], $3::uuid[], $4::text[], $5::text[], $6::integer[],
-    $7::text[], $8::text[], $9::jsonb[], $10::jsonb[], $11::boolean[], $12::text[],
-    $13::text[], $14::text[], $15::text[], $16::text[], $17::text[],
-    $18::timestamptz[], $19::timestamptz[], $20::bytea[], $21::text[], $22::text[]
-);
+-- A whole group-commit batch in one statement, as one array of rows (sql/schema/0003).
+SELECT cmp_append($1::cmp_new_event[]);
 
 -- name: select_states
 -- Latest event of many (site, subject) pairs at once: the batched state read.
