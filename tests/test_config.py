@@ -8,7 +8,7 @@ import pytest
 def test_bad_configuration_stops_with_one_line_naming_the_variable(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from cmp.__main__ import main
+    from cmp.cli import main
 
     monkeypatch.setenv("CMP_PORT", "eighty")
     assert main(["migrate"]) == 2

@@ -75,7 +75,7 @@ def test_a_bad_file_names_the_field(tmp_path: Path) -> None:
 async def test_loading_the_demo_twice_publishes_nothing_new(
     conn: asyncpg.Connection, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from cmp.__main__ import load_demo
+    from cmp.cli import load_demo
 
     await load_demo(conn)
     first = capsys.readouterr().out

@@ -94,4 +94,3 @@ class HeldConnections:
         """Give every held connection back (before the pool closes: it waits for them)."""
         while self._idle:
             await self._pool.release(self._idle.pop())
-

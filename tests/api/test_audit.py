@@ -267,7 +267,7 @@ async def test_checkpoint_is_signed_and_verifiable_offline(
     export_file.write_text("\n".join(await export(client, site)) + "\n")
     (tmp_path / "cp.json").write_text(json.dumps(checkpoint))
     (tmp_path / "key.json").write_text(json.dumps(key_doc))
-    from cmp.__main__ import main
+    from cmp.cli import main
 
     argv = [
         "verify",
