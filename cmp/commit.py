@@ -136,7 +136,7 @@ class GroupCommitter:
         for _, future in taken:
             if not future.done():
                 future.set_exception(Unavailable(reason))
-                # Mark retrieved: a request that already timed out no longer awaits it.
+                # Mark retrieved: a request that went away no longer awaits it.
                 future.exception()
 
     async def drain(self) -> None:

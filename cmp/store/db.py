@@ -72,8 +72,9 @@ class HeldConnections:
     asyncpg's acquire/release pair costs about 50 µs of CPU per call here (loadtest:
     `SELECT 1` took 94 µs through the pool, 40 µs on a held connection). The group
     commit and the batched state reads run one short statement per batch, so each keeps
-    the connections it used and gives one back to the pool only when a call fails (the
-    pool then closes or resets it) or at shutdown.
+    the connections it used and gives one back to the pool when a call fails (the pool
+    then closes or resets it), at shutdown, and whenever keeping it would leave the pool
+    with no connection for anyone else (then everyone still makes progress).
     """
 
     def __init__(self, pool: asyncpg.Pool) -> None:
@@ -88,7 +89,14 @@ class HeldConnections:
         except BaseException:
             await self._pool.release(conn)
             raise
-        self._idle.append(conn)
+        if self._others_can_connect():
+            self._idle.append(conn)
+        else:
+            await self._pool.release(conn)
+
+    def _others_can_connect(self) -> bool:
+        pool = self._pool
+        return bool(pool.get_idle_size() > 0 or pool.get_size() < pool.get_max_size())
 
     async def close(self) -> None:
         """Give every held connection back (before the pool closes: it waits for them)."""

@@ -120,3 +120,41 @@ async def test_a_stuck_commit_times_out_with_503_and_a_retry_is_stored_once(
         body["event_id"],
     )
     assert count == 1
+
+
+async def test_the_smallest_pool_serves_writes_reads_and_admin_together(
+    aiohttp_client: Any, settings: Any, db_dsn: str
+) -> None:
+    """The group commit and the state reads keep pool connections between batches;
+    with a pool of two they must still leave room for each other and for the admin and
+    audit requests (which take a connection per request)."""
+    app = create_app(settings.model_copy(update={"pool_size": 2}), db_dsn)
+    client = await aiohttp_client(app)
+    site = await make_site(client)
+    r = await client.post(f"/v1/sites/{site}/keys", json={"scope": "read"}, headers=ADMIN)
+    read = {"Authorization": f"Bearer {(await r.json())['key']}"}
+    r = await client.post(f"/v1/sites/{site}/keys", json={"scope": "audit"}, headers=ADMIN)
+    audit = {"Authorization": f"Bearer {(await r.json())['key']}"}
+
+    async def write() -> int:
+        r = await client.post(f"/v1/sites/{site}/events", json=event(), headers={"Origin": ORIGIN})
+        return r.status
+
+    async def lookup() -> int:
+        r = await client.post(
+            f"/v1/sites/{site}/consent/lookup",
+            json={"subject_ids": [f"s-{i}" for i in range(50)]},
+            headers=read,
+        )
+        return r.status
+
+    async def export() -> int:
+        r = await client.get(f"/v1/sites/{site}/events", headers=audit)
+        await r.read()
+        return r.status
+
+    for _ in range(3):
+        work = [write() for _ in range(20)] + [lookup() for _ in range(20)]
+        work += [export() for _ in range(3)]
+        statuses = await asyncio.wait_for(asyncio.gather(*work), timeout=20)
+        assert set(statuses) <= {200, 201}, statuses
