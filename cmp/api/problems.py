@@ -90,9 +90,16 @@ UNAVAILABLE = (
     asyncpg.CannotConnectNowError,
     asyncpg.InterfaceError,
     ConnectionError,
-    FileNotFoundError,  # the unix socket of a stopped server
     TimeoutError,
 )
+
+
+def database_unavailable(exc: Exception) -> bool:
+    """The database went away: connection errors, or the unix socket of a stopped
+    server (FileNotFoundError without a file name; a missing file has one)."""
+    if isinstance(exc, FileNotFoundError):
+        return exc.filename is None
+    return isinstance(exc, UNAVAILABLE)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -115,7 +122,7 @@ def problem_for(request: web.Request, exc: Exception) -> web.Response:
         }.get(exc.status, exc.reason)
         headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         return problem_response(exc.status, detail, headers=headers)
-    if isinstance(exc, UNAVAILABLE):
+    if database_unavailable(exc):
         # The database went away under a handler: the client should retry, not give up.
         log.warning("database unavailable: %s", exc)
         return problem_response(

@@ -77,3 +77,14 @@ async def test_garbage_bodies_never_cause_500(client: TestClient) -> None:
         )
         assert r.status in (400, 422), body
         await _problem(r)
+
+
+def test_only_database_connection_errors_read_as_503() -> None:
+    from cmp.api.problems import database_unavailable
+
+    # What asyncpg raises when the unix socket of a stopped server is gone:
+    assert database_unavailable(FileNotFoundError(2, "No such file or directory"))
+    assert database_unavailable(ConnectionRefusedError())
+    # A missing file elsewhere is an internal error, not a reason to retry:
+    assert not database_unavailable(FileNotFoundError(2, "No such file", "/srv/banner.js"))
+    assert not database_unavailable(ValueError("x"))
