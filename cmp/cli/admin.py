@@ -7,23 +7,16 @@ import asyncio
 import sys
 from pathlib import Path
 
-from cmp.cli.database import open_connection, prepare_database, resolve_dsn
+import asyncpg
+
+from cmp.cli.database import prepare_database, resolve_dsn, with_connection
 from cmp.config import Settings
 from cmp.store.migrate import migrate
 
 
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
-    dsn = resolve_dsn(settings)
-
-    async def run() -> None:
-        conn = await open_connection(dsn)
-        try:
-            applied = await migrate(conn)
-            print(f"applied: {', '.join(applied)}" if applied else "schema is current")
-        finally:
-            await conn.close()
-
-    asyncio.run(run())
+    applied = with_connection(resolve_dsn(settings), migrate)
+    print(f"applied: {', '.join(applied)}" if applied else "schema is current")
     return 0
 
 
@@ -39,24 +32,20 @@ def cmd_site_apply(settings: Settings, args: argparse.Namespace) -> int:
     files = [sitefile.load(Path(p)) for p in args.files]  # validate all before touching any
     dsn = resolve_dsn(settings)
 
-    async def run() -> None:
-        conn = await open_connection(dsn)
-        try:
-            for loaded in files:
-                result = await sitefile.apply(conn, loaded)
-                what = "created" if result.site_created else "updated"
-                pub = result.published
-                policy = (
-                    f", published version {pub.version}"
-                    f" ({'material' if pub.material else 'not material'})"
-                    if pub
-                    else ", policy unchanged"
-                )
-                print(f"{result.site_id}: {what}{policy}")
-        finally:
-            await conn.close()
+    async def apply_all(conn: asyncpg.Connection) -> None:
+        for loaded in files:
+            result = await sitefile.apply(conn, loaded)
+            what = "created" if result.site_created else "updated"
+            pub = result.published
+            policy = (
+                f", published version {pub.version}"
+                f" ({'material' if pub.material else 'not material'})"
+                if pub
+                else ", policy unchanged"
+            )
+            print(f"{result.site_id}: {what}{policy}")
 
-    asyncio.run(run())
+    with_connection(dsn, apply_all)
     return 0
 
 
@@ -66,16 +55,12 @@ def cmd_key_create(settings: Settings, args: argparse.Namespace) -> int:
 
     dsn = resolve_dsn(settings)
 
-    async def run() -> int:
-        conn = await open_connection(dsn)
-        try:
-            if await select_site(conn, args.site) is None:
-                print(f"cmpd: no site {args.site!r}", file=sys.stderr)
-                return 1
-            created = await insert_key(conn, args.site, args.scope)
-            print(created.key)
-            return 0
-        finally:
-            await conn.close()
+    async def create(conn: asyncpg.Connection) -> int:
+        if await select_site(conn, args.site) is None:
+            print(f"cmpd: no site {args.site!r}", file=sys.stderr)
+            return 1
+        created = await insert_key(conn, args.site, args.scope)
+        print(created.key)
+        return 0
 
-    return asyncio.run(run())
+    return with_connection(dsn, create)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from pathlib import Path
 
-from cmp.cli.database import open_connection, resolve_dsn
+import asyncpg
+
+from cmp.cli.database import resolve_dsn, with_connection
 from cmp.config import Settings
 
 
@@ -19,30 +20,26 @@ def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
     dsn = resolve_dsn(settings)
     out = Path(args.out)
 
-    async def run() -> int:
-        conn = await open_connection(dsn)
-        try:
-            total = await audit_store.count_events(conn, args.site)
-            if total == 0 and await conn.fetchval(
-                "SELECT NOT EXISTS (SELECT 1 FROM sites WHERE site_id = $1)", args.site
-            ):
-                print(f"cmpd: no site {args.site!r}", file=sys.stderr)
-                return 1
-            done = 0
-            tmp = out.with_name(out.name + ".part")
-            with tmp.open("w", encoding="utf-8") as fh:
-                async with conn.transaction(readonly=True):
-                    async for lines in audit_store.export_lines(conn, ExportFilter(args.site)):
-                        fh.write("\n".join(lines) + "\n")
-                        done += len(lines)
-                        _progress(done, total)
-            tmp.replace(out)
-            print(f"\nexported {done} records of {args.site} to {out}", file=sys.stderr)
-            return 0
-        finally:
-            await conn.close()
+    async def export(conn: asyncpg.Connection) -> int:
+        total = await audit_store.count_events(conn, args.site)
+        if total == 0 and await conn.fetchval(
+            "SELECT NOT EXISTS (SELECT 1 FROM sites WHERE site_id = $1)", args.site
+        ):
+            print(f"cmpd: no site {args.site!r}", file=sys.stderr)
+            return 1
+        done = 0
+        tmp = out.with_name(out.name + ".part")
+        with tmp.open("w", encoding="utf-8") as fh:
+            async with conn.transaction(readonly=True):
+                async for lines in audit_store.export_lines(conn, ExportFilter(args.site)):
+                    fh.write("\n".join(lines) + "\n")
+                    done += len(lines)
+                    _progress(done, total)
+        tmp.replace(out)
+        print(f"\nexported {done} records of {args.site} to {out}", file=sys.stderr)
+        return 0
 
-    return asyncio.run(run())
+    return with_connection(dsn, export)
 
 
 def _progress(done: int, total: int) -> None:
@@ -60,19 +57,12 @@ def cmd_purge(settings: Settings, args: argparse.Namespace) -> int:
     dsn = resolve_dsn(settings)
     signer = Signer.load_or_create(settings.signing_key_path)
 
-    async def run() -> int:
-        conn = await open_connection(dsn)
-        try:
-            done = await purge(conn, signer)
-        finally:
-            await conn.close()
-        for p in done:
-            print(f"{p.site_id}: purged {p.deleted} records through seq {p.through_seq}")
-        if not done:
-            print("nothing to purge")
-        return 0
-
-    return asyncio.run(run())
+    done = with_connection(dsn, lambda conn: purge(conn, signer))
+    for p in done:
+        print(f"{p.site_id}: purged {p.deleted} records through seq {p.through_seq}")
+    if not done:
+        print("nothing to purge")
+    return 0
 
 
 def cmd_stats_url(settings: Settings, args: argparse.Namespace) -> int:

@@ -4,12 +4,16 @@ migrated, with the demo sites when asked.
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import asyncpg
 
 from cmp.config import Settings
 from cmp.store.migrate import SchemaAheadError, migrate, schema_status
+
+T = TypeVar("T")
 
 _embedded: Any = None  # keeps the embedded server handle alive for the process lifetime
 
@@ -28,6 +32,19 @@ async def open_connection(dsn: str) -> asyncpg.Connection:
     from cmp.store.db import connect
 
     return await connect(dsn)
+
+
+def with_connection(dsn: str, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+    """Run one command's database work on its own connection, closed afterwards."""
+
+    async def run() -> T:
+        conn = await open_connection(dsn)
+        try:
+            return await work(conn)
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
 
 
 # --- database set-up shared by serve/migrate/demo ----------------------------------
