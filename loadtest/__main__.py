@@ -198,6 +198,7 @@ async def bench_on(args: argparse.Namespace, procs: servers.Processes, wrk: str,
         prefill_rss = RssSampler(filler.worker_pids(), interval=0.5).start()
         prefill, prefill_cost = await run_prefill(args, session, cmp_base, filler)
         await prefill_rss.stop()
+        say(f"settle: VACUUM ANALYZE after the pre-fill took {await counts.settle(dsn):.1f} s")
         if separate:
             procs.stop([cmp_proc])
             started_cmp = await start_cmp(procs, session, "cmp", args.workers, dsn, admin_key,
