@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import socket
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -205,10 +206,12 @@ def ip_prefix(address: str | None) -> str | None:
     """IPv4 /24 or IPv6 /48 network of a client address; never the address itself."""
     if not address:
         return None
-    parts = address.split(".")
-    if len(parts) == 4 and all(p.isdigit() and len(p) <= 3 and int(p) < 256 for p in parts):
-        # The common case without the ipaddress module (a few µs per request).
-        return f"{int(parts[0])}.{int(parts[1])}.{int(parts[2])}.0/24"
+    try:
+        # The common case in C, without the ipaddress module (a few µs per request).
+        a, b, c, _ = socket.inet_pton(socket.AF_INET, address)
+        return f"{a}.{b}.{c}.0/24"
+    except OSError:
+        pass
     try:
         ip = ipaddress.ip_address(address.split("%")[0])
     except ValueError:

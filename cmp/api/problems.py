@@ -101,6 +101,7 @@ def database_unavailable(exc: Exception) -> bool:
         return exc.filename is None
     return isinstance(exc, UNAVAILABLE)
 
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
