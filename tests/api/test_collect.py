@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -14,6 +15,7 @@ from aiohttp.test_utils import TestClient
 from hypothesis import given
 from hypothesis import strategies as st
 
+from cmp.ingest import ip_prefix
 from tests.conftest import ADMIN, ORIGIN, event, make_key, make_site, policy_body
 
 HDR = {"Origin": ORIGIN}
@@ -357,17 +359,11 @@ async def test_a_site_created_after_a_miss_is_found_at_once(client: TestClient) 
 
 @given(st.ip_addresses())
 def test_ip_prefix_is_the_network_of_any_address(address: Any) -> None:
-    import ipaddress
-
-    from cmp.ingest import ip_prefix
-
     ip = address.ipv4_mapped or address if address.version == 6 else address
     bits = 24 if ip.version == 4 else 48
     assert ip_prefix(str(address)) == str(ipaddress.ip_network(f"{ip}/{bits}", strict=False))
 
 
 def test_ip_prefix_refuses_what_is_not_an_address() -> None:
-    from cmp.ingest import ip_prefix
-
     for text in ["", "1.2.3", "1.2.3.4.5", "256.1.1.1", "x", "1.2.3.4/24"]:
         assert ip_prefix(text) is None, text
