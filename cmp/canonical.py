@@ -28,6 +28,8 @@ def canonical_json(obj: Any) -> bytes:
 def utc_text(value: datetime) -> str:
     """The one timestamp form of records and answers: RFC 3339 UTC, microseconds, Z.
 
+    (`cmp.audit.chain.format_ts` is this plus a refusal of naive datetimes.)
+
     isoformat is C code, about twice as fast as strftime here; the first 26 characters
     are the date and time with microseconds, whatever the offset suffix.
     """

@@ -17,10 +17,10 @@ import hashlib
 import re
 import uuid
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Final, NamedTuple
 
-from cmp.canonical import canonical_json
+from cmp.canonical import canonical_json, utc_text
 
 GENESIS: Final = "0" * 64
 RECORD_VERSION: Final = 1
@@ -92,7 +92,7 @@ def format_ts(ts: datetime) -> str:
     """
     if ts.tzinfo is None or ts.utcoffset() is None:
         raise ValueError("timestamp must be timezone-aware")
-    return ts.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    return utc_text(ts)
 
 
 def subject_digest(secret: bytes, subject_id: str) -> str:
