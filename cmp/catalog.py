@@ -39,7 +39,9 @@ class Catalog:
         self._closing = False
         self._reconnect: asyncio.Task[None] | None = None
         self._sites: dict[str, SiteRow] = {}
-        self._missing: dict[str, float] = {}  # site id -> monotonic time the miss expires
+        # (kind, id) -> monotonic time the miss expires: the public endpoints name sites,
+        # policy versions and keys, and a made-up one must not cost a query per request.
+        self._missing: dict[tuple[str, str], float] = {}
         self._heads: dict[str, tuple[int, int]] = {}
         self._policies: OrderedDict[tuple[str, int], tuple[PolicyVersion, PolicyView]] = (
             OrderedDict()
@@ -101,12 +103,14 @@ class Catalog:
         kind, _, ident = payload.partition(":")
         if kind == "site":
             self._sites.pop(ident, None)
-            self._missing.pop(ident, None)
+            self._missing.pop(("site", ident), None)
             self._heads.pop(ident, None)
         elif kind == "policy":
             self._heads.pop(ident, None)
+            self._missing = {k: t for k, t in self._missing.items() if k[0] != "policy"}
         elif kind == "key":
             self._keys.pop(ident, None)
+            self._missing.pop(("key", ident), None)
         else:
             self.clear()
 
@@ -123,21 +127,26 @@ class Catalog:
 
     # --- lookups -------------------------------------------------------------
 
+    def _missed(self, kind: str, ident: str) -> bool:
+        """Whether `ident` was looked up in vain moments ago."""
+        return self._missing.get((kind, ident), 0.0) > time.monotonic()
+
+    def _miss(self, kind: str, ident: str) -> None:
+        if len(self._missing) > MISSING_MAX:
+            self._missing.clear()
+        self._missing[(kind, ident)] = time.monotonic() + MISSING_SECONDS
+
     async def site(self, site_id: str) -> SiteRow | None:
         found = self._sites.get(site_id)
         if found is None:
-            # The collect endpoints are public: remember misses briefly, so requests
-            # for made-up site ids do not each cost a database query.
-            if self._missing.get(site_id, 0.0) > time.monotonic():
+            if self._missed("site", site_id):
                 return None
             async with self._pool.acquire() as conn:
                 found = await site_store.select_site(conn, site_id)
             if found is not None:
                 self._sites[site_id] = found
             else:
-                if len(self._missing) > MISSING_MAX:
-                    self._missing.clear()
-                self._missing[site_id] = time.monotonic() + MISSING_SECONDS
+                self._miss("site", site_id)
         return found
 
     async def policy(self, site_id: str, version: int) -> PolicyVersion | None:
@@ -156,9 +165,13 @@ class Catalog:
         if found is not None:
             self._policies.move_to_end(key)
             return found
+        ident = f"{site_id}:{version}"
+        if self._missed("policy", ident):
+            return None
         async with self._pool.acquire() as conn:
             policy = await site_store.select_policy(conn, site_id, version)
         if policy is None:
+            self._miss("policy", ident)
             return None
         found = (policy, PolicyView.of(policy))
         self._policies[key] = found
@@ -183,8 +196,12 @@ class Catalog:
     async def key(self, key_id: str) -> KeyAuth | None:
         found = self._keys.get(key_id)
         if found is None:
+            if self._missed("key", key_id):
+                return None
             async with self._pool.acquire() as conn:
                 found = await key_store.select_key_for_auth(conn, key_id)
             if found is not None:
                 self._keys[key_id] = found
+            else:
+                self._miss("key", key_id)
         return found

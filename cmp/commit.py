@@ -5,6 +5,11 @@ waiting at that moment (up to `batch_max` events); while it commits, the next ba
 gathers. No timer, so an idle server answers one event at the latency of one commit.
 Each request is answered only after the transaction holding its events committed
 (`synchronous_commit` on). A full queue or an unreachable database is `Unavailable`.
+
+A batch mixes requests of every site, so one request's bad value must not fail the
+others: when PostgreSQL refuses a batch for its data (SQLSTATE classes 22 and 23), the
+batch is split in halves and each half written again, down to the one request at fault,
+which alone is `Refused`. Validation at the edge makes this rare; this makes it harmless.
 """
 
 from __future__ import annotations
@@ -30,6 +35,51 @@ class Unavailable(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class Refused(Exception):
+    """PostgreSQL refused this request's events for their data; answer 422."""
+
+    def __init__(self, sqlstate: str) -> None:
+        super().__init__(sqlstate)
+        self.sqlstate = sqlstate
+
+
+# Data exceptions and integrity constraint violations: the rows are at fault, not the
+# database, so writing the same rows again fails again.
+DATA_ERROR_CLASSES = ("22", "23")
+
+
+def data_error(exc: BaseException) -> str | None:
+    """The SQLSTATE when `exc` is PostgreSQL refusing the data itself, else None."""
+    if isinstance(exc, asyncpg.PostgresError):
+        state = str(getattr(exc, "sqlstate", "") or "")
+        if state[:2] in DATA_ERROR_CLASSES:
+            return state
+    return None
+
+
+async def write_isolated(
+    conn: asyncpg.Connection, batch: list[Submission]
+) -> tuple[list[Submission], list[tuple[Submission, str]]]:
+    """Write `batch`; on a data error, bisect so only the requests at fault are refused.
+
+    Returns (deferred, refused): the submissions to retry in the next batch, and the
+    ones refused with their SQLSTATE. One statement per half, each committed by itself.
+    """
+    try:
+        return await write_batch(conn, batch), []
+    except asyncpg.PostgresError as exc:
+        state = data_error(exc)
+        if state is None:
+            raise
+        if len(batch) == 1:
+            log.warning("a request's events were refused by the database: SQLSTATE %s", state)
+            return [], [(batch[0], state)]
+    middle = len(batch) // 2
+    deferred, refused = await write_isolated(conn, batch[:middle])
+    more_deferred, more_refused = await write_isolated(conn, batch[middle:])
+    return deferred + more_deferred, refused + more_refused
 
 
 class GroupCommitter:
@@ -101,7 +151,7 @@ class GroupCommitter:
             try:
                 async with asyncio.timeout(self._timeout), self._connections.use() as conn:
                     # One statement, committed by itself: no BEGIN/COMMIT round trips.
-                    deferred = await write_batch(conn, [s for s, _ in taken])
+                    deferred, refused = await write_isolated(conn, [s for s, _ in taken])
             except TimeoutError:
                 # Cancelled in the server too; whatever it did commit, a retry finds as
                 # a duplicate. Nothing here was acknowledged.
@@ -116,7 +166,12 @@ class GroupCommitter:
                 log.exception("group commit failed")
                 self._fail(taken, "internal")
                 return
-            waiting = {id(s) for s in deferred}
+            for submission, state in refused:
+                future = futures[id(submission)]
+                if not future.done():
+                    future.set_exception(Refused(state))
+                    future.exception()  # retrieved, in case the request went away
+            waiting = {id(s) for s in deferred} | {id(s) for s, _ in refused}
             # Back to the front of the queue: they go into the very next batch.
             for submission in reversed(deferred):
                 self._pending.appendleft((submission, futures[id(submission)]))

@@ -11,18 +11,18 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import re
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ValidationError
 
 from cmp.audit.chain import subject_digest
 from cmp.canonical import canonical_json, utc_text
-from cmp.commit import GroupCommitter
+from cmp.commit import GroupCommitter, Refused
 from cmp.consent import PolicyView
 from cmp.models import EventBatch, EventIn
 from cmp.store.events import CONFLICT, DUPLICATE, SKIPPED, NewEvent
@@ -93,6 +93,21 @@ def parse_model(raw: bytes, model: type[M]) -> M:
         return model.model_validate_json(raw)
     except ValidationError as exc:
         raise _rejected(exc.errors(include_url=False)) from None
+
+
+def mapped(make: Callable[[], EventIn], prefix: str = "") -> EventIn:
+    """An integration's payload made into a native event; a value the mapping let through
+    but the event refuses is the client's fault (422), never ours."""
+    try:
+        return make()
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        raise Rejected(
+            422,
+            "invalid-event",
+            "request body failed validation",
+            [{"pointer": prefix + _pointer(e["loc"]), "detail": e["msg"]} for e in errors],
+        ) from None
 
 
 def _rejected(errors: Sequence[Any]) -> Rejected:
@@ -194,12 +209,21 @@ def apply_gpc(view: PolicyView, purposes: dict[str, bool]) -> dict[str, bool]:
 # --- step 3: build -------------------------------------------------------------
 
 
-def strip_url(url: str | None) -> str | None:
-    """Keep scheme, host and path: query strings and fragments carry personal data."""
-    if not url:
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\ufffe\uffff\ud800-\udfff]")
+
+
+def header_text(value: str | None, limit: int) -> str | None:
+    """A header value as storable text: never rejected, only made safe.
+
+    aiohttp keeps undecodable header bytes as lone surrogates; those become U+FFFD, as do
+    controls, and the result is cut to `limit` characters.
+    """
+    if not value:
         return None
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+    if not (value.isascii() and value.isprintable()):
+        value = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        value = _UNPRINTABLE.sub("\ufffd", value)
+    return value[:limit]
 
 
 def ip_prefix(address: str | None) -> str | None:
@@ -228,7 +252,7 @@ def body_digest(event: EventIn) -> bytes:
     Every field in a fixed order, choices sorted, so key order and whitespace of a
     retried body do not matter.
     """
-    occurred = event.occurred_at.astimezone(UTC).isoformat() if event.occurred_at else ""
+    occurred = event.occurred_at.isoformat() if event.occurred_at else ""
     text = repr(
         (
             event.event_id,
@@ -255,7 +279,7 @@ def build(
     facts: Facts,
 ) -> NewEvent:
     site_id = site.site.site_id
-    occurred = event.occurred_at.astimezone(UTC) if event.occurred_at else None
+    occurred = event.occurred_at  # in UTC already (cmp.models.OccurredAt)
     record: dict[str, Any] = {
         "v": 1,
         "site_id": site_id,
@@ -270,7 +294,7 @@ def build(
         "gpc": facts.gpc,
         "language": event.language,
         "source": event.source,
-        "page_url": strip_url(event.page_url),
+        "page_url": event.page_url,  # stored form already (cmp.models.page_url)
         "origin": facts.origin,
         "ip_prefix": facts.ip_prefix,
         "user_agent": facts.user_agent,
@@ -325,7 +349,7 @@ async def prepare(
                     "detail": f"policy version {event.policy_version} does not exist",
                 }
             )
-            continue
+            break  # each unknown version may cost a query: one per request is enough
         if event.language is not None and event.language not in languages:
             errors.append(
                 {
@@ -361,7 +385,15 @@ async def prepare(
 async def commit(committer: GroupCommitter, events: list[NewEvent]) -> Accepted:
     if not events:
         return Accepted(accepted=0, duplicates=0)
-    outcomes = await committer.submit(events)
+    try:
+        outcomes = await committer.submit(events)
+    except Refused as exc:
+        raise Rejected(
+            422,
+            "unstorable",
+            f"the database refused these events (SQLSTATE {exc.sqlstate}); "
+            "nothing of this request was stored",
+        ) from None
     if CONFLICT in outcomes or SKIPPED in outcomes:
         ids = [e.event_id for e, o in zip(events, outcomes, strict=True) if o == CONFLICT]
         raise Rejected(

@@ -8,13 +8,23 @@ through the same pipeline and rules as native events.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints
 
 from cmp.consent import PolicyView
-from cmp.models import Action, EventIn, PolicyVersion
+from cmp.models import (
+    MAX_VERSION,
+    SUBJECT_ID_PATTERN,
+    TEXT_PATTERN,
+    URL_PATH_PATTERN,
+    Action,
+    EventIn,
+    Lang,
+    OccurredAt,
+    PageUrl,
+    PolicyVersion,
+)
 
 # Fixed namespace: the event id of a cookieconsent choice is uuid5(NS, consentId|timestamp),
 # so the same choice posted again on every page load (`onConsent`) is a duplicate.
@@ -22,32 +32,41 @@ COOKIECONSENT_NS = uuid.UUID("6f0d3a64-3c1e-4f0e-9a53-2b7f6f0c9e11")
 
 
 class Loose(BaseModel):
+    """Unknown fields ignored (banners add their own); every known one checked as strictly
+    as the native event's, so mapping to `EventIn` cannot fail."""
+
     model_config = ConfigDict(extra="ignore")
 
 
+# Names the banner's config chose (categories, services): checked for length and
+# controls here; whether they name a purpose or service of the policy is the pipeline's.
+Name = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=TEXT_PATTERN)]
+Names = list[Name]
+
+
 class CcCookie(Loose):
-    categories: list[str] = Field(default_factory=list, max_length=50)
-    revision: int = Field(default=0, ge=0)
-    consentId: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")
-    consentTimestamp: datetime | None = None
-    lastConsentTimestamp: datetime
-    languageCode: str | None = Field(default=None, max_length=16)
-    services: dict[str, list[str]] = Field(default_factory=dict)
+    categories: Names = Field(default_factory=list, max_length=50)
+    revision: StrictInt = Field(default=0, ge=0, le=MAX_VERSION)
+    consentId: str = Field(pattern=SUBJECT_ID_PATTERN)
+    consentTimestamp: OccurredAt | None = None
+    lastConsentTimestamp: OccurredAt
+    languageCode: Lang | None = None
+    services: dict[Name, Names] = Field(default_factory=dict, max_length=50)
 
 
 class CcPreferences(Loose):
     acceptType: Literal["all", "necessary", "custom"]
-    acceptedCategories: list[str] = Field(default_factory=list, max_length=50)
-    rejectedCategories: list[str] = Field(default_factory=list, max_length=50)
-    acceptedServices: dict[str, list[str]] = Field(default_factory=dict)
-    rejectedServices: dict[str, list[str]] = Field(default_factory=dict)
+    acceptedCategories: Names = Field(default_factory=list, max_length=50)
+    rejectedCategories: Names = Field(default_factory=list, max_length=50)
+    acceptedServices: dict[Name, Names] = Field(default_factory=dict, max_length=50)
+    rejectedServices: dict[Name, Names] = Field(default_factory=dict, max_length=50)
 
 
 class CookieConsentIn(Loose):
     cookie: CcCookie
     preferences: CcPreferences
     event: Literal["onFirstConsent", "onConsent", "onChange"] | None = None
-    pageUrl: str | None = Field(default=None, max_length=2000)
+    pageUrl: PageUrl | None = None
 
 
 ACCEPT_TYPES: dict[str, Action] = {
@@ -85,19 +104,23 @@ def from_cookieconsent(body: CookieConsentIn, current_version: int) -> EventIn:
 
 
 class KlaroLocation(Loose):
-    pathname: str | None = Field(default=None, max_length=2000)
-    port: int | None = None
-    hostname: str | None = Field(default=None, max_length=255)
-    protocol: str | None = Field(default=None, max_length=10)
+    # Built into a page URL below, so each part is held to what a URL part can be.
+    pathname: str | None = Field(default=None, max_length=1700, pattern=URL_PATH_PATTERN)
+    port: int | None = Field(default=None, ge=0, le=65535)
+    hostname: str | None = Field(default=None, max_length=255, pattern=r"^[A-Za-z0-9.-]+$")
+    protocol: Literal["http", "https", "http:", "https:"] | None = None
+
+
+ClientText = Annotated[str, StringConstraints(max_length=30, pattern=TEXT_PATTERN)]
 
 
 class KlaroUser(Loose):
-    client_version: str | None = Field(default=None, max_length=20)
-    client_name: str | None = Field(default=None, max_length=30)
+    client_version: ClientText | None = None
+    client_name: ClientText | None = None
 
 
 class KlaroConsent(Loose):
-    consents: dict[str, bool] = Field(default_factory=dict)
+    consents: dict[Name, bool] = Field(default_factory=dict, max_length=100)
     changes: dict[str, Any] | None = None
     type: Literal["accept", "decline", "save", "show"]
     config: str | None = Field(default=None, max_length=100)
@@ -136,9 +159,9 @@ def from_klaro(body: KlaroSubmitIn, view: PolicyView) -> EventIn:
     }
     loc = body.location_data
     page = None
-    if loc.hostname and loc.protocol in ("http", "https"):
+    if loc.hostname and loc.protocol:
         port = f":{loc.port}" if loc.port else ""
-        page = f"{loc.protocol}://{loc.hostname}{port}{loc.pathname or '/'}"
+        page = f"{loc.protocol.rstrip(':')}://{loc.hostname}{port}{loc.pathname or '/'}"
     client = body.user_data
     return EventIn(
         event_id=str(uuid.uuid4()),

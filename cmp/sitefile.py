@@ -48,7 +48,7 @@ def load(path: Path) -> SiteFile:
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise SiteFileError(f"{path}: {exc}") from None
     site_id = data.get("site_id")
-    if not isinstance(site_id, str) or not SITE_ID_RE.match(site_id):
+    if not isinstance(site_id, str) or not SITE_ID_RE.fullmatch(site_id):
         raise SiteFileError(f"{path}: site_id must match ^[a-z0-9][a-z0-9-]{{1,62}}$")
     try:
         site = SiteIn.model_validate(data.get("site", {}))

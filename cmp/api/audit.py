@@ -10,12 +10,13 @@ from aiohttp import web
 from pydantic import TypeAdapter, ValidationError
 
 from cmp.api.auth import require
-from cmp.api.consent import SUBJECT_RE
+from cmp.api.consent import subject_id_of
 from cmp.api.json import json_response
 from cmp.api.problems import Problem
 from cmp.api.sites import site_id_of
 from cmp.appkeys import CATALOG, POOL, SIGNER
 from cmp.audit.chain import subject_digest
+from cmp.models import SUBJECT_ID_RE, version_number
 from cmp.store import audit as audit_store
 from cmp.store.audit import ExportFilter
 from cmp.store.sites import SiteRow
@@ -50,18 +51,9 @@ async def _site(request: web.Request, scope: str) -> SiteRow:
     return site
 
 
-def _subject(request: web.Request) -> str:
-    subject_id = request.match_info["subject_id"]
-    if not SUBJECT_RE.match(subject_id):
-        raise Problem(
-            400, "subject_id must be 1–128 characters of [A-Za-z0-9._:-]", code="invalid-subject"
-        )
-    return subject_id
-
-
 def export_filter(request: web.Request, site: SiteRow) -> ExportFilter:
     version = request.query.get("policy_version")
-    if version is not None and not (version.isdigit() and 0 < len(version) < 10):
+    if version is not None and version_number(version) is None:
         raise Problem(
             422,
             "policy_version must be a positive integer",
@@ -69,7 +61,7 @@ def export_filter(request: web.Request, site: SiteRow) -> ExportFilter:
             errors=[{"pointer": "/policy_version", "detail": "not a version"}],
         )
     subject = request.query.get("subject_id")
-    if subject is not None and not SUBJECT_RE.match(subject):
+    if subject is not None and not SUBJECT_ID_RE.fullmatch(subject):
         raise Problem(
             422,
             "subject_id is not valid",
@@ -120,7 +112,7 @@ async def export_events(request: web.Request) -> web.StreamResponse:
 async def subject_events(request: web.Request) -> web.Response:
     """Access request: a subject's full history as portable JSON."""
     site = await _site(request, "audit")
-    subject_id = _subject(request)
+    subject_id = subject_id_of(request)
     where = ExportFilter(
         site.site.site_id, subject_digest=subject_digest(site.subject_key, subject_id)
     )
@@ -134,7 +126,7 @@ async def subject_events(request: web.Request) -> web.Response:
 async def erase_subject(request: web.Request) -> web.Response:
     """Erasure: state row gone, subject id removed from the log, `erased` appended."""
     site = await _site(request, "admin")
-    subject_id = _subject(request)
+    subject_id = subject_id_of(request)
     digest = subject_digest(site.subject_key, subject_id)
     async with request.app[POOL].acquire() as conn:
         result = await audit_store.erase_subject(

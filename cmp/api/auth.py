@@ -12,7 +12,7 @@ from aiohttp import web
 
 from cmp.api.problems import Problem
 from cmp.appkeys import CATALOG
-from cmp.models import Scope
+from cmp.models import API_KEY_ID_RE, Scope
 from cmp.store.keys import KeyAuth, hash_secret, key_id_of
 
 
@@ -36,7 +36,10 @@ async def authenticate(request: web.Request) -> KeyAuth | None:
                 headers={"WWW-Authenticate": "Bearer"},
             )
         return None
-    found: KeyAuth | None = await request.app[CATALOG].key(key_id_of(token))
+    key_id = key_id_of(token)
+    # Only printable ASCII can be a key; anything else never reaches the database.
+    well_formed = token.isascii() and token.isprintable() and API_KEY_ID_RE.fullmatch(key_id)
+    found = await request.app[CATALOG].key(key_id) if well_formed else None
     if (
         found is None
         or found.revoked_at is not None

@@ -17,6 +17,7 @@ from aiohttp import web
 from cmp.api.auth import require
 from cmp.api.problems import Problem
 from cmp.api.sites import site_id_of
+from cmp.api.validation import refuse_encoded
 from cmp.appkeys import CATALOG, COMMITTER, LIMITER, METRICS, SETTINGS
 from cmp.canonical import utc_text
 from cmp.commit import Unavailable
@@ -26,6 +27,7 @@ from cmp.ingest import (
     Facts,
     Rejected,
     commit,
+    header_text,
     ip_prefix,
     parse,
     prepare,
@@ -85,6 +87,7 @@ async def collect_site(request: web.Request) -> tuple[SiteRow, str | None]:
 
 async def read_body(request: web.Request, origin: str | None) -> bytes:
     headers = cors_headers(origin)
+    refuse_encoded(request, headers)
     if request.content_type not in JSON_OR_TEXT:
         raise Problem(
             415,
@@ -102,10 +105,9 @@ async def read_body(request: web.Request, origin: str | None) -> bytes:
 
 def request_facts(request: web.Request, origin: str | None) -> Facts:
     now = datetime.now(UTC)
-    agent = request.headers.get("User-Agent")
     return Facts(
         origin=origin,
-        user_agent=agent[:USER_AGENT_MAX] if agent else None,
+        user_agent=header_text(request.headers.get("User-Agent"), USER_AGENT_MAX),
         ip_prefix=ip_prefix(client_ip(request)),
         gpc=request.headers.get("Sec-GPC", "").strip() == "1",
         received_at=now,
@@ -114,7 +116,8 @@ def request_facts(request: web.Request, origin: str | None) -> Facts:
 
 
 def check_rate(request: web.Request, site_id: str, facts: Facts, cost: int) -> None:
-    if facts.origin is None:
+    """Take `cost` tokens of the (site, network) bucket, or answer 429."""
+    if facts.origin is None or cost <= 0:
         return  # server-to-server import with an admin key
     wait = request.app[LIMITER].take(site_id, facts.ip_prefix or "-", cost)
     if wait > 0:
@@ -133,12 +136,16 @@ Prepare = Callable[[SiteRow, bytes, Facts], Awaitable[list[NewEvent]]]
 async def ingest_request(request: web.Request, prepare: Prepare) -> Accepted:
     """The shared shell of every collect endpoint: site, body, facts, rate, pipeline."""
     site, origin = await collect_site(request)
-    raw = await read_body(request, origin)
     facts = request_facts(request, origin)
+    site_id = site.site.site_id
+    # One token before the body is read or parsed, one more per further event after:
+    # a flood of bad requests is stopped before it costs parsing or queries.
+    check_rate(request, site_id, facts, 1)
+    raw = await read_body(request, origin)
     metrics = request.app[METRICS]
     try:
         events = await prepare(site, raw, facts)
-        check_rate(request, site.site.site_id, facts, max(1, len(events)))
+        check_rate(request, site_id, facts, len(events) - 1)
         result = await commit(request.app[COMMITTER], events)
     except Rejected as exc:
         metrics.rejections.labels(exc.reason).inc()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import re
 from datetime import UTC, datetime
 
 from aiohttp import web
@@ -16,9 +15,17 @@ from cmp.api.validation import parse_json
 from cmp.appkeys import CATALOG, LOOKUP_SLOTS, STATE
 from cmp.commit import Unavailable
 from cmp.consent import derive_state
-from cmp.models import SUBJECT_ID_PATTERN, LookupIn
+from cmp.models import SUBJECT_ID_RE, LookupIn
 
-SUBJECT_RE = re.compile(SUBJECT_ID_PATTERN)
+
+def subject_id_of(request: web.Request) -> str:
+    """The `{subject_id}` of the path, checked (400 when it cannot be a subject id)."""
+    subject_id = request.match_info["subject_id"]
+    if not SUBJECT_ID_RE.fullmatch(subject_id):
+        raise Problem(
+            400, "subject_id must be 1–128 characters of [A-Za-z0-9._:-]", code="invalid-subject"
+        )
+    return subject_id
 
 
 async def states(request: web.Request, site_id: str, subject_ids: list[str]) -> list[bytes]:
@@ -74,11 +81,7 @@ def etagged(request: web.Request, body: bytes) -> web.Response:
 async def get_consent(request: web.Request) -> web.Response:
     site_id = site_id_of(request)
     await require(request, "read", site_id)
-    subject_id = request.match_info["subject_id"]
-    if not SUBJECT_RE.match(subject_id):
-        raise Problem(
-            400, "subject_id must be 1–128 characters of [A-Za-z0-9._:-]", code="invalid-subject"
-        )
+    subject_id = subject_id_of(request)
     (state,) = await states(request, site_id, [subject_id])
     return etagged(request, state)
 

@@ -12,7 +12,7 @@ from cmp.api.json import json_response
 from cmp.api.problems import Problem
 from cmp.api.sites import site_id_of
 from cmp.appkeys import CATALOG
-from cmp.ingest import Facts, Rejected, parse_model, prepare
+from cmp.ingest import Facts, Rejected, mapped, parse_model, prepare
 from cmp.integrations import (
     CookieConsentIn,
     KlaroSubmitIn,
@@ -31,7 +31,7 @@ async def post_cookieconsent(request: web.Request) -> web.Response:
         body = parse_model(raw, CookieConsentIn)
         site_id = site.site.site_id
         current, _ = await catalog.heads(site_id)
-        event = from_cookieconsent(body, current)
+        event = mapped(lambda: from_cookieconsent(body, current), "/cookie")
         return await prepare(site, [event], "", lambda v: catalog.view(site_id, v), facts)
 
     result = await ingest_request(request, pipeline)
@@ -53,9 +53,8 @@ async def post_klaro_submit(request: web.Request) -> web.Response:
         view, _ = await catalog.current_view(site_id)
         if view is None:
             raise Rejected(422, "no-policy", "the site has no published policy")
-        return await prepare(
-            site, [from_klaro(body, view)], "", lambda v: catalog.view(site_id, v), facts
-        )
+        event = mapped(lambda: from_klaro(body, view), "/location_data")
+        return await prepare(site, [event], "", lambda v: catalog.view(site_id, v), facts)
 
     result = await ingest_request(request, pipeline)
     return json_response(

@@ -11,7 +11,7 @@ from cmp.api.sites import site_id_of
 from cmp.api.validation import parse_json
 from cmp.appkeys import CATALOG, POOL
 from cmp.catalog import Catalog
-from cmp.models import KeyIn
+from cmp.models import API_KEY_ID_RE, KeyIn
 from cmp.store import keys as key_store
 
 
@@ -43,6 +43,8 @@ async def delete_key(request: web.Request) -> web.Response:
     site_id = site_id_of(request)
     await require(request, "admin", site_id)
     key_id = request.match_info["key_id"]
+    if not API_KEY_ID_RE.fullmatch(key_id):
+        raise Problem(404, "no such key", code="not-found")
     async with request.app[POOL].acquire() as conn, conn.transaction():
         revoked = await key_store.revoke_key(conn, site_id, key_id)
         if revoked:

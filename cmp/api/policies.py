@@ -13,7 +13,7 @@ from cmp.api.sites import site_id_of
 from cmp.api.validation import parse_json
 from cmp.appkeys import CATALOG, POOL
 from cmp.catalog import Catalog
-from cmp.models import PolicyIn, PolicyVersion, Site
+from cmp.models import PolicyIn, PolicyVersion, Site, version_number
 from cmp.store import sites as site_store
 
 
@@ -76,10 +76,11 @@ async def get_policy(request: web.Request) -> web.Response:
     raw = request.match_info["version"]
     if raw == "current":
         version, _ = await request.app[CATALOG].heads(site_id)
-    elif raw.isdigit() and 0 < len(raw) < 10:
-        version = int(raw)
     else:
-        raise Problem(404, "no such policy version", code="not-found")
+        found = version_number(raw)
+        if found is None:
+            raise Problem(404, "no such policy version", code="not-found")
+        version = found
     async with request.app[POOL].acquire() as conn:
         policy = await site_store.select_policy(conn, site_id, version)
     if policy is None:

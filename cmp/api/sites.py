@@ -16,7 +16,7 @@ from cmp.store import sites as site_store
 
 def site_id_of(request: web.Request) -> str:
     site_id = request.match_info["site_id"]
-    if not SITE_ID_RE.match(site_id):
+    if not SITE_ID_RE.fullmatch(site_id):
         raise Problem(404, "no such site", code="not-found")
     return site_id
 

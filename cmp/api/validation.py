@@ -35,6 +35,19 @@ def parse_bytes(raw: bytes, model: type[M]) -> M:
         raise problem_from(exc) from None
 
 
+def refuse_encoded(request: web.Request, headers: dict[str, str] | None = None) -> None:
+    """No Content-Encoding on request bodies: no client of ours compresses them, and a
+    decompressed body would escape the size limit checked on the wire."""
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise Problem(
+            415,
+            "request bodies must not be compressed (Content-Encoding)",
+            code="unsupported-media-type",
+            headers=headers,
+        )
+
+
 def check_content_type(
     request: web.Request, allowed: tuple[str, ...] = ("application/json",)
 ) -> None:
@@ -51,4 +64,5 @@ async def parse_json(
 ) -> M:
     """The one way handlers read a JSON body: content type, size, JSON, model."""
     check_content_type(request, allowed)
+    refuse_encoded(request)
     return parse_bytes(await request.read(), model)
