@@ -60,7 +60,12 @@ def tune_gc() -> None:
 
 def create_app(settings: Settings, dsn: str) -> web.Application:
     # No middlewares: the request context wraps each handler (cmp/api/context.py).
-    app = web.Application(client_max_size=CLIENT_MAX_SIZE)
+    app = web.Application(
+        client_max_size=CLIENT_MAX_SIZE,
+        # Compressed request bodies are refused (415, cmp/api/validation.py), so aiohttp
+        # must not inflate them first: a broken stream would fail outside any handler.
+        handler_args={"auto_decompress": False},
+    )
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
     app[LIMITER] = RateLimiter(settings.rate_per_second, settings.rate_burst)

@@ -8,86 +8,25 @@ state must equal what a few lines of pure Python derive from the accepted events
 
 from __future__ import annotations
 
-import asyncio
-import json
-import socket
-import threading
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from aiohttp import web
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from cmp.app import create_app
-from cmp.config import Settings
 from tests.conftest import ADMIN, ORIGIN, new_site_id, policy_body, site_body
+from tests.live import Server, live_server
 
 SUBJECTS = ("alice", "bob", "carol")
 BASE_PURPOSES = ("necessary", "preferences", "statistics", "marketing")
 
 
-class Server:
-    """The app on a real port, its own event loop in a thread."""
-
-    def __init__(self, app: web.Application) -> None:
-        self.loop = asyncio.new_event_loop()
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = int(s.getsockname()[1])
-        self.runner = web.AppRunner(app, access_log=None)
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self._run(self._start())
-
-    def _run(self, coro: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(30)
-
-    async def _start(self) -> None:
-        await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
-
-    def stop(self) -> None:
-        self._run(self.runner.cleanup())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-
-    def call(
-        self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
-    ) -> tuple[int, Any]:
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(
-            f"http://127.0.0.1:{self.port}{path}",
-            data=data,
-            method=method,
-            headers={"Content-Type": "application/json", **(headers or {})},
-        )
-        try:
-            with urllib.request.urlopen(req, timeout=30) as r:
-                return r.status, json.loads(r.read() or b"null")
-        except urllib.error.HTTPError as e:
-            return e.code, json.loads(e.read() or b"null")
-
-
 @pytest.fixture(scope="module")
 def server(db_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    from pydantic import SecretStr
-
-    from tests.conftest import ADMIN_KEY
-
-    cfg = Settings(
-        database_url=SecretStr(db_dsn),
-        data_dir=tmp_path_factory.mktemp("model"),
-        admin_key=SecretStr(ADMIN_KEY),
-        rate_per_second=10_000,
-        rate_burst=10_000,
-    )
-    srv = Server(create_app(cfg, db_dsn))
+    srv = live_server(db_dsn, tmp_path_factory.mktemp("model"))
     yield srv
     srv.stop()
 
