@@ -16,6 +16,7 @@ from cmp.api.routes import setup_routes
 from cmp.appkeys import (
     CATALOG,
     COMMITTER,
+    INGEST,
     LIMITER,
     LOOKUP_SLOTS,
     METRICS,
@@ -28,6 +29,7 @@ from cmp.audit.signing import Signer
 from cmp.catalog import Catalog
 from cmp.commit import GroupCommitter
 from cmp.config import Settings
+from cmp.ingest import Ingest
 from cmp.maintenance import record_key_use, run_periodically
 from cmp.metrics import Metrics
 from cmp.ratelimit import RateLimiter
@@ -86,6 +88,7 @@ def create_app(settings: Settings, dsn: str) -> web.Application:
             timeout_seconds=settings.commit_timeout_seconds,
         )
         app[STATE] = StateReader(pool, app[METRICS])
+        app[INGEST] = Ingest(app[CATALOG], app[LIMITER], app[COMMITTER])
         maintenance = asyncio.create_task(
             run_periodically(
                 pool,

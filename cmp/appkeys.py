@@ -11,6 +11,7 @@ from cmp.audit.signing import Signer
 from cmp.catalog import Catalog
 from cmp.commit import GroupCommitter
 from cmp.config import Settings
+from cmp.ingest import Ingest
 from cmp.metrics import Metrics
 from cmp.ratelimit import RateLimiter
 from cmp.state import StateReader
@@ -20,6 +21,7 @@ POOL = web.AppKey("pool", asyncpg.Pool)
 CATALOG = web.AppKey("catalog", Catalog)
 COMMITTER = web.AppKey("committer", GroupCommitter)
 STATE = web.AppKey("state", StateReader)
+INGEST = web.AppKey("ingest", Ingest)
 METRICS = web.AppKey("metrics", Metrics)
 LIMITER = web.AppKey("limiter", RateLimiter)
 SIGNER = web.AppKey("signer", Signer)

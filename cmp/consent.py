@@ -1,8 +1,10 @@
 """Consent semantics, pure: what a policy version allows, and what a subject's state is.
 
 `PolicyView` is a policy version compiled for the hot paths (validation and state);
-`derive_state` turns a stored latest event into the state tag managers read. Fail closed:
-anything but a valid consent grants only required purposes.
+the choice rules (`resolve_choice`, `resolve_services`, `apply_gpc`) turn what a banner
+sent into what is recorded (SPEC §3.3); `derive_state` turns a stored latest event into
+the state tag managers read. Fail closed: anything but a valid consent grants only
+required purposes.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from cmp.canonical import utc_text
-from cmp.models import CONSENT_SIGNALS, PolicyVersion
+from cmp.models import CONSENT_SIGNALS, EventIn, PolicyVersion
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,3 +128,84 @@ def derive_state(
             utc_text(choice.recorded_at + timedelta(days=validity_days)) if choice else None
         ),
     }
+
+
+# --- the choice rules of SPEC §3.3 -------------------------------------------------
+
+
+def resolve_choice(
+    view: PolicyView, event: EventIn, at: str, errors: list[dict[str, str]]
+) -> dict[str, bool]:
+    """The purposes an event grants under its policy version (SPEC §3.3 rules)."""
+    sent = event.purposes or {}
+    for key in sent:
+        if key not in view.signals:
+            errors.append(
+                {
+                    "pointer": f"{at}purposes/{key}",
+                    "detail": f"'{key}' is not a purpose of policy version {view.version}",
+                }
+            )
+    for key in view.required:
+        if sent.get(key) is False:
+            errors.append(
+                {
+                    "pointer": f"{at}purposes/{key}",
+                    "detail": f"'{key}' is required and cannot be refused",
+                }
+            )
+    if event.action == "custom":
+        if event.purposes is None:
+            errors.append({"pointer": f"{at}purposes", "detail": "required for a custom choice"})
+            return {}
+        for key in view.purposes:
+            if key not in view.required and key not in sent:
+                errors.append(
+                    {
+                        "pointer": f"{at}purposes/{key}",
+                        "detail": f"a custom choice must decide '{key}'",
+                    }
+                )
+        return {key: key in view.required or bool(sent.get(key)) for key in view.purposes}
+    grant = event.action == "accept_all"
+    for key, value in sent.items():
+        if key in view.signals and key not in view.required and value is not grant:
+            errors.append(
+                {
+                    "pointer": f"{at}purposes/{key}",
+                    "detail": f"disagrees with action '{event.action}'",
+                }
+            )
+    return {key: grant or key in view.required for key in view.purposes}
+
+
+def resolve_services(
+    view: PolicyView,
+    purposes: dict[str, bool],
+    event: EventIn,
+    at: str,
+    errors: list[dict[str, str]],
+) -> dict[str, bool]:
+    chosen = event.services or {}
+    for key, value in chosen.items():
+        purpose = view.service_purpose.get(key)
+        if purpose is None:
+            errors.append(
+                {
+                    "pointer": f"{at}services/{key}",
+                    "detail": f"'{key}' is not a service of policy version {view.version}",
+                }
+            )
+        elif value and not purposes.get(purpose, False):
+            errors.append(
+                {
+                    "pointer": f"{at}services/{key}",
+                    "detail": f"cannot be granted while purpose '{purpose}' is denied",
+                }
+            )
+    return view.services_for(purposes, chosen)
+
+
+def apply_gpc(view: PolicyView, purposes: dict[str, bool]) -> dict[str, bool]:
+    """Sec-GPC: 1 opts out of every purpose marked `gpc` (sale/sharing)."""
+    return {k: (v and k not in view.gpc) or k in view.required for k, v in purposes.items()}

@@ -25,7 +25,7 @@ from typing import Any
 
 import asyncpg
 
-from cmp.ingest import split_at_seq
+from cmp.ingest.build import split_at_seq
 from cmp.store import events
 from cmp.store.db import connect, start_embedded
 from cmp.store.events import NewEvent, Submission, write_batch

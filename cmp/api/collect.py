@@ -1,8 +1,9 @@
 """Collect endpoints (public, Origin-checked): native events, CORS preflight.
 
-A thin shell around `cmp.ingest`: it gathers the request facts (origin, user agent,
-IP prefix, Sec-GPC), checks origin and rate, and maps pipeline rejections to problems
-that carry CORS headers, so a banner's script can read them too.
+A thin shell around `cmp.ingest`: it checks the site and origin, gathers the request
+facts (origin, user agent, client address, Sec-GPC), reads the body within its limits
+and calls the pipeline once; rejections become problems that carry CORS headers, so a
+banner's script can read them too.
 """
 
 from __future__ import annotations
@@ -18,21 +19,9 @@ from cmp.api.auth import require
 from cmp.api.problems import Problem
 from cmp.api.sites import site_id_of
 from cmp.api.validation import refuse_encoded
-from cmp.appkeys import CATALOG, COMMITTER, LIMITER, METRICS, SETTINGS
-from cmp.canonical import utc_text
+from cmp.appkeys import CATALOG, INGEST, METRICS, SETTINGS
 from cmp.commit import Unavailable
-from cmp.ingest import (
-    USER_AGENT_MAX,
-    Accepted,
-    Facts,
-    Rejected,
-    commit,
-    header_text,
-    ip_prefix,
-    parse,
-    prepare,
-)
-from cmp.store.events import NewEvent
+from cmp.ingest import Accepted, Facts, Ingest, Rejected, request_facts
 from cmp.store.sites import SiteRow
 
 BODY_MAX = 64 * 1024
@@ -103,54 +92,37 @@ async def read_body(request: web.Request, origin: str | None) -> bytes:
     return raw
 
 
-def request_facts(request: web.Request, origin: str | None) -> Facts:
-    now = datetime.now(UTC)
-    return Facts(
+def facts_of(request: web.Request, origin: str | None) -> Facts:
+    return request_facts(
         origin=origin,
-        user_agent=header_text(request.headers.get("User-Agent"), USER_AGENT_MAX),
-        ip_prefix=ip_prefix(client_ip(request)),
-        gpc=request.headers.get("Sec-GPC", "").strip() == "1",
-        received_at=now,
-        received_text=utc_text(now),
+        user_agent=request.headers.get("User-Agent"),
+        client_ip=client_ip(request),
+        sec_gpc=request.headers.get("Sec-GPC"),
+        now=datetime.now(UTC),
     )
 
 
-def check_rate(request: web.Request, site_id: str, facts: Facts, cost: int) -> None:
-    """Take `cost` tokens of the (site, network) bucket, or answer 429."""
-    if facts.origin is None or cost <= 0:
-        return  # server-to-server import with an admin key
-    wait = request.app[LIMITER].take(site_id, facts.ip_prefix or "-", cost)
-    if wait > 0:
-        request.app[METRICS].rejections.labels("rate-limited").inc()
-        raise Problem(
-            429,
-            "too many requests from this network for this site",
-            code="rate-limited",
-            headers={"Retry-After": str(int(wait) + 1), **cors_headers(facts.origin)},
-        )
+Entry = Callable[[Ingest, SiteRow, bytes, Facts], Awaitable[Accepted]]
 
 
-Prepare = Callable[[SiteRow, bytes, Facts], Awaitable[list[NewEvent]]]
-
-
-async def ingest_request(request: web.Request, prepare: Prepare) -> Accepted:
-    """The shared shell of every collect endpoint: site, body, facts, rate, pipeline."""
+async def collect(request: web.Request, entry: Entry) -> Accepted:
+    """The shared shell of every collect endpoint: site, facts, first rate token, body,
+    then one call into the pipeline; its rejections become problems with CORS headers."""
     site, origin = await collect_site(request)
-    facts = request_facts(request, origin)
-    site_id = site.site.site_id
-    # One token before the body is read or parsed, one more per further event after:
-    # a flood of bad requests is stopped before it costs parsing or queries.
-    check_rate(request, site_id, facts, 1)
-    raw = await read_body(request, origin)
+    facts = facts_of(request, origin)
+    ingest = request.app[INGEST]
     metrics = request.app[METRICS]
     try:
-        events = await prepare(site, raw, facts)
-        check_rate(request, site_id, facts, len(events) - 1)
-        result = await commit(request.app[COMMITTER], events)
+        ingest.admit(site.site.site_id, facts)
+        raw = await read_body(request, origin)
+        result = await entry(ingest, site, raw, facts)
     except Rejected as exc:
         metrics.rejections.labels(exc.reason).inc()
+        headers = cors_headers(origin)
+        if exc.retry_after is not None:
+            headers["Retry-After"] = str(int(exc.retry_after) + 1)
         raise Problem(
-            exc.status, exc.detail, code=exc.reason, errors=exc.errors, headers=cors_headers(origin)
+            exc.status, exc.detail, code=exc.reason, errors=exc.errors, headers=headers
         ) from None
     except Unavailable as exc:
         metrics.rejections.labels(f"unavailable-{exc.reason}").inc()
@@ -167,13 +139,7 @@ async def ingest_request(request: web.Request, prepare: Prepare) -> Accepted:
 
 
 async def post_events(request: web.Request) -> web.Response:
-    async def pipeline(site: SiteRow, raw: bytes, facts: Facts) -> list[NewEvent]:
-        events, prefix = parse(raw)
-        catalog = request.app[CATALOG]
-        site_id = site.site.site_id
-        return await prepare(site, events, prefix, lambda v: catalog.view(site_id, v), facts)
-
-    result = await ingest_request(request, pipeline)
+    result = await collect(request, Ingest.native)
     return accepted_response(result, request.headers.get("Origin"))
 
 

@@ -7,34 +7,17 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from cmp.api.collect import cors_headers, ingest_request
+from cmp.api.collect import collect, cors_headers
 from cmp.api.json import json_response
 from cmp.api.problems import Problem
 from cmp.api.sites import site_id_of
 from cmp.appkeys import CATALOG
-from cmp.ingest import Facts, Rejected, mapped, parse_model, prepare
-from cmp.integrations import (
-    CookieConsentIn,
-    KlaroSubmitIn,
-    from_cookieconsent,
-    from_klaro,
-    klaro_config,
-)
-from cmp.store.events import NewEvent
-from cmp.store.sites import SiteRow
+from cmp.ingest import Ingest
+from cmp.integrations import klaro_config
 
 
 async def post_cookieconsent(request: web.Request) -> web.Response:
-    catalog = request.app[CATALOG]
-
-    async def pipeline(site: SiteRow, raw: bytes, facts: Facts) -> list[NewEvent]:
-        body = parse_model(raw, CookieConsentIn)
-        site_id = site.site.site_id
-        current, _ = await catalog.heads(site_id)
-        event = mapped(lambda: from_cookieconsent(body, current), "/cookie")
-        return await prepare(site, [event], "", lambda v: catalog.view(site_id, v), facts)
-
-    result = await ingest_request(request, pipeline)
+    result = await collect(request, Ingest.cookieconsent)
     return json_response(
         {"accepted": result.accepted, "duplicates": result.duplicates},
         status=201,
@@ -43,20 +26,7 @@ async def post_cookieconsent(request: web.Request) -> web.Response:
 
 
 async def post_klaro_submit(request: web.Request) -> web.Response:
-    catalog = request.app[CATALOG]
-
-    async def pipeline(site: SiteRow, raw: bytes, facts: Facts) -> list[NewEvent]:
-        body = parse_model(raw, KlaroSubmitIn)
-        if body.consent_data.type == "show":
-            return []  # the notice was shown: not a consent
-        site_id = site.site.site_id
-        view, _ = await catalog.current_view(site_id)
-        if view is None:
-            raise Rejected(422, "no-policy", "the site has no published policy")
-        event = mapped(lambda: from_klaro(body, view), "/location_data")
-        return await prepare(site, [event], "", lambda v: catalog.view(site_id, v), facts)
-
-    result = await ingest_request(request, pipeline)
+    result = await collect(request, Ingest.klaro)
     return json_response(
         {"ok": True, "accepted": result.accepted},
         status=201,

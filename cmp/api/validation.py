@@ -1,38 +1,20 @@
-"""Validate at the edge: raw bytes → model, every failure a problem with JSON pointers."""
+"""Validate at the edge: raw bytes → model, every failure a problem with JSON pointers.
+
+The parsing itself is the pipeline's (`cmp.ingest.parse`), so the admin API and the
+collect endpoints read JSON bodies by the same rules.
+"""
 
 from __future__ import annotations
 
 from typing import TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from cmp.api.problems import Problem
+from cmp.ingest.parse import Rejected, parse_model
 
 M = TypeVar("M", bound=BaseModel)
-
-
-def pointer(loc: tuple[int | str, ...]) -> str:
-    parts = [str(p).replace("~", "~0").replace("/", "~1") for p in loc]
-    return "/" + "/".join(parts) if parts else ""
-
-
-def problem_from(exc: ValidationError, prefix: tuple[int | str, ...] = ()) -> Problem:
-    """422 unless the body was not JSON at all (400)."""
-    errors = exc.errors(include_url=False)
-    if any(e["type"] in ("json_invalid", "json_type") for e in errors):
-        return Problem(400, "request body is not valid JSON", code="malformed-json")
-    items = [{"pointer": pointer(prefix + tuple(e["loc"])), "detail": e["msg"]} for e in errors]
-    return Problem(422, "request body failed validation", code="validation", errors=items)
-
-
-def parse_bytes(raw: bytes, model: type[M]) -> M:
-    if not raw.strip():
-        raise Problem(400, "request body is empty", code="malformed-json")
-    try:
-        return model.model_validate_json(raw)
-    except ValidationError as exc:
-        raise problem_from(exc) from None
 
 
 def refuse_encoded(request: web.Request, headers: dict[str, str] | None = None) -> None:
@@ -65,4 +47,8 @@ async def parse_json(
     """The one way handlers read a JSON body: content type, size, JSON, model."""
     check_content_type(request, allowed)
     refuse_encoded(request)
-    return parse_bytes(await request.read(), model)
+    raw = await request.read()
+    try:
+        return parse_model(raw, model, reason="validation")
+    except Rejected as exc:
+        raise Problem(exc.status, exc.detail, code=exc.reason, errors=exc.errors) from None

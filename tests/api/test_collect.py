@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cmp.ingest import ip_prefix
+from cmp.ingest.facts import ip_prefix
 from tests.conftest import ADMIN, ORIGIN, event, make_key, make_site, policy_body
 
 HDR = {"Origin": ORIGIN}

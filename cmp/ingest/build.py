@@ -1,0 +1,103 @@
+"""Step 3 of the pipeline: a validated event and the request's facts → the log row.
+
+The chain record (`cmp.audit.chain.CHAIN_FIELDS`) is made here, with its canonical JSON
+split around `seq` for the database to splice in; `body_digest` is what tells a retry
+(same body: a duplicate) from a reused event id (another body: 409).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from cmp.audit.chain import subject_digest
+from cmp.canonical import canonical_json, utc_text
+from cmp.consent import PolicyView
+from cmp.ingest.facts import Facts
+from cmp.models import EventIn
+from cmp.store.events import NewEvent
+from cmp.store.sites import SiteRow
+
+
+def body_digest(event: EventIn) -> bytes:
+    """Digest of the event as the client meant it: a retry matches, a reuse does not.
+
+    Every field in a fixed order, choices sorted, so key order and whitespace of a
+    retried body do not matter.
+    """
+    occurred = event.occurred_at.isoformat() if event.occurred_at else ""
+    text = repr(
+        (
+            event.event_id,
+            event.subject_id,
+            event.policy_version,
+            event.action,
+            sorted(event.purposes.items()) if event.purposes is not None else None,
+            sorted(event.services.items()) if event.services is not None else None,
+            event.language,
+            occurred,
+            event.source,
+            event.page_url,
+        )
+    )
+    return hashlib.sha256(text.encode("utf-8")).digest()[:16]
+
+
+def build(
+    site: SiteRow,
+    view: PolicyView,
+    event: EventIn,
+    purposes: dict[str, bool],
+    services: dict[str, bool],
+    facts: Facts,
+) -> NewEvent:
+    site_id = site.site.site_id
+    occurred = event.occurred_at  # in UTC already (cmp.models.OccurredAt)
+    record: dict[str, Any] = {
+        "v": 1,
+        "site_id": site_id,
+        "seq": SEQ_MARK,
+        "event_id": event.event_id,
+        "subject_digest": subject_digest(site.subject_key, event.subject_id),
+        "policy_version": view.version,
+        "policy_sha256": view.content_sha256,
+        "action": event.action,
+        "purposes": purposes,
+        "services": services,
+        "gpc": facts.gpc,
+        "language": event.language,
+        "source": event.source,
+        "page_url": event.page_url,  # stored form already (cmp.models.page_url)
+        "origin": facts.origin,
+        "ip_prefix": facts.ip_prefix,
+        "user_agent": facts.user_agent,
+        "occurred_at": utc_text(occurred) if occurred else None,
+        "received_at": facts.received_text,
+    }
+    head, tail = split_at_seq(record)
+    return NewEvent(
+        site_id=site_id,
+        event_id=event.event_id,
+        subject_id=event.subject_id,
+        body_digest=body_digest(event),
+        record=record,
+        occurred_at=occurred,
+        received_at=facts.received_at,
+        head=head,
+        tail=tail,
+    )
+
+
+# The record's seq is only known under the site's chain lock, in the database: the
+# canonical JSON is made here (off the hot lock) with a marker where seq goes, and the
+# database splices the number in: head + str(seq) + tail == canonical_json(record).
+SEQ_MARK = -1
+_SEQ_TOKEN = f'"seq":{SEQ_MARK}'
+
+
+def split_at_seq(record: dict[str, Any]) -> tuple[str, str]:
+    text = canonical_json(record).decode("utf-8")
+    # Quotes inside string values are escaped, so the token can only be the real key.
+    head, found, tail = text.partition(_SEQ_TOKEN)
+    assert found, "chain record without seq"
+    return head + '"seq":', tail
