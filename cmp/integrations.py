@@ -13,18 +13,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints
 
 from cmp.consent import PolicyView
-from cmp.models import (
-    MAX_VERSION,
-    SUBJECT_ID_PATTERN,
-    TEXT_PATTERN,
-    URL_PATH_PATTERN,
-    Action,
-    EventIn,
-    Lang,
-    OccurredAt,
-    PageUrl,
-    PolicyVersion,
-)
+from cmp.models import MAX_VERSION, Action, EventIn, PolicyVersion
+from cmp.values import SUBJECT_ID_PATTERN, TEXT_PATTERN, URL_PATH_PATTERN, Lang, OccurredAt, PageUrl
 
 # Fixed namespace: the event id of a cookieconsent choice is uuid5(NS, consentId|timestamp),
 # so the same choice posted again on every page load (`onConsent`) is a duplicate.

@@ -5,13 +5,10 @@ Request models validate at the edge; the same models describe what is stored.
 
 from __future__ import annotations
 
-import re
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import (
-    AfterValidator,
-    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -21,54 +18,18 @@ from pydantic import (
     model_validator,
 )
 
-# Every pattern is anchored and read with `fullmatch` in Python (`re.match` with `$`
-# accepts a trailing newline); pydantic's own regex engine has no such gap, and the same
-# text is the OpenAPI pattern.
-SITE_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{1,62}$"
-SUBJECT_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
-KEY_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
-LANG_PATTERN = r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$"
-VERSION_PATTERN = r"^[1-9][0-9]{0,8}$"
-API_KEY_ID_PATTERN = r"^[a-z0-9]{1,32}$"
-
-SITE_ID_RE = re.compile(SITE_ID_PATTERN)
-SUBJECT_ID_RE = re.compile(SUBJECT_ID_PATTERN)
-VERSION_RE = re.compile(VERSION_PATTERN)
-API_KEY_ID_RE = re.compile(API_KEY_ID_PATTERN)
-
-# Free text from outside: no C0/C1 controls (NUL included), DEL, or the noncharacters
-# U+FFFE/U+FFFF (lone surrogates never get this far: the JSON parser refuses them).
-# PostgreSQL cannot store NUL, and the others only hide what a record says.
-_CONTROLS = r"\u0000-\u001F\u007F-\u009F\uFFFE\uFFFF"
-TEXT_PATTERN = rf"^[^{_CONTROLS}]*$"
-# Long texts (policy bodies) may break lines.
-MULTILINE_PATTERN = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F\uFFFE\uFFFF]*$"
-TEXT_RE = re.compile(TEXT_PATTERN)
-
-
-def version_number(text: str) -> int | None:
-    """A policy version given as text (path or query): ASCII digits only, else None."""
-    return int(text) if VERSION_RE.fullmatch(text) else None
-
-# A page URL: http(s), optional userinfo, host (name or [IPv6]), optional port, path,
-# query, fragment. Only scheme, host, port and path are kept: userinfo carries
-# credentials, query and fragment carry personal data.
-_URL_CHAR = rf"[^{_CONTROLS}\u0020]"
-PAGE_URL_PATTERN = (
-    r"^(https?)://"
-    r"(?:[^\u0000-\u0020\u007F-\u009F\uFFFE\uFFFF/?#@\[\]]*@)?"
-    r"([A-Za-z0-9._~%!$&'()*+,;=-]+|\[[0-9A-Fa-f:.]+\])"
-    r"(:[0-9]{0,5})?"
-    rf"(/[^{_CONTROLS}\u0020?#]*)?"
-    rf"(?:\?[^{_CONTROLS}\u0020#]*)?"
-    rf"(?:#{_URL_CHAR}*)?$"
+from cmp.values import (
+    MULTILINE_PATTERN,
+    ORIGIN_PATTERN,
+    SUBJECT_ID_PATTERN,
+    TEXT_PATTERN,
+    Key,
+    Lang,
+    LongText,
+    OccurredAt,
+    PageUrl,
+    ShortText,
 )
-PAGE_URL_RE = re.compile(PAGE_URL_PATTERN)
-URL_PATH_PATTERN = rf"^/[^{_CONTROLS}\u0020?#]*$"
-
-# Client clocks: a window that PostgreSQL, Python and the canonical text all represent
-# exactly (asyncpg turns datetime.min into -infinity; year 1 with an offset overflows).
-OCCURRED_FLOOR = datetime(2000, 1, 1, tzinfo=UTC)
 
 Scope = Literal["admin", "read", "audit"]
 Action = Literal["accept_all", "reject_all", "custom", "withdraw"]
@@ -91,43 +52,6 @@ CONSENT_SIGNALS: tuple[str, ...] = (
     "security_storage",
 )
 
-Key = Annotated[str, StringConstraints(pattern=KEY_PATTERN)]
-Lang = Annotated[str, StringConstraints(pattern=LANG_PATTERN)]
-Text = Annotated[str, StringConstraints(pattern=TEXT_PATTERN)]
-ShortText = Annotated[str, StringConstraints(min_length=1, max_length=500, pattern=TEXT_PATTERN)]
-LongText = Annotated[str, StringConstraints(max_length=20_000, pattern=MULTILINE_PATTERN)]
-
-
-def page_url(value: str) -> str:
-    """The stored form of a page URL: scheme://host[:port]/path (see PAGE_URL_PATTERN)."""
-    found = PAGE_URL_RE.fullmatch(value)
-    if found is None:
-        raise ValueError("not an http(s) URL")
-    scheme, host, port, path = found.group(1, 2, 3, 4)
-    return f"{scheme}://{host}{port or ''}{path or ''}"
-
-
-def occurred_in_window(value: datetime) -> datetime:
-    """In UTC, from 2000-01-01 on; the upper bound (now + 5 min) is the pipeline's."""
-    # The year test comes first: converting year 1 or 9999 with an offset overflows.
-    if not 2000 <= value.year <= 9998:
-        raise ValueError("must lie between 2000-01-01 and now + 5 minutes")
-    value = value.astimezone(UTC)
-    if value < OCCURRED_FLOOR:
-        raise ValueError("must lie between 2000-01-01 and now + 5 minutes")
-    return value
-
-
-PageUrl = Annotated[
-    str,
-    StringConstraints(max_length=2000, pattern=PAGE_URL_PATTERN),
-    AfterValidator(page_url),
-]
-OccurredAt = Annotated[AwareDatetime, AfterValidator(occurred_in_window)]
-
-
-# What a browser sends as Origin: scheme, host (name or [IPv6]) and optional port.
-ORIGIN_PATTERN = r"^https?://([A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?$"
 
 
 class Strict(BaseModel):

@@ -19,8 +19,9 @@ from pydantic import ValidationError
 
 from cmp.canonical import content_sha256
 from cmp.catalog import Catalog
-from cmp.models import SITE_ID_RE, PolicyIn, PolicyVersion, SiteIn
+from cmp.models import PolicyIn, PolicyVersion, SiteIn
 from cmp.store import sites as site_store
+from cmp.values import SITE_ID_RE
 
 
 class SiteFileError(Exception):

@@ -28,8 +28,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from cmp.audit.signing import Signer
-from cmp.models import SITE_ID_RE, Purpose
+from cmp.models import Purpose
 from cmp.store.stats import ACTIONS, INTERVALS, Interval, Tally, bucket_start
+from cmp.values import SITE_ID_RE
 
 # --- the range grammar (shared by the JSON API, the page and the link minter) -------
 

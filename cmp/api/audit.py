@@ -16,10 +16,10 @@ from cmp.api.problems import Problem
 from cmp.api.sites import site_id_of
 from cmp.appkeys import CATALOG, POOL, SIGNER
 from cmp.audit.chain import subject_digest
-from cmp.models import SUBJECT_ID_RE, version_number
 from cmp.store import audit as audit_store
 from cmp.store.audit import ExportFilter
 from cmp.store.sites import SiteRow
+from cmp.values import SUBJECT_ID_RE, version_number
 
 WHEN = TypeAdapter(datetime | date)
 

@@ -12,8 +12,9 @@ from aiohttp import web
 
 from cmp.api.problems import Problem
 from cmp.appkeys import CATALOG
-from cmp.models import API_KEY_ID_RE, Scope
+from cmp.models import Scope
 from cmp.store.keys import KeyAuth, hash_secret, key_id_of
+from cmp.values import API_KEY_ID_RE
 
 
 def bearer(request: web.Request) -> str | None:

@@ -15,7 +15,8 @@ from cmp.api.validation import parse_json
 from cmp.appkeys import CATALOG, LOOKUP_SLOTS, STATE
 from cmp.commit import Unavailable
 from cmp.consent import derive_state
-from cmp.models import SUBJECT_ID_RE, LookupIn
+from cmp.models import LookupIn
+from cmp.values import SUBJECT_ID_RE
 
 
 def subject_id_of(request: web.Request) -> str:

@@ -11,8 +11,9 @@ from cmp.api.sites import site_id_of
 from cmp.api.validation import parse_json
 from cmp.appkeys import CATALOG, POOL
 from cmp.catalog import Catalog
-from cmp.models import API_KEY_ID_RE, KeyIn
+from cmp.models import KeyIn
 from cmp.store import keys as key_store
+from cmp.values import API_KEY_ID_RE
 
 
 async def _existing_site(request: web.Request, site_id: str) -> None:

@@ -13,8 +13,9 @@ from cmp.api.sites import site_id_of
 from cmp.api.validation import parse_json
 from cmp.appkeys import CATALOG, POOL
 from cmp.catalog import Catalog
-from cmp.models import PolicyIn, PolicyVersion, Site, version_number
+from cmp.models import PolicyIn, PolicyVersion, Site
 from cmp.store import sites as site_store
+from cmp.values import version_number
 
 
 def policy_json(policy: PolicyVersion) -> dict[str, Any]:

@@ -10,8 +10,9 @@ from cmp.api.problems import Problem
 from cmp.api.validation import parse_json
 from cmp.appkeys import CATALOG, POOL
 from cmp.catalog import Catalog
-from cmp.models import SITE_ID_RE, SiteIn
+from cmp.models import SiteIn
 from cmp.store import sites as site_store
+from cmp.values import SITE_ID_RE
 
 
 def site_id_of(request: web.Request) -> str:

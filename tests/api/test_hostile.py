@@ -297,7 +297,16 @@ async def test_subject_id_with_trailing_newline_is_refused_on_read_and_erasure(
     assert erased == 0
 
 
-async def test_unknown_versions_stop_at_the_first_and_cost_a_rate_token_first(
+async def test_unknown_versions_stop_at_the_first(client: TestClient, site: str) -> None:
+    bad = {"events": [event(policy_version=1000 + i) for i in range(100)]}
+    for _ in range(2):  # the second time from the cache of misses
+        status, body = await send(client, site, Case("unknown", bad, 422))
+        assert status == 422
+        # Validation stops at the first unknown version: one error, one lookup at most.
+        assert [e["pointer"] for e in body["errors"]] == ["/events/0/policy_version"]
+
+
+async def test_the_rate_token_is_taken_before_the_body_is_parsed(
     aiohttp_client: Any, settings: Any, db_dsn: str
 ) -> None:
     from cmp.app import create_app
@@ -305,13 +314,11 @@ async def test_unknown_versions_stop_at_the_first_and_cost_a_rate_token_first(
     tight = settings.model_copy(update={"rate_per_second": 0.01, "rate_burst": 5})
     client = await aiohttp_client(create_app(tight, db_dsn))
     site = await make_site(client)
-    bad = {"events": [event(policy_version=1000 + i) for i in range(100)]}
-    statuses = []
-    for _ in range(8):
-        status, body = await send(client, site, Case("unknown", bad, 422))
-        statuses.append(status)
-        if status == 422:
-            # Validation stops at the first unknown version: one error, one lookup.
-            assert [e["pointer"] for e in body["errors"]] == ["/events/0/policy_version"]
-    # Each request took its token before parsing: the sixth is refused unparsed.
-    assert statuses == [422] * 5 + [429] * 3
+    statuses = [(await send(client, site, Case("bad", "{", 400)))[0] for _ in range(8)]
+    # Unparsable bodies still cost a token each: the sixth is refused unread.
+    assert statuses == [400] * 5 + [429] * 3
+    # A batch costs a token per event, all taken before any event is validated: six
+    # events against a fresh bucket of five are refused without a lookup.
+    batch = {"events": [event(policy_version=1000 + i) for i in range(6)]}
+    status, body = await send(client, await make_site(client), Case("batch", batch, 429))
+    assert status == 429, body
