@@ -70,12 +70,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     stats_url.add_argument("--base-url", help="public URL of the service")
     stats_url.set_defaults(func=cmd_stats_url)
-    verify = sub.add_parser("verify", help="verify an exported log offline")
-    verify.add_argument("file")
-    verify.add_argument("--checkpoint")
-    verify.add_argument("--public-key")
+    verify = sub.add_parser(
+        "verify",
+        help="verify an exported log offline",
+        description="Recompute an exported consent log's hash chain offline "
+        "and name the first record that does not fit.",
+        epilog="Exit status: 0 verified, 1 verification failed, 2 usage or unreadable file.",
+    )
+    verify.add_argument("file", help="JSONL export (gzip accepted), or - for standard input")
+    verify.add_argument("--checkpoint", metavar="FILE", help="signed checkpoint (JSON)")
     verify.add_argument(
-        "--partial", action="store_true", help="a filtered export: check records one by one"
+        "--public-key", metavar="FILE", help="server public key: PEM or the JSON document"
+    )
+    verify.add_argument(
+        "--partial",
+        action="store_true",
+        help="filtered export: allow seq gaps, check links only between consecutive seqs",
+    )
+    verify.add_argument(
+        "--workers", type=int, metavar="N", help="worker processes (default: one per CPU)"
     )
     verify.set_defaults(func=cmd_verify, no_settings=True)
     return parser

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import zlib
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
@@ -91,13 +95,46 @@ def cmd_stats_url(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_verify(settings: Settings | None, args: argparse.Namespace) -> int:
-    from cmp.audit.verify import main as verify_main
+    """`cmpd verify`: 0 verified, 1 verification failed, 2 usage or unreadable input."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-    argv = [args.file]
-    if args.checkpoint:
-        argv += ["--checkpoint", args.checkpoint]
-    if args.public_key:
-        argv += ["--public-key", args.public_key]
-    if args.partial:
-        argv += ["--partial"]
-    return verify_main(argv)
+    from cmp.audit.signing import KeyFileError, load_public_key
+    from cmp.audit.verify import verify_export
+
+    if args.workers is not None and args.workers < 1:
+        print("cmpd verify: error: --workers must be at least 1", file=sys.stderr)
+        return 2
+    checkpoint: dict[str, Any] | None = None
+    public_key: Ed25519PublicKey | None = None
+    if args.checkpoint is not None:
+        if args.public_key is None:
+            print("cmpd verify: error: --checkpoint needs --public-key", file=sys.stderr)
+            return 2
+        try:
+            checkpoint = json.loads(Path(args.checkpoint).read_bytes())
+        except (OSError, ValueError) as exc:
+            print(f"cmpd verify: cannot read checkpoint {args.checkpoint}: {exc}", file=sys.stderr)
+            return 2
+        if not isinstance(checkpoint, dict):
+            print(f"cmpd verify: {args.checkpoint} is not a JSON object", file=sys.stderr)
+            return 2
+    if args.public_key is not None:
+        try:
+            public_key = load_public_key(args.public_key)
+        except KeyFileError as exc:
+            print(f"cmpd verify: {exc}", file=sys.stderr)
+            return 2
+    source: str | Iterable[bytes] = sys.stdin.buffer if args.file == "-" else args.file
+    try:
+        result = verify_export(
+            source,
+            checkpoint=checkpoint,
+            public_key=public_key,
+            partial=args.partial,
+            workers=args.workers,
+        )
+    except (OSError, EOFError, zlib.error) as exc:
+        print(f"cmpd verify: cannot read {args.file}: {exc}", file=sys.stderr)
+        return 2
+    print(result.summary())
+    return 0 if result.ok else 1

@@ -16,7 +16,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-import cmp.audit.verify as verify_module
+import cmp.audit.lines as lines_module
+import cmp.audit.parallel as parallel_module
 from cmp.audit.chain import (
     CHAIN_FIELDS,
     GENESIS,
@@ -28,10 +29,19 @@ from cmp.audit.chain import (
     subject_digest,
 )
 from cmp.audit.signing import Signer
-from cmp.audit.verify import Result, main, verify_export
+from cmp.audit.verify import Result, verify_export
 from cmp.canonical import canonical_json, sha256_hex
+from cmp.cli import main as cli_main
 
 SECRET = b"test-site-secret-0123456789abcdef"
+
+
+def main(argv: list[str]) -> int:
+    """`cmpd verify ARGV` through the one CLI parser (usage errors exit 2, as argparse's)."""
+    try:
+        return cli_main(["verify", *argv])
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 2
 T0 = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
 ACTIONS = ("accept_all", "reject_all", "custom", "withdraw")
 Style = Literal["canonical", "plain"]
@@ -462,7 +472,7 @@ def test_a_checkpoint_needs_a_public_key(tmp_path: Path) -> None:
 def test_workers_find_the_same_first_failure_as_one_process(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gz: bool
 ) -> None:
-    monkeypatch.setattr(verify_module, "BLOCK_BYTES", 3000)  # a few lines per block
+    monkeypatch.setattr(parallel_module, "BLOCK_BYTES", 3000)  # a few lines per block
     rows = make_rows(120)
     path = write_export(tmp_path, rows, gz=gz)
     assert verify_export(path, workers=2).records == 120
@@ -481,7 +491,7 @@ def test_workers_find_the_same_first_failure_as_one_process(
 def test_workers_check_an_anchor_and_a_checkpoint(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(verify_module, "BLOCK_BYTES", 2048)
+    monkeypatch.setattr(parallel_module, "BLOCK_BYTES", 2048)
     full = make_rows(80)
     path = write_export(tmp_path, full[9:])
     result = verify_export(
@@ -555,21 +565,21 @@ def test_the_fast_path_agrees_with_the_plain_path(index: int, position: float, b
     line = to_line(PROPERTY_ROWS[index], "canonical")[:-1]
     at = int(position * len(line))
     edited = line[:at] + bytes([byte]) + line[at + 1 :]
-    fast = verify_module._parse_fast(edited)
+    fast = lines_module.parse_fast(edited)
     if fast is not None:
-        assert fast == verify_module._parse_plain(edited)
+        assert fast == lines_module.parse_line(edited)
 
 
 def test_canonical_lines_without_escapes_take_the_fast_path() -> None:
     rows = make_rows(4)
     line = to_line(rows[1], "canonical")[:-1]
-    assert verify_module._parse_fast(line) == verify_module._parse_plain(line)
+    assert lines_module.parse_fast(line) == lines_module.parse_line(line)
     quoted = to_line(rows[2], "canonical")[:-1]  # its user agent holds a quote
-    assert verify_module._parse_fast(quoted) is None
+    assert lines_module.parse_fast(quoted) is None
     unsorted = line.replace(
         b'"marketing":false,"necessary":true', b'"necessary":true,"marketing":false'
     )
-    assert verify_module._parse_fast(unsorted) is None
+    assert lines_module.parse_fast(unsorted) is None
 
 
 # --- command line ------------------------------------------------------------------------
@@ -582,6 +592,15 @@ def test_cli_prints_a_summary_and_exits_0(
     assert main([str(path)]) == 0
     out = capsys.readouterr().out
     assert out.startswith("OK: 12 records of site kundetelling, seq 1..12, from genesis")
+
+
+def test_cmpd_verify_takes_every_option_of_the_verifier(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One parser: `--workers` reaches the verifier (it once was refused by `cmpd`)."""
+    path = write_export(tmp_path, make_rows(12))
+    assert main([str(path), "--workers", "2", "--partial"]) == 0
+    assert capsys.readouterr().out.startswith("OK: partial export, 12 records")
 
 
 def test_cli_names_the_first_failing_line_and_exits_1(

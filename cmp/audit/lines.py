@@ -1,0 +1,204 @@
+"""One export line → (seq, site_id, prev_hash, hash, the hash its fields recompute to).
+
+`parse_line` is the definition: decode the row as strict JSON, take exactly the chain
+fields (`cmp.audit.chain.CHAIN_FIELDS`), hash their canonical JSON after `prev_hash`.
+`parse_fast` is a shortcut for lines already in the exact canonical form of
+`chain.export_line`: it hashes the line's own bytes instead of decoding and re-encoding
+them, accepts only what `parse_line` would accept with the same answer
+(tests/audit/test_verify.py checks the two agree), and returns None for every other line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import re
+from typing import Any, Final
+
+from cmp.audit.chain import CHAIN_FIELDS, HEX64_RE, LINK_FIELDS, RECORD_VERSION
+from cmp.canonical import canonical_json
+
+Parsed = tuple[int, str, str, str, str]  # seq, site_id, prev_hash, hash, recomputed hash
+
+
+class LineError(Exception):
+    def __init__(self, reason: str, seq: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason, self.seq = reason, seq
+
+
+def parse(raw: bytes) -> Parsed:
+    """A line's parts: the fast path when it applies, else the definition."""
+    return parse_fast(raw) or parse_line(raw)
+
+
+# --- the definition ----------------------------------------------------------------------
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ValueError(f"duplicate key {key!r}")
+            seen.add(key)
+    return obj
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+# Floats are rare and only wrong inside the record: count them while decoding, and only
+# look where they are when this count moved.
+_floats_decoded = [0]
+
+
+def _note_float(text: str) -> float:
+    _floats_decoded[0] += 1
+    return float(text)
+
+
+_DECODER: Final = json.JSONDecoder(
+    object_pairs_hook=_no_duplicates, parse_constant=_no_constant, parse_float=_note_float
+)
+
+
+def _has_float(value: Any) -> bool:
+    if isinstance(value, float):
+        return True
+    if isinstance(value, dict):
+        return any(_has_float(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_float(v) for v in value)
+    return False
+
+
+def parse_line(raw: bytes) -> Parsed:
+    """The definition: decode the row, take the chain fields, hash their canonical JSON."""
+    floats_before = _floats_decoded[0]
+    try:
+        row = _DECODER.decode(raw.decode("utf-8"))
+    except ValueError as exc:  # includes JSONDecodeError and UnicodeDecodeError
+        raise LineError(f"malformed JSON ({exc})") from None
+    if not isinstance(row, dict):
+        raise LineError("malformed JSON (not an object)")
+    seq = row.get("seq")
+    known_seq = seq if type(seq) is int else None
+    for name in (*CHAIN_FIELDS, "prev_hash", "hash"):
+        if name not in row:
+            raise LineError(f"missing field {name!r}", known_seq)
+    if known_seq is None or known_seq < 1:
+        raise LineError("seq must be a positive integer")
+    seq = known_seq
+    if row["v"] != RECORD_VERSION or type(row["v"]) is not int:
+        raise LineError(f"unsupported record version v={row['v']!r}", seq)
+    site_id, prev, digest = row["site_id"], row["prev_hash"], row["hash"]
+    if not isinstance(site_id, str):
+        raise LineError("site_id must be a string", seq)
+    for name, value in (("prev_hash", prev), ("hash", digest)):
+        if not isinstance(value, str) or not HEX64_RE.fullmatch(value):
+            raise LineError(f"{name} must be 64 lowercase hex characters", seq)
+    record = {name: row[name] for name in CHAIN_FIELDS}
+    if _floats_decoded[0] != floats_before:
+        floats = [name for name, value in record.items() if _has_float(value)]
+        if floats:
+            raise LineError(f"field {floats[0]!r} holds a float; canonical JSON has none", seq)
+    actual = hashlib.sha256(prev.encode("ascii") + canonical_json(record)).hexdigest()
+    return seq, site_id, prev, digest, actual
+
+
+# --- the fast path -----------------------------------------------------------------------
+
+
+_STR = rb'"[^"\\\x00-\x1f]*+"'  # a JSON string without escapes encodes as itself
+_OPT_STR = rb"(?:null|" + _STR + rb")"
+_CHOICE = rb'"[a-z0-9_.:-]++":(?:true|false)'
+_CHOICES = rb"(?:null|\{(?:" + _CHOICE + rb"(?:," + _CHOICE + rb")*+)?\})"
+_FAST_VALUES: Final = {
+    "v": rb"1",
+    "site_id": rb'"(?P<site_id>[^"\\\x00-\x1f]*+)"',
+    "seq": rb"(?P<seq>[1-9][0-9]*+)",
+    "event_id": _STR,
+    "subject_digest": _STR,
+    "policy_version": rb"(?:null|[1-9][0-9]*+)",
+    "policy_sha256": _OPT_STR,
+    "action": _STR,
+    "purposes": rb"(?P<purposes>" + _CHOICES + rb")",
+    "services": rb"(?P<services>" + _CHOICES + rb")",
+    "gpc": rb"(?:null|true|false)",
+    "prev_hash": rb'"(?P<prev_hash>[0-9a-f]{64})"',
+    "hash": rb'"(?P<hash>[0-9a-f]{64})"',
+    "subject_id": _OPT_STR,
+}
+
+
+def _fast_pattern() -> re.Pattern[bytes]:
+    """Matches exactly canonical_json of an export row with no extra fields, whose
+    strings need no escaping and whose choice maps have simple keys. The runs of members
+    around the link fields are the groups keep0..keep3: together, the record's bytes."""
+    pattern, run, keep = b"", b"\\{", 0
+    for index, name in enumerate(sorted(CHAIN_FIELDS + LINK_FIELDS)):
+        member = b'%s"%s":%s' % (
+            b"," if index else b"",
+            name.encode(),
+            _FAST_VALUES.get(name, _OPT_STR),
+        )
+        if name in LINK_FIELDS:
+            pattern += b"(?P<keep%d>%s)%s" % (keep, run, member)
+            run, keep = b"", keep + 1
+        else:
+            run += member
+    return re.compile(pattern + b"(?P<keep%d>%s\\})" % (keep, run))
+
+
+_FAST: Final = _fast_pattern()
+
+
+# A log repeats a handful of choice maps millions of times: remember the verdicts.
+_choices_seen: dict[bytes, bool] = {}
+
+
+def _sorted_keys(choices: bytes) -> bool:
+    # Canonical JSON sorts keys; the pattern cannot, so check order (and uniqueness) here.
+    known = _choices_seen.get(choices)
+    if known is None:
+        keys = [item.split(b'":', 1)[0] for item in choices[1:-1].split(b",")]
+        known = all(a < b for a, b in itertools.pairwise(keys))
+        if len(_choices_seen) >= 4096:
+            _choices_seen.clear()
+        _choices_seen[choices] = known
+    return known
+
+
+def parse_fast(raw: bytes) -> Parsed | None:
+    m = _FAST.fullmatch(raw)
+    if m is None:
+        return None
+    seq, site_id, prev, digest, purposes, services, *kept = m.group(
+        "seq",
+        "site_id",
+        "prev_hash",
+        "hash",
+        "purposes",
+        "services",
+        "keep0",
+        "keep1",
+        "keep2",
+        "keep3",
+    )
+    if not (_sorted_keys(purposes) and _sorted_keys(services)):
+        return None
+    try:
+        raw.decode("utf-8")  # the pattern admits any byte >= 0x20; JSON needs UTF-8
+    except UnicodeDecodeError:
+        return None
+    return (
+        int(seq),
+        site_id.decode("utf-8"),
+        prev.decode("ascii"),
+        digest.decode("ascii"),
+        hashlib.sha256(prev + b"".join(kept)).hexdigest(),
+    )
