@@ -8,7 +8,7 @@ from aiohttp.test_utils import TestClient
 
 from cmp.canonical import content_sha256
 from cmp.models import PolicyIn
-from tests.conftest import ADMIN, ADMIN_KEY, ORIGIN, event, make_key, make_site, policy_body
+from tests.conftest import ADMIN_KEY, ORIGIN, event, make_key, make_site, policy_body
 
 
 async def test_policy_versions_cannot_be_changed_or_deleted_by_sql(
@@ -67,4 +67,3 @@ async def test_no_secret_or_raw_ip_is_stored(client: TestClient, db: asyncpg.Con
     assert "127.0.0.1" not in dump  # the test client's address is stored as 127.0.0.0/24
     prefix = await db.fetchval("SELECT ip_prefix FROM consent_events WHERE site_id = $1", site_id)
     assert prefix == "127.0.0.0/24"
-    assert ADMIN
