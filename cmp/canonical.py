@@ -5,9 +5,8 @@ no insignificant whitespace, non-ASCII characters kept as themselves (not escape
 integers as integers, no floats. Anyone can reproduce it with
 ``json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)``.
 
-Made with orjson, which writes the same bytes about 8 times faster (one chain record:
-~1 µs against ~9 µs); tests/test_canonical.py checks the two agree, every code point
-included. Keys must be strings, integers fit in 64 bits (orjson refuses anything else)
+Made with orjson, which writes the same bytes several times faster (loadtest/README.md);
+tests/test_canonical.py checks the two agree, every code point included. Keys must be strings, integers fit in 64 bits (orjson refuses anything else)
 and no record holds a float.
 """
 
