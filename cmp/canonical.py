@@ -6,8 +6,9 @@ integers as integers, no floats. Anyone can reproduce it with
 ``json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)``.
 
 Made with orjson, which writes the same bytes several times faster (loadtest/README.md);
-tests/test_canonical.py checks the two agree, every code point included. Keys must be strings, integers fit in 64 bits (orjson refuses anything else)
-and no record holds a float.
+tests/test_canonical.py checks the two agree, every code point included. Keys must be
+strings, integers fit in 64 bits (orjson refuses anything else) and no record holds a
+float.
 """
 
 from __future__ import annotations
