@@ -75,9 +75,10 @@ def create_app(settings: Settings, dsn: str) -> web.Application:
     app[LOOKUP_SLOTS] = asyncio.Semaphore(LOOKUPS_AT_ONCE)
 
     async def database(app: web.Application) -> AsyncIterator[None]:
-        pool = await create_pool(dsn, settings.pool_size)
+        pool = await create_pool(dsn, settings.pool_size, settings.database_statement_cache)
         app[POOL] = pool
-        app[CATALOG] = Catalog(pool, dsn)
+        # LISTEN needs a session: the direct URL when the pool goes through a pooler.
+        app[CATALOG] = Catalog(pool, settings.session_dsn(dsn))
         await app[CATALOG].listen()
         app[COMMITTER] = GroupCommitter(
             pool,

@@ -24,6 +24,15 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CMP_", extra="ignore", frozen=True)
 
     database_url: SecretStr | None = None
+    # A connection that bypasses a transaction-mode pooler (PgBouncer): LISTEN for cache
+    # invalidations and migrations need a session of their own. Unset: database_url.
+    database_direct_url: SecretStr | None = None
+    # asyncpg's prepared-statement cache per connection; 0 behind a transaction-mode
+    # pooler, where a named statement may be on another server connection. Unset: asyncpg's.
+    database_statement_cache: int | None = Field(default=None, ge=0, le=10_000)
+    # "refuse": no CMP_DATABASE_URL is an error rather than a private embedded server
+    # (set in the container image, where its data would die with the container).
+    embedded_database: Literal["allow", "refuse"] = "allow"
     data_dir: Path = Field(default_factory=_default_data_dir)
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
@@ -58,6 +67,11 @@ class Settings(BaseSettings):
         for item in value:
             ipaddress.ip_network(item, strict=False)
         return value
+
+    def session_dsn(self, dsn: str) -> str:
+        """The DSN for LISTEN and migrations: the direct URL if set, else `dsn`."""
+        direct = self.database_direct_url
+        return direct.get_secret_value() if direct is not None else dsn
 
     @property
     def signing_key_path(self) -> Path:

@@ -33,12 +33,23 @@ class Purged:
     deleted: int
 
 
-async def store_checkpoints(conn: asyncpg.Connection, signer: Signer) -> int:
-    """Sign and keep a checkpoint for every site whose log grew; returns how many."""
+async def store_checkpoints(
+    conn: asyncpg.Connection, signer: Signer, *, min_age_seconds: float = 0
+) -> int:
+    """Sign and keep a checkpoint for every site whose log grew; returns how many.
+
+    With `min_age_seconds`, only for sites whose newest periodic checkpoint is at least
+    that old: every replica runs the timer, and the lock alone only serialises them.
+    """
     if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", CHECKPOINT_LOCK):
         return 0
     stored = 0
-    for site_id, seq, head in await audit_store.select_sites_to_checkpoint(conn):
+    due = (
+        await audit_store.select_sites_due_checkpoint(conn, min_age_seconds)
+        if min_age_seconds > 0
+        else await audit_store.select_sites_to_checkpoint(conn)
+    )
+    for site_id, seq, head in due:
         await audit_store.insert_checkpoint(
             conn, signer.sign_checkpoint(site_id, seq, head), "periodic"
         )
@@ -72,7 +83,8 @@ async def run_periodically(
         try:
             async with pool.acquire() as conn:
                 async with conn.transaction():
-                    await store_checkpoints(conn, signer)
+                    # Timers of replicas drift a little: a tenth of the interval is slack.
+                    await store_checkpoints(conn, signer, min_age_seconds=checkpoint_every * 0.9)
                 if since_purge >= purge_every:
                     since_purge = 0
                     for p in await purge(conn, signer):

@@ -106,6 +106,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(settings.log_level, settings.log_format)
     try:
         return int(args.func(settings, args))
+    except ConfigError as exc:
+        print(f"cmpd: bad configuration: {exc}", file=sys.stderr)
+        return 2
     except SchemaAheadError as exc:
         print(f"cmpd: {exc}", file=sys.stderr)
         return 3

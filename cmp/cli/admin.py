@@ -15,7 +15,8 @@ from cmp.store.migrate import migrate
 
 
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
-    applied = with_connection(resolve_dsn(settings), migrate)
+    # Migrations take a session advisory lock: never through a transaction-mode pooler.
+    applied = with_connection(settings.session_dsn(resolve_dsn(settings)), migrate)
     print(f"applied: {', '.join(applied)}" if applied else "schema is current")
     return 0
 

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from cmp.config import Settings
+from cmp.config import ConfigError, Settings
 from cmp.store.migrate import SchemaAheadError, migrate, schema_status
 
 T = TypeVar("T")
@@ -22,6 +22,11 @@ def resolve_dsn(settings: Settings) -> str:
     global _embedded
     if settings.database_url is not None:
         return settings.database_url.get_secret_value()
+    if settings.embedded_database == "refuse":
+        raise ConfigError(
+            "CMP_DATABASE_URL: not set, and CMP_EMBEDDED_DATABASE=refuse forbids the embedded"
+            " PostgreSQL (set CMP_EMBEDDED_DATABASE=allow to use it anyway)"
+        )
     from cmp.store.db import start_embedded
 
     _embedded = start_embedded(settings.data_dir)

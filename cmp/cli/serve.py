@@ -18,7 +18,8 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     demo = args.demo or settings.demo
     if not args.worker:
         dsn = resolve_dsn(settings)
-        asyncio.run(prepare_database(settings, dsn, demo=demo))
+        # Migrations take a session advisory lock: the direct URL, not the pooler.
+        asyncio.run(prepare_database(settings, settings.session_dsn(dsn), demo=demo))
     else:
         dsn = resolve_dsn(settings)
     if args.workers > 1 and not args.worker:

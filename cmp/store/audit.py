@@ -158,6 +158,13 @@ async def select_sites_to_checkpoint(conn: asyncpg.Connection) -> list[tuple[str
     ]
 
 
+async def select_sites_due_checkpoint(
+    conn: asyncpg.Connection, min_age_seconds: float
+) -> list[tuple[str, int, str]]:
+    rows = await conn.fetch(Q["select_sites_due_checkpoint"], min_age_seconds)
+    return [(r["site_id"], r["seq"], r["hash"]) for r in rows]
+
+
 async def select_purge_cuts(conn: asyncpg.Connection) -> list[tuple[str, int, str]]:
     return [(r["site_id"], r["seq"], r["hash"]) for r in await conn.fetch(Q["select_purge_cut"])]
 

@@ -51,7 +51,12 @@ async def _no_reset(conn: asyncpg.Connection) -> None:
     """Skip asyncpg's per-release reset query: we never leave session state behind."""
 
 
-async def create_pool(dsn: str, size: int) -> asyncpg.Pool:
+async def create_pool(dsn: str, size: int, statement_cache: int | None = None) -> asyncpg.Pool:
+    """The pool; `statement_cache=0` turns asyncpg's named prepared statements off (a
+    transaction-mode pooler may run the next statement on another server connection)."""
+    extra: dict[str, Any] = {}
+    if statement_cache is not None:
+        extra["statement_cache_size"] = statement_cache
     pool = await asyncpg.create_pool(
         dsn,
         min_size=1,
@@ -61,6 +66,7 @@ async def create_pool(dsn: str, size: int) -> asyncpg.Pool:
         # A 2xx means durably committed: never let a session relax this.
         server_settings={"synchronous_commit": "on", "application_name": "cmp"},
         command_timeout=30,
+        **extra,
     )
     assert pool is not None
     return pool

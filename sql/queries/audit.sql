@@ -106,6 +106,19 @@ FROM log_heads h
 WHERE h.seq > coalesce((SELECT max(c.seq) FROM log_checkpoints c
                         WHERE c.site_id = h.site_id AND c.kind = 'periodic'), 0);
 
+-- name: select_sites_due_checkpoint
+-- Sites whose log grew and whose newest periodic checkpoint is older than $1 seconds
+-- (several replicas each run the timer; the first one in an interval signs).
+SELECT h.site_id, h.seq, h.hash
+FROM log_heads h
+LEFT JOIN LATERAL (
+    SELECT c.seq, c.signed_at FROM log_checkpoints c
+    WHERE c.site_id = h.site_id AND c.kind = 'periodic'
+    ORDER BY c.seq DESC LIMIT 1
+) last ON true
+WHERE h.seq > coalesce(last.seq, 0)
+  AND (last.signed_at IS NULL OR last.signed_at <= now() - make_interval(secs => $1));
+
 -- name: select_purge_cut
 -- The last record older than the site's retention (the new anchor), per site.
 SELECT s.site_id, e.seq, e.hash
