@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck bench e2e-deps clean
+.PHONY: run test lint typecheck bench e2e-deps deploy-check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	CMP_DATA_DIR=$${CMP_DATA_DIR:-$(CURDIR)/.data/run} $(BIN)/cmpd serve --demo
 
-test: $(STAMP) e2e-deps
+test: $(STAMP) e2e-deps deploy-check
 	$(BIN)/ruff check cmp tests loadtest
 	$(BIN)/mypy cmp
 	$(BIN)/python -m pytest -q
@@ -34,6 +34,18 @@ tests/e2e/node_modules/.installed: tests/e2e/package-lock.json
 	  npm ci --prefix tests/e2e --ignore-scripts --no-audit --no-fund >/dev/null && \
 	  touch $@; \
 	else echo "npm not found: the third-party banner tests will skip (fail when CI=true)"; fi
+
+# Static checks of deploy/ (hadolint, Compose schema, kubernetes-validate, yamllint),
+# pinned in the `deploy` extra; all offline.
+DEPLOY_STAMP := $(VENV)/.deploy-installed
+
+$(DEPLOY_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[deploy]'
+	touch $(DEPLOY_STAMP)
+
+deploy-check: $(DEPLOY_STAMP)
+	$(BIN)/ruff check deploy
+	$(BIN)/python deploy/check.py
 
 bench: $(STAMP)
 	$(BIN)/python -m loadtest

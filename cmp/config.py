@@ -7,6 +7,7 @@ start-up with one line naming the variable (`load_settings`).
 from __future__ import annotations
 
 import ipaddress
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -83,7 +84,12 @@ class ConfigError(Exception):
 
 
 def load_settings() -> Settings:
+    # CMP_SECRETS_DIR: files named like the variables (compose and Kubernetes secrets),
+    # e.g. /run/secrets/CMP_ADMIN_KEY; the environment wins over a file.
+    secrets = os.environ.get("CMP_SECRETS_DIR")
     try:
+        if secrets and Path(secrets).is_dir():
+            return Settings(_secrets_dir=secrets)
         return Settings()
     except ValidationError as exc:
         err = exc.errors()[0]
