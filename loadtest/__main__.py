@@ -64,12 +64,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--prefill-connections", type=int, default=16)
     p.add_argument("--profile", action="store_true",
                    help="one more ingest-1 run at c=256 under py-spy; prints the top functions")
+    p.add_argument("--topology", action="store_true",
+                   help="instead: ingest-1 through --workers 3, three instances behind nginx "
+                        "and the same through PgBouncer (needs nginx, pgbouncer)")
     p.add_argument("--data-dir", type=Path, default=ROOT / ".data" / "bench")
     p.add_argument("--out", type=Path, default=None,
                    help="results file (default loadtest/results/latest.json; quick: "
                         "DATA_DIR/quick.json)")
     args = p.parse_args(argv)
     quick = args.quick
+    if args.topology:
+        args.rounds = args.rounds or 1
+        args.concurrency = [int(c) for c in (args.concurrency or "64").split(",")]
+        args.out = args.out or args.data_dir / "topology.json"
+        return args
     args.rounds = args.rounds or (1 if quick else 3)
     args.prefill_workers = args.prefill_workers or args.workers
     args.budget = args.budget or (60.0 if quick else 300.0)
@@ -285,6 +293,10 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _raise_exit)
     import uvloop
 
+    if args.topology:
+        from loadtest import topology
+
+        return uvloop.run(topology.measure(args))
     with servers.Processes(args.data_dir / "logs") as procs:
         try:
             return uvloop.run(bench(args, procs))

@@ -148,11 +148,13 @@ class Cluster:
         instances: int = 3,
         pgbouncer: bool = False,
         env: dict[str, str] | None = None,
+        serve_args: tuple[str, ...] = (),
     ) -> None:
         self.root = root
         self.n = instances
         self.use_pgbouncer = pgbouncer
         self.extra_env = env or {}
+        self.serve_args = list(serve_args)  # e.g. ("--workers", "3") for the comparison
         self.children: list[Child] = []
         self.instances: list[Instance] = []
         self.pg_port = 0
@@ -306,7 +308,12 @@ class Cluster:
         data_dir = self.root / f"instance-{index}"
         data_dir.mkdir(exist_ok=True)
         env = {**self.instance_env(), "CMP_PORT": str(port), "CMP_DATA_DIR": str(data_dir)}
-        child = Child(f"cmp-{index}", [*cmpd(), "serve"], env, self.root / f"cmp-{index}.log")
+        child = Child(
+            f"cmp-{index}",
+            [*cmpd(), "serve", *self.serve_args],
+            env,
+            self.root / f"cmp-{index}.log",
+        )
         self.children.append(child)
         return Instance(index, port, child)
 
