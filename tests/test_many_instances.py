@@ -127,6 +127,9 @@ class Traffic:
     async def post(self, http: aiohttp.ClientSession, site: Site) -> None:
         body = event()
         for attempt in range(40):
+            # The phase a request was sent in: a response read after the phase changed
+            # still belongs to the phase it was sent in.
+            phase = self.phase
             try:
                 async with http.post(
                     f"{self.cluster.base}/v1/sites/{site.id}/events",
@@ -134,7 +137,7 @@ class Traffic:
                     headers={"Origin": ORIGIN},
                 ) as r:
                     await r.read()
-                    self._count(r)
+                    self._count(r, phase)
                     if r.status == 201:
                         self.acked[body["event_id"]] = site.id
                         self.acked_by[body["event_id"]] = r.headers.get("X-Upstream", "")
@@ -144,11 +147,11 @@ class Traffic:
             await asyncio.sleep(min(0.05 * (attempt + 1), 0.5))
         self.unacked.add(body["event_id"])
 
-    def _count(self, r: aiohttp.ClientResponse) -> None:
+    def _count(self, r: aiohttp.ClientResponse, phase: str) -> None:
         self.statuses[r.status] += 1
         upstream = r.headers.get("X-Upstream", "")
         if upstream:
-            self.served[(self.phase, upstream.rsplit(",", 1)[-1].strip())] += 1
+            self.served[(phase, upstream.rsplit(",", 1)[-1].strip())] += 1
         if r.status >= 500:
             if r.status == 503 and "Retry-After" in r.headers:
                 self.with_retry_after += 1
@@ -292,11 +295,14 @@ async def test_sigkill_of_one_instance_loses_nothing_it_acknowledged(cluster: Cl
     await cluster.restart(victim)
     traffic.phase = "rejoined"
     await load
-    # A short tail after the load, so the rejoined instance is sure to get its turn.
+    # nginx tries a failed server again after fail_timeout: post until the restarted
+    # instance has taken some (bounded).
     tail = Traffic(cluster, sites, phase="rejoined")
-    await tail.run(120, concurrency=4)
+    deadline = time.monotonic() + 30
+    while tail.served[("rejoined", victim.addr)] == 0 and time.monotonic() < deadline:
+        await tail.run(30, concurrency=3)
     assert not traffic.unacked and not tail.unacked
-    by_victim = [e for e, addr in traffic.acked_by.items() if victim.addr in addr]
+    by_victim = [e for e, addr in traffic.acked_by.items() if cluster.instance_at(addr) is victim]
     assert by_victim, "the victim acknowledged nothing before it was killed"
     down = {addr: n for (phase, addr), n in traffic.served.items() if phase == "victim down"}
     assert victim.addr not in down, "nginx sent a request to the killed instance"
@@ -489,3 +495,37 @@ async def test_a_key_revoked_through_one_instance_is_refused_by_every_instance(
             await asyncio.sleep(0.01)
     assert sorted(refused_after) == [i.index for i in bounced.instances], refused_after
     report("revocation through PgBouncer", refused_by=len(refused_after))
+
+
+async def _failed_queries(pool: asyncpg.Pool, count: int) -> Counter[str]:
+    failures: Counter[str] = Counter()
+
+    async def one(i: int) -> None:
+        try:
+            async with pool.acquire() as conn:
+                await conn.fetchval(f"SELECT $1::int + {i % 7}", i)
+                async with conn.transaction():
+                    await conn.fetchval(f"SELECT $1::int - {i % 5}", i)
+        except asyncpg.PostgresError as exc:
+            failures[type(exc).__name__] += 1
+
+    await asyncio.gather(*(one(i) for i in range(count)))
+    return failures
+
+
+async def test_statement_cache_0_is_what_makes_transaction_pooling_work(bounced: Cluster) -> None:
+    from cmp.store.db import create_pool
+
+    default = await create_pool(bounced.app_dsn, 6)
+    try:
+        broken = await _failed_queries(default, 600)
+    finally:
+        await default.close()
+    off = await create_pool(bounced.app_dsn, 6, statement_cache=0)
+    try:
+        working = await _failed_queries(off, 600)
+    finally:
+        await off.close()
+    assert broken["InvalidSQLStatementNameError"] > 0, broken
+    assert working == Counter()
+    report("prepared statements through PgBouncer", default_cache=dict(broken), cache_0=0)
