@@ -19,10 +19,13 @@ from loadtest import counts, runner, seed, servers
 from loadtest.cluster import Cluster, missing_tools
 from loadtest.report import say
 
-LAYOUTS: tuple[tuple[str, dict[str, Any], tuple[str, ...]], ...] = (
-    ("--workers 3", {"instances": 1, "serve_args": ("--workers", "3")}, ("direct", "nginx")),
-    ("3 instances", {"instances": 3}, ("nginx",)),
-    ("3 instances + PgBouncer", {"instances": 3, "pgbouncer": True}, ("nginx",)),
+# (name, Cluster arguments, where wrk connects). Each run gets a fresh cluster and
+# database, so no run inherits another's table growth or autovacuum.
+LAYOUTS: tuple[tuple[str, dict[str, Any], str], ...] = (
+    ("--workers 3", {"instances": 1, "serve_args": ("--workers", "3")}, "direct"),
+    ("--workers 3", {"instances": 1, "serve_args": ("--workers", "3")}, "nginx"),
+    ("3 instances", {"instances": 3}, "nginx"),
+    ("3 instances + PgBouncer", {"instances": 3, "pgbouncer": True}, "nginx"),
 )
 
 
@@ -41,32 +44,29 @@ async def measure(args: argparse.Namespace) -> int:
         f"{args.rounds} round(s)"
     )
     for round_no in range(args.rounds):
-        for name, layout, fronts in LAYOUTS:
+        # Odd rounds run the layouts in reverse, so a drifting machine favours none.
+        order = LAYOUTS if round_no % 2 == 0 else LAYOUTS[::-1]
+        for name, layout, front in order:
             cluster = Cluster(args.data_dir / "topology" / f"{round_no}-{len(results)}", **layout)
             try:
                 await cluster.start()
                 async with aiohttp.ClientSession() as session:
                     keys = await seed.setup_site(session, cluster.base, cluster.admin_key)
                 load = runner.LoadConfig(seed.SITE_ID, seed.ORIGIN, keys.read, 1000)
-                for front in fronts:
-                    port = cluster.nginx_port if front == "nginx" else cluster.instances[0].port
-                    # CPU is not split per process here: the figure is req/s.
-                    server = runner.Server(f"{name} ({front})", port, cluster_pid(cluster))
-                    run = await runner.run_wrk(wrk, server, scenario, connections, duration, load)
-                    run["round"] = round_no
-                    results.append(run)
+                port = cluster.nginx_port if front == "nginx" else cluster.instances[0].port
+                # CPU is not split per process here: the figure is req/s.
+                server = runner.Server(f"{name} ({front})", port, cluster_pid(cluster))
+                run = await runner.run_wrk(wrk, server, scenario, connections, duration, load)
                 total, _ = await counts.stored_counts(cluster.direct_dsn, seed.SITE_ID, [])
-                acked = sum(r["events_2xx"] for r in results[-len(fronts) :])
-                for r in results[-len(fronts) :]:
-                    r["stored_matches_acked"] = total == acked if r["exact"] else total >= acked
+                acked = run["events_2xx"]
+                run["round"] = round_no
+                run["stored"] = total
+                run["stored_matches_acked"] = total == acked if run["exact"] else total >= acked
+                results.append(run)
                 say(
-                    f"  {name}: "
-                    + ", ".join(
-                        f"{r['server'].split('(')[-1].rstrip(')')} {r['rps']:,.0f} req/s "
-                        f"p50 {r['p50_ms']:.1f} ms p99 {r['p99_ms']:.1f} ms"
-                        for r in results[-len(fronts) :]
-                    )
-                    + f"; stored {total:,} / acked {acked:,}"
+                    f"  {name} ({front}): {run['rps']:,.0f} req/s, p50 {run['p50_ms']:.1f} ms, "
+                    f"p99 {run['p99_ms']:.1f} ms; stored {total:,} / acked {acked:,}; "
+                    f"load average {run['loadavg_1m']:.1f}"
                 )
             finally:
                 cluster.close()
