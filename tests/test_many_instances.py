@@ -292,8 +292,10 @@ async def test_sigkill_of_one_instance_loses_nothing_it_acknowledged(cluster: Cl
     traffic.phase = "victim down"
     acked_at_kill = len(traffic.acked)
     await traffic.until_acked(acked_at_kill + 600)
-    await cluster.restart(victim)
+    # The phase moves before the restart: the victim serves again as soon as it is up,
+    # while `restart` still waits for its readiness.
     traffic.phase = "rejoined"
+    await cluster.restart(victim)
     await load
     # nginx tries a failed server again after fail_timeout: post until the restarted
     # instance has taken some (bounded).
