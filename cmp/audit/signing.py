@@ -86,6 +86,10 @@ class Signer:
             raise KeyFileError(f"cannot create signing key file {path}: {exc}") from exc
         return cls(key)
 
+    def sign(self, message: bytes) -> bytes:
+        """A raw Ed25519 signature; callers keep their messages domain-separated."""
+        return self._private_key.sign(message)
+
     def sign_checkpoint(
         self, site_id: str, seq: int, hash: str, signed_at: datetime | str | None = None
     ) -> dict[str, Any]:
