@@ -24,6 +24,7 @@ from cmp.appkeys import (
     SETTINGS,
     SIGNER,
     STATE,
+    TREE,
 )
 from cmp.audit.signing import Signer
 from cmp.catalog import Catalog
@@ -35,6 +36,7 @@ from cmp.metrics import Metrics
 from cmp.ratelimit import RateLimiter
 from cmp.state import StateReader
 from cmp.store.db import create_pool
+from cmp.treelog import TreeLog, run_integration
 
 # Admin bodies (policy texts in several languages) may be large; the collect endpoints
 # enforce their own 64 KiB limit.
@@ -98,12 +100,24 @@ def create_app(settings: Settings, dsn: str) -> web.Application:
                 purge_every=settings.purge_interval_seconds,
             )
         )
+        app[TREE] = TreeLog(pool, app[SIGNER], settings.public_host)
+        app[METRICS].integration_target.set(settings.log_integration_seconds)
+        integration = asyncio.create_task(
+            run_integration(
+                pool,
+                app[SIGNER],
+                settings.public_host,
+                every=settings.log_integration_seconds,
+                observe=app[METRICS].integration_delay.observe,
+            )
+        )
         key_use = asyncio.create_task(
             record_key_use(pool, app[CATALOG], every=settings.checkpoint_interval_seconds)
         )
         tune_gc()
         yield
         key_use.cancel()
+        integration.cancel()
         maintenance.cancel()
         await app[COMMITTER].drain()
         await app[STATE].drain()

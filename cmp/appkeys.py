@@ -15,6 +15,7 @@ from cmp.ingest import Ingest
 from cmp.metrics import Metrics
 from cmp.ratelimit import RateLimiter
 from cmp.state import StateReader
+from cmp.treelog import TreeLog
 
 SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", asyncpg.Pool)
@@ -26,5 +27,6 @@ METRICS = web.AppKey("metrics", Metrics)
 LIMITER = web.AppKey("limiter", RateLimiter)
 SIGNER = web.AppKey("signer", Signer)
 LOOKUP_SLOTS = web.AppKey("lookup_slots", asyncio.Semaphore)
+TREE = web.AppKey("tree", TreeLog)
 
 REQUEST_ID = web.RequestKey("request_id", str)

@@ -61,12 +61,25 @@ class Settings(BaseSettings):
     rate_burst: int = Field(default=200, ge=1)
     purge_interval_seconds: int = Field(default=86_400, ge=1)
     checkpoint_interval_seconds: int = Field(default=60, ge=1)
+    # Transparency log: the host in each site's checkpoint origin
+    # (`<public_host>/sites/<site_id>`, also the note key name; keep it stable), and how
+    # often new records are integrated into the Merkle tree and signed (the receipt
+    # delay after commit is about this plus the integration time).
+    public_host: str = "localhost"
+    log_integration_seconds: float = Field(default=1.0, gt=0, le=5)
 
     @field_validator("trusted_proxies")
     @classmethod
     def _cidrs(cls, value: list[str]) -> list[str]:
         for item in value:
             ipaddress.ip_network(item, strict=False)
+        return value
+
+    @field_validator("public_host")
+    @classmethod
+    def _note_name(cls, value: str) -> str:
+        if not value or any(c.isspace() or c in "+|{" for c in value):
+            raise ValueError("must be a host name without spaces, '+', '|' or '{'")
         return value
 
     def session_dsn(self, dsn: str) -> str:

@@ -90,3 +90,14 @@ class Metrics:
             buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
             registry=self.registry,
         )
+        self.integration_delay = Histogram(
+            "cmp_log_integration_delay_seconds",
+            "Commit to signed checkpoint: age of the oldest record of each tree integration",
+            buckets=(0.25, 0.5, 1, 2, 3, 5, 10, 30, 60, 300),
+            registry=self.registry,
+        )
+        self.integration_target = Gauge(
+            "cmp_log_integration_interval_seconds",
+            "How often new records are integrated into the Merkle tree (setting)",
+            registry=self.registry,
+        )

@@ -13,6 +13,7 @@ from cmp.api.auth import require
 from cmp.api.consent import subject_id_of
 from cmp.api.json import json_response
 from cmp.api.problems import Problem
+from cmp.api.receipts import tree_fields
 from cmp.api.sites import site_id_of
 from cmp.appkeys import CATALOG, POOL, SIGNER
 from cmp.audit.chain import subject_digest
@@ -148,7 +149,9 @@ async def get_checkpoint(request: web.Request) -> web.Response:
     async with request.app[POOL].acquire() as conn:
         head = await audit_store.select_head(conn, site.site.site_id)
     seq, head_hash = head or (0, "0" * 64)
-    return json_response(request.app[SIGNER].sign_checkpoint(site.site.site_id, seq, head_hash))
+    body = request.app[SIGNER].sign_checkpoint(site.site.site_id, seq, head_hash)
+    body["tree"] = await tree_fields(request, site.site.site_id)  # the Merkle tree's head
+    return json_response(body)
 
 
 async def list_checkpoints(request: web.Request) -> web.Response:
@@ -158,8 +161,3 @@ async def list_checkpoints(request: web.Request) -> web.Response:
         found = await audit_store.select_checkpoints(conn, site.site.site_id)
     return json_response({"checkpoints": found})
 
-
-async def public_key(request: web.Request) -> web.Response:
-    return json_response(
-        request.app[SIGNER].public_key_document(), headers={"Cache-Control": "public, max-age=3600"}
-    )

@@ -18,6 +18,7 @@ from cmp.api import (
     keys,
     ops,
     policies,
+    receipts,
     sites,
     stats,
 )
@@ -203,8 +204,36 @@ ROUTES: list[Route] = [
     Route(
         "GET",
         "/v1/log/public-key",
-        audit.public_key,
-        "The Ed25519 public key that signs checkpoints",
+        receipts.public_key,
+        "The Ed25519 public key that signs checkpoints (with ?site_id=: that site's log"
+        " origin and its signed-note verifier key)",
+        "public",
+        tag="audit",
+    ),
+    Route(
+        "GET",
+        f"{S}/log/proof/inclusion",
+        receipts.get_inclusion,
+        "RFC 9162 inclusion proof of leaf `index` in the Merkle tree of `size` leaves,"
+        " with the signed checkpoint (C2SP note) of that size",
+        "audit",
+        tag="audit",
+    ),
+    Route(
+        "GET",
+        f"{S}/log/proof/consistency",
+        receipts.get_consistency,
+        "RFC 9162 consistency proof from the tree of `from` leaves to the tree of `to`"
+        " leaves, with both signed checkpoints",
+        "audit",
+        tag="audit",
+    ),
+    Route(
+        "GET",
+        f"{S}/receipts/{{event_id}}",
+        receipts.get_receipt,
+        "A visitor's receipt (query: subject_id): record, leaf index, signed checkpoint"
+        " and inclusion proof; 202 + Retry-After until the record is in a checkpoint",
         "public",
         tag="audit",
     ),

@@ -115,9 +115,7 @@ def parse_checkpoint(text: str) -> Checkpoint:
     return Checkpoint(origin, int(size_text), root, text)
 
 
-def open_checkpoint(
-    note: str, public_key: Ed25519PublicKey, name: str | None = None
-) -> Checkpoint:
+def open_checkpoint(note: str, public_key: Ed25519PublicKey, name: str | None = None) -> Checkpoint:
     """Verify a checkpoint note signed by ``public_key`` under ``name`` (default: its origin).
 
     Raises NoteError naming what is wrong: the layout, a missing signature by this key,

@@ -40,9 +40,7 @@ def node_from(tiles: Mapping[TileKey, bytes], level: int, index: int) -> bytes:
     data = tiles[key]
     if len(data) < (start + count) * HASH_SIZE:
         raise LookupError(f"tile {key} holds {len(data) // HASH_SIZE} hashes, node needs more")
-    return fold(
-        [data[i * HASH_SIZE : (i + 1) * HASH_SIZE] for i in range(start, start + count)]
-    )
+    return fold([data[i * HASH_SIZE : (i + 1) * HASH_SIZE] for i in range(start, start + count)])
 
 
 def edge_tiles(size: int) -> list[TileKey]:

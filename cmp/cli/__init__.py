@@ -1,4 +1,5 @@
-"""`cmpd` (also `python -m cmp`): serve, migrate, demo, site apply, keys, export, verify, purge.
+"""`cmpd` (also `python -m cmp`): serve, migrate, demo, site apply, keys, export, verify,
+verify-receipt, purge.
 
 Settings are built here once and passed down. With no CMP_DATABASE_URL the embedded
 PostgreSQL under CMP_DATA_DIR is started (and stopped when the last user exits).
@@ -13,7 +14,7 @@ from collections.abc import Sequence
 import asyncpg
 
 from cmp.cli.admin import cmd_demo, cmd_key_create, cmd_migrate, cmd_site_apply
-from cmp.cli.audit import cmd_export, cmd_purge, cmd_stats_url, cmd_verify
+from cmp.cli.audit import cmd_export, cmd_purge, cmd_stats_url, cmd_verify, cmd_verify_receipt
 from cmp.cli.database import load_demo, resolve_dsn
 from cmp.cli.serve import cmd_serve
 from cmp.config import ConfigError, load_settings
@@ -91,6 +92,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers", type=int, metavar="N", help="worker processes (default: one per CPU)"
     )
     verify.set_defaults(func=cmd_verify, no_settings=True)
+    receipt = sub.add_parser("verify-receipt", help="verify a visitor's consent receipt offline")
+    receipt.add_argument("file")
+    receipt.add_argument(
+        "--public-key", required=True, help="key document, PEM, or note verifier key"
+    )
+    receipt.add_argument(
+        "--checkpoint", help="a newer checkpoint (note, or a consistency proof response)"
+    )
+    receipt.add_argument("--consistency-proof", help="a consistency proof response (JSON)")
+    receipt.set_defaults(func=cmd_verify_receipt, no_settings=True)
     return parser
 
 

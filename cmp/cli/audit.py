@@ -138,3 +138,29 @@ def cmd_verify(settings: Settings | None, args: argparse.Namespace) -> int:
         return 2
     print(result.summary())
     return 0 if result.ok else 1
+
+
+def cmd_verify_receipt(settings: Settings | None, args: argparse.Namespace) -> int:
+    """Check a visitor's receipt offline; names what fails (docs/audit-log.md)."""
+    from cmp.audit.notes import NoteError
+    from cmp.audit.receipt import ReceiptError, load_key, newer_checkpoint, verify_receipt
+    from cmp.audit.signing import KeyFileError
+
+    try:
+        key, name = load_key(Path(args.public_key).read_text("utf-8"))
+        receipt = json.loads(Path(args.file).read_text("utf-8"))
+        if not isinstance(receipt, dict):
+            raise ReceiptError("the receipt file is not a JSON object")
+        newer, proof = newer_checkpoint(args.checkpoint, args.consistency_proof)
+        result = verify_receipt(receipt, key, key_name=name, newer=newer, consistency_proof=proof)
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"FAILED: cannot read input: {exc}", file=sys.stderr)
+        return 2
+    except (KeyFileError, NoteError) as exc:
+        print(f"FAILED: public key: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # ReceiptError, and JSON that does not parse
+        print(f"FAILED: {exc}", file=sys.stderr)
+        return 1
+    print(result.summary())
+    return 0

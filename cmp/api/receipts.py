@@ -1,0 +1,219 @@
+"""Transparency-log answers: tree proofs (audit scope), the visitor's receipt (public),
+and the note verifier key beside the public key document."""
+
+from __future__ import annotations
+
+import base64
+import math
+import uuid
+from typing import Any
+
+from aiohttp import web
+
+from cmp.api.auth import require
+from cmp.api.collect import cors_headers
+from cmp.api.consent import SUBJECT_RE
+from cmp.api.json import json_response
+from cmp.api.problems import Problem
+from cmp.api.sites import site_id_of
+from cmp.appkeys import CATALOG, SETTINGS, SIGNER, TREE
+from cmp.audit import notes
+from cmp.audit.chain import subject_digest
+from cmp.models import SITE_ID_RE
+from cmp.store.sites import SiteRow
+from cmp.treelog import NotIntegrated, TooManyHeads
+
+MAX_SIZE = 1 << 62
+
+
+async def _site(request: web.Request, scope: str) -> SiteRow:
+    site_id = site_id_of(request)
+    await require(request, scope, site_id)  # type: ignore[arg-type]
+    site = await request.app[CATALOG].site(site_id)
+    if site is None:
+        raise Problem(404, "no such site", code="not-found")
+    return site
+
+
+def b64(items: list[bytes]) -> list[str]:
+    return [base64.b64encode(x).decode("ascii") for x in items]
+
+
+def _int(request: web.Request, name: str, minimum: int) -> int:
+    raw = request.query.get(name, "")
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 19) or not (
+        minimum <= int(raw) < MAX_SIZE
+    ):
+        raise Problem(
+            422,
+            f"'{name}' must be an integer ≥ {minimum}",
+            code="validation",
+            errors=[{"pointer": f"/{name}", "detail": "not a valid number"}],
+        )
+    return int(raw)
+
+
+def _retry_after(request: web.Request) -> str:
+    return str(max(1, math.ceil(2 * request.app[SETTINGS].log_integration_seconds)))
+
+
+def _beyond(request: web.Request, exc: NotIntegrated, name: str) -> Problem:
+    return Problem(
+        422,
+        f"{exc}; a checkpoint covers at most {exc.latest} records now",
+        code="validation",
+        errors=[{"pointer": f"/{name}", "detail": "beyond the signed tree"}],
+        headers={"Retry-After": _retry_after(request)},
+    )
+
+
+def _too_many(exc: TooManyHeads) -> Problem:
+    return Problem(
+        429,
+        "too many checkpoints for new sizes; ask for a stored size or retry",
+        code="rate-limited",
+        headers={"Retry-After": str(int(exc.retry_after) + 1)},
+    )
+
+
+async def get_inclusion(request: web.Request) -> web.Response:
+    """RFC 9162 inclusion proof of leaf `index` in the tree of `size` leaves."""
+    site = await _site(request, "audit")
+    size = _int(request, "size", 1)
+    index = _int(request, "index", 0)
+    if index >= size:
+        raise Problem(
+            422,
+            "'index' must be smaller than 'size'",
+            code="validation",
+            errors=[{"pointer": "/index", "detail": "not in the tree"}],
+        )
+    try:
+        head, proof = await request.app[TREE].inclusion(site.site.site_id, index, size)
+    except NotIntegrated as exc:
+        raise _beyond(request, exc, "size") from None
+    except TooManyHeads as exc:
+        raise _too_many(exc) from None
+    return json_response(
+        {
+            "site_id": site.site.site_id,
+            "index": index,
+            "size": size,
+            "root_hash": base64.b64encode(head.root).decode("ascii"),
+            "checkpoint": head.note,
+            "inclusion_proof": b64(proof),
+        }
+    )
+
+
+async def get_consistency(request: web.Request) -> web.Response:
+    """RFC 9162 consistency proof between the trees of `from` and `to` leaves."""
+    site = await _site(request, "audit")
+    old = _int(request, "from", 1)
+    new = _int(request, "to", 1)
+    if old > new:
+        raise Problem(
+            422,
+            "'from' must not be larger than 'to'",
+            code="validation",
+            errors=[{"pointer": "/from", "detail": "larger than to"}],
+        )
+    try:
+        old_head, new_head, proof = await request.app[TREE].consistency(
+            site.site.site_id, old, new
+        )
+    except NotIntegrated as exc:
+        raise _beyond(request, exc, "to") from None
+    except TooManyHeads as exc:
+        raise _too_many(exc) from None
+    return json_response(
+        {
+            "site_id": site.site.site_id,
+            "from": old,
+            "to": new,
+            "from_checkpoint": old_head.note,
+            "checkpoint": new_head.note,
+            "consistency_proof": b64(proof),
+        }
+    )
+
+
+async def get_receipt(request: web.Request) -> web.Response:
+    """The visitor's receipt: their record, its leaf index, a signed checkpoint, and the
+    inclusion proof. The pair (event id, subject id) is the capability: anything that
+    does not name a record of this site is 404, whatever was wrong."""
+    origin = request.headers.get("Origin")
+    site_id = site_id_of(request)
+    site = await request.app[CATALOG].site(site_id)
+    headers: dict[str, str] = {"Cache-Control": "no-store"}
+    if site is not None and origin is not None and origin in site.site.origins:
+        headers.update(cors_headers(origin))
+    not_found = Problem(404, "no such receipt", code="not-found", headers=headers)
+    subject_id = request.query.get("subject_id", "")
+    try:
+        event_id = uuid.UUID(request.match_info["event_id"])
+    except ValueError:
+        raise not_found from None
+    if site is None or not SUBJECT_RE.match(subject_id):
+        raise not_found
+    digest = subject_digest(site.subject_key, subject_id)
+    try:
+        receipt = await request.app[TREE].receipt(site_id, event_id, digest)
+    except NotIntegrated:
+        return json_response(
+            {"status": "pending", "detail": "the record is not in a signed checkpoint yet"},
+            status=202,
+            headers={**headers, "Retry-After": _retry_after(request)},
+        )
+    if receipt is None:
+        raise not_found
+    body: dict[str, Any] = {
+        "record": receipt.record,
+        "leaf_index": receipt.leaf_index,
+        "checkpoint": receipt.checkpoint,
+        "inclusion_proof": b64(receipt.inclusion_proof),
+    }
+    return json_response(body, headers=headers)
+
+
+async def public_key(request: web.Request) -> web.Response:
+    """The public key document; with `?site_id=`, also that site's log origin and its
+    note verifier key (`<origin>+<key id>+<key>`)."""
+    doc: dict[str, Any] = dict(request.app[SIGNER].public_key_document())
+    host = request.app[TREE].public_host
+    doc["note_origin"] = notes.origin_of(host, "{site_id}")
+    site_id = request.query.get("site_id")
+    if site_id is not None:
+        if not SITE_ID_RE.match(site_id):
+            raise Problem(
+                422,
+                "site_id is not a site id",
+                code="validation",
+                errors=[{"pointer": "/site_id", "detail": "not a site id"}],
+            )
+        origin = notes.origin_of(host, site_id)
+        doc["origin"] = origin
+        doc["note_verifier_key"] = notes.verifier_key(origin, request.app[SIGNER].public_key)
+    return json_response(doc, headers={"Cache-Control": "public, max-age=3600"})
+
+
+async def tree_fields(request: web.Request, site_id: str) -> dict[str, Any] | None:
+    """The newest signed tree head for GET …/log/checkpoint (None before the first)."""
+    head = await request.app[TREE].latest(site_id)
+    if head is None:
+        return None
+    return {
+        "size": head.size,
+        "root_hash": base64.b64encode(head.root).decode("ascii"),
+        "chain_hash": head.chain_hash,
+        "signed_at": head.signed_at,
+        "note": head.note,
+        # The chain head at the same size, in the JSON checkpoint form `cmpd verify`
+        # takes: one key signs both, so the two heads are bound to each other.
+        "chain_checkpoint": (
+            request.app[SIGNER].sign_checkpoint(site_id, head.size, head.chain_hash)
+            if head.chain_hash
+            else None
+        ),
+    }
+

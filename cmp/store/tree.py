@@ -1,0 +1,141 @@
+"""The Merkle tree's storage: leaf bytes from the log, tiles, signed tree heads."""
+
+from __future__ import annotations
+
+import functools
+import json
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from cmp.audit.tiles import TileKey
+from cmp.canonical import canonical_json
+from cmp.store.sqlfiles import queries
+
+Q = queries("tree")
+
+
+@dataclass(frozen=True, slots=True)
+class Leaf:
+    seq: int
+    prev_hash: str
+    hash: str
+    received_at: datetime
+    data: bytes  # canonical JSON of the record: the leaf's bytes
+
+
+@dataclass(frozen=True, slots=True)
+class TreeHead:
+    size: int
+    root: bytes
+    chain_hash: str | None
+    note: str
+    signed_at: str
+
+
+@functools.lru_cache(maxsize=4096)
+def _choices(text: str | None) -> str:
+    # A log holds a handful of distinct choice maps, millions of times.
+    return "null" if text is None else canonical_json(json.loads(text)).decode("utf-8")
+
+
+def _leaf(row: asyncpg.Record) -> Leaf:
+    text = (
+        f"{row['head']}{_choices(row['purposes'])}{row['middle']}"
+        f"{_choices(row['services'])}{row['tail']}"
+    )
+    return Leaf(row["seq"], row["prev_hash"], row["hash"], row["received_at"], text.encode())
+
+
+async def select_leaves(
+    conn: asyncpg.Connection, site_id: str, after_seq: int, limit: int
+) -> list[Leaf]:
+    return [_leaf(r) for r in await conn.fetch(Q["select_leaves"], site_id, after_seq, limit)]
+
+
+async def select_receipt_record(
+    conn: asyncpg.Connection, site_id: str, event_id: uuid.UUID, digest: str
+) -> Leaf | None:
+    row = await conn.fetchrow(Q["select_receipt_record"], site_id, event_id, digest)
+    return _leaf(row) if row else None
+
+
+async def select_sites_to_integrate(conn: asyncpg.Connection) -> list[str]:
+    return [r["site_id"] for r in await conn.fetch(Q["select_sites_to_integrate"])]
+
+
+@dataclass(frozen=True, slots=True)
+class TreeState:
+    size: int
+    root: bytes
+    chain_hash: str
+
+
+async def select_tree(conn: asyncpg.Connection, site_id: str) -> TreeState | None:
+    row = await conn.fetchrow(Q["select_tree"], site_id)
+    return TreeState(row["size"], bytes(row["root"]), row["chain_hash"]) if row else None
+
+
+async def upsert_tree(conn: asyncpg.Connection, site_id: str, tree: TreeState) -> None:
+    await conn.execute(Q["upsert_tree"], site_id, tree.size, tree.root, tree.chain_hash)
+
+
+def _head(row: asyncpg.Record | None) -> TreeHead | None:
+    if row is None:
+        return None
+    return TreeHead(
+        row["size"], bytes(row["root"]), row["chain_hash"], row["note"], row["signed_at"]
+    )
+
+
+async def select_latest_head(conn: asyncpg.Connection, site_id: str) -> TreeHead | None:
+    return _head(await conn.fetchrow(Q["select_latest_head"], site_id))
+
+
+async def tree_covers(conn: asyncpg.Connection, site_id: str, seq: int) -> bool:
+    """Whether the site's tree holds the records through ``seq``."""
+    tree = await select_tree(conn, site_id)
+    return tree is not None and tree.size >= seq
+
+
+async def select_head_at(conn: asyncpg.Connection, site_id: str, size: int) -> TreeHead | None:
+    return _head(await conn.fetchrow(Q["select_head_at"], site_id, size))
+
+
+async def insert_head(
+    conn: asyncpg.Connection,
+    site_id: str,
+    size: int,
+    root: bytes,
+    chain_hash: str | None,
+    note: str,
+) -> None:
+    await conn.execute(Q["insert_head"], site_id, size, root, chain_hash, note)
+
+
+async def select_tiles(
+    conn: asyncpg.Connection, site_id: str, keys: Iterable[TileKey]
+) -> dict[TileKey, bytes]:
+    wanted = sorted(set(keys))
+    if not wanted:
+        return {}
+    rows = await conn.fetch(
+        Q["select_tiles"], site_id, [k[0] for k in wanted], [k[1] for k in wanted]
+    )
+    return {(r["level"], r["idx"]): bytes(r["hashes"]) for r in rows}
+
+
+async def upsert_tiles(
+    conn: asyncpg.Connection, site_id: str, tiles: Mapping[TileKey, bytes]
+) -> None:
+    keys = sorted(tiles)
+    await conn.execute(
+        Q["upsert_tiles"],
+        site_id,
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+        [tiles[k] for k in keys],
+    )

@@ -1,0 +1,115 @@
+-- name: select_leaves
+-- Records after seq $2, in seq order, as canonical JSON of the 19 chain fields (the
+-- leaf bytes) around the two choice maps, which Python puts in canonical form; with
+-- the chain link, so the builder checks every leaf against the stored chain hash.
+SELECT
+    seq, prev_hash, hash, received_at,
+    '{"action":' || coalesce(to_json(action)::text, 'null')
+    || ',"event_id":' || to_json(event_id::text)::text
+    || ',"gpc":' || coalesce(gpc::text, 'null')
+    || ',"ip_prefix":' || coalesce(to_json(ip_prefix)::text, 'null')
+    || ',"language":' || coalesce(to_json(language)::text, 'null')
+    || ',"occurred_at":' || coalesce('"' || to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') || '"', 'null')
+    || ',"origin":' || coalesce(to_json(origin)::text, 'null')
+    || ',"page_url":' || coalesce(to_json(page_url)::text, 'null')
+    || ',"policy_sha256":' || coalesce(to_json(policy_sha256)::text, 'null')
+    || ',"policy_version":' || coalesce(policy_version::text, 'null')
+    || ',"purposes":' AS head,
+    purposes::text AS purposes,
+    ',"received_at":'
+    || coalesce('"' || to_char(received_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') || '"', 'null')
+    || ',"seq":' || seq::text
+    || ',"services":' AS middle,
+    services::text AS services,
+    ',"site_id":' || coalesce(to_json(site_id)::text, 'null')
+    || ',"source":' || coalesce(to_json(source)::text, 'null')
+    || ',"subject_digest":' || coalesce(to_json(subject_digest)::text, 'null')
+    || ',"user_agent":' || coalesce(to_json(user_agent)::text, 'null')
+    || ',"v":1}' AS tail
+FROM consent_events
+WHERE site_id = $1 AND seq > $2
+ORDER BY seq
+LIMIT $3;
+
+-- name: select_receipt_record
+-- One record for a receipt: the event id and the subject digest must both match.
+SELECT
+    seq, prev_hash, hash, received_at,
+    '{"action":' || coalesce(to_json(action)::text, 'null')
+    || ',"event_id":' || to_json(event_id::text)::text
+    || ',"gpc":' || coalesce(gpc::text, 'null')
+    || ',"ip_prefix":' || coalesce(to_json(ip_prefix)::text, 'null')
+    || ',"language":' || coalesce(to_json(language)::text, 'null')
+    || ',"occurred_at":' || coalesce('"' || to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') || '"', 'null')
+    || ',"origin":' || coalesce(to_json(origin)::text, 'null')
+    || ',"page_url":' || coalesce(to_json(page_url)::text, 'null')
+    || ',"policy_sha256":' || coalesce(to_json(policy_sha256)::text, 'null')
+    || ',"policy_version":' || coalesce(policy_version::text, 'null')
+    || ',"purposes":' AS head,
+    purposes::text AS purposes,
+    ',"received_at":'
+    || coalesce('"' || to_char(received_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') || '"', 'null')
+    || ',"seq":' || seq::text
+    || ',"services":' AS middle,
+    services::text AS services,
+    ',"site_id":' || coalesce(to_json(site_id)::text, 'null')
+    || ',"source":' || coalesce(to_json(source)::text, 'null')
+    || ',"subject_digest":' || coalesce(to_json(subject_digest)::text, 'null')
+    || ',"user_agent":' || coalesce(to_json(user_agent)::text, 'null')
+    || ',"v":1}' AS tail
+FROM consent_events
+WHERE site_id = $1 AND event_id = $2 AND subject_digest = $3;
+
+-- name: select_sites_to_integrate
+-- Sites whose chain is ahead of their tree, or whose tree is ahead of their newest
+-- signed head.
+SELECT h.site_id
+FROM log_heads h
+LEFT JOIN log_trees t ON t.site_id = h.site_id
+WHERE h.seq > coalesce(t.size, 0)
+   OR t.size > coalesce((SELECT max(x.size) FROM log_tree_heads x
+                         WHERE x.site_id = h.site_id), 0);
+
+-- name: select_tree
+-- How far a site's tree is built.
+SELECT size, root, chain_hash FROM log_trees WHERE site_id = $1;
+
+-- name: upsert_tree
+-- Record the tree's new size, root and chain hash at that size.
+INSERT INTO log_trees (site_id, size, root, chain_hash) VALUES ($1, $2, $3, $4)
+ON CONFLICT (site_id) DO UPDATE
+    SET size = excluded.size, root = excluded.root, chain_hash = excluded.chain_hash
+    WHERE log_trees.size < excluded.size;
+
+-- name: select_latest_head
+-- The newest signed tree head of a site.
+SELECT size, root, chain_hash, note,
+       to_char(signed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS signed_at
+FROM log_tree_heads WHERE site_id = $1 ORDER BY size DESC LIMIT 1;
+
+-- name: select_head_at
+-- The signed tree head of a site at one size, if there is one.
+SELECT size, root, chain_hash, note,
+       to_char(signed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS signed_at
+FROM log_tree_heads WHERE site_id = $1 AND size = $2;
+
+-- name: insert_head
+-- Keep a signed tree head; a concurrent signer of the same size keeps the first.
+INSERT INTO log_tree_heads (site_id, size, root, chain_hash, note)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (site_id, size) DO NOTHING;
+
+-- name: select_tiles
+-- Tiles by (level, idx).
+SELECT t.level, t.idx, t.hashes
+FROM log_tiles t
+JOIN unnest($2::smallint[], $3::bigint[]) AS k (level, idx)
+  ON t.level = k.level AND t.idx = k.idx
+WHERE t.site_id = $1;
+
+-- name: upsert_tiles
+-- Write grown or new tiles (the grow-only trigger refuses any other change).
+INSERT INTO log_tiles (site_id, level, idx, hashes)
+SELECT $1, k.level, k.idx, k.hashes
+FROM unnest($2::smallint[], $3::bigint[], $4::bytea[]) AS k (level, idx, hashes)
+ON CONFLICT (site_id, level, idx) DO UPDATE SET hashes = excluded.hashes;
