@@ -37,16 +37,19 @@
     nb: { back: "Tilbake", always: "Alltid på", services: "Tjenester",
       cookies: "Informasjonskapsler", retention: "Lagringstid", days: "dager",
       session: "til nettleseren lukkes", policy: "Les personvernerklæringen",
+      receipt: "Last ned en signert kvittering på samtykket ditt.",
       gpc: "Nettleseren din sender signalet Global Privacy Control (GPC). Vi respekterer det: " +
         "{p} er slått av." },
     sv: { back: "Tillbaka", always: "Alltid på", services: "Tjänster", cookies: "Kakor",
       retention: "Lagringstid", days: "dagar", session: "tills webbläsaren stängs",
       policy: "Läs integritetspolicyn",
+      receipt: "Ladda ner ett signerat kvitto på ditt samtycke.",
       gpc: "Din webbläsare skickar signalen Global Privacy Control (GPC). Vi respekterar den: " +
         "{p} är avstängt." },
     en: { back: "Back", always: "Always on", services: "Services", cookies: "Cookies",
       retention: "Retention", days: "days", session: "until the browser closes",
       policy: "Read the privacy policy",
+      receipt: "Download a signed receipt of your consent.",
       gpc: "Your browser sends a Global Privacy Control (GPC) signal. We honour it: " +
         "{p} is switched off." }
   };
@@ -380,7 +383,7 @@
     "#cmp-root .cmp-actions{grid-template-columns:1fr}}"
   ].join("");
 
-  var root = null, dialog = null, first = null, second = null, builtLang = null;
+  var root = null, dialog = null, first = null, second = null, builtLang = null, receiptP = null;
   var lang = pageLang(), layer = 0, before = null;
 
   function el(tag, cls, text, attrs) {
@@ -459,6 +462,8 @@
         button(T.settings, "settings", "cmp-secondary"),
         button(T.reject_all, "reject_all", "cmp-choice"),
         button(T.accept_all, "accept_all", "cmp-choice")));
+    receiptP = add(el("p", "cmp-small", null, { "data-cmp-receipt": "" }),
+      button(ui.receipt, "receipt", "cmp-back"));
     second = add.apply(null, [el("div", "cmp-layer", null, { "data-cmp-layer": "2", hidden: "" }),
       button("‹ " + ui.back, "back", "cmp-back"),
       el("h2", "cmp-title", T.settings, { id: "cmp-title2" }),
@@ -466,7 +471,7 @@
       add(el("div", "cmp-actions"),
         button(T.reject_all, "reject_all", "cmp-choice"),
         button(T.accept_all, "accept_all", "cmp-choice"),
-        button(T.save, "save", "cmp-choice"))]));
+        button(T.save, "save", "cmp-choice")), receiptP]));
     add(root, add(dialog, first, second));
     root.addEventListener("click", onClick);
     d.body.appendChild(root);
@@ -499,6 +504,8 @@
     if (n === 1) dialog.setAttribute("aria-describedby", "cmp-desc");
     else dialog.removeAttribute("aria-describedby");
     if (n === 2) syncToggles();
+    var c = stored();
+    receiptP.hidden = !(c && c.e);
     var target = n === 1 ? first.querySelector("button")
       : second.querySelector("input:not([disabled])") || second.querySelector("button");
     if (target) target.focus();
@@ -536,6 +543,7 @@
     if (!t) return;
     var act = t.getAttribute("data-cmp-act");
     if (act === "settings") showLayer(2);
+    else if (act === "receipt") receipt().catch(warn);
     else if (act === "back") showLayer(1);
     else if (act === "save") {
       var chosen = {}, boxes = toggles();
@@ -579,6 +587,42 @@
     }
   }
 
+  // --- the visitor's receipt: their record, a signed checkpoint and the inclusion proof ----------
+  // The pair (event id, subject id) is the capability; only this browser holds both.
+  function receipt(opts) {
+    var c = stored(), sid = readCookie(SID);
+    if (!c || !c.e || !sid || !w.fetch) return Promise.reject(new Error("cmp: no recorded choice"));
+    var url = BASE + "/v1/sites/" + encodeURIComponent(C.site_id) + "/receipts/" +
+      encodeURIComponent(c.e) + "?subject_id=" + encodeURIComponent(sid);
+    function attempt(n) {
+      return w.fetch(url, { cache: "no-store", credentials: "omit" }).then(function (r) {
+        // 202: not in a signed checkpoint yet; 404 while the event still waits in the outbox.
+        var queued = loadQueue().some(function (x) { return x.id === c.e; });
+        if ((r.status === 202 || (r.status === 404 && queued)) && n < 10) {
+          var secs = Math.min(parseInt(r.headers.get("Retry-After"), 10) || 1, 10);
+          return new Promise(function (ok) { setTimeout(ok, secs * 1000); })
+            .then(function () { return attempt(n + 1); });
+        }
+        if (r.status !== 200) throw new Error("cmp: no receipt (" + r.status + ")");
+        return r.json();
+      });
+    }
+    return attempt(1).then(function (doc) {
+      if (!opts || opts.download !== false) {
+        var a = el("a", null, null, { download: "consent-receipt-" + c.e + ".json",
+          href: URL.createObjectURL(new Blob([JSON.stringify(doc, null, 2)],
+            { type: "application/json" })) });
+        d.body.appendChild(a);
+        a.click();
+        d.body.removeChild(a);
+        setTimeout(function () { URL.revokeObjectURL(a.href); }, 10000);
+      }
+      return doc;
+    });
+  }
+
+  function warn(e) { if (w.console) w.console.warn(String(e)); }
+
   function ready(fn) {
     if (d.readyState === "loading") d.addEventListener("DOMContentLoaded", fn);
     else fn();
@@ -606,7 +650,8 @@
       return function () { listeners = listeners.filter(function (f) { return f !== fn; }); };
     },
     show: function (which) { open(which === "settings" ? 2 : 1); },
-    withdraw: function () { decide("withdraw", {}); }
+    withdraw: function () { decide("withdraw", {}); },
+    receipt: receipt
   };
 
   ready(function () {
