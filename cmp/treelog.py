@@ -15,7 +15,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import asyncpg
@@ -35,6 +35,9 @@ TREE_LOCK = 0x636D70_747265
 CHUNK = 20_000
 # On-demand heads for sizes nobody signed yet: per site, a few a second.
 ON_DEMAND_RATE, ON_DEMAND_BURST = 5.0, 20
+
+# How often a growing log's checkpoint is also kept (the newest one is always at hand).
+KEEP_EVERY = timedelta(minutes=1)
 
 T = TypeVar("T")
 
@@ -83,9 +86,11 @@ async def integrate_site(
             latest = await tree_store.select_latest_head(conn, site_id)
             if latest is None or latest.size < tree.size:
                 note = notes.sign_checkpoint(signer, origin, tree.size, tree.root)
-                await tree_store.insert_head(
-                    conn, site_id, tree.size, tree.root, tree.chain_hash, note
-                )
+                args = (site_id, tree.size, tree.root, tree.chain_hash, note)
+                await tree_store.update_latest_head(conn, *args)
+                kept = await tree_store.select_last_kept_at(conn, site_id)
+                if kept is None or datetime.now(UTC) - kept >= KEEP_EVERY:
+                    await tree_store.insert_head(conn, *args)
                 if observe is not None and leaves:
                     observe((datetime.now(UTC) - leaves[0].received_at).total_seconds())
     return len(leaves)

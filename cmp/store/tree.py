@@ -105,6 +105,22 @@ async def select_head_at(conn: asyncpg.Connection, site_id: str, size: int) -> T
     return _head(await conn.fetchrow(Q["select_head_at"], site_id, size))
 
 
+async def update_latest_head(
+    conn: asyncpg.Connection,
+    site_id: str,
+    size: int,
+    root: bytes,
+    chain_hash: str | None,
+    note: str,
+) -> None:
+    await conn.execute(Q["update_latest_head"], site_id, size, root, chain_hash, note)
+
+
+async def select_last_kept_at(conn: asyncpg.Connection, site_id: str) -> datetime | None:
+    found: datetime | None = await conn.fetchval(Q["select_last_kept_at"], site_id)
+    return found
+
+
 async def insert_head(
     conn: asyncpg.Connection,
     site_id: str,

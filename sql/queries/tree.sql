@@ -61,14 +61,12 @@ FROM consent_events
 WHERE site_id = $1 AND event_id = $2 AND subject_digest = $3;
 
 -- name: select_sites_to_integrate
--- Sites whose chain is ahead of their tree, or whose tree is ahead of their newest
--- signed head.
+-- Sites whose chain is ahead of their tree, or whose tree is ahead of its newest
+-- signed checkpoint.
 SELECT h.site_id
 FROM log_heads h
 LEFT JOIN log_trees t ON t.site_id = h.site_id
-WHERE h.seq > coalesce(t.size, 0)
-   OR t.size > coalesce((SELECT max(x.size) FROM log_tree_heads x
-                         WHERE x.site_id = h.site_id), 0);
+WHERE h.seq > coalesce(t.size, 0) OR t.size > coalesce(t.head_size, 0);
 
 -- name: select_tree
 -- How far a site's tree is built.
@@ -82,16 +80,32 @@ ON CONFLICT (site_id) DO UPDATE
     WHERE log_trees.size < excluded.size;
 
 -- name: select_latest_head
--- The newest signed tree head of a site.
-SELECT size, root, chain_hash, note,
-       to_char(signed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS signed_at
-FROM log_tree_heads WHERE site_id = $1 ORDER BY size DESC LIMIT 1;
+-- The newest signed checkpoint of a site.
+SELECT head_size AS size, head_root AS root, head_chain_hash AS chain_hash, head_note AS note,
+       to_char(head_signed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS signed_at
+FROM log_trees WHERE site_id = $1 AND head_size IS NOT NULL;
+
+-- name: update_latest_head
+-- Replace the newest signed checkpoint (never by an older one).
+UPDATE log_trees
+SET head_size = $2, head_root = $3, head_chain_hash = $4, head_note = $5, head_signed_at = now()
+WHERE site_id = $1 AND coalesce(head_size, 0) < $2;
 
 -- name: select_head_at
--- The signed tree head of a site at one size, if there is one.
-SELECT size, root, chain_hash, note,
-       to_char(signed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS signed_at
-FROM log_tree_heads WHERE site_id = $1 AND size = $2;
+-- The signed checkpoint of a site at one size: the newest, or one kept.
+(SELECT head_size AS size, head_root AS root, head_chain_hash AS chain_hash,
+        head_note AS note,
+        to_char(head_signed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS signed_at
+ FROM log_trees WHERE site_id = $1 AND head_size = $2)
+UNION ALL
+(SELECT size, root, chain_hash, note,
+        to_char(signed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS signed_at
+ FROM log_tree_heads WHERE site_id = $1 AND size = $2)
+LIMIT 1;
+
+-- name: select_last_kept_at
+-- When the newest kept checkpoint of a site was signed.
+SELECT signed_at FROM log_tree_heads WHERE site_id = $1 ORDER BY size DESC LIMIT 1;
 
 -- name: insert_head
 -- Keep a signed tree head; a concurrent signer of the same size keeps the first.

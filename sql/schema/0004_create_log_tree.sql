@@ -34,18 +34,25 @@ CREATE TRIGGER log_tiles_no_truncate
     BEFORE TRUNCATE ON log_tiles
     FOR EACH STATEMENT EXECUTE FUNCTION cmp_forbid_change();
 
--- How far each site's tree is built (leaves integrated into tiles), its root and the
--- chain hash of record `size`. Moves forward only, under the tree advisory lock.
+-- Per site: how far the tree is built (leaves integrated into tiles), its root and the
+-- chain hash of record `size`; and the newest signed checkpoint (head_*), replaced on
+-- each signing. Moves forward only, under the tree advisory lock.
 CREATE TABLE log_trees (
-    site_id    text PRIMARY KEY REFERENCES sites (site_id),
-    size       bigint NOT NULL CHECK (size >= 0),
-    root       bytea NOT NULL CHECK (octet_length(root) = 32),
-    chain_hash text NOT NULL
+    site_id         text PRIMARY KEY REFERENCES sites (site_id),
+    size            bigint NOT NULL CHECK (size >= 0),
+    root            bytea NOT NULL CHECK (octet_length(root) = 32),
+    chain_hash      text NOT NULL,
+    head_size       bigint CHECK (head_size >= 1 AND head_size <= size),
+    head_root       bytea,
+    head_chain_hash text,
+    head_note       text,
+    head_signed_at  timestamptz
 );
 
--- Signed tree heads: the C2SP checkpoint note for (site, size), with the chain hash of
--- record `size` (NULL when signed on demand for an older size). The largest size of a
--- site is its newest checkpoint.
+-- Signed checkpoints kept: one a minute at most while a log grows (so an auditor can
+-- ask for proofs between them), and those signed on demand for a size asked for. The
+-- chain hash of record `size` is NULL for the latter. Signatures are deterministic
+-- (Ed25519), so a head re-signed for the same size is the same note.
 CREATE TABLE log_tree_heads (
     site_id    text NOT NULL REFERENCES sites (site_id),
     size       bigint NOT NULL CHECK (size >= 1),

@@ -315,3 +315,23 @@ async def test_tampered_receipt_is_named(
     changed["record"]["action"] = "reject_all"
     with pytest.raises(ReceiptError, match="inclusion proof"):
         verify_receipt(changed, key_of(client))
+
+
+async def test_checkpoints_are_kept_sparsely_and_re_signing_is_deterministic(
+    client: TestClient, site: dict[str, Any], db: asyncpg.Connection
+) -> None:
+    for n in (3, 4, 5):
+        await post(client, site["id"], [event() for _ in range(n)])
+        await settle(client, db, site["id"])
+    kept = await db.fetch(
+        "SELECT size, note FROM log_tree_heads WHERE site_id = $1 ORDER BY size", site["id"]
+    )
+    # The first head is kept; the next ones (within a minute) only replace the newest.
+    assert [r["size"] for r in kept] == [3]
+    latest = await db.fetchrow(
+        "SELECT head_size, head_note FROM log_trees WHERE site_id = $1", site["id"]
+    )
+    assert latest["head_size"] == 12
+    signer = client.app[SIGNER]  # type: ignore[index]
+    cp = notes.open_checkpoint(kept[0]["note"], signer.public_key)
+    assert notes.sign_checkpoint(signer, cp.origin, cp.size, cp.root) == kept[0]["note"]
