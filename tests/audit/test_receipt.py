@@ -282,3 +282,31 @@ def test_a_bad_key_file_is_exit_2(
 ) -> None:
     code, out = run(tmp_path, capsys, Log(signer, "shop", 2).receipt(0, 2), "not a key")
     assert code == 2 and "public key" in out
+
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "audit-log.md"
+
+
+def test_the_documented_example_receipt_verifies() -> None:
+    import hashlib
+    import re
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from cmp.audit.receipt import verify_receipt
+
+    text = DOCS.read_text("utf-8").split("## Merkle tree, signed checkpoints", 1)[1]
+    receipt = json.loads(re.search(r"```json\n(\{.*?\})\n```", text, re.S).group(1))  # type: ignore[union-attr]
+    vkey = re.search(r"```\n(cmp\.example/sites/kundetelling\+\S+)\n```", text).group(1)  # type: ignore[union-attr]
+    name, key = notes.parse_verifier_key(vkey)
+    verified = verify_receipt(receipt, key, key_name=name)
+    assert verified.seq == 1 and verified.checkpoint.size == 2
+    assert verified.checkpoint.root.hex() in text
+    # The throwaway key signs the same note again (Ed25519 is deterministic).
+    signer = Signer(
+        Ed25519PrivateKey.from_private_bytes(hashlib.sha256(b"cmp docs example key").digest())
+    )
+    cp = verified.checkpoint
+    assert notes.sign_checkpoint(signer, cp.origin, cp.size, cp.root) == receipt["checkpoint"]
+    leaves = re.findall(r"leaf \d \(seq \d\)  ([0-9a-f]{64})", text)
+    assert [merkle.leaf_hash(canonical_json(receipt["record"])).hex()] == leaves[:1]
