@@ -52,6 +52,14 @@ CONSENT_SIGNALS: tuple[str, ...] = (
     "security_storage",
 )
 
+# Optional site fields for ISO/IEC TS 27560 records (docs/iso27560.md).
+ControllerText = Annotated[
+    str, StringConstraints(min_length=1, max_length=200, pattern=TEXT_PATTERN)
+]
+Jurisdiction = Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}(-[A-Z0-9]{1,3})?$")]
+WithdrawalUrl = Annotated[
+    str, StringConstraints(pattern=r"^https?://[^\s\u0000-\u001F\u007F-\u009F]{1,2000}$")
+]
 
 
 class Strict(BaseModel):
@@ -72,6 +80,13 @@ class SiteIn(Strict):
     default_language: Lang
     consent_validity_days: int = Field(default=365, ge=1, le=3650)
     retention_days: int = Field(default=1825, ge=1, le=36500)
+    # Optional, for ISO/IEC TS 27560 consent records and the banner's policy link area:
+    # the controller of the records, its contact, the jurisdiction (ISO 3166 code),
+    # and where a visitor withdraws consent.
+    controller_name: ControllerText | None = None
+    controller_contact: ControllerText | None = None
+    jurisdiction: Jurisdiction | None = None
+    withdrawal_url: WithdrawalUrl | None = None
 
     @model_validator(mode="after")
     def _default_language_listed(self) -> SiteIn:

@@ -13,7 +13,7 @@ from cmp.api.auth import require
 from cmp.api.consent import subject_id_of
 from cmp.api.json import json_response
 from cmp.api.problems import Problem
-from cmp.api.receipts import tree_fields
+from cmp.api.receipts import tree_fields, write_iso27560
 from cmp.api.sites import site_id_of
 from cmp.appkeys import CATALOG, POOL, SIGNER
 from cmp.audit.chain import subject_digest
@@ -83,16 +83,16 @@ async def export_events(request: web.Request) -> web.StreamResponse:
     site = await _site(request, "audit")
     where = export_filter(request, site)
     fmt = request.query.get("format", "jsonl")
-    if fmt not in ("jsonl", "csv"):
+    if fmt not in ("jsonl", "csv", "iso27560"):
         raise Problem(
             422,
-            "format must be jsonl or csv",
+            "format must be jsonl, csv or iso27560",
             code="validation",
-            errors=[{"pointer": "/format", "detail": "jsonl | csv"}],
+            errors=[{"pointer": "/format", "detail": "jsonl | csv | iso27560"}],
         )
     response = web.StreamResponse(
         headers={
-            "Content-Type": "application/x-ndjson" if fmt == "jsonl" else "text/csv; charset=utf-8",
+            "Content-Type": "text/csv; charset=utf-8" if fmt == "csv" else "application/x-ndjson",
             "Content-Disposition": f'attachment; filename="{site.site.site_id}-events.{fmt}"',
             "Cache-Control": "no-store",
         }
@@ -103,6 +103,8 @@ async def export_events(request: web.Request) -> web.StreamResponse:
     async with request.app[POOL].acquire() as conn, conn.transaction(readonly=True):
         if fmt == "csv":
             await audit_store.export_csv(conn, where, response.write)
+        elif fmt == "iso27560":
+            await write_iso27560(request, site, conn, where, response)
         else:
             async for lines in audit_store.export_lines(conn, where):
                 await response.write(("\n".join(lines) + "\n").encode("utf-8"))

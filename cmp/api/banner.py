@@ -51,6 +51,10 @@ def banner_config(site: Site, policy: PolicyVersion, material_version: int) -> d
         "policy_version": policy.version,
         "material_version": material_version,
         "policy_url": policy.policy_url,
+        # Shown beside the policy link when set (ISO/IEC TS 27560 site fields).
+        "controller": ", ".join(x for x in (site.controller_name, site.controller_contact) if x)
+        or None,
+        "withdrawal_url": site.withdrawal_url,
         "purposes": [
             {
                 "key": p.key,

@@ -8,20 +8,24 @@ import math
 import uuid
 from typing import Any
 
+import asyncpg
+import orjson
 from aiohttp import web
 
 from cmp.api.auth import require
 from cmp.api.collect import cors_headers
-from cmp.api.consent import SUBJECT_RE
-from cmp.api.json import json_response
+from cmp.api.json import dumps, json_response
 from cmp.api.problems import Problem
 from cmp.api.sites import site_id_of
 from cmp.appkeys import CATALOG, SETTINGS, SIGNER, TREE
 from cmp.audit import notes
-from cmp.audit.chain import subject_digest
-from cmp.models import SITE_ID_RE
+from cmp.audit.chain import hashed_part, subject_digest
+from cmp.audit.iso27560 import Controller, consent_record
+from cmp.store import audit as audit_store
+from cmp.store.audit import ExportFilter
 from cmp.store.sites import SiteRow
 from cmp.treelog import NotIntegrated, TooManyHeads
+from cmp.values import SITE_ID_RE, SUBJECT_ID_RE
 
 MAX_SIZE = 1 << 62
 
@@ -149,12 +153,21 @@ async def get_receipt(request: web.Request) -> web.Response:
     if site is not None and origin is not None and origin in site.site.origins:
         headers.update(cors_headers(origin))
     not_found = Problem(404, "no such receipt", code="not-found", headers=headers)
+    fmt = request.query.get("format", "json")
+    if fmt not in ("json", "iso27560"):
+        raise Problem(
+            422,
+            "format must be json or iso27560",
+            code="validation",
+            errors=[{"pointer": "/format", "detail": "json | iso27560"}],
+            headers=headers,
+        )
     subject_id = request.query.get("subject_id", "")
     try:
         event_id = uuid.UUID(request.match_info["event_id"])
     except ValueError:
         raise not_found from None
-    if site is None or not SUBJECT_RE.match(subject_id):
+    if site is None or not SUBJECT_ID_RE.fullmatch(subject_id):
         raise not_found
     digest = subject_digest(site.subject_key, subject_id)
     try:
@@ -173,7 +186,34 @@ async def get_receipt(request: web.Request) -> web.Response:
         "checkpoint": receipt.checkpoint,
         "inclusion_proof": b64(receipt.inclusion_proof),
     }
+    if fmt == "iso27560":
+        controllers = Controllers(request, site)
+        body["iso27560"] = consent_record(receipt.record, await controllers(receipt.record))
     return json_response(body, headers=headers)
+
+
+class Controllers:
+    """The 27560 controller facts of a site, with the policy URL of each version asked."""
+
+    def __init__(self, request: web.Request, site: SiteRow) -> None:
+        self._catalog = request.app[CATALOG]
+        self._site = site
+        self._urls: dict[int | None, str | None] = {None: None}
+
+    async def __call__(self, record: dict[str, Any]) -> Controller:
+        version: int | None = record.get("policy_version")
+        if version not in self._urls:
+            assert version is not None  # None is in the map from the start
+            policy = await self._catalog.policy(self._site.site.site_id, version)
+            self._urls[version] = policy.policy_url if policy else None
+        s = self._site.site
+        return Controller(
+            name=s.controller_name,
+            contact=s.controller_contact,
+            jurisdiction=s.jurisdiction,
+            withdrawal_url=s.withdrawal_url,
+            policy_url=self._urls[version],
+        )
 
 
 async def public_key(request: web.Request) -> web.Response:
@@ -184,7 +224,7 @@ async def public_key(request: web.Request) -> web.Response:
     doc["note_origin"] = notes.origin_of(host, "{site_id}")
     site_id = request.query.get("site_id")
     if site_id is not None:
-        if not SITE_ID_RE.match(site_id):
+        if not SITE_ID_RE.fullmatch(site_id):
             raise Problem(
                 422,
                 "site_id is not a site id",
@@ -217,3 +257,19 @@ async def tree_fields(request: web.Request, site_id: str) -> dict[str, Any] | No
         ),
     }
 
+
+async def write_iso27560(
+    request: web.Request,
+    site: SiteRow,
+    conn: asyncpg.Connection,
+    where: ExportFilter,
+    response: web.StreamResponse,
+) -> None:
+    """The export as ISO/IEC TS 27560 consent records, one JSON document per line."""
+    controllers = Controllers(request, site)
+    async for lines in audit_store.export_lines(conn, where):
+        out = []
+        for line in lines:
+            record = hashed_part(orjson.loads(line))
+            out.append(dumps(consent_record(record, await controllers(record))))
+        await response.write(b"\n".join(out) + b"\n")

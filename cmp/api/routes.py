@@ -164,7 +164,7 @@ ROUTES: list[Route] = [
         "GET",
         f"{S}/events",
         audit.export_events,
-        "Export the consent log in seq order (format=jsonl|csv; from, to, policy_version,"
+        "Export the consent log in seq order (format=jsonl|csv|iso27560; from, to, policy_version,"
         " subject_id filters); gzip on request",
         "audit",
         tag="audit",
@@ -233,7 +233,8 @@ ROUTES: list[Route] = [
         f"{S}/receipts/{{event_id}}",
         receipts.get_receipt,
         "A visitor's receipt (query: subject_id): record, leaf index, signed checkpoint"
-        " and inclusion proof; 202 + Retry-After until the record is in a checkpoint",
+        " and inclusion proof (format=iso27560 adds the ISO/IEC TS 27560 record); 202 +"
+        " Retry-After until the record is in a checkpoint",
         "public",
         tag="audit",
     ),

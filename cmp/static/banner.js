@@ -38,18 +38,21 @@
       cookies: "Informasjonskapsler", retention: "Lagringstid", days: "dager",
       session: "til nettleseren lukkes", policy: "Les personvernerklæringen",
       receipt: "Last ned en signert kvittering på samtykket ditt.",
+      controller: "Behandlingsansvarlig", withdraw: "Trekk tilbake samtykke",
       gpc: "Nettleseren din sender signalet Global Privacy Control (GPC). Vi respekterer det: " +
         "{p} er slått av." },
     sv: { back: "Tillbaka", always: "Alltid på", services: "Tjänster", cookies: "Kakor",
       retention: "Lagringstid", days: "dagar", session: "tills webbläsaren stängs",
       policy: "Läs integritetspolicyn",
       receipt: "Ladda ner ett signerat kvitto på ditt samtycke.",
+      controller: "Personuppgiftsansvarig", withdraw: "Återkalla samtycke",
       gpc: "Din webbläsare skickar signalen Global Privacy Control (GPC). Vi respekterar den: " +
         "{p} är avstängt." },
     en: { back: "Back", always: "Always on", services: "Services", cookies: "Cookies",
       retention: "Retention", days: "days", session: "until the browser closes",
       policy: "Read the privacy policy",
       receipt: "Download a signed receipt of your consent.",
+      controller: "Controller", withdraw: "Withdraw consent",
       gpc: "Your browser sends a Global Privacy Control (GPC) signal. We honour it: " +
         "{p} is switched off." }
   };
@@ -456,8 +459,12 @@
       el("h2", "cmp-title", T.title, { id: "cmp-title" }),
       el("p", "cmp-text", T.body, { id: "cmp-desc" }),
       gpcNote(ui),
-      add(el("p", "cmp-text"), el("a", null, ui.policy,
-        { href: C.policy_url, target: "_blank", rel: "noopener" })),
+      add(el("p", "cmp-text", null, { "data-cmp-policy": "" }), el("a", null, ui.policy,
+        { href: C.policy_url, target: "_blank", rel: "noopener" }),
+        C.controller && el("span", null, " · " + ui.controller + ": " + C.controller),
+        C.withdrawal_url && d.createTextNode(" · "),
+        C.withdrawal_url && el("a", null, ui.withdraw,
+          { href: C.withdrawal_url, target: "_blank", rel: "noopener" })),
       add(el("div", "cmp-actions"),
         button(T.settings, "settings", "cmp-secondary"),
         button(T.reject_all, "reject_all", "cmp-choice"),

@@ -34,6 +34,10 @@ def _site(record: asyncpg.Record) -> SiteRow:
         retention_days=record["retention_days"],
         created_at=record["created_at"],
         updated_at=record["updated_at"],
+        controller_name=record["controller_name"],
+        controller_contact=record["controller_contact"],
+        jurisdiction=record["jurisdiction"],
+        withdrawal_url=record["withdrawal_url"],
     )
     return SiteRow(site=site, subject_key=bytes(record["subject_key"]))
 
@@ -49,6 +53,10 @@ async def upsert_site(conn: asyncpg.Connection, site_id: str, body: SiteIn) -> t
         body.consent_validity_days,
         body.retention_days,
         secrets.token_bytes(32),
+        body.controller_name,
+        body.controller_contact,
+        body.jurisdiction,
+        body.withdrawal_url,
     )
     assert record is not None
     return _site(record), bool(record["created"])

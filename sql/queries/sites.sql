@@ -2,15 +2,21 @@
 -- Create or update a site; `created` tells which. A new site gets its chain head too.
 WITH up AS (
     INSERT INTO sites (site_id, name, origins, languages, default_language,
-                       consent_validity_days, retention_days, subject_key)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                       consent_validity_days, retention_days, subject_key,
+                       controller_name, controller_contact, jurisdiction, withdrawal_url)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
     ON CONFLICT (site_id) DO UPDATE
         SET name = excluded.name, origins = excluded.origins, languages = excluded.languages,
             default_language = excluded.default_language,
             consent_validity_days = excluded.consent_validity_days,
-            retention_days = excluded.retention_days, updated_at = now()
+            retention_days = excluded.retention_days,
+            controller_name = excluded.controller_name,
+            controller_contact = excluded.controller_contact,
+            jurisdiction = excluded.jurisdiction, withdrawal_url = excluded.withdrawal_url,
+            updated_at = now()
     RETURNING site_id, name, origins, languages, default_language, consent_validity_days,
-              retention_days, subject_key, created_at, updated_at, (xmax = 0) AS created
+              retention_days, subject_key, created_at, updated_at, controller_name,
+              controller_contact, jurisdiction, withdrawal_url, (xmax = 0) AS created
 ), head AS (
     INSERT INTO log_heads (site_id) SELECT site_id FROM up WHERE created
     ON CONFLICT DO NOTHING
@@ -20,11 +26,13 @@ SELECT * FROM up;
 -- name: select_site
 -- One site by id.
 SELECT site_id, name, origins, languages, default_language, consent_validity_days,
-       retention_days, subject_key, created_at, updated_at
+       retention_days, subject_key, created_at, updated_at, controller_name,
+       controller_contact, jurisdiction, withdrawal_url
 FROM sites WHERE site_id = $1;
 
 -- name: select_sites
 -- Every site (small: one row per customer website).
 SELECT site_id, name, origins, languages, default_language, consent_validity_days,
-       retention_days, subject_key, created_at, updated_at
+       retention_days, subject_key, created_at, updated_at, controller_name,
+       controller_contact, jurisdiction, withdrawal_url
 FROM sites ORDER BY site_id;

@@ -19,7 +19,7 @@ from cmp.audit.chain import hashed_part
 from cmp.audit.receipt import ReceiptError, verify_receipt
 from cmp.canonical import canonical_json
 from cmp.maintenance import purge
-from cmp.treelog import TREE_LOCK, integrate_site
+from cmp.treelog import CHUNK, TREE_LOCK, integrate_site
 from tests.conftest import ADMIN, ORIGIN, event, make_key, make_site
 
 HDR = {"Origin": ORIGIN}
@@ -43,7 +43,7 @@ async def settle(client: TestClient, db: asyncpg.Connection, site_id: str) -> No
     """Integrate and sign everything committed so far (waits for the background job)."""
     signer = client.app[SIGNER]  # type: ignore[index]
     origin = notes.origin_of(client.app[SETTINGS].public_host, site_id)  # type: ignore[index]
-    while await integrate_site(db, site_id, signer, origin, wait=True) == 20_000:
+    while await integrate_site(db, site_id, signer, origin, wait=True) == CHUNK:
         pass
 
 

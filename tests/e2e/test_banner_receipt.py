@@ -8,7 +8,7 @@ from pathlib import Path
 
 from cmp.appkeys import SIGNER
 from cmp.audit.receipt import verify_receipt
-from tests.e2e.conftest import CmpServer, E2ESite, Pages, open_site_page
+from tests.e2e.conftest import CmpServer, E2ESite, Pages, make_e2e_site, open_site_page
 from tests.e2e.pageutil import Browsing, choose
 
 ACCEPT = "#cmp-root [data-cmp-layer='1'] [data-cmp-act=accept_all]"
@@ -62,3 +62,26 @@ async def test_the_sentence_in_each_language(
         page = await open_site_page(browsing, pages, cmp, site, lang)
         assert await page.text_content(RECEIPT) == sentence
         await page.close()
+
+
+async def test_the_policy_area_names_the_controller_and_the_withdrawal_page(
+    browsing: Browsing, pages: Pages, cmp: CmpServer
+) -> None:
+    site = await make_e2e_site(
+        cmp,
+        pages.origin,
+        controller_name="Nettbutikk AS",
+        controller_contact="personvern@shop.example",
+        withdrawal_url="https://shop.example/samtykke",
+    )
+    page = await open_site_page(browsing, pages, cmp, site)
+    area = "#cmp-root [data-cmp-layer='1'] [data-cmp-policy]"
+    text = await page.text_content(area)
+    assert text is not None
+    assert "Behandlingsansvarlig: Nettbutikk AS, personvern@shop.example" in text
+    link = page.locator(f"{area} a", has_text="Trekk tilbake samtykke")
+    assert await link.get_attribute("href") == "https://shop.example/samtykke"
+    await page.close()
+    bare = await open_site_page(browsing, pages, cmp, await make_e2e_site(cmp, pages.origin))
+    text = await bare.text_content(area)
+    assert text is not None and "Behandlingsansvarlig" not in text and "·" not in text
