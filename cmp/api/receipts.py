@@ -13,14 +13,15 @@ import orjson
 from aiohttp import web
 
 from cmp.api.auth import require
-from cmp.api.collect import cors_headers
+from cmp.api.collect import client_ip, cors_headers
 from cmp.api.json import dumps, json_response
 from cmp.api.problems import Problem
 from cmp.api.sites import site_id_of
-from cmp.appkeys import CATALOG, SETTINGS, SIGNER, TREE
+from cmp.appkeys import CATALOG, LIMITER, SETTINGS, SIGNER, TREE
 from cmp.audit import notes
 from cmp.audit.chain import hashed_part, subject_digest
 from cmp.audit.iso27560 import Controller, consent_record
+from cmp.ingest.facts import ip_prefix
 from cmp.store import audit as audit_store
 from cmp.store.audit import ExportFilter
 from cmp.store.sites import SiteRow
@@ -169,6 +170,16 @@ async def get_receipt(request: web.Request) -> web.Response:
         raise not_found from None
     if site is None or not SUBJECT_ID_RE.fullmatch(subject_id):
         raise not_found
+    # Public and a few database reads each: the collect endpoints' bucket, apart.
+    prefix = ip_prefix(client_ip(request)) or "-"
+    wait = request.app[LIMITER].take(site_id, f"receipt {prefix}")
+    if wait > 0:
+        raise Problem(
+            429,
+            "too many receipt requests from this network for this site",
+            code="rate-limited",
+            headers={**headers, "Retry-After": str(int(wait) + 1)},
+        )
     digest = subject_digest(site.subject_key, subject_id)
     try:
         receipt = await request.app[TREE].receipt(site_id, event_id, digest)

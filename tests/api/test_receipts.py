@@ -335,3 +335,17 @@ async def test_checkpoints_are_kept_sparsely_and_re_signing_is_deterministic(
     signer = client.app[SIGNER]  # type: ignore[index]
     cp = notes.open_checkpoint(kept[0]["note"], signer.public_key)
     assert notes.sign_checkpoint(signer, cp.origin, cp.size, cp.root) == kept[0]["note"]
+
+
+async def test_receipts_are_rate_limited_per_network(
+    aiohttp_client: Any, settings: Any, db_dsn: str
+) -> None:
+    from cmp.app import create_app
+
+    app = create_app(settings.model_copy(update={"rate_per_second": 0.01, "rate_burst": 3}), db_dsn)
+    client = await aiohttp_client(app)
+    site_id = await make_site(client)
+    url = f"/v1/sites/{site_id}/receipts/{uuid.uuid4()}"
+    answers = [(await client.get(url, params={"subject_id": "x"})).status for _ in range(6)]
+    assert answers[:3] == [404, 404, 404]
+    assert answers[3:] == [429, 429, 429]
