@@ -14,7 +14,6 @@ import pytest
 
 from cmp.audit import merkle, notes
 from cmp.audit.chain import chain_record
-from cmp.audit.receipt import main
 from cmp.audit.signing import Signer
 from cmp.canonical import canonical_json
 from cmp.cli import main as cmpd
@@ -89,7 +88,8 @@ def run(
 ) -> tuple[int, str]:
     (tmp_path / "receipt.json").write_text(json.dumps(receipt), "utf-8")
     (tmp_path / "key").write_text(key, "utf-8")
-    code = main([str(tmp_path / "receipt.json"), "--public-key", str(tmp_path / "key"), *extra])
+    receipt_file, key_file = str(tmp_path / "receipt.json"), str(tmp_path / "key")
+    code = cmpd(["verify-receipt", receipt_file, "--public-key", key_file, *extra])
     out = capsys.readouterr()
     return code, out.out + out.err
 
