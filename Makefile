@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck bench e2e-deps deploy-check clean
+.PHONY: run test lint typecheck bench bench-receipts e2e-deps deploy-check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,10 @@ deploy-check: $(DEPLOY_STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m loadtest
+
+# Receipts, proofs and integration delay at 1 M records (~5 minutes; loadtest/README.md).
+bench-receipts: $(STAMP)
+	$(BIN)/python -m loadtest.receipts
 
 clean:
 	rm -rf $(VENV) .data build *.egg-info
