@@ -78,9 +78,15 @@ class HeldConnections:
     asyncpg's acquire/release pair costs about 50 µs of CPU per call here (loadtest:
     `SELECT 1` took 94 µs through the pool, 40 µs on a held connection). The group
     commit and the batched state reads run one short statement per batch, so each keeps
-    the connections it used and gives one back to the pool when a call fails (the pool
-    then closes or resets it), at shutdown, and whenever keeping it would leave the pool
-    with no connection for anyone else (then everyone still makes progress).
+    the connections it used and gives them back at shutdown, and whenever keeping one
+    would leave the pool with no connection for anyone else (then everyone still makes
+    progress).
+
+    A held connection can die while it waits (the server restarted): it is dropped
+    when next taken, so the first call after a restart gets a fresh one. A call that
+    fails other than by a server error (connection lost, cancelled by a time limit
+    mid-statement) discards its connection without waiting on it: it may be stuck on a
+    silent network, and the caller's time limit must hold.
     """
 
     def __init__(self, pool: asyncpg.Pool) -> None:
@@ -89,16 +95,28 @@ class HeldConnections:
 
     @contextlib.asynccontextmanager
     async def use(self) -> AsyncIterator[asyncpg.Connection]:
-        conn = self._idle.pop() if self._idle else await self._pool.acquire()
+        conn = self._take_idle() or await self._pool.acquire()
         try:
             yield conn
-        except BaseException:
+        except asyncpg.PostgresError:
+            # The server answered, so the connection works; the pool checks it anyway.
             await self._pool.release(conn)
+            raise
+        except BaseException:
+            discard(conn)
             raise
         if self._others_can_connect():
             self._idle.append(conn)
         else:
             await self._pool.release(conn)
+
+    def _take_idle(self) -> asyncpg.Connection | None:
+        while self._idle:
+            conn = self._idle.pop()
+            if is_open(conn):
+                return conn
+            discard(conn)
+        return None
 
     def _others_can_connect(self) -> bool:
         pool = self._pool
@@ -107,4 +125,22 @@ class HeldConnections:
     async def close(self) -> None:
         """Give every held connection back (before the pool closes: it waits for them)."""
         while self._idle:
-            await self._pool.release(self._idle.pop())
+            conn = self._idle.pop()
+            if is_open(conn):
+                await self._pool.release(conn)
+            else:
+                discard(conn)
+
+
+def is_open(conn: asyncpg.Connection) -> bool:
+    """False for a pool connection whose socket closed (the pool took it back then)."""
+    try:
+        return not conn.is_closed()
+    except asyncpg.InterfaceError:  # "connection has been released back to the pool"
+        return False
+
+
+def discard(conn: asyncpg.Connection) -> None:
+    """Close a pool connection at once, unsent data and all; the pool opens a new one."""
+    with contextlib.suppress(asyncpg.InterfaceError):  # already back in the pool
+        conn.terminate()
