@@ -90,7 +90,9 @@ def create_app(settings: Settings, dsn: str) -> web.Application:
             queue_max=settings.queue_max,
             timeout_seconds=settings.commit_timeout_seconds,
         )
-        app[STATE] = StateReader(pool, app[METRICS])
+        app[STATE] = StateReader(
+            pool, app[METRICS], timeout_seconds=settings.commit_timeout_seconds
+        )
         app[INGEST] = Ingest(app[CATALOG], app[LIMITER], app[COMMITTER])
         maintenance = asyncio.create_task(
             run_periodically(

@@ -54,7 +54,8 @@ class Settings(BaseSettings):
     batch_max: int = Field(default=1000, ge=1, le=10_000)
     flushes_in_flight: int = Field(default=1, ge=1, le=16)
     queue_max: int = Field(default=20_000, ge=1)
-    # A group commit that takes longer is cancelled and its requests answered 503.
+    # A group commit (or a batched state read) that takes longer is cancelled and its
+    # requests answered 503.
     commit_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
     # Per (site, IP prefix) token bucket on the collect endpoints.
     rate_per_second: float = Field(default=50.0, gt=0)

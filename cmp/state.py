@@ -27,9 +27,16 @@ Pair = tuple[str, str]
 
 class StateReader:
     def __init__(
-        self, pool: asyncpg.Pool, metrics: Metrics, *, in_flight: int = 2, batch_max: int = 2000
+        self,
+        pool: asyncpg.Pool,
+        metrics: Metrics,
+        *,
+        in_flight: int = 2,
+        batch_max: int = 2000,
+        timeout_seconds: float = 10.0,
     ) -> None:
         self._connections = HeldConnections(pool)
+        self._timeout = timeout_seconds
         self._metrics = metrics
         self._slots = in_flight
         self._batch_max = batch_max
@@ -68,18 +75,25 @@ class StateReader:
                 sites = [p[0] for pairs, _ in taken for p in pairs]
                 subjects = [p[1] for pairs, _ in taken for p in pairs]
                 try:
-                    async with self._connections.use() as conn:
+                    # Bounded: a read stuck on a silent connection must not hold every
+                    # lookup behind it (the connection is then discarded).
+                    async with asyncio.timeout(self._timeout), self._connections.use() as conn:
                         found = await select_states(conn, sites, subjects)
                 except (
                     asyncpg.PostgresError,
                     OSError,
                     asyncpg.InterfaceError,
+                    # A connection whose server died mid-message (seen after a crash).
+                    asyncpg.InternalClientError,
                     TimeoutError,
                 ) as exc:
                     log.warning("state read failed: %s", exc)
-                    for _, future in taken:
-                        if not future.done():
-                            future.set_exception(Unavailable("database"))
+                    self._fail(taken, "database")
+                    continue
+                except Exception:
+                    # Never leave the lookups waiting: they would hang for good.
+                    log.exception("state read failed")
+                    self._fail(taken, "internal")
                     continue
                 self._metrics.read_batch_size.observe(count)
                 for _, future in taken:
@@ -87,6 +101,14 @@ class StateReader:
                         future.set_result(found)
         finally:
             self._active -= 1
+
+    @staticmethod
+    def _fail(
+        taken: list[tuple[list[Pair], asyncio.Future[dict[Pair, StoredChoice]]]], reason: str
+    ) -> None:
+        for _, future in taken:
+            if not future.done():
+                future.set_exception(Unavailable(reason))
 
     async def drain(self) -> None:
         """Wait for reads in progress, then give the connections back (shutdown)."""
