@@ -89,6 +89,8 @@ UNAVAILABLE = (
     asyncpg.PostgresConnectionError,
     asyncpg.CannotConnectNowError,
     asyncpg.InterfaceError,
+    # A pool connection whose server died mid-message (a crash): not a bug of the request.
+    asyncpg.InternalClientError,
     ConnectionError,
     TimeoutError,
 )
