@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck bench bench-receipts e2e-deps deploy-check clean
+.PHONY: run test test-faults lint typecheck bench bench-receipts e2e-deps deploy-check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,11 @@ test: $(STAMP) e2e-deps deploy-check
 	$(BIN)/ruff check cmp tests loadtest
 	$(BIN)/mypy cmp
 	$(BIN)/python -m pytest -q
+
+# The long fault suite (tests/faults): many SIGKILL cycles, proxy faults and lock waits
+# under more load; `make test` runs the short profile of the same tests.
+test-faults: $(STAMP)
+	$(BIN)/python -m pytest -q -m faults_long tests/faults
 
 lint: $(STAMP)
 	$(BIN)/ruff check cmp tests loadtest
