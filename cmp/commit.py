@@ -153,7 +153,8 @@ class GroupCommitter:
                     # One statement, committed by itself: no BEGIN/COMMIT round trips.
                     deferred, refused = await write_isolated(conn, [s for s, _ in taken])
             except TimeoutError:
-                # Cancelled in the server too; whatever it did commit, a retry finds as
+                # The connection was dropped (HeldConnections: it may be stuck on a
+                # silent network); whatever the server still commits, a retry finds as
                 # a duplicate. Nothing here was acknowledged.
                 log.warning("group commit took longer than %.1f s", self._timeout)
                 self._fail(taken, "commit-timeout")
