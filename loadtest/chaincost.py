@@ -30,7 +30,7 @@ from cmp.store import events
 from cmp.store.db import connect, start_embedded
 from cmp.store.events import NewEvent, Submission, write_batch
 from cmp.store.migrate import migrate
-from cmp.store.sqlfiles import sql_root
+from cmp.store.sqlfiles import migration_files
 
 CHAIN_LINE = "cur_hash := encode(sha256(convert_to("
 
@@ -76,6 +76,22 @@ async def _run(conn: asyncpg.Connection, site: str, batches: int, size: int) -> 
     return time.perf_counter() - started
 
 
+def _plain_copy() -> str:
+    """The newest migration's cmp_append, renamed, with the chain line a constant."""
+    marker = "CREATE FUNCTION cmp_append("
+    text = next(
+        path.read_text("utf-8")
+        for _, _, path in reversed(migration_files())
+        if marker in path.read_text("utf-8")
+    )
+    function = text[text.index(marker) :]
+    function = function[: function.index("END $$;") + len("END $$;")]
+    start = function.index(CHAIN_LINE)
+    end = function.index(";", start)
+    plain = function[:start] + "cur_hash := repeat('0', 64)" + function[end:]
+    return plain.replace(marker, "CREATE FUNCTION cmp_append_plain(")
+
+
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     server = start_embedded(Path(".data/bench"))
     base = str(server.get_uri())
@@ -94,17 +110,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 site,
             )
             await conn.execute("INSERT INTO log_heads (site_id) VALUES ($1)", site)
-        original = (sql_root() / "schema" / "0002_create_append_function.sql").read_text()
-        start = original.index(CHAIN_LINE)
-        end = original.index(";", start)
-        plain = (original[:start] + "cur_hash := repeat('0', 64)" + original[end:]).replace(
-            "CREATE FUNCTION cmp_append(", "CREATE FUNCTION cmp_append_plain("
-        )
-        await conn.execute(plain)
-        # The flush calls the row-array form (sql/schema/0003); give the copy one too.
-        rows_form = (sql_root() / "schema" / "0003_append_rows.sql").read_text()
-        rows_form = rows_form[rows_form.index("CREATE FUNCTION") :]
-        await conn.execute(rows_form.replace("cmp_append(", "cmp_append_plain("))
+        await conn.execute(_plain_copy())
         backend = await conn.fetchval("SELECT pg_backend_pid()")
         results: dict[str, list[tuple[float, float]]] = {"with-chain": [], "no-chain": []}
         for _ in range(args.rounds):

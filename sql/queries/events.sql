@@ -1,5 +1,6 @@
 -- name: append_batch
--- A whole group-commit batch in one statement, as one array of rows (sql/schema/0003).
+-- A whole group-commit batch in one statement, as one array of rows (cmp_append in
+-- sql/schema/, the newest migration that defines it).
 SELECT cmp_append($1::cmp_new_event[]);
 
 -- name: select_states
