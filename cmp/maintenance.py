@@ -32,6 +32,7 @@ class Purged:
     site_id: str
     through_seq: int
     deleted: int
+    states: int
 
 
 async def store_checkpoints(
@@ -72,8 +73,8 @@ async def purge(conn: asyncpg.Connection, signer: Signer) -> list[Purged]:
             await audit_store.insert_checkpoint(
                 conn, signer.sign_checkpoint(site_id, seq, head), "anchor"
             )
-            deleted = await audit_store.purge_before(conn, site_id, seq)
-            done.append(Purged(site_id, seq, deleted))
+            count = await audit_store.purge_before(conn, site_id, seq)
+            done.append(Purged(site_id, seq, count.events, count.states))
     return done
 
 
@@ -94,8 +95,9 @@ async def run_periodically(
                     since_purge = 0
                     for p in await purge(conn, signer):
                         log.info(
-                            "purged %d records of %s through seq %d",
+                            "purged %d records and %d states of %s through seq %d",
                             p.deleted,
+                            p.states,
                             p.site_id,
                             p.through_seq,
                         )

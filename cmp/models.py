@@ -15,6 +15,8 @@ from pydantic import (
     StrictBool,
     StrictInt,
     StringConstraints,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
 
@@ -96,11 +98,27 @@ class SiteIn(Strict):
             raise ValueError("languages must not repeat")
         return self
 
+    @field_validator("retention_days")
+    @classmethod
+    def _retention_covers_validity(cls, days: int, info: ValidationInfo) -> int:
+        # A consent still valid after retention purged its record would have no proof.
+        validity = info.data.get("consent_validity_days")
+        if validity is not None and days < validity:
+            raise ValueError("retention_days must be at least consent_validity_days")
+        return days
+
 
 class Site(SiteIn):
     site_id: str
     created_at: datetime
     updated_at: datetime
+
+    @field_validator("retention_days")
+    @classmethod
+    def _retention_covers_validity(cls, days: int, info: ValidationInfo) -> int:
+        # Sites stored before the rule still load; purge removes their states with
+        # the records that proved them, so such a state reads `none`, never `valid`.
+        return days
 
 
 # --- policy versions -------------------------------------------------------

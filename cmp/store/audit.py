@@ -169,8 +169,16 @@ async def select_purge_cuts(conn: asyncpg.Connection) -> list[tuple[str, int, st
     return [(r["site_id"], r["seq"], r["hash"]) for r in await conn.fetch(Q["select_purge_cut"])]
 
 
-async def purge_before(conn: asyncpg.Connection, site_id: str, seq: int) -> int:
-    """Delete a site's records up to `seq` (caller's transaction); returns the count."""
+@dataclass(frozen=True, slots=True)
+class PurgeCount:
+    events: int
+    states: int
+
+
+async def purge_before(conn: asyncpg.Connection, site_id: str, seq: int) -> PurgeCount:
+    """Delete a site's records up to `seq` and the states they proved (caller's
+    transaction, so a state never outlives its proof); returns the counts."""
     await conn.execute("SELECT set_config('cmp.purge', 'on', true)")
-    status = await conn.execute(Q["purge_before"], site_id, seq)
-    return int(status.split()[-1])
+    events = await conn.execute(Q["purge_before"], site_id, seq)
+    states = await conn.execute(Q["purge_states_before"], site_id, seq)
+    return PurgeCount(int(events.split()[-1]), int(states.split()[-1]))

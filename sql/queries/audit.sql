@@ -134,3 +134,8 @@ CROSS JOIN LATERAL (
 -- Retention: delete a site's records up to and including seq (the trigger allows it
 -- only with cmp.purge = 'on', set for this transaction).
 DELETE FROM consent_events WHERE site_id = $1 AND seq <= $2;
+
+-- name: purge_states_before
+-- Retention: a state whose event was purged has lost its proof, so it goes too (the
+-- subject is asked again, and no raw subject id outlives the log's retention).
+DELETE FROM consent_state WHERE site_id = $1 AND seq <= $2;

@@ -296,6 +296,7 @@ async def test_purge_keeps_the_chain_verifiable_from_a_signed_anchor(
             "origins": [ORIGIN],
             "languages": ["nb", "en"],
             "default_language": "nb",
+            "consent_validity_days": 1,
             "retention_days": 1,
         },
     )
