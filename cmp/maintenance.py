@@ -1,6 +1,7 @@
-"""Log maintenance: stored signed checkpoints and retention purge.
+"""Log maintenance: stored signed checkpoints, the log's coming monthly partitions, and
+retention purge.
 
-Both run as background tasks in every server process, but only one process at a time
+All run as background tasks in every server process, but only one process at a time
 does the work (a PostgreSQL advisory lock); `cmpd purge` runs the purge by hand.
 A purge first stores a signed `anchor` checkpoint for the last record it deletes: the
 first kept record's prev_hash is that hash, so the shortened chain still verifies and
@@ -12,12 +13,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from datetime import UTC, datetime, time
 
 import asyncpg
 
 from cmp.audit.signing import Signer
 from cmp.catalog import Catalog
 from cmp.store import audit as audit_store
+from cmp.store import events as events_store
+from cmp.store.audit import month_after, partition_month
 from cmp.store.keys import touch_keys
 from cmp.treelog import integrate_through
 
@@ -25,6 +29,10 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_LOCK = 0x636D70_636B70
 PURGE_LOCK = 0x636D70_707267
+PARTITION_LOCK = 0x636D70_707274
+# How long a purge waits for the log's exclusive lock before deleting a month's rows
+# instead of dropping it (ingest queues behind a waiting exclusive lock).
+DROP_LOCK_WAIT = "2s"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,23 +67,70 @@ async def store_checkpoints(
     return stored
 
 
-async def purge(conn: asyncpg.Connection, signer: Signer) -> list[Purged]:
-    """Delete records older than each site's retention, leaving a signed anchor."""
+async def make_partitions(conn: asyncpg.Connection) -> int:
+    """Create the log's partitions for the coming months (one process at a time)."""
+    async with conn.transaction():
+        if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", PARTITION_LOCK):
+            return 0
+        return await events_store.make_partitions_ahead(conn)
+
+
+async def purge(
+    conn: asyncpg.Connection, signer: Signer, *, lock_wait: str = DROP_LOCK_WAIT
+) -> list[Purged]:
+    """Delete records older than each site's retention, leaving a signed anchor.
+
+    Whole months whose every row is past its site's cut are dropped, the oldest first
+    and last in the transaction (dropping holds the log's exclusive lock until commit);
+    the other rows through the cut are deleted inside their months.
+    """
     done: list[Purged] = []
     async with conn.transaction():
         if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", PURGE_LOCK):
             return done
-        for site_id, seq, head in await audit_store.select_purge_cuts(conn):
-            if not await integrate_through(conn, site_id, seq):
+        cuts = await audit_store.select_purge_cuts(conn)
+        if not cuts:
+            return done
+        for cut in cuts:
+            if not await integrate_through(conn, cut.site_id, cut.seq):
                 # Retention is an obligation the tree cannot hold up; the records it
                 # could not take (logged) get no leaves.
-                log.error("purging %s through seq %d ahead of its Merkle tree", site_id, seq)
+                log.error(
+                    "purging %s through seq %d ahead of its Merkle tree", cut.site_id, cut.seq
+                )
             await audit_store.insert_checkpoint(
-                conn, signer.sign_checkpoint(site_id, seq, head), "anchor"
+                conn, signer.sign_checkpoint(cut.site_id, cut.seq, cut.hash), "anchor"
             )
-            count = await audit_store.purge_before(conn, site_id, seq)
-            done.append(Purged(site_id, seq, count.events, count.states))
+        months = await _expired_months(conn, cuts)
+        kept_from = (
+            datetime.combine(month_after(partition_month(months[-1])), time(), UTC)
+            if months
+            else None
+        )
+        for cut in cuts:
+            count = await audit_store.purge_before(conn, cut, kept_from)
+            done.append(Purged(cut.site_id, cut.seq, cut.seq - cut.first_seq + 1, count.states))
+        for name in months:
+            if not await audit_store.drop_partition(conn, name, lock_wait):
+                log.warning("purge: %s is busy; deleting its rows instead", name)
+                for cut in cuts:
+                    await audit_store.purge_before(conn, cut)
+                break
     return done
+
+
+async def _expired_months(conn: asyncpg.Connection, cuts: list[audit_store.PurgeCut]) -> list[str]:
+    """The oldest partitions, up to the first that still holds a kept record (the
+    current month never goes: events are arriving in it)."""
+    this_month = datetime.now(UTC).date().replace(day=1)
+    expired = []
+    for name in await audit_store.select_event_partitions(conn):
+        if month_after(partition_month(name)) > this_month:
+            break
+        if not await audit_store.partition_expired(conn, name, cuts):
+            break
+        expired.append(name)
+    return expired
 
 
 async def run_periodically(
@@ -88,6 +143,7 @@ async def run_periodically(
         since_purge += checkpoint_every
         try:
             async with pool.acquire() as conn:
+                await make_partitions(conn)
                 async with conn.transaction():
                     # Timers of replicas drift a little: a tenth of the interval is slack.
                     await store_checkpoints(conn, signer, min_age_seconds=checkpoint_every * 0.9)

@@ -1,4 +1,5 @@
-"""The audit side of the log: streaming export, erasure, checkpoints, retention purge."""
+"""The audit side of the log: streaming export, erasure, checkpoints, retention purge
+(by the month where it can: the log is partitioned by month of `received_at`)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import asyncpg
@@ -116,6 +117,7 @@ async def erase_subject(
     async with conn.transaction():
         head = await conn.fetchrow(Q["lock_head"], site_id)
         assert head is not None
+        await conn.execute(Q["ensure_partition"], now)
         status = await conn.execute(Q["erase_subject_ids"], site_id, digest)
         await conn.execute(Q["delete_state"], site_id, subject_id)
         seq = head["seq"] + 1
@@ -165,8 +167,55 @@ async def select_sites_due_checkpoint(
     return [(r["site_id"], r["seq"], r["hash"]) for r in rows]
 
 
-async def select_purge_cuts(conn: asyncpg.Connection) -> list[tuple[str, int, str]]:
-    return [(r["site_id"], r["seq"], r["hash"]) for r in await conn.fetch(Q["select_purge_cut"])]
+@dataclass(frozen=True, slots=True)
+class PurgeCut:
+    """A site's records from `first_seq` through `seq` are past its retention."""
+
+    site_id: str
+    seq: int
+    hash: str
+    first_seq: int
+
+
+async def select_purge_cuts(conn: asyncpg.Connection) -> list[PurgeCut]:
+    return [
+        PurgeCut(r["site_id"], r["seq"], r["hash"], r["first_seq"])
+        for r in await conn.fetch(Q["select_purge_cut"])
+    ]
+
+
+def partition_month(name: str) -> date:
+    """First day of the month a log partition holds (`consent_events_YYYY_MM`)."""
+    year, month = name.rsplit("_", 2)[1:]
+    return date(int(year), int(month), 1)
+
+
+def month_after(day: date) -> date:
+    return date(day.year + day.month // 12, day.month % 12 + 1, 1)
+
+
+async def select_event_partitions(conn: asyncpg.Connection) -> list[str]:
+    return [r["name"] for r in await conn.fetch(Q["select_event_partitions"])]
+
+
+async def partition_expired(conn: asyncpg.Connection, name: str, cuts: list[PurgeCut]) -> bool:
+    """Is every row of the partition at or before its site's cut? (One probe per site.)"""
+    return bool(
+        await conn.fetchval(
+            Q["partition_expired"], name, [c.site_id for c in cuts], [c.seq for c in cuts]
+        )
+    )
+
+
+async def drop_partition(conn: asyncpg.Connection, name: str, lock_wait: str) -> bool:
+    """Drop a month of the log (caller's transaction, commit right after: it holds the
+    log's exclusive lock); False when the lock was not granted within `lock_wait`."""
+    await _purging(conn)
+    return bool(await conn.fetchval(Q["drop_partition"], name, lock_wait))
+
+
+async def _purging(conn: asyncpg.Connection) -> None:
+    await conn.execute("SELECT set_config('cmp.purge', 'on', true)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,10 +224,14 @@ class PurgeCount:
     states: int
 
 
-async def purge_before(conn: asyncpg.Connection, site_id: str, seq: int) -> PurgeCount:
-    """Delete a site's records up to `seq` and the states they proved (caller's
-    transaction, so a state never outlives its proof); returns the counts."""
-    await conn.execute("SELECT set_config('cmp.purge', 'on', true)")
-    events = await conn.execute(Q["purge_before"], site_id, seq)
-    states = await conn.execute(Q["purge_states_before"], site_id, seq)
+async def purge_before(
+    conn: asyncpg.Connection, cut: PurgeCut, received_from: datetime | None = None
+) -> PurgeCount:
+    """Delete a site's records through the cut that were received from `received_from`
+    on (older months are dropped whole), their ids, and the states they proved (the
+    caller's transaction, so a state never outlives its proof); returns the counts."""
+    await _purging(conn)
+    since = received_from or datetime.min.replace(tzinfo=UTC)
+    events = await conn.execute(Q["purge_before"], cut.site_id, cut.seq, since)
+    states = await conn.execute(Q["purge_states_before"], cut.site_id, cut.seq)
     return PurgeCount(int(events.split()[-1]), int(states.split()[-1]))

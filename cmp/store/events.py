@@ -22,6 +22,9 @@ from cmp.store.sqlfiles import queries
 Q = queries("events")
 
 NEW, DUPLICATE, CONFLICT, SKIPPED = "new", "duplicate", "conflict", "skipped"
+# Months of log partitions kept ready beyond the current one (made by `cmpd migrate`
+# and the maintenance task), so the append's on-demand creation stays a fallback.
+PARTITION_MONTHS_AHEAD = 3
 
 
 @dataclass(slots=True)
@@ -129,3 +132,11 @@ async def select_states(
         )
         for r in rows
     }
+
+
+async def make_partitions_ahead(
+    conn: asyncpg.Connection, months: int = PARTITION_MONTHS_AHEAD
+) -> int:
+    """Create the log's monthly partitions through `months` from now; returns how many
+    were new. A month without one is still made on demand by the append itself."""
+    return int(await conn.fetchval(Q["partitions_ahead"], months))

@@ -10,6 +10,7 @@ import logging
 
 import asyncpg
 
+from cmp.store.events import make_partitions_ahead
 from cmp.store.sqlfiles import migration_files
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,8 @@ async def migrate(conn: asyncpg.Connection) -> list[str]:
                 )
             log.info("applied migration %s", name)
             done.append(name)
+        # The log's coming months: the maintenance task keeps this up to date after.
+        await make_partitions_ahead(conn)
         return done
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)

@@ -3,6 +3,7 @@
 -- whitespace: exactly canonical_json of the export row, so verifiers can hash the
 -- line's own bytes). PostgreSQL builds the line around the two choice maps; Python
 -- puts those in canonical form (there are only a few distinct ones: it caches them).
+-- The time range is written so that the planner skips the months outside it.
 SELECT
     '{"action":' || coalesce(to_json(action)::text, 'null')
     || ',"event_id":' || to_json(event_id::text)::text
@@ -33,8 +34,8 @@ SELECT
     || '}' AS tail
 FROM consent_events
 WHERE site_id = $1
-  AND ($2::timestamptz IS NULL OR received_at >= $2)
-  AND ($3::timestamptz IS NULL OR received_at < $3)
+  AND received_at >= coalesce($2::timestamptz, '-infinity')
+  AND received_at < coalesce($3::timestamptz, 'infinity')
   AND ($4::integer IS NULL OR policy_version = $4)
   AND ($5::text IS NULL OR subject_digest = $5)
 ORDER BY seq;
@@ -49,8 +50,8 @@ SELECT 1 AS v, site_id, seq, event_id, subject_digest, policy_version, policy_sh
     prev_hash, hash, subject_id
 FROM consent_events
 WHERE site_id = $1
-  AND ($2::timestamptz IS NULL OR received_at >= $2)
-  AND ($3::timestamptz IS NULL OR received_at < $3)
+  AND received_at >= coalesce($2::timestamptz, '-infinity')
+  AND received_at < coalesce($3::timestamptz, 'infinity')
   AND ($4::integer IS NULL OR policy_version = $4)
   AND ($5::text IS NULL OR subject_digest = $5)
 ORDER BY seq;
@@ -76,12 +77,18 @@ WHERE site_id = $1 AND subject_digest = $2 AND subject_id IS NOT NULL;
 -- Erasure: the current state row goes.
 DELETE FROM consent_state WHERE site_id = $1 AND subject_id = $2;
 
+-- name: ensure_partition
+-- The log's partition for the month of $1 (made when missing: see cmp_event_partition).
+SELECT cmp_event_partition($1);
+
 -- name: insert_erased
--- Append the `erased` record and advance the head.
+-- Append the `erased` record (and its id) and advance the head.
 WITH ev AS (
     INSERT INTO consent_events (site_id, seq, event_id, subject_id, subject_digest, action,
                                 received_at, prev_hash, hash)
     VALUES ($1, $2, $3, NULL, $4, 'erased', $5, $6, $7)
+), id AS (
+    INSERT INTO consent_event_ids (site_id, event_id) VALUES ($1, $3)
 )
 UPDATE log_heads SET seq = $2, hash = $7 WHERE site_id = $1;
 
@@ -120,20 +127,47 @@ WHERE h.seq > coalesce(last.seq, 0)
   AND (last.signed_at IS NULL OR last.signed_at <= now() - make_interval(secs => $1));
 
 -- name: select_purge_cut
--- The last record older than the site's retention (the new anchor), per site.
-SELECT s.site_id, e.seq, e.hash
+-- Per site: the latest-received record older than the site's retention (the new anchor:
+-- everything up to its seq goes) and the site's first stored seq (seqs have no gaps, so
+-- the difference is how many records go).
+SELECT s.site_id, e.seq, e.hash, f.seq AS first_seq
 FROM sites s
 CROSS JOIN LATERAL (
     SELECT seq, hash FROM consent_events
     WHERE site_id = s.site_id
       AND received_at < now() - make_interval(days => s.retention_days)
-    ORDER BY seq DESC LIMIT 1
-) e;
+    ORDER BY received_at DESC, seq DESC LIMIT 1
+) e
+CROSS JOIN LATERAL (
+    SELECT seq FROM consent_events WHERE site_id = s.site_id ORDER BY seq LIMIT 1
+) f;
+
+-- name: select_event_partitions
+-- The log's monthly partitions, oldest first (named consent_events_YYYY_MM).
+SELECT c.relname AS name
+FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+WHERE i.inhparent = 'consent_events'::regclass
+ORDER BY c.relname;
+
+-- name: partition_expired
+-- Is every row of partition $1 at or before its site's purge cut ($2 sites, $3 seqs)?
+SELECT cmp_event_partition_expired($1, $2::text[], $3::bigint[]);
+
+-- name: drop_partition
+-- Drop partition $1 with its rows' ids; false when the lock did not come within $2.
+SELECT cmp_drop_event_partition($1, $2);
 
 -- name: purge_before
--- Retention: delete a site's records up to and including seq (the trigger allows it
--- only with cmp.purge = 'on', set for this transaction).
-DELETE FROM consent_events WHERE site_id = $1 AND seq <= $2;
+-- Retention: delete a site's records up to and including seq $2 received from $3 on
+-- (older months are dropped whole), with their ids (the triggers allow it only with
+-- cmp.purge = 'on', set for this transaction). Returns the number of records.
+WITH gone AS (
+    DELETE FROM consent_events
+    WHERE site_id = $1 AND seq <= $2 AND received_at >= $3
+    RETURNING site_id, event_id
+)
+DELETE FROM consent_event_ids i USING gone
+WHERE i.site_id = gone.site_id AND i.event_id = gone.event_id;
 
 -- name: purge_states_before
 -- Retention: a state whose event was purged has lost its proof, so it goes too (the

@@ -9,3 +9,7 @@ SELECT s.site_id, s.subject_id, s.event_id::text AS event_id, s.policy_version, 
        s.purposes, s.services, s.gpc, s.recorded_at
 FROM unnest($1::text[], $2::text[]) AS k (site_id, subject_id)
 JOIN consent_state s ON s.site_id = k.site_id AND s.subject_id = k.subject_id;
+
+-- name: partitions_ahead
+-- Make the log's monthly partitions through $1 months from now; returns how many.
+SELECT cmp_event_partitions_ahead(now(), $1);

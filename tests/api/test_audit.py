@@ -303,6 +303,7 @@ async def test_purge_keeps_the_chain_verifiable_from_a_signed_anchor(
     assert r.status == 200
     # Age the first three records past retention (received_at is the server's clock; a
     # superuser session may bypass the append-only trigger the app itself cannot).
+    await db.execute("SELECT cmp_event_partition(now() - interval '3 days')")
     await db.execute("SET session_replication_role = replica")
     await db.execute(
         "UPDATE consent_events SET received_at = received_at - interval '3 days'"

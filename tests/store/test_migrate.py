@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 import pytest
 
+from cmp.audit.verify import verify_export
+from cmp.store import audit as audit_store
+from cmp.store.audit import ExportFilter
 from cmp.store.migrate import SchemaAheadError, migrate, schema_status
 from cmp.store.sqlfiles import migration_files
+from tests.store.chainrows import append, insert_site, new_event
 
 
 async def test_fresh_database_gets_every_migration_then_rerun_is_a_noop(
@@ -46,5 +51,75 @@ async def test_database_ahead_of_code_is_refused(fresh_database: Any) -> None:
         with pytest.raises(SchemaAheadError, match="9999"):
             await migrate(conn)
         assert (await schema_status(conn))[1] == [9999]
+    finally:
+        await conn.close()
+
+
+async def _migrate_before(conn: asyncpg.Connection, stem_suffix: str) -> None:
+    """Apply the migrations older than the one named `*_<stem_suffix>` (by name, not
+    number: numbers may change when branches merge), as the runner would."""
+    await conn.execute(
+        "CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,"
+        " applied_at timestamptz NOT NULL DEFAULT now())"
+    )
+    for number, name, path in migration_files():
+        if name.endswith(stem_suffix):
+            return
+        await conn.execute(path.read_text("utf-8"))
+        await conn.execute(
+            "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", number, name
+        )
+    raise AssertionError(f"no migration named *_{stem_suffix}")
+
+
+async def _export(conn: asyncpg.Connection, site_id: str) -> list[str]:
+    lines: list[str] = []
+    async with conn.transaction():
+        async for chunk in audit_store.export_lines(conn, ExportFilter(site_id)):
+            lines.extend(chunk)
+    return lines
+
+
+async def test_partitioning_a_populated_log_keeps_every_chain(fresh_database: Any) -> None:
+    conn = await asyncpg.connect(await fresh_database())
+    try:
+        await _migrate_before(conn, "partition_events")
+        sites = ["shop-a", "shop-b", "shop-c"]
+        for site_id in sites:
+            await insert_site(conn, site_id)
+        now = datetime.now(UTC)
+        written = []
+        for days in (95, 60, 31, 2, 0):  # several months, every site in each
+            batch = [
+                new_event(s, now - timedelta(days=days, minutes=i)) for s in sites for i in range(4)
+            ]
+            assert await append(conn, batch) == ["new"] * len(batch)
+            written.extend(batch)
+        before = {s: await _export(conn, s) for s in sites}
+        for site_id in sites:
+            assert len(before[site_id]) == 20
+            assert verify_export(before[site_id]).ok
+
+        applied = await migrate(conn)
+
+        assert any(name.endswith("partition_events") for name in applied)
+        assert await conn.fetchval("SELECT to_regclass('consent_events_single')") is None
+        months = await conn.fetchval(
+            "SELECT count(*) FROM pg_inherits WHERE inhparent = 'consent_events'::regclass"
+        )
+        assert months >= 5  # the months of the data (4 or 5 of them) and 3 ahead
+        for site_id in sites:
+            after = await _export(conn, site_id)
+            assert after == before[site_id]
+            result = verify_export(after)
+            assert result.ok, result.summary()
+        assert await conn.fetchval("SELECT count(*) FROM consent_event_ids") == len(written)
+        # Retries of events stored before the migration are still recognised ...
+        assert await append(conn, written[:3]) == ["duplicate"] * 3
+        # ... and every chain goes on where it stood.
+        assert await append(conn, [new_event(s, datetime.now(UTC)) for s in sites]) == ["new"] * 3
+        for site_id in sites:
+            lines = await _export(conn, site_id)
+            assert len(lines) == 21 and verify_export(lines).ok
     finally:
         await conn.close()

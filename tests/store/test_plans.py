@@ -1,0 +1,167 @@
+"""The plans of the request-path queries on a partitioned log with realistic statistics
+(issue 12, item 4, at small size): index scans, only the months a range needs.
+
+The data: 20 sites over three months, one site holding a quarter of the events, the
+tables ANALYZEd; the planner is left at its defaults (no enable_seqscan tricks), except
+`enable_sort = off` where the export itself sets it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import pytest
+
+from cmp.store.db import connect
+from cmp.store.migrate import migrate
+from cmp.store.sqlfiles import queries
+from tests.store.chainrows import append, insert_site, new_event
+from tests.store.test_partitions import month_start, partition_name
+
+BIG = "big-site"
+SMALL = "site-07"
+EVENTS = 24_000
+OURS = ("consent_events", "consent_state", "consent_event_ids")
+
+
+@pytest.fixture(scope="module")
+async def planned(fresh_database: Any) -> AsyncIterator[asyncpg.Connection]:
+    conn = await connect(await fresh_database())
+    await migrate(conn)
+    sites = [BIG] + [f"site-{i:02d}" for i in range(19)]
+    for site_id in sites:
+        await insert_site(conn, site_id)
+    now = datetime.now(UTC)
+    start = month_start(now, -2)
+    span = (now - start).total_seconds()
+    batch = []
+    for n in range(EVENTS):
+        # A quarter to the big site; subjects come back now and then (a history).
+        site_id = BIG if n % 4 == 0 else sites[1 + n % 19]
+        at = start + timedelta(seconds=span * n / EVENTS)
+        batch.append(new_event(site_id, at, f"subj-{n % (EVENTS // 3)}"))
+        if len(batch) == 1000:
+            await append(conn, batch)
+            batch = []
+    await conn.execute("ANALYZE")
+    yield conn
+    await conn.close()
+
+
+def nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from nodes(child)
+
+
+async def explain(conn: asyncpg.Connection, query: str, *args: Any) -> list[dict[str, Any]]:
+    text = await conn.fetchval("EXPLAIN (FORMAT JSON) " + query.rstrip().rstrip(";"), *args)
+    return list(nodes(json.loads(text)[0]["Plan"]))
+
+
+def scans(plan: list[dict[str, Any]]) -> dict[str, set[str]]:
+    """Relation scanned → the kinds of scan used on it."""
+    found: dict[str, set[str]] = {}
+    for node in plan:
+        if "Relation Name" in node:
+            found.setdefault(node["Relation Name"], set()).add(node["Node Type"])
+    return found
+
+
+async def assert_no_seq_scan(
+    conn: asyncpg.Connection, plan: list[dict[str, Any]]
+) -> dict[str, set[str]]:
+    """No sequential scan of any of our tables that holds rows (the months ahead are
+    empty, and reading an empty table costs nothing whichever way)."""
+    found = scans(plan)
+    ours = {rel: kinds for rel, kinds in found.items() if rel.startswith(OURS)}
+    assert ours, found
+    empty = {
+        r["relname"]
+        for r in await conn.fetch(
+            "SELECT relname FROM pg_class WHERE relname = any($1) AND reltuples = 0", list(ours)
+        )
+    }
+    for rel in empty:  # really empty, not just stale statistics
+        assert await conn.fetchval(f"SELECT count(*) FROM {rel}") == 0
+    assert all("Seq Scan" not in kinds for rel, kinds in ours.items() if rel not in empty), ours
+    return {rel: kinds for rel, kinds in ours.items() if rel not in empty}
+
+
+def digest(site_id: str, subject: str) -> str:
+    return hashlib.sha256(f"{site_id}/{subject}".encode()).hexdigest()
+
+
+async def test_batched_state_lookup_uses_the_state_key(planned: asyncpg.Connection) -> None:
+    subjects = [f"subj-{n}" for n in range(0, 2000, 20)]
+    plan = await explain(
+        planned, queries("events")["select_states"], [SMALL] * len(subjects), subjects
+    )
+    assert await assert_no_seq_scan(planned, plan) == {"consent_state": {"Index Scan"}}
+
+
+async def test_a_subjects_history_and_its_erasure_use_the_subject_index(
+    planned: asyncpg.Connection,
+) -> None:
+    subject = digest(BIG, "subj-40")
+    history = await explain(
+        planned, queries("audit")["export_lines"], BIG, None, None, None, subject
+    )
+    found = await assert_no_seq_scan(planned, history)
+    assert len(found) == 3  # every month with rows: a history spans the whole log
+    erasure = await explain(planned, queries("audit")["erase_subject_ids"], BIG, subject)
+    await assert_no_seq_scan(planned, erasure)
+
+
+async def test_an_export_of_last_month_reads_only_that_month_in_seq_order(
+    planned: asyncpg.Connection,
+) -> None:
+    now = datetime.now(UTC)
+    since, until = month_start(now, -1), month_start(now)
+    async with planned.transaction():
+        await planned.execute("SET LOCAL enable_sort = off")  # as the export does
+        plan = await explain(
+            planned, queries("audit")["export_lines"], BIG, since, until, None, None
+        )
+    assert all(node["Node Type"] != "Sort" for node in plan)
+    assert set(await assert_no_seq_scan(planned, plan)) == {partition_name(since)}
+
+
+async def test_stats_by_day_read_only_the_range_by_index(planned: asyncpg.Connection) -> None:
+    now = datetime.now(UTC)
+    since = month_start(now, -1)
+    plan = await explain(
+        planned, queries("stats")["select_stats"], SMALL, since, month_start(now), "day"
+    )
+    assert set(await assert_no_seq_scan(planned, plan)) == {partition_name(since)}
+
+
+async def test_the_retry_check_of_the_append_uses_the_id_key(planned: asyncpg.Connection) -> None:
+    # The statement cmp_append runs to find retries (it lives inside the function).
+    # A flush's ids against the table, in the proportion of a 100-event flush on a log
+    # of a quarter million events (the bigger the log, the surer the index).
+    ids = [
+        r["event_id"]
+        for r in await planned.fetch(
+            "SELECT event_id FROM consent_event_ids WHERE site_id = $1 LIMIT 10", SMALL
+        )
+    ]
+    plan = await explain(
+        planned,
+        "SELECT k.i, e.body_digest FROM unnest($1::text[], $2::uuid[]) WITH ORDINALITY"
+        " AS k (site_id, event_id, i) JOIN consent_event_ids e"
+        " ON e.site_id = k.site_id AND e.event_id = k.event_id",
+        [SMALL] * len(ids),
+        ids,
+    )
+    assert await assert_no_seq_scan(planned, plan) == {"consent_event_ids": {"Index Scan"}}
+
+
+async def test_the_purge_cut_is_found_by_index(planned: asyncpg.Connection) -> None:
+    plan = await explain(planned, queries("audit")["select_purge_cut"])
+    await assert_no_seq_scan(planned, plan)
