@@ -1,9 +1,9 @@
 """The consent log: append a group-committed batch, read latest states.
 
-`write_batch` is one statement, `SELECT cmp_append(rows)` (sql/schema/0004): it locks
-the chain heads of the batch's sites, finds retries, gives each new event its site's
-next `seq` and chain hash, inserts the events and upserts the states — one round trip,
-committed by the statement itself (`synchronous_commit` on).
+`write_batch` is one statement, `SELECT cmp_append(rows)` (sql/schema/*_partition_events):
+it locks the chain heads of the batch's sites, finds retries, gives each new event its
+site's next `seq` and chain hash, inserts the events and upserts the states — one round
+trip, committed by the statement itself (`synchronous_commit` on).
 """
 
 from __future__ import annotations

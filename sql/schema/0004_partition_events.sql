@@ -12,6 +12,14 @@
 --
 -- Existing rows are copied in this migration's transaction (the log is unavailable for
 -- writes meanwhile; on a large install run `cmpd migrate` in a maintenance window).
+--
+-- The same migration gives cmp_append its final form: one function over rows (it
+-- replaces 0002's column-array function and 0003's wrapper, which rebuilt the 22
+-- column arrays from the rows), and a site without a log_heads row is an error. Such a
+-- site used to get NULL seqs and its events were silently left out; now the whole
+-- statement fails with SQLSTATE XX000 (internal_error): a missing head is a fault of
+-- the server, not of the request, so it must not fall in the data-error classes 22/23
+-- that the group commit retries request by request.
 
 -- The partition for the UTC month of p_at; created when missing. Creation locks the
 -- parent in SHARE UPDATE EXCLUSIVE mode only (it does not wait for readers or writers,
@@ -148,9 +156,20 @@ DROP TABLE consent_events_single;
 ANALYZE consent_events;
 ANALYZE consent_event_ids;
 
--- cmp_append (as in the previous migration) with the idempotency table: retries are
--- found there, and each new event's id is stored there beside the event.
+-- cmp_append over one array of rows (`cmp_new_event[]`, the type of 0003). It locks the
+-- chain heads of the batch's sites, tells retries from conflicting reuses of an event
+-- id (in consent_event_ids), gives each new event its site's next seq and chain hash
+-- (hash = sha256(prev_hash || head || seq || tail): the caller split each record's
+-- canonical JSON around its seq, docs/audit-log.md), appends the events and their ids
+-- and moves each subject's state to its newest event. Returns one outcome per input
+-- row: new | duplicate | conflict | skipped (another event of its request conflicted:
+-- a request is stored whole or not at all). Event ids are unique within a call (the
+-- caller defers a repeated id to the next batch).
 DROP FUNCTION cmp_append(cmp_new_event[]);
+DROP FUNCTION cmp_append(
+    text[], integer[], uuid[], text[], text[], integer[], text[], text[], jsonb[], jsonb[],
+    boolean[], text[], text[], text[], text[], text[], text[], timestamptz[], timestamptz[],
+    bytea[], text[], text[]);
 
 CREATE FUNCTION cmp_append(p_rows cmp_new_event[]) RETURNS text[] LANGUAGE plpgsql AS $$
 DECLARE
