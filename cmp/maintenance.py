@@ -151,11 +151,11 @@ async def run_periodically(
                     since_purge = 0
                     for p in await purge(conn, signer):
                         log.info(
-                            "purged %d records and %d states of %s through seq %d",
+                            "purged %d records of %s through seq %d, and %d states",
                             p.deleted,
-                            p.states,
                             p.site_id,
                             p.through_seq,
+                            p.states,
                         )
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             log.warning("log maintenance skipped: %s", exc)

@@ -379,13 +379,14 @@ async def test_rolling_restart_gives_only_503_with_retry_after_and_loses_nothing
 
 async def test_background_jobs_run_once_across_instances(cluster: Cluster) -> None:
     async with aiohttp.ClientSession() as http:
-        site = await make_site(http, cluster, retention_days=1)
+        site = await make_site(http, cluster, consent_validity_days=1, retention_days=1)
     traffic = Traffic(cluster, [site])
     await traffic.run(40, concurrency=4)
     conn = await asyncpg.connect(cluster.direct_dsn)
     try:
         # Age the first 15 records past retention (a superuser may bypass the
         # append-only trigger; the application cannot).
+        await conn.execute("SELECT cmp_event_partition(now() - interval '3 days')")
         await conn.execute("SET session_replication_role = replica")
         await conn.execute(
             "UPDATE consent_events SET received_at = received_at - interval '3 days'"

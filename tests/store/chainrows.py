@@ -12,7 +12,7 @@ from typing import Any
 import asyncpg
 
 from cmp.canonical import utc_text
-from cmp.ingest import split_at_seq
+from cmp.ingest.build import split_at_seq
 from cmp.store.events import NewEvent, Submission, write_batch
 
 
