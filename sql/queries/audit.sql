@@ -127,19 +127,29 @@ WHERE h.seq > coalesce(last.seq, 0)
   AND (last.signed_at IS NULL OR last.signed_at <= now() - make_interval(secs => $1));
 
 -- name: select_purge_cut
--- Per site: the latest-received record older than the site's retention (the new anchor:
--- everything up to its seq goes) and the site's first stored seq (seqs have no gaps, so
--- the difference is how many records go).
-SELECT s.site_id, e.seq, e.hash, f.seq AS first_seq
-FROM sites s
+-- Per site: the last record (by seq) received before the site's retention began (the
+-- new anchor: everything up to its seq goes) and the site's first stored seq (seqs have
+-- no gaps, so the difference is how many records go). Not the latest-received record:
+-- seq and received_at disagree by a little (several instances commit in turn). The
+-- months after the retention boundary are pruned, so this reads at most the boundary
+-- month and the records about to go, never the whole log.
+WITH old AS MATERIALIZED (
+    SELECT s.site_id, m.seq
+    FROM sites s
+    CROSS JOIN LATERAL (
+        SELECT max(seq) AS seq FROM consent_events
+        WHERE site_id = s.site_id
+          AND received_at < now() - make_interval(days => s.retention_days)
+    ) m
+    WHERE m.seq IS NOT NULL
+)
+SELECT old.site_id, e.seq, e.hash, f.seq AS first_seq
+FROM old
 CROSS JOIN LATERAL (
-    SELECT seq, hash FROM consent_events
-    WHERE site_id = s.site_id
-      AND received_at < now() - make_interval(days => s.retention_days)
-    ORDER BY received_at DESC, seq DESC LIMIT 1
+    SELECT seq, hash FROM consent_events WHERE site_id = old.site_id AND seq = old.seq
 ) e
 CROSS JOIN LATERAL (
-    SELECT seq FROM consent_events WHERE site_id = s.site_id ORDER BY seq LIMIT 1
+    SELECT seq FROM consent_events WHERE site_id = old.site_id ORDER BY seq LIMIT 1
 ) f;
 
 -- name: select_event_partitions

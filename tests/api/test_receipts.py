@@ -250,6 +250,7 @@ async def test_other_receipts_verify_after_erasure_and_purge(
             "origins": [ORIGIN],
             "languages": ["nb", "en"],
             "default_language": "nb",
+            "consent_validity_days": 1,
             "retention_days": 1,
         },
     )
