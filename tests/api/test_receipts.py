@@ -257,6 +257,7 @@ async def test_other_receipts_verify_after_erasure_and_purge(
     assert r.status == 200
     # Age the first three records (a superuser session bypasses the append-only trigger;
     # they are in the tree already, so their leaves stay as they were).
+    await db.execute("SELECT cmp_event_partition(now() - interval '3 days')")
     await db.execute("SET session_replication_role = replica")
     await db.execute(
         "UPDATE consent_events SET received_at = received_at - interval '3 days'"
