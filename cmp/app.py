@@ -12,12 +12,14 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from cmp.api.httplog import SERVER_LOG
 from cmp.api.routes import setup_routes
 from cmp.appkeys import (
     CATALOG,
     COMMITTER,
     INGEST,
     LIMITER,
+    LONG_READS,
     LOOKUP_SLOTS,
     METRICS,
     POOL,
@@ -36,6 +38,7 @@ from cmp.metrics import Metrics
 from cmp.ratelimit import RateLimiter
 from cmp.state import StateReader
 from cmp.store.db import create_pool
+from cmp.store.longreads import LongReads
 from cmp.treelog import TreeLog, run_integration
 
 # Admin bodies (policy texts in several languages) may be large; the collect endpoints
@@ -68,7 +71,14 @@ def create_app(settings: Settings, dsn: str) -> web.Application:
         client_max_size=CLIENT_MAX_SIZE,
         # Compressed request bodies are refused (415, cmp/api/validation.py), so aiohttp
         # must not inflate them first: a broken stream would fail outside any handler.
-        handler_args={"auto_decompress": False},
+        handler_args={
+            "auto_decompress": False,
+            # Bounds the wait for a request's headers too (aiohttp closes a connection
+            # whose next request has not arrived whole by then).
+            "keepalive_timeout": settings.keepalive_timeout_seconds,
+            # aiohttp's parser-error lines name the client's address: ours log its network.
+            "logger": SERVER_LOG,
+        },
     )
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
@@ -77,8 +87,26 @@ def create_app(settings: Settings, dsn: str) -> web.Application:
     app[LOOKUP_SLOTS] = asyncio.Semaphore(LOOKUPS_AT_ONCE)
 
     async def database(app: web.Application) -> AsyncIterator[None]:
-        pool = await create_pool(dsn, settings.pool_size, settings.database_statement_cache)
+        pool = await create_pool(
+            dsn,
+            settings.pool_size,
+            acquire_timeout=settings.acquire_timeout_seconds,
+            statement_cache=settings.database_statement_cache,
+        )
         app[POOL] = pool
+        long_reads = LongReads(
+            await create_pool(
+                dsn,
+                settings.long_read_pool_size,
+                acquire_timeout=settings.acquire_timeout_seconds,
+                name="cmp-long-read",
+                reset=True,  # an aborted export gives its connection back mid-read
+                statement_cache=settings.database_statement_cache,
+            ),
+            per_site=settings.long_reads_per_site,
+            wait=settings.acquire_timeout_seconds,
+        )
+        app[LONG_READS] = long_reads
         # LISTEN needs a session: the direct URL when the pool goes through a pooler.
         app[CATALOG] = Catalog(pool, settings.session_dsn(dsn))
         await app[CATALOG].listen()
@@ -124,6 +152,7 @@ def create_app(settings: Settings, dsn: str) -> web.Application:
         await app[COMMITTER].drain()
         await app[STATE].drain()
         await app[CATALOG].close()
+        await long_reads.close()
         await pool.close()
 
     app.cleanup_ctx.append(database)

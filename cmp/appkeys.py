@@ -15,6 +15,7 @@ from cmp.ingest import Ingest
 from cmp.metrics import Metrics
 from cmp.ratelimit import RateLimiter
 from cmp.state import StateReader
+from cmp.store.longreads import LongReads
 from cmp.treelog import TreeLog
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -28,5 +29,6 @@ LIMITER = web.AppKey("limiter", RateLimiter)
 SIGNER = web.AppKey("signer", Signer)
 LOOKUP_SLOTS = web.AppKey("lookup_slots", asyncio.Semaphore)
 TREE = web.AppKey("tree", TreeLog)
+LONG_READS = web.AppKey("long_reads", LongReads)
 
 REQUEST_ID = web.RequestKey("request_id", str)

@@ -61,6 +61,16 @@ class Settings(BaseSettings):
     rate_per_second: float = Field(default=50.0, gt=0)
     rate_burst: int = Field(default=200, ge=1)
     purge_interval_seconds: int = Field(default=86_400, ge=1)
+    # Fault isolation (SPEC §3.7): every wait for a database connection is bounded (503);
+    # long reads (exports, subject history, stats) have their own small pool, a cap per
+    # site, and must be taken by the client at a minimum pace; bodies and headers that
+    # stall are cut off.
+    acquire_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    long_read_pool_size: int = Field(default=3, ge=1, le=50)
+    long_reads_per_site: int = Field(default=2, ge=1, le=50)
+    export_write_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+    body_timeout_seconds: float = Field(default=15.0, gt=0, le=30)
+    keepalive_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
     checkpoint_interval_seconds: int = Field(default=60, ge=1)
     # Transparency log: the host in each site's checkpoint origin
     # (`<public_host>/sites/<site_id>`, also the note key name; keep it stable), and how

@@ -22,6 +22,7 @@ from cmp.catalog import Catalog
 from cmp.store import audit as audit_store
 from cmp.store import events as events_store
 from cmp.store.audit import month_after, partition_month
+from cmp.store.db import db_error_text
 from cmp.store.keys import touch_keys
 from cmp.treelog import integrate_through
 
@@ -158,7 +159,7 @@ async def run_periodically(
                             p.states,
                         )
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            log.warning("log maintenance skipped: %s", exc)
+            log.warning("log maintenance skipped: %s", db_error_text(exc))
 
 
 async def record_key_use(pool: asyncpg.Pool, catalog: Catalog, *, every: float) -> None:
@@ -173,4 +174,4 @@ async def record_key_use(pool: asyncpg.Pool, catalog: Catalog, *, every: float) 
                 await touch_keys(conn, used)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             catalog.used_keys.update(used)
-            log.warning("key use not recorded: %s", exc)
+            log.warning("key use not recorded: %s", db_error_text(exc))

@@ -17,7 +17,7 @@ import asyncpg
 from cmp.commit import Unavailable
 from cmp.consent import StoredChoice
 from cmp.metrics import Metrics
-from cmp.store.db import HeldConnections
+from cmp.store.db import HeldConnections, db_error_text
 from cmp.store.events import select_states
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ class StateReader:
                     asyncpg.InternalClientError,
                     TimeoutError,
                 ) as exc:
-                    log.warning("state read failed: %s", exc)
+                    log.warning("state read failed: %s", db_error_text(exc))
                     self._fail(taken, "database")
                     continue
                 except Exception:

@@ -42,6 +42,25 @@ _STAMP = re.compile(
 _PLUS_LOST = re.compile(r"(:\d{2}(?:\.\d+)?) (\d{2}:\d{2})$")
 
 
+# The widest offset ISO 8601 profiles allow (real zones span -12:00 … +14:00).
+MAX_OFFSET: Final = timedelta(hours=18)
+
+
+def utc_instant(value: datetime) -> datetime:
+    """`value` in UTC (naive counts as UTC), or ValueError: an offset beyond ±18:00, or
+    an instant outside years 1–9999 once in UTC (Python cannot hold it, and asyncpg fails
+    encoding it — after the answer's headers, in an export)."""
+    offset = value.utcoffset()
+    if offset is None:
+        return value.replace(tzinfo=UTC)
+    if abs(offset) > MAX_OFFSET:
+        raise ValueError("offset beyond ±18:00")
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("outside years 1–9999 in UTC") from None
+
+
 def parse_instant(raw: str) -> datetime:
     """An RFC 3339 timestamp or a date (midnight UTC) as an aware UTC datetime.
 
@@ -58,7 +77,7 @@ def parse_instant(raw: str) -> datetime:
         # Python keeps microseconds; finer digits are cut, not rounded into the next second.
         micros = f".{(fraction or '')[:6]:0<6}"
         offset = "+00:00" if offset in ("Z", "z") else offset
-        return datetime.fromisoformat(f"{day}T{clock}{micros}{offset}").astimezone(UTC)
+        return utc_instant(datetime.fromisoformat(f"{day}T{clock}{micros}{offset}"))
     except (ValueError, OverflowError):
         raise ValueError(f"not an RFC 3339 timestamp or a date: {raw!r}") from None
 

@@ -15,8 +15,10 @@ from cmp.api.json import json_response
 from cmp.api.problems import Problem
 from cmp.api.receipts import tree_fields, write_iso27560
 from cmp.api.sites import site_id_of
-from cmp.appkeys import CATALOG, POOL, SIGNER
+from cmp.api.streaming import PacedStream
+from cmp.appkeys import CATALOG, LONG_READS, POOL, REQUEST_ID, SETTINGS, SIGNER
 from cmp.audit.chain import subject_digest
+from cmp.stats_page import utc_instant
 from cmp.store import audit as audit_store
 from cmp.store.audit import ExportFilter
 from cmp.store.sites import SiteRow
@@ -26,21 +28,27 @@ WHEN = TypeAdapter(datetime | date)
 
 
 def parse_when(request: web.Request, name: str) -> datetime | None:
+    """`from`/`to` of an export, in UTC; checked here, not when the query runs (by then
+    the answer's headers are out)."""
     raw = request.query.get(name)
     if raw is None or raw == "":
         return None
+    detail = "not a timestamp"
     try:
         value = WHEN.validate_python(raw)
+        if isinstance(value, datetime):
+            return utc_instant(value)
+        return datetime.combine(value, time(), tzinfo=UTC)
     except ValidationError:
-        raise Problem(
-            422,
-            f"'{name}' must be an RFC 3339 timestamp or a date",
-            code="validation",
-            errors=[{"pointer": f"/{name}", "detail": "not a timestamp"}],
-        ) from None
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    return datetime.combine(value, time(), tzinfo=UTC)
+        pass
+    except ValueError as exc:
+        detail = f"{exc} (offsets within ±18:00, instants within years 1–9999 in UTC)"
+    raise Problem(
+        422,
+        f"'{name}' must be an RFC 3339 timestamp or a date",
+        code="validation",
+        errors=[{"pointer": f"/{name}", "detail": detail}],
+    )
 
 
 async def _site(request: web.Request, scope: str) -> SiteRow:
@@ -97,19 +105,26 @@ async def export_events(request: web.Request) -> web.StreamResponse:
             "Cache-Control": "no-store",
         }
     )
+    # Set here: the request context adds it only after the headers have gone.
+    response.headers["X-Request-Id"] = request[REQUEST_ID]
     if "gzip" in request.headers.get("Accept-Encoding", ""):
         response.enable_compression(web.ContentCoding.gzip)
-    await response.prepare(request)
-    async with request.app[POOL].acquire() as conn, conn.transaction(readonly=True):
-        if fmt == "csv":
-            await audit_store.export_csv(conn, where, response.write)
-        elif fmt == "iso27560":
-            await write_iso27560(request, site, conn, where, response)
-        else:
-            async for lines in audit_store.export_lines(conn, where):
-                await response.write(("\n".join(lines) + "\n").encode("utf-8"))
-    await response.write_eof()
-    return response
+    stream = PacedStream(request, response, request.app[SETTINGS].export_write_timeout_seconds)
+    async with stream.guarded():
+        # The headers go with the first chunk (PacedStream): the query has run by then,
+        # and whatever failed before is still a problem answer.
+        async with (
+            request.app[LONG_READS].connection(site.site.site_id) as conn,
+            conn.transaction(readonly=True),
+        ):
+            if fmt == "csv":
+                await audit_store.export_csv(conn, where, stream.write)
+            elif fmt == "iso27560":
+                await write_iso27560(request, site, conn, where, stream.write)
+            else:
+                async for lines in audit_store.export_lines(conn, where):
+                    await stream.write(("\n".join(lines) + "\n").encode("utf-8"))
+        return await stream.finish()
 
 
 async def subject_events(request: web.Request) -> web.Response:
@@ -120,7 +135,10 @@ async def subject_events(request: web.Request) -> web.Response:
         site.site.site_id, subject_digest=subject_digest(site.subject_key, subject_id)
     )
     events: list[dict[str, Any]] = []
-    async with request.app[POOL].acquire() as conn, conn.transaction(readonly=True):
+    async with (
+        request.app[LONG_READS].connection(site.site.site_id) as conn,
+        conn.transaction(readonly=True),
+    ):
         async for lines in audit_store.export_lines(conn, where):
             events.extend(json.loads(line) for line in lines)
     return json_response({"site_id": site.site.site_id, "subject_id": subject_id, "events": events})

@@ -18,7 +18,7 @@ from aiohttp import web
 from cmp.api.auth import require
 from cmp.api.problems import Problem
 from cmp.api.sites import site_id_of
-from cmp.api.validation import refuse_encoded
+from cmp.api.validation import read_bytes, refuse_encoded
 from cmp.appkeys import CATALOG, INGEST, METRICS, SETTINGS
 from cmp.commit import Unavailable
 from cmp.ingest import Accepted, Facts, Ingest, Rejected, request_facts
@@ -86,7 +86,7 @@ async def read_body(request: web.Request, origin: str | None) -> bytes:
         )
     if request.content_length is not None and request.content_length > BODY_MAX:
         raise Problem(413, "body larger than 64 KiB", code="too-large", headers=headers)
-    raw = await request.read()
+    raw = await read_bytes(request, headers)
     if len(raw) > BODY_MAX:
         raise Problem(413, "body larger than 64 KiB", code="too-large", headers=headers)
     return raw

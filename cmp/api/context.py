@@ -16,12 +16,14 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
+import re
 import secrets
 import time
 
 from aiohttp import web
 
 from cmp.api.problems import Handler, problem_for
+from cmp.api.streaming import StreamAborted
 from cmp.appkeys import METRICS, REQUEST_ID
 
 log = logging.getLogger("cmp.request")
@@ -32,6 +34,10 @@ _COUNTER = itertools.count(1)
 
 UNMATCHED = "unmatched"
 
+# A client's own request id is kept only when it is short and plain (it goes into log
+# lines and a response header); anything else gets one of ours.
+REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:+/=-]{1,64}")
+
 
 def with_context(handler: Handler, route: str) -> Handler:
     """`handler` inside the request context; `route` is the metric and log label."""
@@ -39,10 +45,14 @@ def with_context(handler: Handler, route: str) -> Handler:
     @functools.wraps(handler)
     async def handle(request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
-        request_id = request.headers.get("X-Request-Id", "")[:64] or f"{_PREFIX}-{next(_COUNTER):x}"
+        request_id = request.headers.get("X-Request-Id", "")
+        if not REQUEST_ID_RE.fullmatch(request_id):
+            request_id = f"{_PREFIX}-{next(_COUNTER):x}"
         request[REQUEST_ID] = request_id
         try:
             response = await handler(request)
+        except StreamAborted as exc:
+            response = exc.response  # headers sent, transport aborted: nothing more to say
         except Exception as exc:
             response = problem_for(request, exc)
         elapsed = time.perf_counter() - started

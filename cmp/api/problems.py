@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -15,6 +16,7 @@ import asyncpg
 from aiohttp import web
 
 from cmp.appkeys import REQUEST_ID
+from cmp.store.db import PoolBusy, db_error_text
 
 log = logging.getLogger("cmp.api")
 
@@ -26,6 +28,7 @@ TITLES = {
     403: "Forbidden",
     404: "Not found",
     405: "Method not allowed",
+    408: "Request timeout",
     409: "Conflict",
     413: "Payload too large",
     415: "Unsupported media type",
@@ -125,16 +128,52 @@ def problem_for(request: web.Request, exc: Exception) -> web.Response:
         }.get(exc.status, exc.reason)
         headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         return problem_response(exc.status, detail, headers=headers)
+    if isinstance(exc, PoolBusy):
+        # Every connection of the share this request may use is taken (SPEC §3.7).
+        return problem_response(
+            503,
+            f"{exc}; retry later",
+            code="busy",
+            headers={"Retry-After": str(exc.retry_after)},
+        )
     if database_unavailable(exc):
         # The database went away under a handler: the client should retry, not give up.
-        log.warning("database unavailable: %s", exc)
+        log.warning("database unavailable: %s", db_error_text(exc))
         return problem_response(
             503,
             "the database is unavailable; retry",
             code="unavailable",
             headers={"Retry-After": "1"},
         )
-    log.exception("unhandled error", exc_info=exc, extra={"request_id": request.get(REQUEST_ID)})
+    extra = {"request_id": request.get(REQUEST_ID)}
+    if _from_database(exc):
+        # The message and DETAIL of a database error quote values and rows: only the
+        # SQLSTATE, constraint and where it was raised go to the log.
+        log.error("unhandled database error:\n%s", _safe_trace(exc), extra=extra)
+    else:
+        log.exception("unhandled error", exc_info=exc, extra=extra)
     return problem_response(
         500, f"internal error; request id {request.get(REQUEST_ID, '-')}", code="internal"
+    )
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """`exc` and the exceptions it was raised from or during, outermost first."""
+    found: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and all(current is not e for e in found):
+        found.append(current)
+        current = current.__cause__ or current.__context__
+    return found
+
+
+def _from_database(exc: BaseException) -> bool:
+    return any(isinstance(e, asyncpg.PostgresError | asyncpg.InterfaceError) for e in _chain(exc))
+
+
+def _safe_trace(exc: BaseException) -> str:
+    """A traceback whose exception lines say only what `db_error_text` says."""
+    return "\nduring the above:\n".join(
+        "".join(traceback.format_tb(e.__traceback__)) + db_error_text(e)
+        for e in reversed(_chain(exc))
     )

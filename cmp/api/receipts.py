@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import math
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -274,7 +275,7 @@ async def write_iso27560(
     site: SiteRow,
     conn: asyncpg.Connection,
     where: ExportFilter,
-    response: web.StreamResponse,
+    write: Callable[[bytes], Awaitable[None]],
 ) -> None:
     """The export as ISO/IEC TS 27560 consent records, one JSON document per line."""
     controllers = Controllers(request, site)
@@ -283,4 +284,4 @@ async def write_iso27560(
         for line in lines:
             record = hashed_part(orjson.loads(line))
             out.append(dumps(consent_record(record, await controllers(record))))
-        await response.write(b"\n".join(out) + b"\n")
+        await write(b"\n".join(out) + b"\n")

@@ -18,7 +18,7 @@ from cmp.api.auth import require
 from cmp.api.json import json_response
 from cmp.api.problems import Problem
 from cmp.api.sites import site_id_of
-from cmp.appkeys import CATALOG, POOL, SIGNER
+from cmp.appkeys import CATALOG, LONG_READS, SIGNER
 from cmp.stats_page import (
     CSP,
     SIGNED_PARAMS,
@@ -116,7 +116,7 @@ async def _site(request: web.Request, site_id: str) -> SiteRow:
 async def _tallies(
     request: web.Request, site_id: str, rng: StatsRange
 ) -> tuple[list[Tally], Tally]:
-    async with request.app[POOL].acquire() as conn:
+    async with request.app[LONG_READS].connection(site_id) as conn:
         return await stats_store.select_stats(
             conn, site_id, start=rng.start, end=rng.end, interval=rng.interval
         )

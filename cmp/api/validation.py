@@ -6,12 +6,14 @@ collect endpoints read JSON bodies by the same rules.
 
 from __future__ import annotations
 
+import asyncio
 from typing import TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel
 
 from cmp.api.problems import Problem
+from cmp.appkeys import SETTINGS
 from cmp.ingest.parse import Rejected, parse_model
 
 M = TypeVar("M", bound=BaseModel)
@@ -28,6 +30,20 @@ def refuse_encoded(request: web.Request, headers: dict[str, str] | None = None) 
             code="unsupported-media-type",
             headers=headers,
         )
+
+
+async def read_bytes(request: web.Request, headers: dict[str, str] | None = None) -> bytes:
+    """The whole request body, or 408 when it has not arrived within
+    CMP_BODY_TIMEOUT_SECONDS: a client that sends headers and then stalls must not hold
+    a connection and a handler for as long as it likes (aiohttp has no such limit)."""
+    limit = request.app[SETTINGS].body_timeout_seconds
+    try:
+        async with asyncio.timeout(limit):
+            return await request.read()
+    except TimeoutError:
+        raise Problem(
+            408, f"the request body did not arrive within {limit:g} s", headers=headers
+        ) from None
 
 
 def check_content_type(
@@ -47,7 +63,7 @@ async def parse_json(
     """The one way handlers read a JSON body: content type, size, JSON, model."""
     check_content_type(request, allowed)
     refuse_encoded(request)
-    raw = await request.read()
+    raw = await read_bytes(request)
     try:
         return parse_model(raw, model, reason="validation")
     except Rejected as exc:

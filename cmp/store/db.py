@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import warnings
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Generator
 from pathlib import Path
 from typing import Any
 
@@ -51,25 +51,116 @@ async def _no_reset(conn: asyncpg.Connection) -> None:
     """Skip asyncpg's per-release reset query: we never leave session state behind."""
 
 
-async def create_pool(dsn: str, size: int, statement_cache: int | None = None) -> asyncpg.Pool:
+class PoolBusy(TimeoutError):
+    """No connection of the pool became free in time; the caller answers 503 + Retry-After."""
+
+    def __init__(self, detail: str, *, retry_after: int = 1) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
+class BoundedPool(asyncpg.Pool):  # type: ignore[misc]  # asyncpg ships no type stubs
+    """asyncpg's pool, except that every `acquire()` waits at most `acquire_timeout`.
+
+    The one home of "every wait for a connection is bounded" (SPEC §3.7): a default of
+    the pool rather than an argument at each call site, so no caller can forget it
+    (HeldConnections, the catalog and `pool.fetch*` go through `acquire` too). A wait
+    that runs out raises `PoolBusy`, a TimeoutError, which callers already map to 503.
+    """
+
+    def __init__(self, *args: Any, acquire_timeout: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.acquire_timeout = acquire_timeout
+
+    def acquire(self, *, timeout: float | None = None) -> _BoundedAcquire:
+        limit = self.acquire_timeout if timeout is None else timeout
+        return _BoundedAcquire(super().acquire(timeout=limit), limit)
+
+
+class _BoundedAcquire:
+    """`pool.acquire()` as asyncpg's context/awaitable, its time-out told apart."""
+
+    __slots__ = ("_inner", "_limit")
+
+    def __init__(self, inner: Any, limit: float) -> None:
+        self._inner = inner
+        self._limit = limit
+
+    def _busy(self) -> PoolBusy:
+        return PoolBusy(f"no database connection became free within {self._limit:g} s")
+
+    async def __aenter__(self) -> asyncpg.Connection:
+        try:
+            return await self._inner.__aenter__()
+        except TimeoutError:
+            raise self._busy() from None
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._inner.__aexit__(*exc)
+
+    def __await__(self) -> Generator[Any, None, asyncpg.Connection]:
+        return self._get().__await__()
+
+    async def _get(self) -> asyncpg.Connection:
+        try:
+            return await self._inner
+        except TimeoutError:
+            raise self._busy() from None
+
+
+async def create_pool(
+    dsn: str,
+    size: int,
+    *,
+    acquire_timeout: float = 5.0,
+    name: str = "cmp",
+    reset: bool = False,
+    statement_cache: int | None = None,
+) -> asyncpg.Pool:
     """The pool; `statement_cache=0` turns asyncpg's named prepared statements off (a
-    transaction-mode pooler may run the next statement on another server connection)."""
+    transaction-mode pooler may run the next statement on another server connection);
+    `reset` runs asyncpg's reset query on release (for callers that may give a
+    connection back mid-operation, e.g. an aborted export)."""
     extra: dict[str, Any] = {}
     if statement_cache is not None:
         extra["statement_cache_size"] = statement_cache
-    pool = await asyncpg.create_pool(
+    pool = BoundedPool(
         dsn,
+        acquire_timeout=acquire_timeout,
         min_size=1,
         max_size=size,
+        max_queries=50_000,
+        max_inactive_connection_lifetime=300.0,
         init=_init_connection,
-        reset=_no_reset,
+        reset=None if reset else _no_reset,
+        loop=None,
+        connection_class=asyncpg.Connection,
+        record_class=asyncpg.Record,
         # A 2xx means durably committed: never let a session relax this.
-        server_settings={"synchronous_commit": "on", "application_name": "cmp"},
+        server_settings={"synchronous_commit": "on", "application_name": name},
         command_timeout=30,
         **extra,
     )
-    assert pool is not None
+    await pool
     return pool
+
+
+def db_error_text(exc: BaseException) -> str:
+    """A database error as the log may show it: class, SQLSTATE, the constraint, table
+    and column it names — never its message or DETAIL, which quote values and whole
+    rows (a failed site insert printed the site's subject key)."""
+    if isinstance(exc, asyncpg.PostgresError):
+        parts = [type(exc).__name__, f"SQLSTATE {exc.sqlstate}"]
+        for label in ("constraint", "table", "column"):
+            value = getattr(exc, f"{label}_name", None)
+            if value:
+                parts.append(f"{label} {value}")
+        return " ".join(parts)
+    if isinstance(exc, asyncpg.InterfaceError) and isinstance(exc, ValueError):
+        # asyncpg's client-side DataError, raised while encoding a query argument: its
+        # message quotes the argument.
+        return type(exc).__name__
+    return f"{type(exc).__name__}: {exc}"
 
 
 class HeldConnections:
