@@ -16,7 +16,7 @@ import logging
 
 from aiohttp.http_exceptions import HttpProcessingError
 
-from cmp.ingest import ip_prefix
+from cmp.ingest.facts import ip_prefix
 
 SERVER_LOG = logging.getLogger("cmp.http")
 
