@@ -38,7 +38,11 @@ async def export_lines(conn: asyncpg.Connection, where: ExportFilter) -> AsyncIt
     The caller holds the transaction the cursor lives in.
     """
     await _stream_in_seq_order(conn)
-    cursor = await conn.cursor(Q["export_lines"], *where.args())
+    # A cursor needs a named statement, and asyncpg numbers those per process: behind a
+    # transaction-mode pooler, two processes' "__asyncpg_stmt_7__" met on one server
+    # connection (DuplicatePreparedStatement). A random name cannot collide.
+    statement = await conn.prepare(Q["export_lines"], name=f"cmp_export_{uuid.uuid4().hex}")
+    cursor = await statement.cursor(*where.args())
     canon = _ChoiceMaps()
     while True:
         rows = await cursor.fetch(EXPORT_CHUNK)
