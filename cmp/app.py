@@ -78,6 +78,9 @@ def create_app(settings: Settings, dsn: str) -> web.Application:
             "keepalive_timeout": settings.keepalive_timeout_seconds,
             # aiohttp's parser-error lines name the client's address: ours log its network.
             "logger": SERVER_LOG,
+            # Its access log names it too (and halves throughput): off under any runner;
+            # the request context logs instead.
+            "access_log": None,
         },
     )
     app[SETTINGS] = settings
