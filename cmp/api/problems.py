@@ -136,6 +136,12 @@ def problem_for(request: web.Request, exc: Exception) -> web.Response:
             code="busy",
             headers={"Retry-After": str(exc.retry_after)},
         )
+    if isinstance(exc, asyncpg.LockNotAvailableError | asyncpg.QueryCanceledError):
+        # A lock or statement timeout: the database is busy, not broken.
+        log.warning("database busy: %s", db_error_text(exc))
+        return problem_response(
+            503, "the database is busy; retry", code="busy", headers={"Retry-After": "1"}
+        )
     if database_unavailable(exc):
         # The database went away under a handler: the client should retry, not give up.
         log.warning("database unavailable: %s", db_error_text(exc))

@@ -21,6 +21,8 @@ from pydantic import SecretStr
 from cmp.app import create_app
 from cmp.appkeys import POOL
 from cmp.config import Settings
+from cmp.store.keys import ensure_root_key
+from cmp.store.migrate import migrate
 from tests.conftest import ADMIN, ADMIN_KEY, ORIGIN, event, make_key, make_site
 
 # Enough log that an export cannot fit in the socket buffers between server and a
@@ -347,3 +349,65 @@ async def test_stalled_headers_are_cut_off_by_the_keepalive_timeout(
         assert await stalled.read_to_end() == b""  # closed, never answered
     finally:
         stalled.close()
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "from=0001-01-01&to=0002-01-01&interval=month",
+        "from=0001-01-01T00:00:00Z&to=0001-01-02&interval=day",
+        "from=9999-01-01&to=9999-12-31T23:59:59Z&interval=week",
+        "to=0001-01-05",
+    ],
+)
+async def test_stats_at_the_ends_of_the_calendar_answer_without_a_5xx(
+    client: TestClient, query: str
+) -> None:
+    site = await make_site(client)
+    audit = await make_key(client, site, "audit")
+    r = await client.get(f"/v1/sites/{site}/stats?{query}", headers=audit)
+    assert r.status in (200, 422), await r.text()
+
+
+# --- the export's query runs before its headers go ------------------------------------
+
+
+@pytest.fixture
+async def lock_timeout_dsn(fresh_database: Any) -> str:
+    """A migrated database whose sessions give up waiting for a lock after 200 ms."""
+    dsn: str = await fresh_database()
+    conn = await asyncpg.connect(dsn)
+    try:
+        await migrate(conn)
+        await ensure_root_key(conn, ADMIN_KEY)
+        name = await conn.fetchval("SELECT current_database()")
+        await conn.execute(f'ALTER DATABASE "{name}" SET lock_timeout = \'200ms\'')
+    finally:
+        await conn.close()
+    return dsn
+
+
+async def test_an_export_whose_query_fails_gets_a_problem_not_a_broken_200(
+    aiohttp_client: Any, lock_timeout_dsn: str, tmp_path: Path
+) -> None:
+    client: TestClient = await aiohttp_client(
+        create_app(_settings(lock_timeout_dsn, tmp_path), lock_timeout_dsn)
+    )
+    site = await make_site(client)
+    audit = await make_key(client, site, "audit")
+    r = await client.post(f"/v1/sites/{site}/events", json=event(), headers={"Origin": ORIGIN})
+    assert r.status == 201
+    locker = await asyncpg.connect(lock_timeout_dsn)
+    try:
+        async with locker.transaction():
+            await locker.execute("LOCK TABLE consent_events IN ACCESS EXCLUSIVE MODE")
+            for fmt in ("jsonl", "csv"):
+                r = await client.get(f"/v1/sites/{site}/events?format={fmt}", headers=audit)
+                body = await r.read()
+                assert r.status == 503, body[:200]
+                assert r.content_type == "application/problem+json"
+                assert int(r.headers["Retry-After"]) >= 1
+    finally:
+        await locker.close()
+    r = await client.get(f"/v1/sites/{site}/events", headers=audit)
+    assert r.status == 200 and len((await r.text()).splitlines()) == 1
