@@ -36,6 +36,8 @@ async def read_bytes(request: web.Request, headers: dict[str, str] | None = None
     """The whole request body, or 408 when it has not arrived within
     CMP_BODY_TIMEOUT_SECONDS: a client that sends headers and then stalls must not hold
     a connection and a handler for as long as it likes (aiohttp has no such limit)."""
+    if request.content.is_eof():
+        return await request.read()  # it came with the headers: no timer to arm
     limit = request.app[SETTINGS].body_timeout_seconds
     try:
         async with asyncio.timeout(limit):
