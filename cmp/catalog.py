@@ -21,6 +21,7 @@ from cmp.consent import PolicyView
 from cmp.models import PolicyVersion
 from cmp.store import keys as key_store
 from cmp.store import sites as site_store
+from cmp.store.db import db_error_text
 from cmp.store.keys import KeyAuth
 from cmp.store.sites import SiteRow
 
@@ -77,7 +78,7 @@ class Catalog:
             try:
                 await self._connect_listener()
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.warning("invalidation listener: reconnect failed: %s", exc)
+                log.warning("invalidation listener: reconnect failed: %s", db_error_text(exc))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
