@@ -15,11 +15,13 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 
-from cmp.store.db import PoolBusy
+from cmp.store.db import PoolBusy, discard
 
 # A long read takes seconds to minutes: a client refused for its site's cap should not
 # come back at once.
 SITE_BUSY_RETRY_AFTER = 10
+# A server that does not answer `SELECT 1` this soon is not there.
+PING_TIMEOUT = 2.0
 
 
 class LongReads:
@@ -50,8 +52,16 @@ class LongReads:
                     retry_after=SITE_BUSY_RETRY_AFTER,
                 ) from None
             try:
-                async with self.pool.acquire() as conn:
+                conn = await self._answering()
+                try:
                     yield conn
+                except asyncpg.PostgresError:
+                    await self.pool.release(conn)  # the server answered: the pool checks it
+                    raise
+                except BaseException:
+                    discard(conn)  # mid-COPY, cut off, or its server gone: not worth a wait
+                    raise
+                await self.pool.release(conn)
             finally:
                 slots.release()
         finally:
@@ -60,6 +70,25 @@ class LongReads:
                 self._sites[site_id] = (slots, users - 1)
             else:
                 del self._sites[site_id]
+
+    async def _answering(self) -> asyncpg.Connection:
+        """A pool connection that answers. Long reads are rare, so an idle one may have
+        lost its server (a crash, a reset) since its last use: it is dropped and
+        replaced, once, so the first export after a restart works."""
+        for attempt in (1, 2):
+            conn = await self.pool.acquire()
+            try:
+                await conn.execute("SELECT 1", timeout=PING_TIMEOUT)
+            except asyncpg.PostgresError:
+                await self.pool.release(conn)
+                raise
+            except Exception:
+                discard(conn)
+                if attempt == 2:
+                    raise
+                continue
+            return conn
+        raise AssertionError("unreachable")
 
     async def close(self) -> None:
         await self.pool.close()
