@@ -21,7 +21,7 @@ from cmp.consent import PolicyView
 from cmp.models import PolicyVersion
 from cmp.store import keys as key_store
 from cmp.store import sites as site_store
-from cmp.store.db import db_error_text
+from cmp.store.db import DB_ERRORS, DB_ERRORS_OR_TIMEOUT, db_error_text
 from cmp.store.keys import KeyAuth
 from cmp.store.sites import SiteRow
 
@@ -77,7 +77,7 @@ class Catalog:
         while not self._closing:
             try:
                 await self._connect_listener()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except DB_ERRORS as exc:
                 log.warning("invalidation listener: reconnect failed: %s", db_error_text(exc))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
@@ -94,7 +94,7 @@ class Catalog:
             conn, self._listener = self._listener, None
             try:
                 await conn.close(timeout=2)
-            except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError, TimeoutError):
+            except DB_ERRORS_OR_TIMEOUT:
                 conn.terminate()
 
     def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import asyncpg
 
 from cmp.metrics import Metrics
-from cmp.store.db import HeldConnections, db_error_text
+from cmp.store.db import DB_ERRORS, HeldConnections, db_error_text
 from cmp.store.events import NewEvent, Submission, write_batch
 
 log = logging.getLogger(__name__)
@@ -159,7 +159,7 @@ class GroupCommitter:
                 log.warning("group commit took longer than %.1f s", self._timeout)
                 self._fail(taken, "commit-timeout")
                 return
-            except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
+            except DB_ERRORS as exc:
                 log.warning("group commit failed: %s", db_error_text(exc))
                 self._fail(taken, "database")
                 return

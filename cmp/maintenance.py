@@ -22,7 +22,7 @@ from cmp.catalog import Catalog
 from cmp.store import audit as audit_store
 from cmp.store import events as events_store
 from cmp.store.audit import month_after, partition_month
-from cmp.store.db import db_error_text
+from cmp.store.db import DB_ERRORS, db_error_text
 from cmp.store.keys import touch_keys
 from cmp.treelog import integrate_through
 
@@ -158,7 +158,7 @@ async def run_periodically(
                             p.through_seq,
                             p.states,
                         )
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except DB_ERRORS as exc:
             log.warning("log maintenance skipped: %s", db_error_text(exc))
 
 
@@ -172,6 +172,6 @@ async def record_key_use(pool: asyncpg.Pool, catalog: Catalog, *, every: float) 
         try:
             async with pool.acquire() as conn:
                 await touch_keys(conn, used)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except DB_ERRORS as exc:
             catalog.used_keys.update(used)
             log.warning("key use not recorded: %s", db_error_text(exc))

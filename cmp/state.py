@@ -17,7 +17,7 @@ import asyncpg
 from cmp.commit import Unavailable
 from cmp.consent import StoredChoice
 from cmp.metrics import Metrics
-from cmp.store.db import HeldConnections, db_error_text
+from cmp.store.db import DB_ERRORS_OR_TIMEOUT, HeldConnections, db_error_text
 from cmp.store.events import select_states
 
 log = logging.getLogger(__name__)
@@ -79,14 +79,7 @@ class StateReader:
                     # lookup behind it (the connection is then discarded).
                     async with asyncio.timeout(self._timeout), self._connections.use() as conn:
                         found = await select_states(conn, sites, subjects)
-                except (
-                    asyncpg.PostgresError,
-                    OSError,
-                    asyncpg.InterfaceError,
-                    # A connection whose server died mid-message (seen after a crash).
-                    asyncpg.InternalClientError,
-                    TimeoutError,
-                ) as exc:
+                except DB_ERRORS_OR_TIMEOUT as exc:
                     log.warning("state read failed: %s", db_error_text(exc))
                     self._fail(taken, "database")
                     continue

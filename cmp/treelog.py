@@ -26,7 +26,7 @@ from cmp.audit.chain import GENESIS
 from cmp.audit.signing import Signer
 from cmp.ratelimit import RateLimiter
 from cmp.store import tree as tree_store
-from cmp.store.db import db_error_text
+from cmp.store.db import DB_ERRORS, db_error_text
 from cmp.store.tree import Leaf, TreeHead, TreeState
 
 log = logging.getLogger(__name__)
@@ -186,7 +186,7 @@ async def run_integration(
         try:
             async with pool.acquire() as conn:
                 await integrate_all(conn, signer, public_host, observe, broken)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except DB_ERRORS as exc:
             log.warning("transparency log integration skipped: %s", db_error_text(exc))
 
 

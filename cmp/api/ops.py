@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
-import asyncpg
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from cmp.api.json import json_response
 from cmp.api.problems import problem_response
 from cmp.appkeys import METRICS, POOL
+from cmp.store.db import DB_ERRORS_OR_TIMEOUT
 from cmp.store.migrate import schema_status
 
 
@@ -23,7 +23,7 @@ async def readyz(request: web.Request) -> web.Response:
         async with asyncio.timeout(2):
             async with request.app[POOL].acquire() as conn:
                 missing, unknown = await schema_status(conn)
-    except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+    except DB_ERRORS_OR_TIMEOUT:
         return problem_response(
             503, "database unreachable", code="not-ready", headers={"Retry-After": "1"}
         )

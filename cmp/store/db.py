@@ -145,6 +145,20 @@ async def create_pool(
     return pool
 
 
+# What a call to the database can raise when the database, not our code, is at fault:
+# its own errors, a lost or dying connection, and the socket underneath. One spelling,
+# for every caller that answers 503 or retries later.
+DB_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    # A connection whose server died mid-message (seen after a crash).
+    asyncpg.InternalClientError,
+    OSError,
+)
+# The same, for callers that also bound their wait (PoolBusy is a TimeoutError).
+DB_ERRORS_OR_TIMEOUT: tuple[type[BaseException], ...] = (*DB_ERRORS, TimeoutError)
+
+
 def db_error_text(exc: BaseException) -> str:
     """A database error as the log may show it: class, SQLSTATE, the constraint, table
     and column it names — never its message or DETAIL, which quote values and whole
