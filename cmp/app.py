@@ -47,8 +47,8 @@ CLIENT_MAX_SIZE = 1024 * 1024
 
 # Batch lookups are CPU work for this one thread: running more than a few at once adds
 # no throughput, only memory (each holds the states of up to 1000 subjects). The others
-# wait their turn holding just their request body (loadtest: 256 concurrent 100-id
-# lookups peaked at 104 MB RSS without this bound).
+# wait their turn holding just their request body (without this bound, concurrent
+# 100-id lookups pushed the RSS past its target: loadtest/README.md).
 LOOKUPS_AT_ONCE = 4
 
 

@@ -2,8 +2,8 @@
 
 Applied as a plain wrapper when a route is registered, not as an aiohttp middleware:
 aiohttp runs middlewares through two extra layers per request (its own current-app
-fix-up and ours), which cost about a fifth of a bare request here (loadtest: a no-op
-POST handler served 7.4 k req/s with two middlewares, 9.5 k without). Requests no route
+fix-up and ours), which cost about a fifth of a bare request here (loadtest/README.md,
+"What made it faster"). Requests no route
 matches reach `unmatched`, the last route, which answers 404 or 405 the same way.
 
 aiohttp's own access log is off (it halves throughput here); the wrapper logs instead,

@@ -180,8 +180,8 @@ def db_error_text(exc: BaseException) -> str:
 class HeldConnections:
     """Pool connections kept between the calls of one hot-path user.
 
-    asyncpg's acquire/release pair costs about 50 µs of CPU per call here (loadtest:
-    `SELECT 1` took 94 µs through the pool, 40 µs on a held connection). The group
+    asyncpg's acquire/release pair costs more CPU than the statement it wraps
+    (loadtest/README.md, "What made it faster"). The group
     commit and the batched state reads run one short statement per batch, so each keeps
     the connections it used and gives them back at shutdown, and whenever keeping one
     would leave the pool with no connection for anyone else (then everyone still makes
