@@ -9,14 +9,13 @@ from typing import Any
 from aiohttp import web
 from pydantic import TypeAdapter, ValidationError
 
-from cmp.api.auth import require
 from cmp.api.consent import subject_id_of
 from cmp.api.json import json_response
 from cmp.api.problems import Problem
 from cmp.api.receipts import tree_fields, write_iso27560
-from cmp.api.sites import site_id_of
+from cmp.api.sites import authorized_site
 from cmp.api.streaming import PacedStream
-from cmp.appkeys import CATALOG, LONG_READS, POOL, REQUEST_ID, SETTINGS, SIGNER
+from cmp.appkeys import LONG_READS, POOL, REQUEST_ID, SETTINGS, SIGNER
 from cmp.audit.chain import subject_digest
 from cmp.stats_page import utc_instant
 from cmp.store import audit as audit_store
@@ -51,15 +50,6 @@ def parse_when(request: web.Request, name: str) -> datetime | None:
     )
 
 
-async def _site(request: web.Request, scope: str) -> SiteRow:
-    site_id = site_id_of(request)
-    await require(request, scope, site_id)  # type: ignore[arg-type]
-    site = await request.app[CATALOG].site(site_id)
-    if site is None:
-        raise Problem(404, "no such site", code="not-found")
-    return site
-
-
 def export_filter(request: web.Request, site: SiteRow) -> ExportFilter:
     version = request.query.get("policy_version")
     if version is not None and version_number(version) is None:
@@ -88,7 +78,7 @@ def export_filter(request: web.Request, site: SiteRow) -> ExportFilter:
 
 async def export_events(request: web.Request) -> web.StreamResponse:
     """Stream the log in seq order (jsonl or csv), gzip when the client accepts it."""
-    site = await _site(request, "audit")
+    site = await authorized_site(request, "audit")
     where = export_filter(request, site)
     fmt = request.query.get("format", "jsonl")
     if fmt not in ("jsonl", "csv", "iso27560"):
@@ -129,7 +119,7 @@ async def export_events(request: web.Request) -> web.StreamResponse:
 
 async def subject_events(request: web.Request) -> web.Response:
     """Access request: a subject's full history as portable JSON."""
-    site = await _site(request, "audit")
+    site = await authorized_site(request, "audit")
     subject_id = subject_id_of(request)
     where = ExportFilter(
         site.site.site_id, subject_digest=subject_digest(site.subject_key, subject_id)
@@ -146,7 +136,7 @@ async def subject_events(request: web.Request) -> web.Response:
 
 async def erase_subject(request: web.Request) -> web.Response:
     """Erasure: state row gone, subject id removed from the log, `erased` appended."""
-    site = await _site(request, "admin")
+    site = await authorized_site(request, "admin")
     subject_id = subject_id_of(request)
     digest = subject_digest(site.subject_key, subject_id)
     async with request.app[POOL].acquire() as conn:
@@ -165,7 +155,7 @@ async def erase_subject(request: web.Request) -> web.Response:
 
 async def get_checkpoint(request: web.Request) -> web.Response:
     """A fresh signed checkpoint of the chain head."""
-    site = await _site(request, "audit")
+    site = await authorized_site(request, "audit")
     async with request.app[POOL].acquire() as conn:
         head = await audit_store.select_head(conn, site.site.site_id)
     seq, head_hash = head or (0, "0" * 64)
@@ -176,7 +166,7 @@ async def get_checkpoint(request: web.Request) -> web.Response:
 
 async def list_checkpoints(request: web.Request) -> web.Response:
     """Stored checkpoints (periodic, and anchors left by retention purges)."""
-    site = await _site(request, "audit")
+    site = await authorized_site(request, "audit")
     async with request.app[POOL].acquire() as conn:
         found = await audit_store.select_checkpoints(conn, site.site.site_id)
     return json_response({"checkpoints": found})

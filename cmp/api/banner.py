@@ -23,7 +23,7 @@ from typing import Any
 from aiohttp import web
 
 from cmp.api.problems import Problem
-from cmp.api.sites import site_id_of
+from cmp.api.sites import existing_site, site_id_of
 from cmp.appkeys import CATALOG
 from cmp.models import PolicyVersion, Site
 
@@ -127,9 +127,7 @@ _rendered: OrderedDict[tuple[str, datetime, int, int], Rendered] = OrderedDict()
 
 async def rendered_banner(request: web.Request, site_id: str) -> Rendered:
     catalog = request.app[CATALOG]
-    row = await catalog.site(site_id)
-    if row is None:
-        raise Problem(404, "no such site", code="not-found")
+    row = await existing_site(request, site_id)
     current, material = await catalog.heads(site_id)
     key = (site_id, row.site.updated_at, current, material)
     found = _rendered.get(key)

@@ -17,7 +17,7 @@ from aiohttp import web
 
 from cmp.api.auth import require
 from cmp.api.problems import Problem
-from cmp.api.sites import site_id_of
+from cmp.api.sites import existing_site, site_id_of
 from cmp.api.validation import read_bytes, refuse_encoded
 from cmp.appkeys import CATALOG, INGEST, METRICS, SETTINGS
 from cmp.commit import Unavailable
@@ -65,9 +65,7 @@ async def collect_site(request: web.Request) -> tuple[SiteRow, str | None]:
     origin = request.headers.get("Origin")
     if origin is None:
         await require(request, "admin", site_id)
-    site = await request.app[CATALOG].site(site_id)
-    if site is None:
-        raise Problem(404, "no such site", code="not-found")
+    site = await existing_site(request, site_id)
     if origin is not None and origin not in site.site.origins:
         request.app[METRICS].rejections.labels("origin").inc()
         raise Problem(403, f"origin {origin} is not allowed for this site", code="origin")

@@ -10,7 +10,7 @@ from aiohttp import web
 from cmp.api.auth import require
 from cmp.api.json import dumps
 from cmp.api.problems import Problem
-from cmp.api.sites import site_id_of
+from cmp.api.sites import existing_site, site_id_of
 from cmp.api.validation import parse_json
 from cmp.appkeys import CATALOG, LOOKUP_SLOTS, STATE
 from cmp.commit import Unavailable
@@ -36,9 +36,7 @@ async def states(request: web.Request, site_id: str, subject_ids: list[str]) -> 
     under many concurrent lookups that is what keeps a worker's memory flat.
     """
     catalog = request.app[CATALOG]
-    site = await catalog.site(site_id)
-    if site is None:
-        raise Problem(404, "no such site", code="not-found")
+    site = await existing_site(request, site_id)
     try:
         found = await request.app[STATE].get(site_id, subject_ids)
     except Unavailable:

@@ -20,7 +20,7 @@ from string import Template
 from aiohttp import web
 
 from cmp.api.problems import Problem
-from cmp.api.sites import site_id_of
+from cmp.api.sites import existing_site, site_id_of
 from cmp.appkeys import CATALOG, SETTINGS
 
 WORDS: dict[str, dict[str, str]] = {
@@ -88,9 +88,7 @@ async def get_demo(request: web.Request) -> web.Response:
         raise Problem(404, "no such resource", code="not-found")
     site_id = site_id_of(request)
     catalog = request.app[CATALOG]
-    row = await catalog.site(site_id)
-    if row is None:
-        raise Problem(404, "no such site", code="not-found")
+    row = await existing_site(request, site_id)
     current, _ = await catalog.heads(site_id)
     policy = await catalog.policy(site_id, current) if current else None
     if policy is None:

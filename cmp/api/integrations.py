@@ -10,7 +10,7 @@ from aiohttp import web
 from cmp.api.collect import collect, cors_headers
 from cmp.api.json import json_response
 from cmp.api.problems import Problem
-from cmp.api.sites import site_id_of
+from cmp.api.sites import existing_site, site_id_of
 from cmp.appkeys import CATALOG
 from cmp.ingest import Ingest
 from cmp.integrations import klaro_config
@@ -37,10 +37,8 @@ async def post_klaro_submit(request: web.Request) -> web.Response:
 async def get_klaro_config(request: web.Request) -> web.Response:
     site_id = site_id_of(request)
     catalog = request.app[CATALOG]
-    site = await catalog.site(site_id)
+    site = await existing_site(request, site_id)
     origin = request.headers.get("Origin")
-    if site is None:
-        raise Problem(404, "no such site", code="not-found")
     if origin is not None and origin not in site.site.origins:
         raise Problem(403, f"origin {origin} is not allowed for this site", code="origin")
     current, _ = await catalog.heads(site_id)

@@ -7,7 +7,7 @@ from aiohttp import web
 from cmp.api.auth import require
 from cmp.api.json import json_response
 from cmp.api.problems import Problem
-from cmp.api.sites import site_id_of
+from cmp.api.sites import existing_site, site_id_of
 from cmp.api.validation import parse_json
 from cmp.appkeys import CATALOG, POOL
 from cmp.catalog import Catalog
@@ -16,16 +16,11 @@ from cmp.store import keys as key_store
 from cmp.values import API_KEY_ID_RE
 
 
-async def _existing_site(request: web.Request, site_id: str) -> None:
-    if await request.app[CATALOG].site(site_id) is None:
-        raise Problem(404, "no such site", code="not-found")
-
-
 async def post_key(request: web.Request) -> web.Response:
     site_id = site_id_of(request)
     await require(request, "admin", site_id)
     body = await parse_json(request, KeyIn)
-    await _existing_site(request, site_id)
+    await existing_site(request, site_id)
     async with request.app[POOL].acquire() as conn:
         created = await key_store.insert_key(conn, site_id, body.scope)
     return json_response(created.model_dump(mode="json"), status=201)
@@ -34,7 +29,7 @@ async def post_key(request: web.Request) -> web.Response:
 async def list_keys(request: web.Request) -> web.Response:
     site_id = site_id_of(request)
     await require(request, "admin", site_id)
-    await _existing_site(request, site_id)
+    await existing_site(request, site_id)
     async with request.app[POOL].acquire() as conn:
         found = await key_store.select_keys(conn, site_id)
     return json_response({"keys": [k.model_dump(mode="json") for k in found]})

@@ -9,11 +9,11 @@ from aiohttp import web
 from cmp.api.auth import require
 from cmp.api.json import json_response
 from cmp.api.problems import Problem
-from cmp.api.sites import site_id_of
+from cmp.api.sites import existing_site, site_id_of
 from cmp.api.validation import parse_json
 from cmp.appkeys import CATALOG, POOL
 from cmp.catalog import Catalog
-from cmp.models import PolicyIn, PolicyVersion, Site
+from cmp.models import PolicyIn, PolicyVersion
 from cmp.store import sites as site_store
 from cmp.values import version_number
 
@@ -22,17 +22,9 @@ def policy_json(policy: PolicyVersion) -> dict[str, Any]:
     return policy.model_dump(mode="json")
 
 
-async def _site(request: web.Request, site_id: str) -> Site:
-    row = await request.app[CATALOG].site(site_id)
-    if row is None:
-        raise Problem(404, "no such site", code="not-found")
-    site: Site = row.site
-    return site
-
-
 async def publish(request: web.Request, site_id: str, body: PolicyIn) -> PolicyVersion:
     """Validate against the site and publish the next version."""
-    site = await _site(request, site_id)
+    site = (await existing_site(request, site_id)).site
     errors = body.language_errors(site.languages)
     if errors:
         raise Problem(
@@ -64,7 +56,7 @@ async def post_policy(request: web.Request) -> web.Response:
 async def list_policies(request: web.Request) -> web.Response:
     site_id = site_id_of(request)
     await require(request, "admin", site_id)
-    await _site(request, site_id)
+    await existing_site(request, site_id)
     async with request.app[POOL].acquire() as conn:
         policies = await site_store.select_policies(conn, site_id)
     return json_response({"policies": [policy_json(p) for p in policies]})
@@ -73,7 +65,7 @@ async def list_policies(request: web.Request) -> web.Response:
 async def get_policy(request: web.Request) -> web.Response:
     site_id = site_id_of(request)
     await require(request, "admin", site_id)
-    await _site(request, site_id)
+    await existing_site(request, site_id)
     raw = request.match_info["version"]
     if raw == "current":
         version, _ = await request.app[CATALOG].heads(site_id)

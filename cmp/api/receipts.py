@@ -13,11 +13,10 @@ import asyncpg
 import orjson
 from aiohttp import web
 
-from cmp.api.auth import require
 from cmp.api.collect import client_ip, cors_headers
 from cmp.api.json import dumps, json_response
 from cmp.api.problems import Problem
-from cmp.api.sites import site_id_of
+from cmp.api.sites import authorized_site, site_id_of
 from cmp.appkeys import CATALOG, LIMITER, SETTINGS, SIGNER, TREE
 from cmp.audit import notes
 from cmp.audit.chain import hashed_part, subject_digest
@@ -30,15 +29,6 @@ from cmp.treelog import NotIntegrated, TooManyHeads
 from cmp.values import SITE_ID_RE, SUBJECT_ID_RE
 
 MAX_SIZE = 1 << 62
-
-
-async def _site(request: web.Request, scope: str) -> SiteRow:
-    site_id = site_id_of(request)
-    await require(request, scope, site_id)  # type: ignore[arg-type]
-    site = await request.app[CATALOG].site(site_id)
-    if site is None:
-        raise Problem(404, "no such site", code="not-found")
-    return site
 
 
 def b64(items: list[bytes]) -> list[str]:
@@ -84,7 +74,7 @@ def _too_many(exc: TooManyHeads) -> Problem:
 
 async def get_inclusion(request: web.Request) -> web.Response:
     """RFC 9162 inclusion proof of leaf `index` in the tree of `size` leaves."""
-    site = await _site(request, "audit")
+    site = await authorized_site(request, "audit")
     size = _int(request, "size", 1)
     index = _int(request, "index", 0)
     if index >= size:
@@ -114,7 +104,7 @@ async def get_inclusion(request: web.Request) -> web.Response:
 
 async def get_consistency(request: web.Request) -> web.Response:
     """RFC 9162 consistency proof between the trees of `from` and `to` leaves."""
-    site = await _site(request, "audit")
+    site = await authorized_site(request, "audit")
     old = _int(request, "from", 1)
     new = _int(request, "to", 1)
     if old > new:

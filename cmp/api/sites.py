@@ -10,8 +10,9 @@ from cmp.api.problems import Problem
 from cmp.api.validation import parse_json
 from cmp.appkeys import CATALOG, POOL
 from cmp.catalog import Catalog
-from cmp.models import SiteIn
+from cmp.models import Scope, SiteIn
 from cmp.store import sites as site_store
+from cmp.store.sites import SiteRow
 from cmp.values import SITE_ID_RE
 
 
@@ -20,6 +21,22 @@ def site_id_of(request: web.Request) -> str:
     if not SITE_ID_RE.fullmatch(site_id):
         raise Problem(404, "no such site", code="not-found")
     return site_id
+
+
+async def existing_site(request: web.Request, site_id: str) -> SiteRow:
+    """The site from the catalogue, or 404."""
+    row = await request.app[CATALOG].site(site_id)
+    if row is None:
+        raise Problem(404, "no such site", code="not-found")
+    return row
+
+
+async def authorized_site(request: web.Request, scope: Scope) -> SiteRow:
+    """The path's site, for a key of `scope`: 401/403 as `require`, 404 for another
+    tenant's site and for one that does not exist alike."""
+    site_id = site_id_of(request)
+    await require(request, scope, site_id)
+    return await existing_site(request, site_id)
 
 
 async def put_site(request: web.Request) -> web.Response:
@@ -34,9 +51,5 @@ async def put_site(request: web.Request) -> web.Response:
 
 
 async def get_site(request: web.Request) -> web.Response:
-    site_id = site_id_of(request)
-    await require(request, "admin", site_id)
-    row = await request.app[CATALOG].site(site_id)
-    if row is None:
-        raise Problem(404, "no such site", code="not-found")
+    row = await authorized_site(request, "admin")
     return json_response(row.site.model_dump(mode="json"))

@@ -17,7 +17,7 @@ from aiohttp import web
 from cmp.api.auth import require
 from cmp.api.json import json_response
 from cmp.api.problems import Problem
-from cmp.api.sites import site_id_of
+from cmp.api.sites import existing_site, site_id_of
 from cmp.appkeys import CATALOG, LONG_READS, SIGNER
 from cmp.stats_page import (
     CSP,
@@ -29,7 +29,6 @@ from cmp.stats_page import (
     render_page,
 )
 from cmp.store import stats as stats_store
-from cmp.store.sites import SiteRow
 from cmp.store.stats import INTERVALS, Interval, Tally
 
 DEFAULT_SPAN: Final = timedelta(days=30)
@@ -106,13 +105,6 @@ def report_json(
     }
 
 
-async def _site(request: web.Request, site_id: str) -> SiteRow:
-    row = await request.app[CATALOG].site(site_id)
-    if row is None:
-        raise Problem(404, "no such site", code="not-found")
-    return row
-
-
 async def _tallies(
     request: web.Request, site_id: str, rng: StatsRange
 ) -> tuple[list[Tally], Tally]:
@@ -125,7 +117,7 @@ async def _tallies(
 async def get_stats(request: web.Request) -> web.Response:
     site_id = site_id_of(request)
     await require(request, "audit", site_id)
-    await _site(request, site_id)
+    await existing_site(request, site_id)
     rng = resolve_range(request.query, datetime.now(UTC))
     buckets, totals = await _tallies(request, site_id, rng)
     return json_response(report_json(site_id, rng, buckets, totals))
@@ -141,7 +133,7 @@ async def get_stats_page(request: web.Request) -> web.Response:
     )
     if reason is not None:
         raise Problem(403, reason, code="forbidden")
-    row = await _site(request, site_id)
+    row = await existing_site(request, site_id)
     rng = resolve_range(request.query, datetime.now(UTC))
     buckets, totals = await _tallies(request, site_id, rng)
     catalog = request.app[CATALOG]
