@@ -170,6 +170,13 @@ class Traffic:
 
             await asyncio.gather(*(worker() for _ in range(concurrency)))
 
+    async def until_served(self, inst: Instance) -> None:
+        """Until nginx has sent `inst` a request in the current phase (bounded)."""
+        deadline = time.monotonic() + 60
+        while self.served[(self.phase, inst.addr)] == 0:
+            assert time.monotonic() < deadline, f"nginx sent cmp-{inst.index} nothing"
+            await asyncio.sleep(0.02)
+
     async def until_acked(self, count: int) -> None:
         deadline = time.monotonic() + 120
         while len(self.acked) < count:
@@ -354,7 +361,14 @@ async def test_rolling_restart_gives_only_503_with_retry_after_and_loses_nothing
     codes = []
     for inst in cluster.instances:
         codes.append(await asyncio.to_thread(cluster.terminate, inst))
+        # Sent after the old process exited: only the new one can answer these.
+        traffic.phase = f"restarted cmp-{inst.index}"
         await cluster.restart(inst)
+        # One replica at a time as nginx sees it: it holds a failed server out for
+        # fail_timeout after its last failure, so stopping the next one before nginx
+        # sends the restarted one traffic again would leave a single server in the
+        # upstream, and its next failure would be a 502 ("no live upstreams").
+        await traffic.until_served(inst)
         await traffic.until_acked(len(traffic.acked) + 200)
     stop.set()
     traffic.stopping = True
