@@ -1,4 +1,12 @@
-"""OpenAPI 3.1 document generated from the route table and the pydantic models."""
+"""OpenAPI 3.1 document generated from the route table and the pydantic models.
+
+It is meant to be exactly as strict as the server, so that a schema-driven fuzzer
+(tests/fuzz) can tell a server bug from a schema gap: path parameters carry the
+patterns the handlers enforce, request bodies the models' constraints, and every
+status an operation can answer is listed with its body schema (problem+json for
+errors). What JSON Schema cannot say (rules across fields, or against stored state:
+a policy's languages against the site's) is stated in the descriptions.
+"""
 
 from __future__ import annotations
 
@@ -6,52 +14,458 @@ import re
 from functools import cache
 from typing import Any
 
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
 from cmp import __version__
+from cmp.integrations import CookieConsentIn, KlaroSubmitIn
+from cmp.models import (
+    CONSENT_SIGNALS,
+    SUBJECT_ID_PATTERN,
+    ApiKey,
+    CreatedKey,
+    EventIn,
+    PolicyVersion,
+    Site,
+)
+
+# Bodies the handlers parse themselves (the route table's `body` is for parse_json).
+BODIES: dict[str, type[BaseModel]] = {
+    "post_cookieconsent": CookieConsentIn,
+    "post_klaro_submit": KlaroSubmitIn,
+}
 
 PARAM = re.compile(r"{(\w+)}")
+REF = "#/components/schemas/{model}"
+
+# Path parameters as the handlers check them (with fullmatch).
+PATH_PARAMS: dict[str, dict[str, Any]] = {
+    "site_id": {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{1,62}$"},
+    "subject_id": {"type": "string", "pattern": SUBJECT_ID_PATTERN},
+    "version": {"type": "string", "pattern": "^(current|[0-9]{1,9})$"},
+    "key_id": {"type": "string", "pattern": "^[0-9a-f]{16}$"},
+}
+
+STAMP = {
+    "type": "string",
+    "anyOf": [{"format": "date-time"}, {"format": "date"}],
+    "description": "RFC 3339 timestamp (2026-11-21T10:00:00Z) or a date (2026-11-21)",
+}
+# The export reads an empty value as absent.
+STAMP_OR_EMPTY = {**STAMP, "anyOf": [*STAMP["anyOf"], {"const": ""}]}
+
+
+def query(name: str, schema: dict[str, Any], required: bool = False) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": required, "schema": schema}
+
+
+# Query parameters, by operation id.
+QUERY: dict[str, list[dict[str, Any]]] = {
+    "export_events": [
+        query("from", STAMP_OR_EMPTY),
+        query("to", STAMP_OR_EMPTY),
+        query("policy_version", {"type": "string", "pattern": "^[1-9][0-9]{0,8}$"}),
+        query("subject_id", {"type": "string", "pattern": SUBJECT_ID_PATTERN}),
+        query("format", {"type": "string", "enum": ["jsonl", "csv"]}),
+    ],
+    "get_stats": [
+        query("from", STAMP),
+        query("to", STAMP),
+        query("interval", {"type": "string", "enum": ["day", "week", "month"]}),
+    ],
+    "get_stats_page": [
+        query("from", STAMP),
+        query("to", STAMP),
+        query("interval", {"type": "string", "enum": ["day", "week", "month"]}),
+        query("expires", {"type": "string", "pattern": "^[0-9]{1,12}$"}, required=True),
+        query("sig", {"type": "string"}, required=True),
+    ],
+    "get_klaro_config": [query("name", {"type": "string"})],
+}
+
+IF_NONE_MATCH = {
+    "name": "If-None-Match",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string"},
+}
+HEADERS: dict[str, list[dict[str, Any]]] = {
+    "get_consent": [IF_NONE_MATCH],
+    "post_lookup": [IF_NONE_MATCH],
+    "get_banner": [IF_NONE_MATCH],
+}
+
+
+def obj(properties: dict[str, Any], *, closed: bool = True) -> dict[str, Any]:
+    """An object with every listed property required."""
+    schema: dict[str, Any] = {
+        "type": "object",
+        "properties": properties,
+        "required": list(properties),
+    }
+    if closed:
+        schema["additionalProperties"] = False
+    return schema
+
+
+STRING = {"type": "string"}
+INT = {"type": "integer"}
+NULLABLE_STRING = {"type": ["string", "null"]}
+FLAGS = {"type": "object", "additionalProperties": {"type": "boolean"}}
+
+STATE = obj(
+    {
+        "site_id": STRING,
+        "subject_id": STRING,
+        "status": {"enum": ["none", "valid", "stale", "expired"]},
+        "needs_prompt": {"type": "boolean"},
+        "policy_version": {"type": ["integer", "null"]},
+        "current_policy_version": {"type": ["integer", "null"]},
+        "action": {"enum": ["accept_all", "reject_all", "custom", "withdraw", None]},
+        "purposes": FLAGS,
+        "services": FLAGS,
+        "consent_mode": obj({s: {"enum": ["granted", "denied"]} for s in CONSENT_SIGNALS}),
+        "gpc": {"type": "boolean"},
+        "event_id": NULLABLE_STRING,
+        "recorded_at": NULLABLE_STRING,
+        "expires_at": NULLABLE_STRING,
+    }
+)
+CHECKPOINT = obj(
+    {
+        "site_id": STRING,
+        "seq": INT,
+        "hash": STRING,
+        "signed_at": STRING,
+        "key_id": STRING,
+        "signature": STRING,
+    },
+    closed=False,
+)
+TALLY = obj(
+    {"events": INT, "actions": {"type": "object"}, "opt_in": {"type": "object"}},
+    closed=False,
+)
+ACCEPTED = obj({"accepted": INT, "duplicates": INT})
+
+
+def ref(name: str) -> dict[str, Any]:
+    return {"$ref": REF.format(model=name)}
+
+
+def json_body(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"application/json": {"schema": schema}}
+
+
+def text_body(media: str) -> dict[str, Any]:
+    return {media: {"schema": {"type": "string"}}}
+
+
+# What each operation answers on success: {status: (description, content or None)}.
+SUCCESS: dict[str, dict[int, tuple[str, dict[str, Any] | None]]] = {
+    "put_site": {
+        200: ("updated", json_body(ref("Site"))),
+        201: ("created", json_body(ref("Site"))),
+    },
+    "get_site": {200: ("the site", json_body(ref("Site")))},
+    "post_policy": {201: ("published", json_body(ref("PolicyVersion")))},
+    "list_policies": {
+        200: (
+            "every version",
+            json_body(obj({"policies": {"type": "array", "items": ref("PolicyVersion")}})),
+        )
+    },
+    "get_policy": {200: ("the version", json_body(ref("PolicyVersion")))},
+    "post_key": {201: ("the key, shown once", json_body(ref("CreatedKey")))},
+    "list_keys": {
+        200: (
+            "keys without secrets",
+            json_body(obj({"keys": {"type": "array", "items": ref("ApiKey")}})),
+        )
+    },
+    "delete_key": {204: ("revoked", None)},
+    "post_events": {201: ("committed", json_body(ACCEPTED))},
+    "preflight": {204: ("CORS preflight allowed", None)},
+    "post_cookieconsent": {201: ("committed", json_body(ACCEPTED))},
+    "get_klaro_config": {200: ("a Klaro config", json_body({"type": "object"}))},
+    "post_klaro_submit": {
+        201: (
+            "committed",
+            json_body(obj({"ok": {"const": True}, "accepted": INT})),
+        )
+    },
+    "get_consent": {
+        200: ("the state", json_body(STATE)),
+        304: ("not modified (If-None-Match)", None),
+    },
+    "post_lookup": {
+        200: (
+            "states in request order",
+            json_body(obj({"results": {"type": "array", "items": STATE}})),
+        ),
+        304: ("not modified (If-None-Match)", None),
+    },
+    "get_banner": {
+        200: ("the script", text_body("application/javascript")),
+        304: ("not modified (If-None-Match)", None),
+    },
+    "get_demo": {200: ("the demo page", text_body("text/html"))},
+    "export_events": {
+        200: (
+            "the log in seq order",
+            {**text_body("application/x-ndjson"), **text_body("text/csv")},
+        )
+    },
+    "subject_events": {
+        200: (
+            "the subject's history",
+            json_body(
+                obj(
+                    {
+                        "site_id": STRING,
+                        "subject_id": STRING,
+                        "events": {"type": "array", "items": {"type": "object"}},
+                    }
+                )
+            ),
+        )
+    },
+    "erase_subject": {
+        200: (
+            "erased",
+            json_body(
+                obj(
+                    {
+                        "site_id": STRING,
+                        "subject_digest": STRING,
+                        "erased_events": INT,
+                        "erased_record_seq": INT,
+                    }
+                )
+            ),
+        )
+    },
+    "get_checkpoint": {200: ("a signed checkpoint", json_body(CHECKPOINT))},
+    "list_checkpoints": {
+        200: (
+            "stored checkpoints",
+            json_body(obj({"checkpoints": {"type": "array", "items": {"type": "object"}}})),
+        )
+    },
+    "public_key": {
+        200: (
+            "the public key",
+            json_body(
+                obj(
+                    {"algorithm": STRING, "key_id": STRING, "public_key": STRING, "pem": STRING},
+                    closed=False,
+                )
+            ),
+        )
+    },
+    "get_stats": {
+        200: (
+            "the statistics",
+            json_body(
+                obj(
+                    {
+                        "site_id": STRING,
+                        "from": STRING,
+                        "to": STRING,
+                        "interval": {"enum": ["day", "week", "month"]},
+                        "buckets": {"type": "array", "items": {"type": "object"}},
+                        "totals": TALLY,
+                    }
+                )
+            ),
+        )
+    },
+    "get_stats_page": {200: ("the statistics page", text_body("text/html"))},
+    "healthz": {200: ("alive", json_body(obj({"status": {"const": "ok"}})))},
+    "readyz": {200: ("ready", json_body(obj({"status": {"const": "ready"}})))},
+    "metrics": {200: ("Prometheus text format", text_body("text/plain"))},
+    "openapi": {200: ("this document", json_body({"type": "object"}))},
+}
+
+PROBLEM_TEXT = {
+    400: "body or parameter malformed (not JSON, empty, invalid id)",
+    401: "API key missing or not valid",
+    403: "key lacks the scope, or Origin not allowed",
+    404: "no such site or resource (also: another tenant's)",
+    409: "conflict (an event_id re-sent with another body)",
+    413: "body too large",
+    415: "Content-Type not accepted",
+    422: "validation failed: `errors` has a JSON pointer per problem",
+    429: "rate limited; see Retry-After",
+    503: "database unavailable or overloaded; retry after Retry-After",
+}
+RETRY_AFTER = {
+    "Retry-After": {"required": True, "schema": {"type": "string", "pattern": "^[0-9]+$"}}
+}
+
+
+def problem(status: int) -> dict[str, Any]:
+    response: dict[str, Any] = {
+        "description": PROBLEM_TEXT[status],
+        "content": {"application/problem+json": {"schema": ref("Problem")}},
+    }
+    if status in (429, 503):
+        response["headers"] = RETRY_AFTER
+    return response
+
+
+def error_statuses(route: Any) -> set[int]:
+    """Every problem status the route can answer, from what it does."""
+    name = route.handler.__name__
+    statuses: set[int] = set()
+    if route.scope is None:
+        return {503} if name == "readyz" else set()
+    if "{site_id}" in route.path or "{" in route.path:
+        statuses.add(404)
+    if route.scope in ("admin", "read", "audit"):
+        statuses |= {401, 403, 404, 503}
+    if route.body is not None:
+        statuses |= {400, 413, 415, 422}
+    if name in ("post_events", "post_cookieconsent", "post_klaro_submit"):
+        statuses |= {400, 401, 403, 404, 409, 413, 415, 422, 429, 503}
+    if name in ("preflight", "get_klaro_config"):
+        statuses |= {403, 503}
+    if "{subject_id}" in route.path:
+        statuses.add(400)
+    if name in ("export_events", "get_stats", "get_stats_page"):
+        statuses.add(422)
+    if name == "get_stats_page":
+        statuses |= {403, 503}
+    if name in ("get_banner", "get_demo"):
+        statuses.add(503)
+    return statuses
+
+
+# Stateful testing: which operation's answer feeds which next operation.
+LINKS: dict[tuple[str, int], dict[str, dict[str, Any]]] = {
+    ("put_site", 201): {
+        "GetSite": {
+            "operationId": "get_site",
+            "parameters": {"site_id": "$request.path.site_id"},
+        },
+    },
+    ("post_policy", 201): {
+        "GetPolicy": {
+            "operationId": "get_policy",
+            "parameters": {
+                "site_id": "$request.path.site_id",
+                "version": "$response.body#/version",
+            },
+        },
+    },
+    ("post_key", 201): {
+        "DeleteKey": {
+            "operationId": "delete_key",
+            "parameters": {"site_id": "$request.path.site_id", "key_id": "$response.body#/id"},
+        },
+    },
+    ("post_events", 201): {
+        "GetConsent": {
+            "operationId": "get_consent",
+            "parameters": {
+                "site_id": "$request.path.site_id",
+                "subject_id": "$request.body#/subject_id",
+            },
+        },
+        "GetSubjectEvents": {
+            "operationId": "subject_events",
+            "parameters": {
+                "site_id": "$request.path.site_id",
+                "subject_id": "$request.body#/subject_id",
+            },
+        },
+        "EraseSubject": {
+            "operationId": "erase_subject",
+            "parameters": {
+                "site_id": "$request.path.site_id",
+                "subject_id": "$request.body#/subject_id",
+            },
+        },
+    },
+}
+
+# Rules the request-body schema cannot state (they cross fields or need stored state).
+BODY_RULES: dict[str, str] = {
+    "put_site": "`default_language` must be one of `languages`.",
+    "post_policy": (
+        "`texts` and every purpose `title` must cover every language of the site;"
+        " purpose keys are unique, and service keys unique across purposes;"
+        " the first version of a site must be `material`."
+    ),
+    "post_events": (
+        "Also accepted as `text/plain` (sendBeacon), the body still JSON."
+        " `policy_version` must exist for the site; `purposes` and `services` may only name"
+        " that version's keys; `custom` needs every non-required purpose; with the other"
+        " actions `purposes` must agree; a service may be granted only with its purpose;"
+        " `language` must be one of the site's; `occurred_at` at most 5 minutes ahead."
+    ),
+}
 
 
 @cache
 def document() -> dict[str, Any]:
     from cmp.api.routes import ROUTES
 
+    bodies = {route.body for route in ROUTES if route.body is not None}
+    bodies |= {EventIn, *BODIES.values()}
+    keyed: list[tuple[type[BaseModel], Any]] = [(m, "validation") for m in bodies]
+    keyed += [(m, "serialization") for m in (Site, PolicyVersion, ApiKey, CreatedKey)]
+    refs, top = models_json_schema(keyed, ref_template=REF)
+    defs: dict[str, Any] = dict(top.get("$defs", {}))
+    # The response models by their plain names (the links and SUCCESS refer to them).
+    for model in (Site, PolicyVersion, ApiKey, CreatedKey):
+        target = refs[(model, "serialization")]["$ref"].rsplit("/", 1)[-1]
+        if target != model.__name__:
+            defs[model.__name__] = {"$ref": REF.format(model=target)}
+
+    # Constraints the models enforce in validators: stated where JSON Schema can.
+    defs["SiteIn"]["properties"]["languages"]["uniqueItems"] = True
+
     paths: dict[str, dict[str, Any]] = {}
-    defs: dict[str, Any] = {}
     for route in ROUTES:
+        name = route.handler.__name__
         op: dict[str, Any] = {
             "summary": route.summary,
             "tags": [route.tag],
-            "operationId": route.handler.__name__,
+            "operationId": name,
             "parameters": [
-                {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-                for name in PARAM.findall(route.path)
-            ],
-            "responses": {
-                "default": {
-                    "description": "RFC 9457 problem",
-                    "content": {
-                        "application/problem+json": {
-                            "schema": {"$ref": "#/components/schemas/Problem"}
-                        }
-                    },
-                },
-                "2XX": {"description": "success"},
-            },
+                {"name": p, "in": "path", "required": True, "schema": PATH_PARAMS[p]}
+                for p in PARAM.findall(route.path)
+            ]
+            + QUERY.get(name, [])
+            + HEADERS.get(name, []),
         }
         if route.scope in ("admin", "read", "audit"):
-            op["security"] = [{"bearer": [route.scope]}]
+            op["security"] = [{route.scope: []}]
             op["description"] = f"Needs a key with the `{route.scope}` scope."
-        if route.body is not None:
-            schema = route.body.model_json_schema(ref_template="#/components/schemas/{model}")
-            op["requestBody"] = {
-                "required": True,
-                "content": {
-                    "application/json": {
-                        "schema": {k: v for k, v in schema.items() if k != "$defs"}
-                    }
-                },
-            }
-            defs.update(schema.get("$defs", {}))
+        elif route.tag == "collect" and route.method == "POST":
+            # Public with an allowed Origin; server-to-server imports send an admin key.
+            op["security"] = [{}, {"admin": []}]
+        if name in BODY_RULES:
+            op["description"] = (op.get("description", "") + " " + BODY_RULES[name]).strip()
+        body = BODIES.get(name, route.body)
+        if body is not None:
+            schema = refs[(body, "validation")]
+            if name == "post_events":  # one event, or {"events": [...]}
+                schema = {"anyOf": [refs[(EventIn, "validation")], schema]}
+            op["requestBody"] = {"required": True, "content": json_body(schema)}
+        responses: dict[str, Any] = {}
+        for status, (text, content) in SUCCESS[name].items():
+            response: dict[str, Any] = {"description": text}
+            if content is not None:
+                response["content"] = content
+            links = LINKS.get((name, status))
+            if links:
+                response["links"] = links
+            responses[str(status)] = response
+        for status in sorted(error_statuses(route)):
+            responses[str(status)] = problem(status)
+        op["responses"] = responses
         paths.setdefault(route.path, {})[route.method.lower()] = op
     return {
         "openapi": "3.1.0",
@@ -62,7 +476,15 @@ def document() -> dict[str, Any]:
         },
         "paths": paths,
         "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                scope: {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": f"An API key with the `{scope}` scope"
+                    + (" (admin keys hold every scope)" if scope != "admin" else ""),
+                }
+                for scope in ("admin", "read", "audit")
+            },
             "schemas": {**defs, "Problem": PROBLEM},
         },
     }
@@ -73,13 +495,14 @@ PROBLEM = {
     "properties": {
         "type": {"type": "string"},
         "title": {"type": "string"},
-        "status": {"type": "integer"},
+        "status": {"type": "integer", "minimum": 400, "maximum": 599},
         "detail": {"type": "string"},
         "errors": {
             "type": "array",
             "items": {
                 "type": "object",
                 "properties": {"pointer": {"type": "string"}, "detail": {"type": "string"}},
+                "required": ["pointer", "detail"],
             },
         },
     },
