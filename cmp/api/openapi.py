@@ -20,8 +20,11 @@ from pydantic.json_schema import models_json_schema
 from cmp import __version__
 from cmp.integrations import CookieConsentIn, KlaroSubmitIn
 from cmp.models import (
+    API_KEY_ID_PATTERN,
     CONSENT_SIGNALS,
+    SITE_ID_PATTERN,
     SUBJECT_ID_PATTERN,
+    VERSION_PATTERN,
     ApiKey,
     CreatedKey,
     EventIn,
@@ -40,10 +43,10 @@ REF = "#/components/schemas/{model}"
 
 # Path parameters as the handlers check them (with fullmatch).
 PATH_PARAMS: dict[str, dict[str, Any]] = {
-    "site_id": {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{1,62}$"},
+    "site_id": {"type": "string", "pattern": SITE_ID_PATTERN},
     "subject_id": {"type": "string", "pattern": SUBJECT_ID_PATTERN},
-    "version": {"type": "string", "pattern": "^(current|[0-9]{1,9})$"},
-    "key_id": {"type": "string", "pattern": "^[0-9a-f]{16}$"},
+    "version": {"type": "string", "pattern": f"^(current|{VERSION_PATTERN[1:-1]})$"},
+    "key_id": {"type": "string", "pattern": API_KEY_ID_PATTERN},
 }
 
 STAMP = {
@@ -64,7 +67,7 @@ QUERY: dict[str, list[dict[str, Any]]] = {
     "export_events": [
         query("from", STAMP_OR_EMPTY),
         query("to", STAMP_OR_EMPTY),
-        query("policy_version", {"type": "string", "pattern": "^[1-9][0-9]{0,8}$"}),
+        query("policy_version", {"type": "string", "pattern": VERSION_PATTERN}),
         query("subject_id", {"type": "string", "pattern": SUBJECT_ID_PATTERN}),
         query("format", {"type": "string", "enum": ["jsonl", "csv"]}),
     ],
