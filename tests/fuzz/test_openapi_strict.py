@@ -1,0 +1,91 @@
+"""The OpenAPI document states what the server enforces (the fuzz test relies on it)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from cmp.models import SITE_ID_RE, SUBJECT_ID_RE
+from tests.conftest import ADMIN, new_site_id, site_body
+
+
+async def document(client: TestClient) -> dict[str, Any]:
+    r = await client.get("/openapi.json")
+    assert r.status == 200
+    doc: dict[str, Any] = await r.json()
+    return doc
+
+
+def operations(doc: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    return [(path, method, op) for path, ops in doc["paths"].items() for method, op in ops.items()]
+
+
+async def test_every_path_parameter_has_the_pattern_the_server_checks(client: TestClient) -> None:
+    doc = await document(client)
+    for path, method, op in operations(doc):
+        names = re.findall(r"{(\w+)}", path)
+        params = {p["name"]: p for p in op["parameters"] if p["in"] == "path"}
+        assert sorted(params) == sorted(names), (method, path)
+        for name, param in params.items():
+            assert param["required"] is True
+            assert param["schema"]["pattern"].startswith("^"), (method, path, name)
+            assert param["schema"]["pattern"].endswith("$"), (method, path, name)
+    site = doc["paths"]["/v1/sites/{site_id}"]["get"]["parameters"][0]["schema"]["pattern"]
+    assert site == SITE_ID_RE.pattern
+    consent = doc["paths"]["/v1/sites/{site_id}/subjects/{subject_id}/consent"]["get"]
+    assert consent["parameters"][1]["schema"]["pattern"] == SUBJECT_ID_RE.pattern
+
+
+async def test_every_operation_lists_its_statuses_and_errors_are_problems(
+    client: TestClient,
+) -> None:
+    doc = await document(client)
+    for path, method, op in operations(doc):
+        responses = op["responses"]
+        assert "default" not in responses and "500" not in responses, (method, path)
+        assert any(code.startswith("2") for code in responses), (method, path)
+        for code, response in responses.items():
+            if int(code) >= 400:
+                assert list(response["content"]) == ["application/problem+json"], (code, path)
+            if code in ("429", "503"):
+                assert response["headers"]["Retry-After"]["required"] is True
+        if "security" in op and {} not in op["security"]:
+            assert {"401", "403", "404"} <= set(responses), (method, path)
+        if "requestBody" in op:
+            assert op["requestBody"]["required"] is True
+            assert {"400", "413", "415", "422"} <= set(responses), (method, path)
+
+
+async def test_security_is_one_bearer_scheme_per_scope(client: TestClient) -> None:
+    doc = await document(client)
+    schemes = doc["components"]["securitySchemes"]
+    assert sorted(schemes) == ["admin", "audit", "read"]
+    assert all(s == {**s, "type": "http", "scheme": "bearer"} for s in schemes.values())
+    assert doc["paths"]["/v1/sites/{site_id}/events"]["get"]["security"] == [{"audit": []}]
+    # The collect endpoints are public (Origin-checked), or admin for server-side imports.
+    assert doc["paths"]["/v1/sites/{site_id}/events"]["post"]["security"] == [{}, {"admin": []}]
+
+
+async def test_site_languages_are_unique_items_as_the_server_requires(client: TestClient) -> None:
+    doc = await document(client)
+    site_in = doc["components"]["schemas"]["SiteIn"]
+    assert site_in["properties"]["languages"]["uniqueItems"] is True
+    body = site_body(languages=("en", "en"))
+    r = await client.put(f"/v1/sites/{new_site_id()}", json=body, headers=ADMIN)
+    assert r.status == 422
+
+
+async def test_links_name_existing_operations_and_parameters(client: TestClient) -> None:
+    doc = await document(client)
+    by_id = {op["operationId"]: op for _, _, op in operations(doc)}
+    found = 0
+    for _, _, op in operations(doc):
+        for response in op["responses"].values():
+            for link in response.get("links", {}).values():
+                target = by_id[link["operationId"]]
+                names = {p["name"] for p in target["parameters"]}
+                assert set(link["parameters"]) <= names, link
+                found += 1
+    assert found >= 6
