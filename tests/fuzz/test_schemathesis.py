@@ -214,10 +214,13 @@ def config(
     for op in operations:
         parameters: dict[str, str] = {}
         # Every operation works on the one real site, so that requests reach the core logic,
-        # except `PUT /v1/sites/{site_id}`: it creates sites with generated ids and must not
-        # rewrite this one's origins and languages under the other operations.
-        if "site_id" in op["path_params"] and op["id"] != "put_site":
-            parameters["'path.site_id'"] = toml_str(site)
+        # except `PUT /v1/sites/{site_id}`: it creates (then updates) a site of its own and
+        # must not rewrite this one's origins and languages under the other operations
+        # (schemathesis feeds ids seen in responses back into generated requests).
+        if "site_id" in op["path_params"]:
+            parameters["'path.site_id'"] = toml_str(
+                site if op["id"] != "put_site" else f"{site}-put"
+            )
         if op["id"] == "get_stats_page":
             # The page answers only a link the server signed: this one reaches it.
             parameters.update({f"'query.{k}'": toml_str(v) for k, v in link.items()})
