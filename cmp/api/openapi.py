@@ -19,18 +19,8 @@ from pydantic.json_schema import models_json_schema
 
 from cmp import __version__
 from cmp.integrations import CookieConsentIn, KlaroSubmitIn
-from cmp.models import (
-    API_KEY_ID_PATTERN,
-    CONSENT_SIGNALS,
-    SITE_ID_PATTERN,
-    SUBJECT_ID_PATTERN,
-    VERSION_PATTERN,
-    ApiKey,
-    CreatedKey,
-    EventIn,
-    PolicyVersion,
-    Site,
-)
+from cmp.models import CONSENT_SIGNALS, ApiKey, CreatedKey, EventIn, PolicyVersion, Site
+from cmp.values import API_KEY_ID_PATTERN, SITE_ID_PATTERN, SUBJECT_ID_PATTERN, VERSION_PATTERN
 
 # Bodies the handlers parse themselves (the route table's `body` is for parse_json).
 BODIES: dict[str, type[BaseModel]] = {
