@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
@@ -27,6 +27,9 @@ BODIES: dict[str, type[BaseModel]] = {
     "post_cookieconsent": CookieConsentIn,
     "post_klaro_submit": KlaroSubmitIn,
 }
+
+if TYPE_CHECKING:
+    from cmp.api.routes import Route
 
 PARAM = re.compile(r"{(\w+)}")
 REF = "#/components/schemas/{model}"
@@ -307,30 +310,31 @@ def problem(status: int) -> dict[str, Any]:
     return response
 
 
-def error_statuses(route: Any) -> set[int]:
+COLLECT = ("post_events", "post_cookieconsent", "post_klaro_submit")
+
+
+def error_statuses(route: Route) -> set[int]:
     """Every problem status the route can answer, from what it does."""
     name = route.handler.__name__
-    statuses: set[int] = set()
-    if route.scope is None:
+    if route.scope is None:  # ops: only readiness depends on the database
         return {503} if name == "readyz" else set()
-    if "{site_id}" in route.path or "{" in route.path:
-        statuses.add(404)
+    statuses: set[int] = set()
+    if "{" in route.path:
+        statuses.add(404)  # an id that cannot exist, or a resource that does not
+    if name != "public_key":
+        statuses.add(503)  # every other route reads the database (or its catalogue)
     if route.scope in ("admin", "read", "audit"):
-        statuses |= {401, 403, 404, 503}
-    if route.body is not None:
+        statuses |= {401, 403, 404}
+    if route.body is not None or name in COLLECT:
         statuses |= {400, 413, 415, 422}
-    if name in ("post_events", "post_cookieconsent", "post_klaro_submit"):
-        statuses |= {400, 401, 403, 404, 409, 413, 415, 422, 429, 503}
-    if name in ("preflight", "get_klaro_config"):
-        statuses |= {403, 503}
+    if name in COLLECT:
+        statuses |= {401, 403, 409, 429}  # no Origin needs an admin key; Origin not allowed
+    if name in ("preflight", "get_klaro_config", "get_stats_page"):
+        statuses.add(403)  # Origin not allowed; the link's signature
     if "{subject_id}" in route.path:
         statuses.add(400)
     if name in ("export_events", "get_stats", "get_stats_page"):
-        statuses.add(422)
-    if name == "get_stats_page":
-        statuses |= {403, 503}
-    if name in ("get_banner", "get_demo"):
-        statuses.add(503)
+        statuses.add(422)  # query parameters
     return statuses
 
 
