@@ -326,11 +326,14 @@ def test_schemathesis_finds_nothing(live_server: Live, tmp_path: Path) -> None:
     )
     server_log = live_server.log.read_text(errors="replace")
     assert "Traceback" not in server_log, server_log[-5000:]
+    # No raw client address in the log (SPEC §3.7), not even in aiohttp's parser errors.
+    raw_ip = [line for line in server_log.splitlines()[1:] if "127.0.0.1" in line]
+    assert not raw_ip, raw_ip[:5]
     assert by_class["5xx"] == 0, {k: v for k, v in served.items() if k[2].startswith("5")}
     assert run.returncode == 0, run.stderr[-5000:]
     # The run reached every operation, with real traffic (not only the schema download).
     assert summary["operations"]["tested"] == summary["operations"]["total"]
-    assert sum(served.values()) > 1000
+    assert sum(served.values()) > 300
 
 
 def requests_served(base: str) -> Counter[tuple[str, str, str]]:
