@@ -22,14 +22,14 @@ from cmp.integrations import CookieConsentIn, KlaroSubmitIn
 from cmp.models import CONSENT_SIGNALS, ApiKey, CreatedKey, EventIn, PolicyVersion, Site
 from cmp.values import API_KEY_ID_PATTERN, SITE_ID_PATTERN, SUBJECT_ID_PATTERN, VERSION_PATTERN
 
+if TYPE_CHECKING:
+    from cmp.api.routes import Route
+
 # Bodies the handlers parse themselves (the route table's `body` is for parse_json).
 BODIES: dict[str, type[BaseModel]] = {
     "post_cookieconsent": CookieConsentIn,
     "post_klaro_submit": KlaroSubmitIn,
 }
-
-if TYPE_CHECKING:
-    from cmp.api.routes import Route
 
 PARAM = re.compile(r"{(\w+)}")
 REF = "#/components/schemas/{model}"
@@ -443,6 +443,10 @@ def document() -> dict[str, Any]:
         elif route.tag == "collect" and route.method == "POST":
             # Public with an allowed Origin; server-to-server imports send an admin key.
             op["security"] = [{}, {"admin": []}]
+            op["description"] = (
+                "Public: a browser's `Origin` must be one of the site's origins (403"
+                " otherwise); a request without `Origin` needs an admin key."
+            )
         if name in BODY_RULES:
             op["description"] = (op.get("description", "") + " " + BODY_RULES[name]).strip()
         body = BODIES.get(name, route.body)
