@@ -34,13 +34,21 @@ BODIES: dict[str, type[BaseModel]] = {
 PARAM = re.compile(r"{(\w+)}")
 REF = "#/components/schemas/{model}"
 
+HEX = "[0-9a-fA-F]"
 # Path parameters as the handlers check them (with fullmatch).
 PATH_PARAMS: dict[str, dict[str, Any]] = {
     "site_id": {"type": "string", "pattern": SITE_ID_PATTERN},
     "subject_id": {"type": "string", "pattern": SUBJECT_ID_PATTERN},
     "version": {"type": "string", "pattern": f"^(current|{VERSION_PATTERN[1:-1]})$"},
     "key_id": {"type": "string", "pattern": API_KEY_ID_PATTERN},
+    # Any other text cannot name a receipt: 404, like an unknown one.
+    "event_id": {
+        "type": "string",
+        "pattern": f"^{HEX}{{8}}-{HEX}{{4}}-{HEX}{{4}}-{HEX}{{4}}-{HEX}{{12}}$",
+    },
 }
+# Tree sizes and leaf indexes: ASCII digits, below 2^62.
+TREE_INT = {"type": "integer", "maximum": (1 << 62) - 1}
 
 STAMP = {
     "type": "string",
@@ -62,8 +70,21 @@ QUERY: dict[str, list[dict[str, Any]]] = {
         query("to", STAMP_OR_EMPTY),
         query("policy_version", {"type": "string", "pattern": VERSION_PATTERN}),
         query("subject_id", {"type": "string", "pattern": SUBJECT_ID_PATTERN}),
-        query("format", {"type": "string", "enum": ["jsonl", "csv"]}),
+        query("format", {"type": "string", "enum": ["jsonl", "csv", "iso27560"]}),
     ],
+    "get_inclusion": [
+        query("index", {**TREE_INT, "minimum": 0}, required=True),
+        query("size", {**TREE_INT, "minimum": 1}, required=True),
+    ],
+    "get_consistency": [
+        query("from", {**TREE_INT, "minimum": 1}, required=True),
+        query("to", {**TREE_INT, "minimum": 1}, required=True),
+    ],
+    "get_receipt": [
+        query("subject_id", {"type": "string", "pattern": SUBJECT_ID_PATTERN}, required=True),
+        query("format", {"type": "string", "enum": ["json", "iso27560"]}),
+    ],
+    "public_key": [query("site_id", {"type": "string", "pattern": SITE_ID_PATTERN})],
     "get_stats": [
         query("from", STAMP),
         query("to", STAMP),
@@ -108,6 +129,7 @@ STRING = {"type": "string"}
 INT = {"type": "integer"}
 NULLABLE_STRING = {"type": ["string", "null"]}
 FLAGS = {"type": "object", "additionalProperties": {"type": "boolean"}}
+STRINGS = {"type": "array", "items": STRING}
 
 STATE = obj(
     {
@@ -242,6 +264,60 @@ SUCCESS: dict[str, dict[int, tuple[str, dict[str, Any] | None]]] = {
         )
     },
     "get_checkpoint": {200: ("a signed checkpoint", json_body(CHECKPOINT))},
+    "get_inclusion": {
+        200: (
+            "the proof and the signed checkpoint (C2SP note) of that size",
+            json_body(
+                obj(
+                    {
+                        "site_id": STRING,
+                        "index": INT,
+                        "size": INT,
+                        "root_hash": STRING,
+                        "checkpoint": STRING,
+                        "inclusion_proof": STRINGS,
+                    }
+                )
+            ),
+        )
+    },
+    "get_consistency": {
+        200: (
+            "the proof and both signed checkpoints",
+            json_body(
+                obj(
+                    {
+                        "site_id": STRING,
+                        "from": INT,
+                        "to": INT,
+                        "from_checkpoint": STRING,
+                        "checkpoint": STRING,
+                        "consistency_proof": STRINGS,
+                    }
+                )
+            ),
+        )
+    },
+    "get_receipt": {
+        200: (
+            "the receipt",
+            json_body(
+                obj(
+                    {
+                        "record": {"type": "object"},
+                        "leaf_index": INT,
+                        "checkpoint": STRING,
+                        "inclusion_proof": STRINGS,
+                    },
+                    closed=False,  # format=iso27560 adds `iso27560`
+                )
+            ),
+        ),
+        202: (
+            "recorded, not yet in a signed checkpoint; retry after Retry-After",
+            json_body(obj({"status": {"const": "pending"}, "detail": STRING})),
+        ),
+    },
     "list_checkpoints": {
         200: (
             "stored checkpoints",
@@ -311,6 +387,7 @@ def problem(status: int) -> dict[str, Any]:
 
 
 COLLECT = ("post_events", "post_cookieconsent", "post_klaro_submit")
+TREE = ("get_inclusion", "get_consistency", "get_receipt")
 
 
 def error_statuses(route: Route) -> set[int]:
@@ -333,8 +410,10 @@ def error_statuses(route: Route) -> set[int]:
         statuses.add(403)  # Origin not allowed; the link's signature
     if "{subject_id}" in route.path:
         statuses.add(400)
-    if name in ("export_events", "get_stats", "get_stats_page"):
+    if name in ("export_events", "get_stats", "get_stats_page", "public_key") or name in TREE:
         statuses.add(422)  # query parameters
+    if name in TREE:
+        statuses.add(429)  # too many new checkpoint sizes at once; receipts' own rate
     return statuses
 
 
@@ -373,6 +452,14 @@ LINKS: dict[tuple[str, int], dict[str, dict[str, Any]]] = {
             "operationId": "subject_events",
             "parameters": {
                 "site_id": "$request.path.site_id",
+                "subject_id": "$request.body#/subject_id",
+            },
+        },
+        "GetReceipt": {
+            "operationId": "get_receipt",
+            "parameters": {
+                "site_id": "$request.path.site_id",
+                "event_id": "$request.body#/event_id",
                 "subject_id": "$request.body#/subject_id",
             },
         },
@@ -460,6 +547,8 @@ def document() -> dict[str, Any]:
             response: dict[str, Any] = {"description": text}
             if content is not None:
                 response["content"] = content
+            if status == 202:
+                response["headers"] = RETRY_AFTER
             links = LINKS.get((name, status))
             if links:
                 response["links"] = links

@@ -69,6 +69,9 @@ VALID_BUT_REFUSED: dict[str, tuple[list[int], str]] = {
     "get_policy": ([404], "a version number that was never published"),
     "delete_key": ([404], "a key id that does not exist"),
     "get_stats": ([422], "'from' must be before 'to' (default now), a daily range ≤ 731 days"),
+    "get_inclusion": ([422], "index < size (cross-field), size within the signed tree (state)"),
+    "get_consistency": ([422], "from ≤ to (cross-field), to within the signed tree (state)"),
+    "get_receipt": ([404], "a receipt only for an (event_id, subject_id) pair that was recorded"),
 }
 
 
