@@ -50,9 +50,11 @@ PATH_PARAMS: dict[str, dict[str, Any]] = {
 # Tree sizes and leaf indexes: ASCII digits, below 2^62.
 TREE_INT = {"type": "integer", "maximum": (1 << 62) - 1}
 
+# RFC 3339 allows offsets to ±23:59; the server takes ±18:00, as Python and PostgreSQL do.
+OFFSET = "([Zz]|[+-]((0[0-9]|1[0-7]):[0-5][0-9]|18:00))$"
 STAMP = {
     "type": "string",
-    "anyOf": [{"format": "date-time"}, {"format": "date"}],
+    "anyOf": [{"format": "date-time", "pattern": OFFSET}, {"format": "date"}],
     "description": "RFC 3339 timestamp (2026-11-21T10:00:00Z) or a date (2026-11-21)",
 }
 # The export reads an empty value as absent.

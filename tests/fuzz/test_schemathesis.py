@@ -67,6 +67,11 @@ VALID_BUT_REFUSED: dict[str, tuple[list[int], str]] = {
     ),
     "post_klaro_submit": ([422], "consents must name the current policy's services"),
     "get_policy": ([404], "a version number that was never published"),
+    "export_events": (
+        [422],
+        "from/to must lie within years 1–9999 once in UTC (0001-01-01T00:00:00+01:00 does"
+        " not); a range rule on the converted instant",
+    ),
     "delete_key": ([404], "a key id that does not exist"),
     "get_stats": ([422], "'from' must be before 'to' (default now), a daily range ≤ 731 days"),
     "get_inclusion": (
