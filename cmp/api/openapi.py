@@ -493,6 +493,22 @@ BODY_RULES: dict[str, str] = {
 }
 
 
+def _names_seen_twice() -> set[str]:
+    from cmp.api.routes import ROUTES
+
+    names = [r.handler.__name__ for r in ROUTES]
+    return {n for n in names if names.count(n) > 1}
+
+
+def operation_id(route: Route, shared: set[str]) -> str:
+    """The handler's name; for a handler on several paths (CORS preflight), with the
+    path's last segment, since operation ids are unique in a document."""
+    name = route.handler.__name__
+    if name not in shared:
+        return name
+    return f"{name}_{re.sub(r'[^a-z0-9]+', '_', route.path.rsplit('/', 1)[-1])}"
+
+
 @cache
 def document() -> dict[str, Any]:
     from cmp.api.routes import ROUTES
@@ -513,12 +529,13 @@ def document() -> dict[str, Any]:
     defs["SiteIn"]["properties"]["languages"]["uniqueItems"] = True
 
     paths: dict[str, dict[str, Any]] = {}
+    shared = _names_seen_twice()
     for route in ROUTES:
         name = route.handler.__name__
         op: dict[str, Any] = {
             "summary": route.summary,
             "tags": [route.tag],
-            "operationId": name,
+            "operationId": operation_id(route, shared),
             "parameters": [
                 {"name": p, "in": "path", "required": True, "schema": PATH_PARAMS[p]}
                 for p in PARAM.findall(route.path)

@@ -80,6 +80,7 @@ async def test_site_languages_are_unique_items_as_the_server_requires(client: Te
 async def test_links_name_existing_operations_and_parameters(client: TestClient) -> None:
     doc = await document(client)
     by_id = {op["operationId"]: op for _, _, op in operations(doc)}
+    assert len(by_id) == len(operations(doc)), "operation ids must be unique"
     found = 0
     for _, _, op in operations(doc):
         for response in op["responses"].values():
