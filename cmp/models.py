@@ -96,6 +96,8 @@ class SiteIn(Strict):
             raise ValueError("default_language must be one of languages")
         if len(set(self.languages)) != len(self.languages):
             raise ValueError("languages must not repeat")
+        if len(set(self.origins)) != len(self.origins):
+            raise ValueError("origins must not repeat")
         return self
 
     @field_validator("retention_days")
@@ -112,13 +114,6 @@ class Site(SiteIn):
     site_id: str
     created_at: datetime
     updated_at: datetime
-
-    @field_validator("retention_days")
-    @classmethod
-    def _retention_covers_validity(cls, days: int, info: ValidationInfo) -> int:
-        # Sites stored before the rule still load; purge removes their states with
-        # the records that proved them, so such a state reads `none`, never `valid`.
-        return days
 
 
 # --- policy versions -------------------------------------------------------

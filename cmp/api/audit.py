@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, date, datetime, time
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
-from pydantic import TypeAdapter, ValidationError
 
 from cmp.api.consent import subject_id_of
 from cmp.api.json import json_response
@@ -17,37 +16,33 @@ from cmp.api.sites import authorized_site
 from cmp.api.streaming import PacedStream
 from cmp.appkeys import LONG_READS, POOL, REQUEST_ID, SETTINGS, SIGNER
 from cmp.audit.chain import subject_digest
-from cmp.stats_page import utc_instant
+from cmp.stats_page import parse_instant
 from cmp.store import audit as audit_store
 from cmp.store.audit import ExportFilter
 from cmp.store.sites import SiteRow
 from cmp.values import SUBJECT_ID_RE, version_number
 
-WHEN = TypeAdapter(datetime | date)
-
 
 def parse_when(request: web.Request, name: str) -> datetime | None:
     """`from`/`to` of an export, in UTC; checked here, not when the query runs (by then
-    the answer's headers are out)."""
+    the answer's headers are out). The same grammar as the stats ranges."""
     raw = request.query.get(name)
     if raw is None or raw == "":
         return None
-    detail = "not a timestamp"
     try:
-        value = WHEN.validate_python(raw)
-        if isinstance(value, datetime):
-            return utc_instant(value)
-        return datetime.combine(value, time(), tzinfo=UTC)
-    except ValidationError:
-        pass
+        return parse_instant(raw)
     except ValueError as exc:
-        detail = f"{exc} (offsets within ±18:00, instants within years 1–9999 in UTC)"
-    raise Problem(
-        422,
-        f"'{name}' must be an RFC 3339 timestamp or a date",
-        code="validation",
-        errors=[{"pointer": f"/{name}", "detail": detail}],
-    )
+        raise Problem(
+            422,
+            f"'{name}' must be an RFC 3339 timestamp or a date",
+            code="validation",
+            errors=[
+                {
+                    "pointer": f"/{name}",
+                    "detail": f"{exc} (offsets within ±18:00, instants within years 1–9999)",
+                }
+            ],
+        ) from None
 
 
 def export_filter(request: web.Request, site: SiteRow) -> ExportFilter:

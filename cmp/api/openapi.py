@@ -527,6 +527,7 @@ def document() -> dict[str, Any]:
 
     # Constraints the models enforce in validators: stated where JSON Schema can.
     defs["SiteIn"]["properties"]["languages"]["uniqueItems"] = True
+    defs["SiteIn"]["properties"]["origins"]["uniqueItems"] = True
 
     paths: dict[str, dict[str, Any]] = {}
     shared = _names_seen_twice()

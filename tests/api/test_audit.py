@@ -173,7 +173,18 @@ async def test_filtered_exports_verify_record_by_record(
 
 
 async def test_bad_export_parameters_are_422(client: TestClient, site: dict[str, Any]) -> None:
-    for query in ("from=yesterday", "policy_version=x", "format=xml", "subject_id=a%20b"):
+    queries = (
+        "from=yesterday",
+        "policy_version=x",
+        "policy_version=0",
+        "format=xml",
+        "subject_id=a%20b",
+        # RFC 3339 or a date, nothing looser: Unix seconds and offset-less times are not.
+        "to=0.5",
+        "from=1700000000",
+        "from=2026-01-01T00:00:00",
+    )
+    for query in queries:
         r = await client.get(f"/v1/sites/{site['id']}/events?{query}", headers=site["audit"])
         assert r.status == 422, query
 
