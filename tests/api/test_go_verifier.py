@@ -40,7 +40,7 @@ def tlogcheck() -> Path:
     if missing:
         if os.environ.get("CI") == "true":
             pytest.fail(f"independent verifier unavailable in CI: {missing}")
-        pytest.skip(missing)
+        pytest.skip(reason=missing)
     assert go is not None
     out = ROOT / ".data" / "go"
     out.mkdir(parents=True, exist_ok=True)
