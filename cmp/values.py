@@ -34,7 +34,6 @@ _CONTROLS = r"\u0000-\u001F\u007F-\u009F\uFFFE\uFFFF"
 TEXT_PATTERN = rf"^[^{_CONTROLS}]*$"
 # Long texts (policy bodies) may break lines.
 MULTILINE_PATTERN = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F\uFFFE\uFFFF]*$"
-TEXT_RE = re.compile(TEXT_PATTERN)
 
 
 def version_number(text: str) -> int | None:
