@@ -32,9 +32,10 @@ from cmp.store.tree import Leaf, TreeHead, TreeState
 log = logging.getLogger(__name__)
 
 TREE_LOCK = 0x636D70_747265
-# Records per integration transaction: bounds its memory, its lock time and how long
-# one integration step holds the event loop (the hashing is CPU work) on a backlog.
-CHUNK = 5_000
+# Records per integration transaction: bounds its memory (the step's rows are the
+# worker's largest allocation on a backlog: loadtest/README.md), its lock time and how
+# long one step holds the event loop (the hashing is CPU work).
+CHUNK = 1_000
 # On-demand heads for sizes nobody signed yet: per site, a few a second.
 ON_DEMAND_RATE, ON_DEMAND_BURST = 5.0, 20
 
