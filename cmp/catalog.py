@@ -189,7 +189,14 @@ class Catalog:
             self._heads[site_id] = found
         return found
 
+    async def current_policy(self, site_id: str) -> PolicyVersion | None:
+        """The site's current (newest) policy version; None before the first is published.
+        The one way to ask: the version and the policy come from one reading of the heads."""
+        current, _ = await self.heads(site_id)
+        return await self.policy(site_id, current) if current else None
+
     async def current_view(self, site_id: str) -> tuple[PolicyView | None, int]:
+        """The current version compiled, and the newest material version."""
         current, material = await self.heads(site_id)
         view = await self.view(site_id, current) if current else None
         return view, material

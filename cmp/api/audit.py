@@ -14,35 +14,14 @@ from cmp.api.problems import Problem
 from cmp.api.receipts import tree_fields, write_iso27560
 from cmp.api.sites import authorized_site
 from cmp.api.streaming import PacedStream
+from cmp.api.validation import query_problem
 from cmp.appkeys import LONG_READS, POOL, REQUEST_ID, SETTINGS, SIGNER
 from cmp.audit.chain import subject_digest
-from cmp.stats_page import parse_instant
 from cmp.store import audit as audit_store
 from cmp.store.audit import ExportFilter
 from cmp.store.sites import SiteRow
+from cmp.timerange import RangeError, export_window
 from cmp.values import SUBJECT_ID_RE, version_number
-
-
-def parse_when(request: web.Request, name: str) -> datetime | None:
-    """`from`/`to` of an export, in UTC; checked here, not when the query runs (by then
-    the answer's headers are out). The same grammar as the stats ranges."""
-    raw = request.query.get(name)
-    if raw is None or raw == "":
-        return None
-    try:
-        return parse_instant(raw)
-    except ValueError as exc:
-        raise Problem(
-            422,
-            f"'{name}' must be an RFC 3339 timestamp or a date",
-            code="validation",
-            errors=[
-                {
-                    "pointer": f"/{name}",
-                    "detail": f"{exc} (offsets within ±18:00, instants within years 1–9999)",
-                }
-            ],
-        ) from None
 
 
 def export_filter(request: web.Request, site: SiteRow) -> ExportFilter:
@@ -62,10 +41,14 @@ def export_filter(request: web.Request, site: SiteRow) -> ExportFilter:
             code="validation",
             errors=[{"pointer": "/subject_id", "detail": "not a subject id"}],
         )
+    try:
+        since, until = export_window(request.query)
+    except RangeError as exc:
+        raise query_problem(exc.errors) from None
     return ExportFilter(
         site_id=site.site.site_id,
-        since=parse_when(request, "from"),
-        until=parse_when(request, "to"),
+        since=since,
+        until=until,
         policy_version=int(version) if version else None,
         subject_digest=subject_digest(site.subject_key, subject) if subject else None,
     )

@@ -89,8 +89,7 @@ async def get_demo(request: web.Request) -> web.Response:
     site_id = site_id_of(request)
     catalog = request.app[CATALOG]
     row = await existing_site(request, site_id)
-    current, _ = await catalog.heads(site_id)
-    policy = await catalog.policy(site_id, current) if current else None
+    policy = await catalog.current_policy(site_id)
     if policy is None:
         raise Problem(404, "this site has no published policy yet", code="no-policy")
     lang = row.site.default_language

@@ -41,8 +41,7 @@ async def get_klaro_config(request: web.Request) -> web.Response:
     origin = request.headers.get("Origin")
     if origin is not None and origin not in site.site.origins:
         raise Problem(403, f"origin {origin} is not allowed for this site", code="origin")
-    current, _ = await catalog.heads(site_id)
-    policy = await catalog.policy(site_id, current) if current else None
+    policy = await catalog.current_policy(site_id)
     if policy is None:
         raise Problem(404, "the site has no published policy", code="not-found")
     config = klaro_config(

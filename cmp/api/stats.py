@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any, Final, cast
+from datetime import UTC, datetime
+from typing import Any
 
 from aiohttp import web
 
@@ -18,72 +17,21 @@ from cmp.api.auth import require
 from cmp.api.json import json_response
 from cmp.api.problems import Problem
 from cmp.api.sites import existing_site, site_id_of
+from cmp.api.stats_page import columns, page_headers, render_page
+from cmp.api.validation import query_problem
 from cmp.appkeys import CATALOG, LONG_READS, SIGNER
-from cmp.stats_page import (
-    CSP,
-    SIGNED_PARAMS,
-    columns,
-    format_instant,
-    link_problem,
-    parse_instant,
-    render_page,
-)
+from cmp.stats_links import SIGNED_PARAMS, link_problem
 from cmp.store import stats as stats_store
-from cmp.store.stats import INTERVALS, Interval, Tally
-
-DEFAULT_SPAN: Final = timedelta(days=30)
-# Daily buckets over more than two years are a table nobody reads and a heavy query.
-MAX_DAILY_SPAN: Final = timedelta(days=731)
-INSTANT_HINT: Final = "must be an RFC 3339 timestamp (2026-11-21T10:00:00Z) or a date (2026-11-21)"
-PAGE_HEADERS: Final = {
-    "Cache-Control": "private, no-store",
-    "Content-Security-Policy": CSP,
-    "Referrer-Policy": "no-referrer",  # the URL is the credential: never pass it on
-    "X-Content-Type-Options": "nosniff",
-    "X-Robots-Tag": "noindex",
-}
-
-
-@dataclass(frozen=True, slots=True)
-class StatsRange:
-    start: datetime  # inclusive
-    end: datetime  # exclusive
-    interval: Interval
+from cmp.store.stats import Tally
+from cmp.timerange import RangeError, StatsRange, format_instant, stats_range
 
 
 def resolve_range(query: Mapping[str, str], now: datetime) -> StatsRange:
     """The query's range with its defaults (the last 30 days up to now), or a 422."""
-    errors: list[dict[str, str]] = []
-    interval = query.get("interval", "day")
-    if interval not in INTERVALS:
-        errors.append({"pointer": "/interval", "detail": f"must be one of {', '.join(INTERVALS)}"})
-    given: dict[str, datetime] = {}
-    for name in ("from", "to"):
-        if name in query:
-            try:
-                given[name] = parse_instant(query[name])
-            except ValueError:
-                errors.append({"pointer": f"/{name}", "detail": INSTANT_HINT})
-    if not errors:
-        end = given.get("to", now)
-        try:
-            start = given.get("from") or end - DEFAULT_SPAN
-        except OverflowError:
-            errors.append({"pointer": "/to", "detail": "is out of range"})
-        else:
-            if start >= end:
-                errors.append({"pointer": "/from", "detail": "must be before 'to' (default: now)"})
-            elif interval == "day" and end - start > MAX_DAILY_SPAN:
-                errors.append(
-                    {
-                        "pointer": "/from",
-                        "detail": "a range per day may span at most 731 days; "
-                        "use interval=week or interval=month",
-                    }
-                )
-    if errors:
-        raise Problem(422, "query parameters failed validation", code="validation", errors=errors)
-    return StatsRange(start, end, cast(Interval, interval))  # checked above
+    try:
+        return stats_range(query, now)
+    except RangeError as exc:
+        raise query_problem(exc.errors) from None
 
 
 def tally_json(tally: Tally) -> dict[str, Any]:
@@ -136,9 +84,7 @@ async def get_stats_page(request: web.Request) -> web.Response:
     row = await existing_site(request, site_id)
     rng = resolve_range(request.query, datetime.now(UTC))
     buckets, totals = await _tallies(request, site_id, rng)
-    catalog = request.app[CATALOG]
-    current, _ = await catalog.heads(site_id)
-    policy = await catalog.policy(site_id, current) if current else None
+    policy = await request.app[CATALOG].current_policy(site_id)
     page = render_page(
         site_id=site_id,
         site_name=row.site.name,
@@ -149,4 +95,6 @@ async def get_stats_page(request: web.Request) -> web.Response:
         totals=totals,
         cols=columns(policy.purposes if policy else (), totals.purposes, row.site.default_language),
     )
-    return web.Response(text=page, content_type="text/html", charset="utf-8", headers=PAGE_HEADERS)
+    return web.Response(
+        text=page, content_type="text/html", charset="utf-8", headers=page_headers()
+    )

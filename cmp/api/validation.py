@@ -19,6 +19,11 @@ from cmp.ingest.parse import Rejected, parse_model
 M = TypeVar("M", bound=BaseModel)
 
 
+def query_problem(errors: list[dict[str, str]]) -> Problem:
+    """The 422 for query parameters that failed validation, one error per parameter."""
+    return Problem(422, "query parameters failed validation", code="validation", errors=errors)
+
+
 def refuse_encoded(request: web.Request, headers: dict[str, str] | None = None) -> None:
     """No Content-Encoding on request bodies: no client of ours compresses them, and a
     decompressed body would escape the size limit checked on the wire."""

@@ -97,7 +97,7 @@ class Signer:
         if signed_at is None:
             signed_at = datetime.now(UTC)
         stamp = format_ts(signed_at) if isinstance(signed_at, datetime) else signed_at
-        signature = self._private_key.sign(checkpoint_message(site_id, seq, hash, stamp))
+        signature = self.sign(checkpoint_message(site_id, seq, hash, stamp))
         return {
             "site_id": site_id,
             "seq": seq,

@@ -71,7 +71,7 @@ def cmd_purge(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_stats_url(settings: Settings, args: argparse.Namespace) -> int:
     from cmp.audit.signing import Signer
-    from cmp.stats_page import signed_stats_url
+    from cmp.stats_links import signed_stats_url
 
     # The server's key: the same CMP_SIGNING_KEY_FILE / CMP_DATA_DIR as `cmpd serve`.
     signer = Signer.load_or_create(settings.signing_key_path)

@@ -20,9 +20,11 @@ from aiohttp.test_utils import TestClient
 
 from cmp.api.problems import Problem
 from cmp.api.stats import resolve_range
+from cmp.api.stats_page import Column, render_page
 from cmp.appkeys import SIGNER
-from cmp.stats_page import parse_instant, signed_stats_url
-from cmp.store.stats import bucket_start
+from cmp.stats_links import signed_stats_url
+from cmp.store.stats import Tally, bucket_start
+from cmp.timerange import parse_instant
 from tests.conftest import ADMIN, ORIGIN, event, make_key, make_site, policy_body
 
 HDR = {"Origin": ORIGIN}
@@ -346,6 +348,37 @@ async def test_the_page_escapes_purpose_titles(client: TestClient, site: dict[st
     html = await (await client.get(page_url(client, site["id"]))).text()
     assert "<script" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+
+
+async def test_the_page_escapes_the_site_name(client: TestClient) -> None:
+    name = '</title><script>alert("name")</script>'
+    site_id = await make_site(client, name=name)
+    html = await (await client.get(page_url(client, site_id))).text()
+    assert "<script" not in html and "</title><script" not in html
+    assert "&lt;/title&gt;&lt;script&gt;alert(&quot;name&quot;)&lt;/script&gt;" in html
+    assert html.count("&lt;script&gt;") == 2  # the title and the heading
+
+
+def test_every_value_of_the_page_is_escaped() -> None:
+    hostile = '<img src=x onerror="alert(1)">'
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    tally = Tally(start, 1, {"custom": 1}, {"p": (1, 1)})
+    cols = [Column("p", hostile, 'nb"><script>', False), Column("q", hostile, "", False)]
+    page = render_page(
+        site_id="shop",
+        site_name=hostile,
+        start=start,
+        end=start + timedelta(days=2),
+        interval="day",
+        buckets=[tally],
+        totals=tally,
+        cols=cols,
+    )
+    assert "<img" not in page and "<script" not in page
+    assert 'lang="nb&quot;&gt;&lt;script&gt;"' in page
+    # The site name twice; each purpose title in its column heading, its line's tooltip
+    # and the legend; the first also in the tooltip of its one dot.
+    assert page.count("&lt;img src=x onerror=&quot;alert(1)&quot;&gt;") == 2 + 2 * 3 + 1
 
 
 def tamper(url: str, **changes: str) -> str:

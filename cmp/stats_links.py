@@ -1,0 +1,108 @@
+"""Signed links to the consent-statistics page: minted by `cmpd stats-url`, checked by
+the page.
+
+A bearer key cannot travel in a link, so `GET /v1/sites/{site_id}/stats.html` is
+authorized by a short-lived signature instead: `sig` is base64url (no padding) of an
+Ed25519 signature by the server's key over
+``stats.html|{site_id}|{expires}|{from}|{to}|{interval}`` (each the raw query value, ""
+when absent).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import time
+from collections.abc import Mapping
+from datetime import date, datetime
+from typing import Final
+from urllib.parse import urlencode
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from cmp.audit.signing import Signer
+from cmp.store.stats import INTERVALS
+from cmp.timerange import format_instant, parse_instant
+from cmp.values import SITE_ID_RE
+
+SIGNED_PARAMS: Final = ("from", "to", "interval", "expires", "sig")
+MAX_TTL_SECONDS: Final = 7 * 86400  # a link, not a credential: short-lived by design
+_SIG = re.compile(r"[A-Za-z0-9_-]{86}")  # 64 signature bytes, base64url, no padding
+_EXPIRES = re.compile(r"[0-9]{1,12}")
+
+
+def stats_message(site_id: str, expires: str, from_: str, to: str, interval: str) -> bytes:
+    """The signed bytes. The "stats.html|" prefix keeps them apart from checkpoint
+    messages (canonical JSON, which starts with "{"), so one key serves both safely;
+    no field may hold "|", so the split is unambiguous."""
+    return "|".join(("stats.html", site_id, expires, from_, to, interval)).encode("utf-8")
+
+
+def _b64url(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def link_problem(
+    public_key: Ed25519PublicKey, site_id: str, query: Mapping[str, str], now: float
+) -> str | None:
+    """Why the query does not authorize the page of `site_id`; None when it does."""
+    expires, sig = query.get("expires", ""), query.get("sig", "")
+    fields = [query.get(name, "") for name in ("from", "to", "interval")]
+    if not expires or not sig:
+        return "this page needs a signed link (expires and sig); see `cmpd stats-url`"
+    if not _EXPIRES.fullmatch(expires) or not _SIG.fullmatch(sig) or "|" in "".join(fields):
+        return "the link's signature is not valid"
+    try:
+        signature = base64.urlsafe_b64decode(sig + "==")
+        public_key.verify(signature, stats_message(site_id, expires, *fields))
+    except (InvalidSignature, binascii.Error, ValueError):
+        return "the link's signature is not valid"
+    # Checked after the signature, so "expired" is only ever said of a genuine link.
+    if int(expires) <= now:
+        return "the link has expired; ask for a new one"
+    return None
+
+
+def _link_value(value: str | date | None) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        if value.utcoffset() is None:
+            raise ValueError("from/to datetimes must be timezone-aware")
+        return format_instant(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    parse_instant(value)  # a link the page would refuse is no use to anyone
+    return value.strip()
+
+
+def signed_stats_url(
+    signer: Signer,
+    base_url: str,
+    site_id: str,
+    *,
+    ttl_seconds: int = 900,
+    from_: str | date | None = None,
+    to: str | date | None = None,
+    interval: str = "day",
+    now: float | None = None,
+) -> str:
+    """A link to the statistics page of `site_id`, valid for `ttl_seconds`.
+
+    `from_`/`to` take RFC 3339 strings, dates or aware datetimes (None: the page's
+    defaults, the last 30 days up to when it is opened). ValueError on bad input.
+    """
+    if not SITE_ID_RE.fullmatch(site_id):
+        raise ValueError(f"not a site id: {site_id!r}")
+    if interval not in INTERVALS:
+        raise ValueError(f"interval must be one of {', '.join(INTERVALS)}")
+    if not 0 < ttl_seconds <= MAX_TTL_SECONDS:
+        raise ValueError(f"ttl_seconds must be between 1 and {MAX_TTL_SECONDS}")
+    start, end = _link_value(from_), _link_value(to)
+    expires = str(int(time.time() if now is None else now) + ttl_seconds)
+    signature = signer.sign(stats_message(site_id, expires, start, end, interval))
+    params = {"from": start, "to": end, "interval": interval}
+    query = {k: v for k, v in params.items() if v} | {"expires": expires, "sig": _b64url(signature)}
+    return f"{base_url.rstrip('/')}/v1/sites/{site_id}/stats.html?{urlencode(query)}"
