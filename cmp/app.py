@@ -7,8 +7,11 @@ is a cleanup_ctx generator, opened in order and closed in reverse.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any
 
 from aiohttp import web
 
@@ -17,6 +20,7 @@ from cmp.api.routes import setup_routes
 from cmp.appkeys import (
     CATALOG,
     COMMITTER,
+    DSN,
     INGEST,
     LIMITER,
     LONG_READS,
@@ -40,6 +44,8 @@ from cmp.state import StateReader
 from cmp.store.db import create_pool
 from cmp.store.longreads import LongReads
 from cmp.treelog import TreeLog, run_integration
+
+log = logging.getLogger(__name__)
 
 # Admin bodies (policy texts in several languages) may be large; the collect endpoints
 # enforce their own 64 KiB limit.
@@ -66,6 +72,8 @@ def tune_gc() -> None:
 
 
 def create_app(settings: Settings, dsn: str) -> web.Application:
+    """The application for `settings` on the database at `dsn`; its resources open on
+    startup, in order, and close in reverse on cleanup (also after a failed start)."""
     # No middlewares: the request context wraps each handler (cmp/api/context.py).
     app = web.Application(
         client_max_size=CLIENT_MAX_SIZE,
@@ -84,80 +92,140 @@ def create_app(settings: Settings, dsn: str) -> web.Application:
         },
     )
     app[SETTINGS] = settings
+    app[DSN] = dsn
     app[METRICS] = Metrics()
     app[LIMITER] = RateLimiter(settings.rate_per_second, settings.rate_burst)
     app[SIGNER] = Signer.load_or_create(settings.signing_key_path)
     app[LOOKUP_SLOTS] = asyncio.Semaphore(LOOKUPS_AT_ONCE)
 
-    async def database(app: web.Application) -> AsyncIterator[None]:
-        pool = await create_pool(
-            dsn,
-            settings.pool_size,
-            acquire_timeout=settings.acquire_timeout_seconds,
-            statement_cache=settings.database_statement_cache,
-        )
-        app[POOL] = pool
-        long_reads = LongReads(
-            await create_pool(
-                dsn,
-                settings.long_read_pool_size,
-                acquire_timeout=settings.acquire_timeout_seconds,
-                name="cmp-long-read",
-                reset=True,  # an aborted export gives its connection back mid-read
-                statement_cache=settings.database_statement_cache,
-            ),
-            per_site=settings.long_reads_per_site,
-            wait=settings.acquire_timeout_seconds,
-        )
-        app[LONG_READS] = long_reads
-        # LISTEN needs a session: the direct URL when the pool goes through a pooler.
-        app[CATALOG] = Catalog(pool, settings.session_dsn(dsn))
-        await app[CATALOG].listen()
-        app[COMMITTER] = GroupCommitter(
-            pool,
-            app[METRICS],
-            batch_max=settings.batch_max,
-            in_flight=settings.flushes_in_flight,
-            queue_max=settings.queue_max,
-            timeout_seconds=settings.commit_timeout_seconds,
-        )
-        app[STATE] = StateReader(
-            pool, app[METRICS], timeout_seconds=settings.commit_timeout_seconds
-        )
-        app[INGEST] = Ingest(app[CATALOG], app[LIMITER], app[COMMITTER])
-        maintenance = asyncio.create_task(
-            run_periodically(
-                pool,
-                app[SIGNER],
-                checkpoint_every=settings.checkpoint_interval_seconds,
-                purge_every=settings.purge_interval_seconds,
-            )
-        )
-        app[TREE] = TreeLog(pool, app[SIGNER], settings.public_host)
-        app[METRICS].integration_target.set(settings.log_integration_seconds)
-        integration = asyncio.create_task(
-            run_integration(
-                pool,
-                app[SIGNER],
-                settings.public_host,
-                every=settings.log_integration_seconds,
-                observe=app[METRICS].integration_delay.observe,
-            )
-        )
-        key_use = asyncio.create_task(
-            record_key_use(pool, app[CATALOG], every=settings.checkpoint_interval_seconds)
-        )
-        tune_gc()
-        yield
-        key_use.cancel()
-        integration.cancel()
-        maintenance.cancel()
-        await app[COMMITTER].drain()
-        await app[STATE].drain()
-        await app[CATALOG].close()
-        await long_reads.close()
-        await pool.close()
-
-    app.cleanup_ctx.append(database)
+    for resource in (
+        main_pool,
+        long_read_pool,
+        catalog,
+        committer,
+        state_reader,
+        maintenance_job,
+        tree_job,
+        key_use_job,
+    ):
+        app.cleanup_ctx.append(resource)
+    app.on_startup.append(settle)
     setup_routes(app)
     return app
+
+
+# --- resources: one cleanup_ctx each, opening one thing and closing it -------------------
+
+
+async def main_pool(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    app[POOL] = await create_pool(
+        app[DSN],
+        settings.pool_size,
+        acquire_timeout=settings.acquire_timeout_seconds,
+        statement_cache=settings.database_statement_cache,
+    )
+    yield
+    await app[POOL].close()
+
+
+async def long_read_pool(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    pool = await create_pool(
+        app[DSN],
+        settings.long_read_pool_size,
+        acquire_timeout=settings.acquire_timeout_seconds,
+        name="cmp-long-read",
+        reset=True,  # an aborted export gives its connection back mid-read
+        statement_cache=settings.database_statement_cache,
+    )
+    app[LONG_READS] = LongReads(
+        pool, per_site=settings.long_reads_per_site, wait=settings.acquire_timeout_seconds
+    )
+    yield
+    await app[LONG_READS].close()
+
+
+async def catalog(app: web.Application) -> AsyncIterator[None]:
+    # LISTEN needs a session: the direct URL when the pool goes through a pooler.
+    app[CATALOG] = Catalog(app[POOL], app[SETTINGS].session_dsn(app[DSN]))
+    await app[CATALOG].listen()
+    yield
+    await app[CATALOG].close()
+
+
+async def committer(app: web.Application) -> AsyncIterator[None]:
+    """The group committer, and the pipeline that feeds it (nothing of its own to close)."""
+    settings = app[SETTINGS]
+    app[COMMITTER] = GroupCommitter(
+        app[POOL],
+        app[METRICS],
+        batch_max=settings.batch_max,
+        in_flight=settings.flushes_in_flight,
+        queue_max=settings.queue_max,
+        timeout_seconds=settings.commit_timeout_seconds,
+    )
+    app[INGEST] = Ingest(app[CATALOG], app[LIMITER], app[COMMITTER])
+    yield
+    await app[COMMITTER].drain()
+
+
+async def state_reader(app: web.Application) -> AsyncIterator[None]:
+    app[STATE] = StateReader(
+        app[POOL], app[METRICS], timeout_seconds=app[SETTINGS].commit_timeout_seconds
+    )
+    yield
+    await app[STATE].drain()
+
+
+async def maintenance_job(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    job = run_periodically(
+        app[POOL],
+        app[SIGNER],
+        checkpoint_every=settings.checkpoint_interval_seconds,
+        purge_every=settings.purge_interval_seconds,
+    )
+    async with background(job, "cmp-maintenance"):
+        yield
+
+
+async def tree_job(app: web.Application) -> AsyncIterator[None]:
+    """The transparency log: its reader for the API and its integration job."""
+    settings = app[SETTINGS]
+    app[TREE] = TreeLog(app[POOL], app[SIGNER], settings.public_host)
+    app[METRICS].integration_target.set(settings.log_integration_seconds)
+    job = run_integration(
+        app[POOL],
+        app[SIGNER],
+        settings.public_host,
+        every=settings.log_integration_seconds,
+        observe=app[METRICS].integration_delay.observe,
+    )
+    async with background(job, "cmp-tree-integration"):
+        yield
+
+
+async def key_use_job(app: web.Application) -> AsyncIterator[None]:
+    every = app[SETTINGS].checkpoint_interval_seconds
+    async with background(record_key_use(app[POOL], app[CATALOG], every=every), "cmp-key-use"):
+        yield
+
+
+async def settle(app: web.Application) -> None:
+    """After every resource is open: what start-up left behind is long-lived."""
+    tune_gc()
+
+
+@contextlib.asynccontextmanager
+async def background(job: Coroutine[Any, Any, None], name: str) -> AsyncIterator[None]:
+    """Run `job` as a task while the block runs; then cancel it and wait until it has
+    ended, so no task outlives the app (nor is destroyed pending)."""
+    task = asyncio.create_task(job, name=name)
+    try:
+        yield
+    finally:
+        task.cancel()
+        await asyncio.wait([task])
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task %s had failed", name, exc_info=task.exception())

@@ -19,6 +19,7 @@ from cmp.store.longreads import LongReads
 from cmp.treelog import TreeLog
 
 SETTINGS = web.AppKey("settings", Settings)
+DSN = web.AppKey("dsn", str)  # where the pools connect (not in SETTINGS: a test makes its own)
 POOL = web.AppKey("pool", asyncpg.Pool)
 CATALOG = web.AppKey("catalog", Catalog)
 COMMITTER = web.AppKey("committer", GroupCommitter)

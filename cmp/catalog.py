@@ -90,6 +90,7 @@ class Catalog:
         self._closing = True
         if self._reconnect is not None:
             self._reconnect.cancel()
+            await asyncio.wait([self._reconnect])  # ended, not left pending at shutdown
         if self._listener is not None:
             conn, self._listener = self._listener, None
             try:
