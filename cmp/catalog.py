@@ -3,8 +3,9 @@
 Hot paths must not read immutable or rarely changed data per request. Policy versions
 never change, so they are cached for good (bounded). Sites, policy heads and keys change
 by admin calls: the writing process drops its own entry at once, and every process
-drops it on a PostgreSQL NOTIFY (`cmp_invalidate`, sent in the same transaction as the
-change), so other workers follow within milliseconds of the commit.
+drops it on a PostgreSQL NOTIFY (`cmp_invalidate`, which the store sends in the same
+transaction as the change: `cmp.store.coordination`), so other workers follow within
+milliseconds of the commit.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from typing import Any
 
 import asyncpg
 
@@ -21,13 +21,13 @@ from cmp.consent import PolicyView
 from cmp.models import PolicyVersion
 from cmp.store import keys as key_store
 from cmp.store import sites as site_store
+from cmp.store.coordination import listen_for_changes
 from cmp.store.db import DB_ERRORS, DB_ERRORS_OR_TIMEOUT, db_error_text
 from cmp.store.keys import KeyAuth
 from cmp.store.sites import SiteRow
 
 log = logging.getLogger(__name__)
 
-CHANNEL = "cmp_invalidate"
 POLICY_CACHE_MAX = 4096
 MISSING_SECONDS = 2.0
 MISSING_MAX = 10_000
@@ -60,10 +60,7 @@ class Catalog:
         await self._connect_listener()
 
     async def _connect_listener(self) -> None:
-        conn = await asyncpg.connect(self._dsn)
-        await conn.add_listener(CHANNEL, self._on_notify)
-        conn.add_termination_listener(self._on_lost)
-        self._listener = conn
+        self._listener = await listen_for_changes(self._dsn, self.invalidate, self._on_lost)
 
     def _on_lost(self, _conn: object) -> None:
         # Notifications sent while we were gone are lost: forget everything, reconnect.
@@ -98,9 +95,6 @@ class Catalog:
             except DB_ERRORS_OR_TIMEOUT:
                 conn.terminate()
 
-    def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
-        self.invalidate(payload)
-
     def invalidate(self, payload: str) -> None:
         kind, _, ident = payload.partition(":")
         if kind == "site":
@@ -121,11 +115,6 @@ class Catalog:
         self._missing.clear()
         self._heads.clear()
         self._keys.clear()
-
-    @staticmethod
-    async def notify(conn: asyncpg.Connection, payload: str) -> None:
-        """Announce a change; call inside the transaction that makes it."""
-        await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
 
     # --- lookups -------------------------------------------------------------
 

@@ -22,15 +22,13 @@ from cmp.catalog import Catalog
 from cmp.store import audit as audit_store
 from cmp.store import events as events_store
 from cmp.store.audit import month_after, partition_month
+from cmp.store.coordination import CHECKPOINT_LOCK, PARTITION_LOCK, PURGE_LOCK, try_lock
 from cmp.store.db import DB_ERRORS, db_error_text
 from cmp.store.keys import touch_keys
 from cmp.treelog import integrate_through
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_LOCK = 0x636D70_636B70
-PURGE_LOCK = 0x636D70_707267
-PARTITION_LOCK = 0x636D70_707274
 # How long a purge waits for the log's exclusive lock before deleting a month's rows
 # instead of dropping it (ingest queues behind a waiting exclusive lock).
 DROP_LOCK_WAIT = "2s"
@@ -52,7 +50,7 @@ async def store_checkpoints(
     With `min_age_seconds`, only for sites whose newest periodic checkpoint is at least
     that old: every replica runs the timer, and the lock alone only serialises them.
     """
-    if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", CHECKPOINT_LOCK):
+    if not await try_lock(conn, CHECKPOINT_LOCK):
         return 0
     stored = 0
     due = (
@@ -71,7 +69,7 @@ async def store_checkpoints(
 async def make_partitions(conn: asyncpg.Connection) -> int:
     """Create the log's partitions for the coming months (one process at a time)."""
     async with conn.transaction():
-        if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", PARTITION_LOCK):
+        if not await try_lock(conn, PARTITION_LOCK):
             return 0
         return await events_store.make_partitions_ahead(conn)
 
@@ -87,7 +85,7 @@ async def purge(
     """
     done: list[Purged] = []
     async with conn.transaction():
-        if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", PURGE_LOCK):
+        if not await try_lock(conn, PURGE_LOCK):
             return done
         cuts = await audit_store.select_purge_cuts(conn)
         if not cuts:

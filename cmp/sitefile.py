@@ -18,7 +18,6 @@ import asyncpg
 from pydantic import ValidationError
 
 from cmp.canonical import content_sha256
-from cmp.catalog import Catalog
 from cmp.models import PolicyIn, PolicyVersion, SiteIn
 from cmp.store import sites as site_store
 from cmp.values import SITE_ID_RE
@@ -80,7 +79,6 @@ async def apply(conn: asyncpg.Connection, sitefile: SiteFile) -> Applied:
     """Upsert the site and publish its policy when it differs from the current version."""
     async with conn.transaction():
         _, created = await site_store.upsert_site(conn, sitefile.site_id, sitefile.site)
-        await Catalog.notify(conn, f"site:{sitefile.site_id}")
         published = None
         if sitefile.policy is not None:
             published = await _publish_if_changed(conn, sitefile)
@@ -89,27 +87,27 @@ async def apply(conn: asyncpg.Connection, sitefile: SiteFile) -> Applied:
 
 async def _publish_if_changed(conn: asyncpg.Connection, sitefile: SiteFile) -> PolicyVersion | None:
     assert sitefile.policy is not None
-    current_version, _ = await site_store.select_policy_heads(conn, sitefile.site_id)
-    current = (
-        await site_store.select_policy(conn, sitefile.site_id, current_version)
-        if current_version
-        else None
-    )
-    if current is not None:
-        if current.content_sha256 == content_sha256(sitefile.policy.document()):
-            return None
-        before = PolicyIn.model_validate(
-            {**current.model_dump(include={"policy_url", "purposes", "texts"}), "material": True}
-        )
-        material = sitefile.material
-        if material is None:
-            material = before.substance() != sitefile.policy.substance()
-    else:
-        material = True
+    current = await site_store.select_current_policy(conn, sitefile.site_id)
+    if current is not None and current.content_sha256 == content_sha256(
+        sitefile.policy.document()
+    ):
+        return None
+    material = sitefile.material
+    if material is None:
+        # Material when what is asked changed; a first version changes it from nothing.
+        before = _substance(current) if current is not None else None
+        material = before != sitefile.policy.substance()
     body = sitefile.policy.model_copy(update={"material": material})
-    published = await site_store.insert_policy(conn, sitefile.site_id, body)
-    await Catalog.notify(conn, f"policy:{sitefile.site_id}")
-    return published
+    try:
+        return await site_store.publish_policy(conn, sitefile.site_id, body)
+    except site_store.FirstVersionNotMaterial as exc:
+        raise SiteFileError(f"{exc} (policy.material = false)") from None
+
+
+def _substance(policy: PolicyVersion) -> list[object]:
+    """What consent is given to in a published version (`PolicyIn.substance`)."""
+    content = policy.model_dump(include={"policy_url", "purposes", "texts"})
+    return PolicyIn.model_validate({**content, "material": True}).substance()
 
 
 def demo_files() -> list[Path]:

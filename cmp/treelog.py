@@ -26,12 +26,12 @@ from cmp.audit.chain import GENESIS
 from cmp.audit.signing import Signer
 from cmp.ratelimit import RateLimiter
 from cmp.store import tree as tree_store
+from cmp.store.coordination import TREE_LOCK, try_lock, wait_lock
 from cmp.store.db import DB_ERRORS, db_error_text
 from cmp.store.tree import Leaf, TreeHead, TreeState
 
 log = logging.getLogger(__name__)
 
-TREE_LOCK = 0x636D70_747265
 # Records per integration transaction: bounds its memory (the step's rows are the
 # worker's largest allocation on a backlog: loadtest/README.md), its lock time and how
 # long one step holds the event loop (the hashing is CPU work).
@@ -66,8 +66,8 @@ async def integrate_site(
     """
     async with conn.transaction():
         if wait:
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", TREE_LOCK)
-        elif not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", TREE_LOCK):
+            await wait_lock(conn, TREE_LOCK)
+        elif not await try_lock(conn, TREE_LOCK):
             return 0
         tree = await tree_store.select_tree(conn, site_id) or TreeState(
             0, merkle.EMPTY_ROOT, GENESIS

@@ -62,6 +62,18 @@ async def test_changed_wording_is_not_material_but_changed_purposes_are(
     assert changed.published is not None and changed.published.material is True
 
 
+async def test_a_first_version_said_not_material_is_refused_and_nothing_applied(
+    conn: asyncpg.Connection, tmp_path: Path
+) -> None:
+    source = sitefile.demo_files()[0]
+    text = source.read_text("utf-8").replace("../texts/", str(source.parent.parent / "texts") + "/")
+    path = tmp_path / "site.toml"
+    path.write_text(text.replace("material = true\n", "material = false\n"), "utf-8")
+    with pytest.raises(sitefile.SiteFileError, match="first policy version of a site must be"):
+        await sitefile.apply(conn, sitefile.load(path))
+    assert await select_sites(conn) == []  # the site went with it: one transaction
+
+
 def test_a_bad_file_names_the_field(tmp_path: Path) -> None:
     path = tmp_path / "bad.toml"
     path.write_text(

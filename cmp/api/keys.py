@@ -10,7 +10,6 @@ from cmp.api.problems import Problem
 from cmp.api.sites import existing_site, site_id_of
 from cmp.api.validation import parse_json
 from cmp.appkeys import CATALOG, POOL
-from cmp.catalog import Catalog
 from cmp.models import KeyIn
 from cmp.store import keys as key_store
 from cmp.values import API_KEY_ID_RE
@@ -41,10 +40,8 @@ async def delete_key(request: web.Request) -> web.Response:
     key_id = request.match_info["key_id"]
     if not API_KEY_ID_RE.fullmatch(key_id):
         raise Problem(404, "no such key", code="not-found")
-    async with request.app[POOL].acquire() as conn, conn.transaction():
+    async with request.app[POOL].acquire() as conn:
         revoked = await key_store.revoke_key(conn, site_id, key_id)
-        if revoked:
-            await Catalog.notify(conn, f"key:{key_id}")
     if not revoked:
         raise Problem(404, "no such key", code="not-found")
     request.app[CATALOG].invalidate(f"key:{key_id}")

@@ -12,7 +12,6 @@ from cmp.api.problems import Problem
 from cmp.api.sites import existing_site, site_id_of
 from cmp.api.validation import parse_json
 from cmp.appkeys import CATALOG, POOL
-from cmp.catalog import Catalog
 from cmp.models import PolicyIn, PolicyVersion
 from cmp.store import sites as site_store
 from cmp.values import version_number
@@ -30,17 +29,16 @@ async def publish(request: web.Request, site_id: str, body: PolicyIn) -> PolicyV
         raise Problem(
             422, "policy does not cover the site's languages", code="validation", errors=errors
         )
-    current, _ = await request.app[CATALOG].heads(site_id)
-    if current == 0 and not body.material:
+    try:
+        async with request.app[POOL].acquire() as conn:
+            policy = await site_store.publish_policy(conn, site_id, body)
+    except site_store.FirstVersionNotMaterial:
         raise Problem(
             422,
             "the first policy version of a site must be material",
             code="validation",
             errors=[{"pointer": "/material", "detail": "must be true for version 1"}],
-        )
-    async with request.app[POOL].acquire() as conn, conn.transaction():
-        policy = await site_store.insert_policy(conn, site_id, body)
-        await Catalog.notify(conn, f"policy:{site_id}")
+        ) from None
     request.app[CATALOG].invalidate(f"policy:{site_id}")
     return policy
 
@@ -68,14 +66,13 @@ async def get_policy(request: web.Request) -> web.Response:
     await existing_site(request, site_id)
     raw = request.match_info["version"]
     if raw == "current":
-        version, _ = await request.app[CATALOG].heads(site_id)
+        policy = await request.app[CATALOG].current_policy(site_id)
     else:
-        found = version_number(raw)
-        if found is None:
+        version = version_number(raw)
+        if version is None:
             raise Problem(404, "no such policy version", code="not-found")
-        version = found
-    async with request.app[POOL].acquire() as conn:
-        policy = await site_store.select_policy(conn, site_id, version)
+        async with request.app[POOL].acquire() as conn:
+            policy = await site_store.select_policy(conn, site_id, version)
     if policy is None:
         raise Problem(404, "no such policy version", code="not-found")
     return json_response(policy_json(policy))

@@ -16,7 +16,7 @@ import asyncpg
 from aiohttp import web
 
 from cmp.appkeys import REQUEST_ID
-from cmp.store.db import PoolBusy, db_error_text
+from cmp.store.db import DB_ERRORS, PoolBusy, database_unavailable, db_error_text
 
 log = logging.getLogger("cmp.api")
 
@@ -88,25 +88,6 @@ def problem_response(
     )
 
 
-UNAVAILABLE = (
-    asyncpg.PostgresConnectionError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.InterfaceError,
-    # A pool connection whose server died mid-message (a crash): not a bug of the request.
-    asyncpg.InternalClientError,
-    ConnectionError,
-    TimeoutError,
-)
-
-
-def database_unavailable(exc: Exception) -> bool:
-    """The database went away: connection errors, or the unix socket of a stopped
-    server (FileNotFoundError without a file name; a missing file has one)."""
-    if isinstance(exc, FileNotFoundError):
-        return exc.filename is None
-    return isinstance(exc, UNAVAILABLE)
-
-
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -174,7 +155,7 @@ def _chain(exc: BaseException) -> list[BaseException]:
 
 
 def _from_database(exc: BaseException) -> bool:
-    return any(isinstance(e, asyncpg.PostgresError | asyncpg.InterfaceError) for e in _chain(exc))
+    return any(isinstance(e, DB_ERRORS) for e in _chain(exc))
 
 
 def _safe_trace(exc: BaseException) -> str:

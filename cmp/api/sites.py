@@ -9,7 +9,6 @@ from cmp.api.json import json_response
 from cmp.api.problems import Problem
 from cmp.api.validation import parse_json
 from cmp.appkeys import CATALOG, POOL
-from cmp.catalog import Catalog
 from cmp.models import Scope, SiteIn
 from cmp.store import sites as site_store
 from cmp.store.sites import SiteRow
@@ -43,9 +42,8 @@ async def put_site(request: web.Request) -> web.Response:
     site_id = site_id_of(request)
     await require(request, "admin", site_id)
     body = await parse_json(request, SiteIn)
-    async with request.app[POOL].acquire() as conn, conn.transaction():
+    async with request.app[POOL].acquire() as conn:
         row, created = await site_store.upsert_site(conn, site_id, body)
-        await Catalog.notify(conn, f"site:{site_id}")
     request.app[CATALOG].invalidate(f"site:{site_id}")
     return json_response(row.site.model_dump(mode="json"), status=201 if created else 200)
 

@@ -11,14 +11,13 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-import asyncpg
-
 from cmp.cli.admin import cmd_demo, cmd_key_create, cmd_migrate, cmd_site_apply
 from cmp.cli.audit import cmd_export, cmd_purge, cmd_stats_url, cmd_verify, cmd_verify_receipt
 from cmp.cli.database import load_demo, resolve_dsn
 from cmp.cli.serve import cmd_serve
 from cmp.config import ConfigError, load_settings
 from cmp.logs import setup_logging
+from cmp.store.db import DB_ERRORS
 from cmp.store.migrate import SchemaAheadError
 
 __all__ = ["build_parser", "load_demo", "main", "resolve_dsn"]
@@ -123,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SchemaAheadError as exc:
         print(f"cmpd: {exc}", file=sys.stderr)
         return 3
-    except (OSError, asyncpg.PostgresError) as exc:
+    except DB_ERRORS as exc:
         print(f"cmpd: database error: {exc}", file=sys.stderr)
         return 1
     except Exception as exc:

@@ -20,15 +20,14 @@ def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
     """Stream a site's log to a file straight from the database, with progress."""
     from cmp.store import audit as audit_store
     from cmp.store.audit import ExportFilter
+    from cmp.store.sites import select_site
 
     dsn = resolve_dsn(settings)
     out = Path(args.out)
 
     async def export(conn: asyncpg.Connection) -> int:
         total = await audit_store.count_events(conn, args.site)
-        if total == 0 and await conn.fetchval(
-            "SELECT NOT EXISTS (SELECT 1 FROM sites WHERE site_id = $1)", args.site
-        ):
+        if total == 0 and await select_site(conn, args.site) is None:
             print(f"cmpd: no site {args.site!r}", file=sys.stderr)
             return 1
         done = 0

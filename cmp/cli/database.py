@@ -57,6 +57,7 @@ def with_connection(dsn: str, work: Callable[[asyncpg.Connection], Awaitable[T]]
 
 async def prepare_database(settings: Settings, dsn: str, *, demo: bool) -> None:
     from cmp.store.keys import ensure_root_key
+    from cmp.store.sites import select_sites
 
     conn = await open_connection(dsn)
     try:
@@ -79,8 +80,8 @@ async def prepare_database(settings: Settings, dsn: str, *, demo: bool) -> None:
             await load_demo(conn)
             base = f"http://{settings.host}:{settings.port}"
             print("demo pages:", flush=True)
-            for site_id in await conn.fetch("SELECT site_id FROM sites ORDER BY site_id"):
-                print(f"  {base}/demo/{site_id[0]}", flush=True)
+            for row in await select_sites(conn):
+                print(f"  {base}/demo/{row.site.site_id}", flush=True)
             print(
                 f"try: curl {base}/readyz\n"
                 f"     curl -H 'Authorization: Bearer <read key>' "

@@ -157,6 +157,25 @@ DB_ERRORS: tuple[type[BaseException], ...] = (
 )
 # The same, for callers that also bound their wait (PoolBusy is a TimeoutError).
 DB_ERRORS_OR_TIMEOUT: tuple[type[BaseException], ...] = (*DB_ERRORS, TimeoutError)
+# Of those, the ones that say the database went away (a retry may work), not that it
+# refused what was asked.
+DB_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.InterfaceError,
+    # A pool connection whose server died mid-message (a crash): not a bug of the request.
+    asyncpg.InternalClientError,
+    ConnectionError,
+    TimeoutError,
+)
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """The database went away: connection errors, or the unix socket of a stopped
+    server (FileNotFoundError without a file name; a missing file has one)."""
+    if isinstance(exc, FileNotFoundError):
+        return exc.filename is None
+    return isinstance(exc, DB_UNAVAILABLE)
 
 
 def db_error_text(exc: BaseException) -> str:

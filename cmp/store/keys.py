@@ -10,6 +10,7 @@ from datetime import datetime
 import asyncpg
 
 from cmp.models import ApiKey, CreatedKey, Scope
+from cmp.store.coordination import notify_change
 from cmp.store.sqlfiles import queries
 
 Q = queries("keys")
@@ -71,29 +72,13 @@ async def ensure_root_key(conn: asyncpg.Connection, configured: str | None) -> s
         # The configured key replaces any earlier root key (e.g. a generated one).
         key_id = key_id_of(configured)
         async with conn.transaction():
-            await conn.execute(
-                "UPDATE api_keys SET revoked_at = now()"
-                " WHERE site_id IS NULL AND id <> $1 AND revoked_at IS NULL",
-                key_id,
-            )
-            await conn.execute(
-                "INSERT INTO api_keys (id, site_id, scope, secret_hash)"
-                " VALUES ($1, NULL, 'admin', $2)"
-                " ON CONFLICT (id) DO UPDATE SET secret_hash = excluded.secret_hash,"
-                " revoked_at = NULL WHERE api_keys.site_id IS NULL",
-                key_id,
-                hash_secret(configured),
-            )
+            await conn.execute(Q["revoke_other_root_keys"], key_id)
+            await conn.execute(Q["upsert_root_key"], key_id, hash_secret(configured))
         return None
     if await conn.fetchval(Q["select_root_key_exists"]):
         return None
     key = f"{PREFIX}{ROOT_ID}_{secrets.token_urlsafe(32)}"
-    await conn.execute(
-        "INSERT INTO api_keys (id, site_id, scope, secret_hash) VALUES ($1, NULL, 'admin', $2)"
-        " ON CONFLICT (id) DO NOTHING",
-        ROOT_ID,
-        hash_secret(key),
-    )
+    await conn.execute(Q["insert_root_key"], ROOT_ID, hash_secret(key))
     return key
 
 
@@ -115,7 +100,12 @@ async def select_keys(conn: asyncpg.Connection, site_id: str) -> list[ApiKey]:
 
 
 async def revoke_key(conn: asyncpg.Connection, site_id: str, key_id: str) -> bool:
-    return await conn.fetchval(Q["revoke_key"], site_id, key_id) is not None
+    """Revoke a key of the site and announce it; False when there is no such key."""
+    async with conn.transaction():
+        revoked = await conn.fetchval(Q["revoke_key"], site_id, key_id) is not None
+        if revoked:
+            await notify_change(conn, "key", key_id)
+    return revoked
 
 
 async def touch_keys(conn: asyncpg.Connection, key_ids: list[str]) -> None:

@@ -10,13 +10,13 @@ import logging
 
 import asyncpg
 
+from cmp.store.coordination import MIGRATION_LOCK, lock_session, unlock_session
 from cmp.store.events import make_partitions_ahead
-from cmp.store.sqlfiles import migration_files
+from cmp.store.sqlfiles import migration_files, queries
 
 log = logging.getLogger(__name__)
 
-# Arbitrary constant; the same in every cmp process (hash of "cmp.migrate").
-MIGRATION_LOCK = 0x636D70_6D6967
+SQL = queries("migrations")
 
 
 class SchemaAheadError(Exception):
@@ -24,10 +24,9 @@ class SchemaAheadError(Exception):
 
 
 async def applied_versions(conn: asyncpg.Connection) -> list[int]:
-    exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
-    if not exists:
+    if not await conn.fetchval(SQL["select_migrations_table_exists"]):
         return []
-    rows = await conn.fetch("SELECT version FROM schema_migrations ORDER BY version")
+    rows = await conn.fetch(SQL["select_applied_migrations"])
     return [r["version"] for r in rows]
 
 
@@ -40,13 +39,9 @@ async def schema_status(conn: asyncpg.Connection) -> tuple[list[int], list[int]]
 
 async def migrate(conn: asyncpg.Connection) -> list[str]:
     """Apply every pending migration; return the names applied."""
-    await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
+    await lock_session(conn, MIGRATION_LOCK)
     try:
-        await conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations ("
-            " version integer PRIMARY KEY, name text NOT NULL,"
-            " applied_at timestamptz NOT NULL DEFAULT now())"
-        )
+        await conn.execute(SQL["create_migrations_table"])
         missing, unknown = await schema_status(conn)
         if unknown:
             raise SchemaAheadError(
@@ -59,13 +54,11 @@ async def migrate(conn: asyncpg.Connection) -> list[str]:
                 continue
             async with conn.transaction():
                 await conn.execute(path.read_text("utf-8"))
-                await conn.execute(
-                    "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", number, name
-                )
+                await conn.execute(SQL["insert_applied_migration"], number, name)
             log.info("applied migration %s", name)
             done.append(name)
         # The log's coming months: the maintenance task keeps this up to date after.
         await make_partitions_ahead(conn)
         return done
     finally:
-        await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
+        await unlock_session(conn, MIGRATION_LOCK)

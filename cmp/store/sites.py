@@ -9,10 +9,20 @@ import asyncpg
 
 from cmp.canonical import content_sha256
 from cmp.models import PolicyIn, PolicyVersion, Site, SiteIn
+from cmp.store.coordination import notify_change
 from cmp.store.sqlfiles import queries
 
 Q = queries("sites")
 P = queries("policies")
+# `CHECK (version > 1 OR material)` of policy_versions (0001), named by PostgreSQL.
+FIRST_VERSION_CHECK = "policy_versions_check"
+
+
+class FirstVersionNotMaterial(Exception):
+    """The first policy version of a site must be material (it is what everyone is asked)."""
+
+    def __init__(self, site_id: str) -> None:
+        super().__init__(f"{site_id}: the first policy version of a site must be material")
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,21 +55,24 @@ def _site(record: asyncpg.Record) -> SiteRow:
 
 
 async def upsert_site(conn: asyncpg.Connection, site_id: str, body: SiteIn) -> tuple[SiteRow, bool]:
-    record = await conn.fetchrow(
-        Q["upsert_site"],
-        site_id,
-        body.name,
-        body.origins,
-        body.languages,
-        body.default_language,
-        body.consent_validity_days,
-        body.retention_days,
-        secrets.token_bytes(32),
-        body.controller_name,
-        body.controller_contact,
-        body.jurisdiction,
-        body.withdrawal_url,
-    )
+    """Create or update the site, and announce it; (the row, whether it was created)."""
+    async with conn.transaction():
+        record = await conn.fetchrow(
+            Q["upsert_site"],
+            site_id,
+            body.name,
+            body.origins,
+            body.languages,
+            body.default_language,
+            body.consent_validity_days,
+            body.retention_days,
+            secrets.token_bytes(32),
+            body.controller_name,
+            body.controller_contact,
+            body.jurisdiction,
+            body.withdrawal_url,
+        )
+        await notify_change(conn, "site", site_id)
     assert record is not None
     return _site(record), bool(record["created"])
 
@@ -87,13 +100,32 @@ def _policy(record: asyncpg.Record) -> PolicyVersion:
     )
 
 
-async def insert_policy(conn: asyncpg.Connection, site_id: str, body: PolicyIn) -> PolicyVersion:
+async def publish_policy(conn: asyncpg.Connection, site_id: str, body: PolicyIn) -> PolicyVersion:
+    """Publish `body` as the next version of the site's policy, and announce it.
+
+    FirstVersionNotMaterial when it would be version 1 and is not material: the rule's
+    one home is the table's CHECK, which this turns into a domain error.
+    """
     document = body.document()
-    record = await conn.fetchrow(
-        P["insert_policy"], site_id, body.material, document, content_sha256(document)
-    )
+    try:
+        async with conn.transaction():
+            record = await conn.fetchrow(
+                P["insert_policy"], site_id, body.material, document, content_sha256(document)
+            )
+            await notify_change(conn, "policy", site_id)
+    except asyncpg.CheckViolationError as exc:
+        if exc.constraint_name == FIRST_VERSION_CHECK:
+            raise FirstVersionNotMaterial(site_id) from None
+        raise
     assert record is not None
     return _policy(record)
+
+
+async def select_current_policy(conn: asyncpg.Connection, site_id: str) -> PolicyVersion | None:
+    """The newest version, read in `conn`'s transaction (the catalogue caches it for
+    everyone else: `Catalog.current_policy`)."""
+    record = await conn.fetchrow(P["select_current_policy"], site_id)
+    return _policy(record) if record else None
 
 
 async def select_policy(

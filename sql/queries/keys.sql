@@ -26,3 +26,21 @@ SELECT EXISTS (SELECT 1 FROM api_keys WHERE site_id IS NULL AND revoked_at IS NU
 -- name: touch_keys
 -- Record last use (batched, at most once a minute per key).
 UPDATE api_keys SET last_used_at = now() WHERE id = any($1::text[]);
+
+-- name: revoke_other_root_keys
+-- The configured root key replaces any earlier one (e.g. a generated one).
+UPDATE api_keys SET revoked_at = now()
+WHERE site_id IS NULL AND id <> $1 AND revoked_at IS NULL;
+
+-- name: upsert_root_key
+-- Install the configured root key, or give an existing root key of that id its secret.
+INSERT INTO api_keys (id, site_id, scope, secret_hash)
+VALUES ($1, NULL, 'admin', $2)
+ON CONFLICT (id) DO UPDATE SET secret_hash = excluded.secret_hash, revoked_at = NULL
+WHERE api_keys.site_id IS NULL;
+
+-- name: insert_root_key
+-- A generated root key, unless one of that id exists.
+INSERT INTO api_keys (id, site_id, scope, secret_hash)
+VALUES ($1, NULL, 'admin', $2)
+ON CONFLICT (id) DO NOTHING;

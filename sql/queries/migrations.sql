@@ -1,0 +1,19 @@
+-- name: select_migrations_table_exists
+-- Whether the database has been migrated at all.
+SELECT to_regclass('schema_migrations') IS NOT NULL;
+
+-- name: select_applied_migrations
+-- The numbers of the migrations applied, in order.
+SELECT version FROM schema_migrations ORDER BY version;
+
+-- name: create_migrations_table
+-- The runner's own table, made before the first migration.
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version    integer PRIMARY KEY,
+    name       text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- name: insert_applied_migration
+-- Record one migration, in the transaction that applied it.
+INSERT INTO schema_migrations (version, name) VALUES ($1, $2);
