@@ -7,11 +7,8 @@ is a cleanup_ctx generator, opened in order and closed in reverse.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
-import logging
-from collections.abc import AsyncIterator, Coroutine
-from typing import Any
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 
@@ -33,6 +30,7 @@ from cmp.appkeys import (
     TREE,
 )
 from cmp.audit.signing import Signer
+from cmp.background import background
 from cmp.catalog import Catalog
 from cmp.commit import GroupCommitter
 from cmp.config import Settings
@@ -44,8 +42,6 @@ from cmp.state import StateReader
 from cmp.store.db import create_pool
 from cmp.store.longreads import LongReads
 from cmp.treelog import TreeLog, run_integration
-
-log = logging.getLogger(__name__)
 
 # Admin bodies (policy texts in several languages) may be large; the collect endpoints
 # enforce their own 64 KiB limit.
@@ -215,17 +211,3 @@ async def key_use_job(app: web.Application) -> AsyncIterator[None]:
 async def settle(app: web.Application) -> None:
     """After every resource is open: what start-up left behind is long-lived."""
     tune_gc()
-
-
-@contextlib.asynccontextmanager
-async def background(job: Coroutine[Any, Any, None], name: str) -> AsyncIterator[None]:
-    """Run `job` as a task while the block runs; then cancel it and wait until it has
-    ended, so no task outlives the app (nor is destroyed pending)."""
-    task = asyncio.create_task(job, name=name)
-    try:
-        yield
-    finally:
-        task.cancel()
-        await asyncio.wait([task])
-        if not task.cancelled() and task.exception() is not None:
-            log.error("background task %s had failed", name, exc_info=task.exception())

@@ -17,6 +17,7 @@ from collections import OrderedDict
 
 import asyncpg
 
+from cmp.background import stop
 from cmp.consent import PolicyView
 from cmp.models import PolicyVersion
 from cmp.store import keys as key_store
@@ -86,8 +87,7 @@ class Catalog:
     async def close(self) -> None:
         self._closing = True
         if self._reconnect is not None:
-            self._reconnect.cancel()
-            await asyncio.wait([self._reconnect])  # ended, not left pending at shutdown
+            await stop(self._reconnect, "invalidation listener reconnect")
         if self._listener is not None:
             conn, self._listener = self._listener, None
             try:

@@ -16,8 +16,9 @@ import pytest
 from aiohttp import web
 from pydantic import SecretStr
 
-from cmp.app import background, create_app
+from cmp.app import create_app
 from cmp.appkeys import CATALOG, LONG_READS, POOL
+from cmp.background import background
 from cmp.config import Settings
 from tests.conftest import ADMIN_KEY
 
@@ -99,7 +100,44 @@ async def test_a_background_job_has_ended_when_its_block_exits(
         (task,) = [t for t in asyncio.all_tasks() if t.get_name() == "test-job"]
         await asyncio.sleep(0)  # the job starts
     assert task.cancelled() and tidied == ["done"]
-    with caplog.at_level(logging.ERROR, logger="cmp.app"):
+    with caplog.at_level(logging.ERROR, logger="cmp.background"):
         async with background(broken(), "test-broken"):
             await asyncio.sleep(0)
     assert "background task test-broken had failed" in caplog.text
+
+
+async def test_a_job_stuck_in_its_clean_up_is_cancelled_again(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def job() -> None:
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            await asyncio.sleep(3600)  # as a ROLLBACK on a connection gone dead
+
+    async with background(job(), "test-stuck"):
+        (task,) = [t for t in asyncio.all_tasks() if t.get_name() == "test-stuck"]
+        await asyncio.sleep(0)
+    assert task.cancelled()
+
+    deafness = [True]
+
+    async def deaf() -> None:
+        while True:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                if not deafness:
+                    raise  # a bug (it never ends) the test can still stop
+
+
+    monkeypatch.setattr("cmp.background.GRACE_SECONDS", 0.01)
+    with caplog.at_level(logging.ERROR, logger="cmp.background"):
+        async with background(deaf(), "test-deaf"):
+            (deaf_task,) = [t for t in asyncio.all_tasks() if t.get_name() == "test-deaf"]
+            await asyncio.sleep(0)
+    assert "background task test-deaf did not end after 5 cancellations" in caplog.text
+    deafness.clear()
+    deaf_task.cancel()
+    await asyncio.wait([deaf_task])
+    assert deaf_task.cancelled()

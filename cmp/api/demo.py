@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import secrets
 from functools import cache
-from html import escape
 from importlib import resources
 from string import Template
 
 from aiohttp import web
 
+from cmp.api.html import fill
 from cmp.api.problems import Problem
 from cmp.api.sites import existing_site, site_id_of
 from cmp.appkeys import CATALOG, SETTINGS
@@ -95,13 +95,14 @@ async def get_demo(request: web.Request) -> web.Response:
     lang = row.site.default_language
     words = {k: v.format(name=row.site.name) for k, v in words_for(lang).items()}
     nonce = secrets.token_urlsafe(18)
-    html = page_template().substitute(
-        lang=escape(lang),
+    html = fill(
+        page_template(),
+        lang=lang,
         nonce=nonce,
-        banner_src=escape(f"/v1/sites/{site_id}/banner.js"),
-        policy_url=escape(policy.policy_url),
-        heading=escape(words["title"]),
-        **{k: escape(v) for k, v in words.items()},
+        banner_src=f"/v1/sites/{site_id}/banner.js",
+        policy_url=policy.policy_url,
+        heading=words["title"],
+        **words,
     )
     return web.Response(
         text=html,
