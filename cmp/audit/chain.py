@@ -5,9 +5,10 @@ Every site's log is a sequence of records with ``seq`` 1, 2, 3 … and
     hash = sha256(prev_hash.encode("ascii") + canonical_json(record)).hexdigest()
 
 where ``prev_hash`` is the previous record's hash (``GENESIS`` for seq 1) and
-``record`` holds exactly ``CHAIN_FIELDS``. Export rows add ``prev_hash``, ``hash`` and
-``subject_id``, which are not hashed: that is what lets erasure remove the subject id
-while the chain still verifies. docs/audit-log.md is the auditor's description.
+``record`` holds exactly the fields `cmp.audit.record.FIELDS` declares. Export rows
+add ``prev_hash``, ``hash`` and ``subject_id``, which are not hashed: that is what lets
+erasure remove the subject id while the chain still verifies. docs/audit-log.md is the
+auditor's description.
 """
 
 from __future__ import annotations
@@ -20,56 +21,19 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any, Final, NamedTuple
 
+from cmp.audit.record import (
+    ACTIONS,
+    CHAIN_FIELD_SET,
+    CHAIN_FIELDS,
+    CONSENT_FIELDS,
+    FIELDS,
+    LINK_FIELDS,
+    RECORD_VERSION,
+    Field,
+)
 from cmp.canonical import canonical_json, utc_text
 
 GENESIS: Final = "0" * 64
-RECORD_VERSION: Final = 1
-
-# Order is the documentation order; the hash does not depend on it (keys are sorted).
-CHAIN_FIELDS: Final[tuple[str, ...]] = (
-    "v",
-    "site_id",
-    "seq",
-    "event_id",
-    "subject_digest",
-    "policy_version",
-    "policy_sha256",
-    "action",
-    "purposes",
-    "services",
-    "gpc",
-    "language",
-    "source",
-    "page_url",
-    "origin",
-    "ip_prefix",
-    "user_agent",
-    "occurred_at",
-    "received_at",
-)
-CHAIN_FIELD_SET: Final = frozenset(CHAIN_FIELDS)
-# Fields an export row adds to the record; none of them is hashed.
-LINK_FIELDS: Final[tuple[str, ...]] = ("prev_hash", "hash", "subject_id")
-
-ACTIONS: Final = frozenset({"accept_all", "reject_all", "custom", "withdraw", "erased"})
-# An `erased` record proves an erasure happened; it carries no consent.
-CONSENT_FIELDS: Final[tuple[str, ...]] = (
-    "policy_version",
-    "policy_sha256",
-    "purposes",
-    "services",
-    "gpc",
-    "language",
-    "source",
-    "page_url",
-    "origin",
-    "ip_prefix",
-    "user_agent",
-    "occurred_at",
-)
-_REQUIRED: Final = ("site_id", "seq", "event_id", "subject_digest", "action", "received_at")
-_REQUIRED_FOR_CONSENT: Final = ("policy_version", "policy_sha256", "purposes")
-_TEXT_FIELDS: Final = ("language", "source", "page_url", "origin", "ip_prefix", "user_agent")
 
 HEX64_RE: Final = re.compile(r"[0-9a-f]{64}")
 TIMESTAMP_RE: Final = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")
@@ -138,14 +102,14 @@ def chain_record(**fields: Any) -> dict[str, Any]:
     unknown = fields.keys() - CHAIN_FIELD_SET
     if unknown:
         raise TypeError(f"unknown chain field(s): {', '.join(sorted(unknown))}")
-    record = {name: fields.get(name) for name in CHAIN_FIELDS}
-    record["v"] = fields.get("v", RECORD_VERSION)
-    for name in ("occurred_at", "received_at"):
-        value = record[name]
-        if isinstance(value, datetime):
-            record[name] = format_ts(value)
-    if isinstance(record["event_id"], uuid.UUID):
-        record["event_id"] = str(record["event_id"])
+    record: dict[str, Any] = {}
+    for field in FIELDS:
+        value = fields.get(field.name, RECORD_VERSION if field.kind == "version" else None)
+        if field.kind == "time" and isinstance(value, datetime):
+            value = format_ts(value)
+        elif field.kind == "uuid" and isinstance(value, uuid.UUID):
+            value = str(value)
+        record[field.name] = value
     _check(record)
     return record
 
@@ -170,18 +134,9 @@ def erased_record(
 
 
 def _check(record: dict[str, Any]) -> None:
-    for name in _REQUIRED:
-        if record[name] is None:
-            raise ValueError(f"chain field {name!r} is required")
-    if record["v"] != RECORD_VERSION or type(record["v"]) is not int:
-        raise ValueError(f"v must be {RECORD_VERSION}")
-    seq = record["seq"]
-    if type(seq) is not int or seq < 1:
-        raise ValueError("seq must be a positive integer")
-    if not isinstance(record["site_id"], str) or not isinstance(record["event_id"], str):
-        raise ValueError("site_id and event_id must be strings")
-    if not _is_hex64(record["subject_digest"]):
-        raise ValueError("subject_digest must be 64 lowercase hex characters")
+    for field in FIELDS:
+        if field.presence == "always" and record[field.name] is None:
+            raise ValueError(f"chain field {field.name!r} is required")
     action = record["action"]
     if action not in ACTIONS:
         raise ValueError(f"action must be one of {', '.join(sorted(ACTIONS))}")
@@ -190,30 +145,51 @@ def _check(record: dict[str, Any]) -> None:
         if filled:
             raise ValueError(f"an erased record has no consent fields: {', '.join(filled)}")
     else:
-        for name in _REQUIRED_FOR_CONSENT:
-            if record[name] is None:
-                raise ValueError(f"chain field {name!r} is required for action {action!r}")
-    version = record["policy_version"]
-    if version is not None and (type(version) is not int or version < 1):
-        raise ValueError("policy_version must be a positive integer")
-    if record["policy_sha256"] is not None and not _is_hex64(record["policy_sha256"]):
-        raise ValueError("policy_sha256 must be 64 lowercase hex characters")
-    for name in ("purposes", "services"):
-        choices = record[name]
-        if choices is not None and not (
-            isinstance(choices, dict)
-            and all(isinstance(k, str) and type(v) is bool for k, v in choices.items())
-        ):
-            raise ValueError(f"{name} must map names to booleans")
-    if record["gpc"] is not None and type(record["gpc"]) is not bool:
-        raise ValueError("gpc must be a boolean")
-    for name in _TEXT_FIELDS:
-        if record[name] is not None and not isinstance(record[name], str):
-            raise ValueError(f"{name} must be a string")
-    for name in ("occurred_at", "received_at"):
-        value = record[name]
-        if value is not None and not (isinstance(value, str) and TIMESTAMP_RE.fullmatch(value)):
-            raise ValueError(f"{name} must look like 2026-11-21T10:00:00.000000Z")
+        for field in FIELDS:
+            if field.presence == "consent" and record[field.name] is None:
+                raise ValueError(f"chain field {field.name!r} is required for action {action!r}")
+    for field in FIELDS:
+        value = record[field.name]
+        if value is not None and not _fits(field, value):
+            raise ValueError(f"{field.name} {_RULES[field.kind]}")
+
+
+# What a value of each kind must be (cmp.audit.record has the table).
+_RULES: Final[dict[str, str]] = {
+    "version": f"must be {RECORD_VERSION}",
+    "count": "must be a positive integer",
+    "text": "must be a string",
+    "uuid": "must be a UUID in lowercase hyphenated form",
+    "hex64": "must be 64 lowercase hex characters",
+    "action": f"must be one of {', '.join(sorted(ACTIONS))}",
+    "choices": "must map names to booleans",
+    "bool": "must be a boolean",
+    "time": "must look like 2026-11-21T10:00:00.000000Z",
+}
+_UUID_RE: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def _fits(field: Field, value: Any) -> bool:
+    kind = field.kind
+    if kind == "version":
+        return type(value) is int and value == RECORD_VERSION
+    if kind == "count":
+        return type(value) is int and value >= 1
+    if kind == "text":
+        return isinstance(value, str)
+    if kind == "uuid":
+        return isinstance(value, str) and _UUID_RE.fullmatch(value) is not None
+    if kind == "hex64":
+        return _is_hex64(value)
+    if kind == "action":
+        return value in ACTIONS
+    if kind == "choices":
+        return isinstance(value, dict) and all(
+            isinstance(k, str) and type(v) is bool for k, v in value.items()
+        )
+    if kind == "bool":
+        return type(value) is bool
+    return isinstance(value, str) and TIMESTAMP_RE.fullmatch(value) is not None
 
 
 def _is_hex64(value: object) -> bool:

@@ -16,7 +16,8 @@ import json
 import re
 from typing import Any, Final
 
-from cmp.audit.chain import CHAIN_FIELDS, HEX64_RE, LINK_FIELDS, RECORD_VERSION
+from cmp.audit.chain import HEX64_RE
+from cmp.audit.record import CHAIN_FIELDS, FIELDS, LINKS, RECORD_VERSION, Field
 from cmp.canonical import canonical_json
 
 Parsed = tuple[int, str, str, str, str]  # seq, site_id, prev_hash, hash, recomputed hash
@@ -114,25 +115,31 @@ def parse_line(raw: bytes) -> Parsed:
 
 
 _STR = rb'"[^"\\\x00-\x1f]*+"'  # a JSON string without escapes encodes as itself
-_OPT_STR = rb"(?:null|" + _STR + rb")"
 _CHOICE = rb'"[a-z0-9_.:-]++":(?:true|false)'
-_CHOICES = rb"(?:null|\{(?:" + _CHOICE + rb"(?:," + _CHOICE + rb")*+)?\})"
-_FAST_VALUES: Final = {
-    "v": rb"1",
-    "site_id": rb'"(?P<site_id>[^"\\\x00-\x1f]*+)"',
-    "seq": rb"(?P<seq>[1-9][0-9]*+)",
-    "event_id": _STR,
-    "subject_digest": _STR,
-    "policy_version": rb"(?:null|[1-9][0-9]*+)",
-    "policy_sha256": _OPT_STR,
+# Per kind (cmp.audit.record), a value that is already in canonical form: its bytes
+# are the bytes canonical_json would write for it.
+_FAST_KINDS: Final[dict[str, bytes]] = {
+    "version": str(RECORD_VERSION).encode(),
+    "count": rb"[1-9][0-9]*+",
+    "text": _STR,
+    "uuid": _STR,
+    "hex64": rb'"[0-9a-f]{64}"',
     "action": _STR,
-    "purposes": rb"(?P<purposes>" + _CHOICES + rb")",
-    "services": rb"(?P<services>" + _CHOICES + rb")",
-    "gpc": rb"(?:null|true|false)",
-    "prev_hash": rb'"(?P<prev_hash>[0-9a-f]{64})"',
-    "hash": rb'"(?P<hash>[0-9a-f]{64})"',
-    "subject_id": _OPT_STR,
+    "choices": rb"\{(?:" + _CHOICE + rb"(?:," + _CHOICE + rb")*+)?\}",
+    "bool": rb"(?:true|false)",
+    "time": _STR,
 }
+# Fields whose value parse_fast reads, so the pattern captures them.
+_CAPTURED: Final = frozenset({"site_id", "seq", "purposes", "services", "prev_hash", "hash"})
+
+
+def _fast_value(field: Field) -> bytes:
+    value = _FAST_KINDS[field.kind]
+    if field.presence != "always":
+        value = b"(?:null|" + value + b")"
+    if field.name in _CAPTURED:
+        value = b"(?P<%s>%s)" % (field.name.encode(), value)
+    return value
 
 
 def _fast_pattern() -> re.Pattern[bytes]:
@@ -140,13 +147,10 @@ def _fast_pattern() -> re.Pattern[bytes]:
     strings need no escaping and whose choice maps have simple keys. The runs of members
     around the link fields are the groups keep0..keep3: together, the record's bytes."""
     pattern, run, keep = b"", b"\\{", 0
-    for index, name in enumerate(sorted(CHAIN_FIELDS + LINK_FIELDS)):
-        member = b'%s"%s":%s' % (
-            b"," if index else b"",
-            name.encode(),
-            _FAST_VALUES.get(name, _OPT_STR),
-        )
-        if name in LINK_FIELDS:
+    links = {field.name for field in LINKS}
+    for index, field in enumerate(sorted(FIELDS + LINKS, key=lambda f: f.name)):
+        member = b'%s"%s":%s' % (b"," if index else b"", field.name.encode(), _fast_value(field))
+        if field.name in links:
             pattern += b"(?P<keep%d>%s)%s" % (keep, run, member)
             run, keep = b"", keep + 1
         else:
@@ -195,10 +199,11 @@ def parse_fast(raw: bytes) -> Parsed | None:
         raw.decode("utf-8")  # the pattern admits any byte >= 0x20; JSON needs UTF-8
     except UnicodeDecodeError:
         return None
+    prev = prev[1:-1]  # the captured values are JSON strings: drop the quotes
     return (
         int(seq),
-        site_id.decode("utf-8"),
+        site_id[1:-1].decode("utf-8"),
         prev.decode("ascii"),
-        digest.decode("ascii"),
+        digest[1:-1].decode("ascii"),
         hashlib.sha256(prev + b"".join(kept)).hexdigest(),
     )

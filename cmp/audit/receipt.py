@@ -21,7 +21,8 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from cmp.audit import merkle, notes
-from cmp.audit.chain import CHAIN_FIELD_SET, chain_record
+from cmp.audit.chain import chain_record
+from cmp.audit.record import CHAIN_FIELD_SET
 from cmp.audit.signing import KeyFileError, parse_public_key
 from cmp.canonical import canonical_json
 
