@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -13,7 +12,7 @@ from typing import Any
 import asyncpg
 
 from cmp.audit.chain import erased_record, record_hash
-from cmp.canonical import canonical_json
+from cmp.store.recordtext import record_text
 from cmp.store.sqlfiles import queries
 
 Q = queries("audit")
@@ -43,15 +42,11 @@ async def export_lines(conn: asyncpg.Connection, where: ExportFilter) -> AsyncIt
     # connection (DuplicatePreparedStatement). A random name cannot collide.
     statement = await conn.prepare(Q["export_lines"], name=f"cmp_export_{uuid.uuid4().hex}")
     cursor = await statement.cursor(*where.args())
-    canon = _ChoiceMaps()
     while True:
         rows = await cursor.fetch(EXPORT_CHUNK)
         if not rows:
             return
-        yield [
-            f"{head}{canon(purposes)}{middle}{canon(services)}{tail}"
-            for head, purposes, middle, services, tail in rows
-        ]
+        yield [record_text(*row) for row in rows]
 
 
 async def _stream_in_seq_order(conn: asyncpg.Connection) -> None:
@@ -59,26 +54,6 @@ async def _stream_in_seq_order(conn: asyncpg.Connection) -> None:
     planner prefers a sort for a big site, which delays the first byte by seconds and
     needs memory proportional to the log (for this transaction only)."""
     await conn.execute("SET LOCAL enable_sort = off")
-
-
-class _ChoiceMaps:
-    """Canonical JSON of a purposes/services map given as PostgreSQL's jsonb text.
-
-    A log holds a handful of distinct choice maps, millions of times: each is parsed
-    and re-encoded once.
-    """
-
-    def __init__(self) -> None:
-        self._seen: dict[str | None, str] = {None: "null"}
-
-    def __call__(self, text: str | None) -> str:
-        found = self._seen.get(text)
-        if found is None:
-            if len(self._seen) > 10_000:
-                self._seen = {None: "null"}
-            found = canonical_json(json.loads(text or "null")).decode("utf-8")
-            self._seen[text] = found
-        return found
 
 
 async def export_csv(

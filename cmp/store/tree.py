@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-import json
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -12,7 +10,7 @@ from datetime import datetime
 import asyncpg
 
 from cmp.audit.tiles import TileKey
-from cmp.canonical import canonical_json
+from cmp.store.recordtext import record_text
 from cmp.store.sqlfiles import queries
 
 Q = queries("tree")
@@ -36,17 +34,8 @@ class TreeHead:
     signed_at: str
 
 
-@functools.lru_cache(maxsize=4096)
-def _choices(text: str | None) -> str:
-    # A log holds a handful of distinct choice maps, millions of times.
-    return "null" if text is None else canonical_json(json.loads(text)).decode("utf-8")
-
-
 def _leaf(row: asyncpg.Record) -> Leaf:
-    text = (
-        f"{row['head']}{_choices(row['purposes'])}{row['middle']}"
-        f"{_choices(row['services'])}{row['tail']}"
-    )
+    text = record_text(row["head"], row["purposes"], row["middle"], row["services"], row["tail"])
     return Leaf(row["seq"], row["prev_hash"], row["hash"], row["received_at"], text.encode())
 
 

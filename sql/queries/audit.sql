@@ -1,38 +1,11 @@
 -- name: export_lines
 -- The log as JSON lines in seq order, in the canonical form (keys sorted, no
 -- whitespace: exactly canonical_json of the export row, so verifiers can hash the
--- line's own bytes). PostgreSQL builds the line around the two choice maps; Python
--- puts those in canonical form (there are only a few distinct ones: it caches them).
--- The time range is written so that the planner skips the months outside it.
-SELECT
-    '{"action":' || coalesce(to_json(action)::text, 'null')
-    || ',"event_id":' || to_json(event_id::text)::text
-    || ',"gpc":' || coalesce(gpc::text, 'null')
-    || ',"hash":' || coalesce(to_json(hash)::text, 'null')
-    || ',"ip_prefix":' || coalesce(to_json(ip_prefix)::text, 'null')
-    || ',"language":' || coalesce(to_json(language)::text, 'null')
-    || ',"occurred_at":' || coalesce('"' || to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') || '"', 'null')
-    || ',"origin":' || coalesce(to_json(origin)::text, 'null')
-    || ',"page_url":' || coalesce(to_json(page_url)::text, 'null')
-    || ',"policy_sha256":' || coalesce(to_json(policy_sha256)::text, 'null')
-    || ',"policy_version":' || coalesce(policy_version::text, 'null')
-    || ',"prev_hash":' || coalesce(to_json(prev_hash)::text, 'null')
-    || ',"purposes":' AS head,
-    purposes::text AS purposes,
-    ',"received_at":'
-    || coalesce('"' || to_char(received_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') || '"', 'null')
-    || ',"seq":' || seq::text
-    || ',"services":' AS middle,
-    services::text AS services,
-    ',"site_id":'
-    || coalesce(to_json(site_id)::text, 'null')
-    || ',"source":' || coalesce(to_json(source)::text, 'null')
-    || ',"subject_digest":' || coalesce(to_json(subject_digest)::text, 'null')
-    || ',"subject_id":' || coalesce(to_json(subject_id)::text, 'null')
-    || ',"user_agent":' || coalesce(to_json(user_agent)::text, 'null')
-    || ',"v":' || '1'
-    || '}' AS tail
-FROM consent_events
+-- line's own bytes): cmp_record_text with the link fields, around the two choice maps,
+-- which Python puts in canonical form. The time range is written so that the planner
+-- skips the months outside it.
+SELECT (cmp_record_text(e, true)).*
+FROM consent_events e
 WHERE site_id = $1
   AND received_at >= coalesce($2::timestamptz, '-infinity')
   AND received_at < coalesce($3::timestamptz, 'infinity')
@@ -45,8 +18,7 @@ ORDER BY seq;
 SELECT 1 AS v, site_id, seq, event_id, subject_digest, policy_version, policy_sha256, action,
     purposes::text AS purposes, services::text AS services, gpc, language, source, page_url,
     origin, ip_prefix, user_agent,
-    to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS occurred_at,
-    to_char(received_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS received_at,
+    cmp_utc_text(occurred_at) AS occurred_at, cmp_utc_text(received_at) AS received_at,
     prev_hash, hash, subject_id
 FROM consent_events
 WHERE site_id = $1
@@ -101,7 +73,7 @@ ON CONFLICT DO NOTHING;
 -- name: select_checkpoints
 -- A site's stored checkpoints, newest first.
 SELECT site_id, seq, hash,
-       to_char(signed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS signed_at,
+       cmp_utc_text(signed_at) AS signed_at,
        key_id, signature, kind
 FROM log_checkpoints WHERE site_id = $1
 ORDER BY seq DESC, kind LIMIT $2;

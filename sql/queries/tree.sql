@@ -1,63 +1,18 @@
 -- name: select_leaves
--- Records after seq $2, in seq order, as canonical JSON of the 19 chain fields (the
--- leaf bytes) around the two choice maps, which Python puts in canonical form; with
--- the chain link, so the builder checks every leaf against the stored chain hash.
-SELECT
-    seq, prev_hash, hash, received_at,
-    '{"action":' || coalesce(to_json(action)::text, 'null')
-    || ',"event_id":' || to_json(event_id::text)::text
-    || ',"gpc":' || coalesce(gpc::text, 'null')
-    || ',"ip_prefix":' || coalesce(to_json(ip_prefix)::text, 'null')
-    || ',"language":' || coalesce(to_json(language)::text, 'null')
-    || ',"occurred_at":' || coalesce('"' || to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') || '"', 'null')
-    || ',"origin":' || coalesce(to_json(origin)::text, 'null')
-    || ',"page_url":' || coalesce(to_json(page_url)::text, 'null')
-    || ',"policy_sha256":' || coalesce(to_json(policy_sha256)::text, 'null')
-    || ',"policy_version":' || coalesce(policy_version::text, 'null')
-    || ',"purposes":' AS head,
-    purposes::text AS purposes,
-    ',"received_at":'
-    || coalesce('"' || to_char(received_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') || '"', 'null')
-    || ',"seq":' || seq::text
-    || ',"services":' AS middle,
-    services::text AS services,
-    ',"site_id":' || coalesce(to_json(site_id)::text, 'null')
-    || ',"source":' || coalesce(to_json(source)::text, 'null')
-    || ',"subject_digest":' || coalesce(to_json(subject_digest)::text, 'null')
-    || ',"user_agent":' || coalesce(to_json(user_agent)::text, 'null')
-    || ',"v":1}' AS tail
-FROM consent_events
+-- Records after seq $2, in seq order, as canonical JSON of the chain fields (the leaf
+-- bytes: cmp_record_text around the two choice maps, which Python puts in canonical
+-- form); with the chain link, so the builder checks every leaf against the stored
+-- chain hash.
+SELECT seq, prev_hash, hash, received_at, (cmp_record_text(e, false)).*
+FROM consent_events e
 WHERE site_id = $1 AND seq > $2
 ORDER BY seq
 LIMIT $3;
 
 -- name: select_receipt_record
 -- One record for a receipt: the event id and the subject digest must both match.
-SELECT
-    seq, prev_hash, hash, received_at,
-    '{"action":' || coalesce(to_json(action)::text, 'null')
-    || ',"event_id":' || to_json(event_id::text)::text
-    || ',"gpc":' || coalesce(gpc::text, 'null')
-    || ',"ip_prefix":' || coalesce(to_json(ip_prefix)::text, 'null')
-    || ',"language":' || coalesce(to_json(language)::text, 'null')
-    || ',"occurred_at":' || coalesce('"' || to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') || '"', 'null')
-    || ',"origin":' || coalesce(to_json(origin)::text, 'null')
-    || ',"page_url":' || coalesce(to_json(page_url)::text, 'null')
-    || ',"policy_sha256":' || coalesce(to_json(policy_sha256)::text, 'null')
-    || ',"policy_version":' || coalesce(policy_version::text, 'null')
-    || ',"purposes":' AS head,
-    purposes::text AS purposes,
-    ',"received_at":'
-    || coalesce('"' || to_char(received_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') || '"', 'null')
-    || ',"seq":' || seq::text
-    || ',"services":' AS middle,
-    services::text AS services,
-    ',"site_id":' || coalesce(to_json(site_id)::text, 'null')
-    || ',"source":' || coalesce(to_json(source)::text, 'null')
-    || ',"subject_digest":' || coalesce(to_json(subject_digest)::text, 'null')
-    || ',"user_agent":' || coalesce(to_json(user_agent)::text, 'null')
-    || ',"v":1}' AS tail
-FROM consent_events
+SELECT seq, prev_hash, hash, received_at, (cmp_record_text(e, false)).*
+FROM consent_events e
 WHERE site_id = $1 AND event_id = $2 AND subject_digest = $3;
 
 -- name: select_sites_to_integrate
@@ -82,7 +37,7 @@ ON CONFLICT (site_id) DO UPDATE
 -- name: select_latest_head
 -- The newest signed checkpoint of a site.
 SELECT head_size AS size, head_root AS root, head_chain_hash AS chain_hash, head_note AS note,
-       to_char(head_signed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS signed_at
+       cmp_utc_text(head_signed_at) AS signed_at
 FROM log_trees WHERE site_id = $1 AND head_size IS NOT NULL;
 
 -- name: update_latest_head
@@ -95,11 +50,11 @@ WHERE site_id = $1 AND coalesce(head_size, 0) < $2;
 -- The signed checkpoint of a site at one size: the newest, or one kept.
 (SELECT head_size AS size, head_root AS root, head_chain_hash AS chain_hash,
         head_note AS note,
-        to_char(head_signed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS signed_at
+        cmp_utc_text(head_signed_at) AS signed_at
  FROM log_trees WHERE site_id = $1 AND head_size = $2)
 UNION ALL
 (SELECT size, root, chain_hash, note,
-        to_char(signed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS signed_at
+        cmp_utc_text(signed_at) AS signed_at
  FROM log_tree_heads WHERE site_id = $1 AND size = $2)
 LIMIT 1;
 

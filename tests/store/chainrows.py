@@ -4,6 +4,7 @@ the store tests write them through the real `write_batch` (hence real hash chain
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
 import uuid
 from datetime import datetime
@@ -11,6 +12,8 @@ from typing import Any
 
 import asyncpg
 
+from cmp.audit.chain import chain_record, export_line
+from cmp.audit.record import STORED_FIELDS
 from cmp.canonical import utc_text
 from cmp.ingest.build import split_at_seq
 from cmp.store.events import NewEvent, Submission, write_batch
@@ -75,3 +78,27 @@ async def insert_site(
     )
     if head:
         await conn.execute("INSERT INTO log_heads (site_id) VALUES ($1)", site_id)
+
+
+def record_of_row(row: asyncpg.Record) -> dict[str, Any]:
+    """The chain record a stored row holds, rebuilt in Python (the definition)."""
+    fields = {name: row[name] for name in STORED_FIELDS}
+    for name in ("purposes", "services"):
+        if isinstance(fields[name], str):  # jsonb without a codec arrives as text
+            fields[name] = json.loads(fields[name])
+    return chain_record(**fields)
+
+
+async def export_in_python(conn: asyncpg.Connection, site_id: str) -> list[str]:
+    """A site's export lines as `cmp.audit.chain.export_line` writes them from its rows:
+    what the database's export must equal, whatever the schema it is read from."""
+    rows = await conn.fetch("SELECT * FROM consent_events WHERE site_id = $1 ORDER BY seq", site_id)
+    return [
+        export_line(
+            record_of_row(row),
+            prev_hash=row["prev_hash"],
+            hash=row["hash"],
+            subject_id=row["subject_id"],
+        ).decode("utf-8")[:-1]  # the store's lines come without their newline
+        for row in rows
+    ]
