@@ -21,6 +21,36 @@ from cmp.store.sqlfiles import queries
 
 Q = queries("events")
 
+# One appended row (the composite type `cmp_new_event`, sql/schema/0003), in order: the
+# record's stored fields (`cmp.audit.record.STORED_FIELDS`, each in its column) with
+# the request's number in the batch, the subject id, the body digest and the record's
+# canonical JSON split around seq. tests/store/test_record.py checks this list against
+# the database's type and the record declaration, and `_row` against this list.
+NEW_EVENT_COLUMNS: tuple[str, ...] = (
+    "site_id",
+    "req",
+    "event_id",
+    "subject_id",
+    "subject_digest",
+    "policy_version",
+    "policy_sha256",
+    "action",
+    "purposes",
+    "services",
+    "gpc",
+    "language",
+    "source",
+    "page_url",
+    "origin",
+    "user_agent",
+    "ip_prefix",
+    "occurred_at",
+    "received_at",
+    "body_digest",
+    "head",
+    "tail",
+)
+
 NEW, DUPLICATE, CONFLICT, SKIPPED = "new", "duplicate", "conflict", "skipped"
 # Months of log partitions kept ready beyond the current one (made by `cmpd migrate`
 # and the maintenance task), so the append's on-demand creation stays a fallback.
@@ -74,39 +104,39 @@ def split_repeats(batch: Sequence[Submission]) -> tuple[list[Submission], list[S
     return now, later
 
 
+def _row(number: int, event: NewEvent) -> tuple[Any, ...]:
+    """The event as a `cmp_new_event`, in the order of NEW_EVENT_COLUMNS."""
+    r = event.record
+    return (
+        event.site_id,
+        number,
+        event.event_id,
+        event.subject_id,
+        r["subject_digest"],
+        r["policy_version"],
+        r["policy_sha256"],
+        r["action"],
+        _json_text(r["purposes"]),
+        _json_text(r["services"]),
+        r["gpc"],
+        r["language"],
+        r["source"],
+        r["page_url"],
+        r["origin"],
+        r["user_agent"],
+        r["ip_prefix"],
+        event.occurred_at,
+        event.received_at,
+        event.body_digest,
+        event.head,
+        event.tail,
+    )
+
+
 async def write_batch(conn: asyncpg.Connection, batch: Sequence[Submission]) -> list[Submission]:
     """Store a batch in one statement; sets outcomes, returns the submissions deferred."""
     now, later = split_repeats(batch)
-    rows: list[tuple[Any, ...]] = []
-    for number, submission in enumerate(now):
-        for event in submission.events:
-            r = event.record
-            rows.append(
-                (
-                    event.site_id,
-                    number,
-                    event.event_id,
-                    event.subject_id,
-                    r["subject_digest"],
-                    r["policy_version"],
-                    r["policy_sha256"],
-                    r["action"],
-                    _json_text(r["purposes"]),
-                    _json_text(r["services"]),
-                    r["gpc"],
-                    r["language"],
-                    r["source"],
-                    r["page_url"],
-                    r["origin"],
-                    r["user_agent"],
-                    r["ip_prefix"],
-                    event.occurred_at,
-                    event.received_at,
-                    event.body_digest,
-                    event.head,
-                    event.tail,
-                )
-            )
+    rows = [_row(n, event) for n, submission in enumerate(now) for event in submission.events]
     outcomes: list[str] = await conn.fetchval(Q["append_batch"], rows)
     at = 0
     for submission in now:
