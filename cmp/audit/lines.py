@@ -1,10 +1,11 @@
 """One export line → (seq, site_id, prev_hash, hash, the hash its fields recompute to).
 
 `parse_line` is the definition: decode the row as strict JSON, take exactly the chain
-fields (`cmp.audit.chain.CHAIN_FIELDS`), hash their canonical JSON after `prev_hash`.
+fields (`cmp.audit.record.CHAIN_FIELDS`), hash their canonical JSON after `prev_hash`.
 `parse_fast` is a shortcut for lines already in the exact canonical form of
 `chain.export_line`: it hashes the line's own bytes instead of decoding and re-encoding
-them, accepts only what `parse_line` would accept with the same answer
+them (its pattern is made from the record's declaration, `cmp.audit.record`, one value
+pattern per kind), accepts only what `parse_line` would accept with the same answer
 (tests/audit/test_verify.py checks the two agree), and returns None for every other line.
 """
 

@@ -17,6 +17,7 @@ import hashlib
 import re
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -26,7 +27,14 @@ from hypothesis import strategies as st
 
 from cmp.audit.chain import GENESIS, erased_record, export_line, record_hash
 from cmp.audit.lines import parse_fast, parse_line
-from cmp.audit.record import ACTIONS, FIELDS, LINK_FIELDS, STORED_FIELDS, Field
+from cmp.audit.record import (
+    ACTIONS,
+    CHAIN_FIELDS,
+    FIELDS,
+    LINK_FIELDS,
+    STORED_FIELDS,
+    Field,
+)
 from cmp.audit.verify import verify_export
 from cmp.canonical import canonical_json, utc_text
 from cmp.ingest.build import SEQ_MARK, split_at_seq
@@ -36,6 +44,7 @@ from cmp.store.events import NEW_EVENT_COLUMNS, NewEvent, Submission, _row, writ
 from cmp.store.sqlfiles import queries
 from tests.store.chainrows import insert_site, record_of_row
 
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "audit-log.md"
 SIMPLE_NAME = re.compile(r"[a-z0-9_.:-]+")
 # PostgreSQL text holds any character but NUL.
 texts = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"))
@@ -296,3 +305,12 @@ async def test_the_record_functions_are_inlined_not_called_per_row(
         await db.execute("RESET plan_cache_mode")
     assert "to_char" in plan, plan
     assert "cmp_record_text" not in plan and "cmp_utc_text" not in plan, plan
+
+
+def test_the_auditors_table_lists_the_declared_fields_in_order() -> None:
+    """docs/audit-log.md's table of record fields is the declaration, for people."""
+    text = DOCS.read_text("utf-8")
+    table = text.split("| field | type | meaning |", 1)[1].split("\n\n", 1)[0]
+    documented = re.findall(r"^\| `(\w+)` \|", table, re.MULTILINE)
+    assert tuple(documented) == CHAIN_FIELDS
+    assert f"exactly these {len(CHAIN_FIELDS)} keys" in text
