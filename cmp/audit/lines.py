@@ -170,7 +170,8 @@ def _sorted_keys(choices: bytes) -> bool:
     # Canonical JSON sorts keys; the pattern cannot, so check order (and uniqueness) here.
     known = _choices_seen.get(choices)
     if known is None:
-        keys = [item.split(b'":', 1)[0] for item in choices[1:-1].split(b",")]
+        # After the opening quote, a key runs to the first `":` (a key may start with `:`).
+        keys = [item[1:].split(b'":', 1)[0] for item in choices[1:-1].split(b",")]
         known = all(a < b for a, b in itertools.pairwise(keys))
         if len(_choices_seen) >= 4096:
             _choices_seen.clear()

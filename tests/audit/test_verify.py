@@ -580,6 +580,11 @@ def test_canonical_lines_without_escapes_take_the_fast_path() -> None:
         b'"marketing":false,"necessary":true', b'"necessary":true,"marketing":false'
     )
     assert lines_module.parse_fast(unsorted) is None
+    # A choice name may start with a colon: the order check reads the key after its quote.
+    (colon,) = make_rows(1)
+    colon["services"] = {"0": False, ":": True}
+    line = to_line(rehash([colon])[0], "canonical")[:-1]
+    assert lines_module.parse_fast(line) == lines_module.parse_line(line)
 
 
 # --- command line ------------------------------------------------------------------------
