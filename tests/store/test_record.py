@@ -246,6 +246,12 @@ async def test_the_appended_row_is_the_declared_record_plus_the_requests_own(
         " WHERE attrelid = 'consent_events'::regclass AND attnum > 0 AND NOT attisdropped"
     )
     assert tuple(type_columns) == NEW_EVENT_COLUMNS
+    # One append, over those rows (sql/schema/0006 replaced the two-layer form).
+    appends = await db.fetch(
+        "SELECT pg_get_function_identity_arguments(p.oid) AS args, l.lanname AS lang"
+        " FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang WHERE p.proname = 'cmp_append'"
+    )
+    assert [(r["args"], r["lang"]) for r in appends] == [("p_rows cmp_new_event[]", "plpgsql")]
     # seq comes from the database; the request brings the rest.
     own = {"req", "subject_id", "body_digest", "head", "tail"}
     assert set(NEW_EVENT_COLUMNS) == set(STORED_FIELDS) - {"seq"} | own
