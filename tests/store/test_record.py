@@ -221,7 +221,7 @@ def batches(draw: st.DrawFn) -> list[NewEvent]:
 
 
 @settings(
-    max_examples=150,
+    max_examples=100,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
