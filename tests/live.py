@@ -17,7 +17,7 @@ from pydantic import SecretStr
 
 from cmp.app import create_app
 from cmp.config import Settings
-from tests.conftest import ADMIN_KEY
+from tests.factories import ADMIN_KEY
 
 
 class Server:

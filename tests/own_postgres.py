@@ -21,7 +21,7 @@ import psutil
 from cmp.store.db import start_embedded
 from cmp.store.keys import ensure_root_key
 from cmp.store.migrate import migrate
-from tests.conftest import ADMIN_KEY, ROOT, with_database
+from tests.factories import ADMIN_KEY, ROOT, with_database
 
 
 class OwnPostgres:

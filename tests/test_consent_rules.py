@@ -14,7 +14,7 @@ import pytest
 
 from cmp.consent import PolicyView, apply_gpc, resolve_choice, resolve_services
 from cmp.models import EventIn, PolicyIn, PolicyVersion
-from tests.conftest import policy_body
+from tests.factories import policy_body
 
 ALL = ("necessary", "preferences", "statistics", "marketing")
 

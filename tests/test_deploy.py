@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient
 
-from tests.conftest import ROOT
+from tests.factories import ROOT
 
 DEPLOY = ROOT / "deploy"
 sys.path.insert(0, str(DEPLOY))

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from cmp.audit.chain import CHAIN_FIELDS, chain_record, record_hash
 from cmp.audit.verify import verify_export
-from tests.conftest import ADMIN, ORIGIN, policy_body, site_body
+from tests.factories import ADMIN, ORIGIN, policy_body, site_body
 from tests.live import Server, live_server
 
 PURPOSES = ("necessary", "preferences", "statistics", "marketing")

@@ -29,7 +29,7 @@ import pytest
 from cmp.audit.signing import parse_public_key, verify_checkpoint
 from cmp.audit.verify import verify_export
 from loadtest.cluster import Cluster, Instance, missing_tools
-from tests.conftest import ORIGIN, event, new_site_id, policy_body, site_body
+from tests.factories import ORIGIN, event, new_site_id, policy_body, site_body
 
 pytestmark = pytest.mark.timeout(300)
 

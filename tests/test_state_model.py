@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from tests.conftest import ADMIN, ORIGIN, new_site_id, policy_body, site_body
+from tests.factories import ADMIN, ORIGIN, new_site_id, policy_body, site_body
 from tests.live import Server, live_server
 
 SUBJECTS = ("alice", "bob", "carol")

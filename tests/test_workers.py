@@ -14,7 +14,7 @@ import aiohttp
 import psutil
 import pytest
 
-from tests.conftest import ADMIN, ADMIN_KEY, ORIGIN, event, new_site_id, policy_body, site_body
+from tests.factories import ADMIN, ADMIN_KEY, ORIGIN, event, new_site_id, policy_body, site_body
 
 
 def free_port() -> int:

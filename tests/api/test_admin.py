@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from tests.conftest import ADMIN, make_key, make_site, new_site_id, policy_body, site_body
+from tests.factories import ADMIN, make_key, make_site, new_site_id, policy_body, site_body
 
 NO_KEY: dict[str, str] = {}
 BAD_KEY = {"Authorization": "Bearer cmp_live_0000000000000000_notakey"}

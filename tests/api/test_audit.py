@@ -19,7 +19,7 @@ from cmp.appkeys import SIGNER
 from cmp.audit.signing import parse_public_key, verify_checkpoint
 from cmp.audit.verify import verify_export
 from cmp.maintenance import purge, store_checkpoints
-from tests.conftest import ADMIN, ORIGIN, event, make_key, make_site, policy_body
+from tests.factories import ADMIN, ORIGIN, event, make_key, make_site, policy_body
 
 HDR = {"Origin": ORIGIN}
 

@@ -21,7 +21,7 @@ from cmp.audit.verify import verify_export
 from cmp.config import Settings
 from cmp.store.keys import ensure_root_key
 from cmp.store.migrate import migrate
-from tests.conftest import ADMIN_KEY, ORIGIN, event, make_key, make_site
+from tests.factories import ADMIN_KEY, ORIGIN, event, make_key, make_site
 
 POISON = "poison/1.0"
 

@@ -15,7 +15,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cmp.ingest.facts import ip_prefix
-from tests.conftest import ADMIN, ORIGIN, event, make_key, make_site, policy_body
+from tests.factories import (
+    ADMIN,
+    ORIGIN,
+    event,
+    make_key,
+    make_site,
+    new_site_id,
+    policy_body,
+    site_body,
+)
 
 HDR = {"Origin": ORIGIN}
 
@@ -344,8 +353,6 @@ async def test_concurrent_retries_of_one_event_are_stored_once(
 
 
 async def test_a_site_created_after_a_miss_is_found_at_once(client: TestClient) -> None:
-    from tests.conftest import new_site_id, site_body
-
     site_id = new_site_id()
     assert (await post(client, site_id, event()))[0] == 404  # the miss is remembered
     r = await client.put(f"/v1/sites/{site_id}", json=site_body(), headers=ADMIN)

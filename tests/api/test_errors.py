@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp.test_utils import TestClient
 
-from tests.conftest import ADMIN, new_site_id
+from tests.factories import ADMIN, new_site_id
 
 
 async def _problem(r: object) -> dict[str, object]:

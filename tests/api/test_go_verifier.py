@@ -21,7 +21,7 @@ from aiohttp.test_utils import TestClient
 
 from cmp.canonical import canonical_json
 from tests.api.test_receipts import post, receipt_of, settle
-from tests.conftest import ROOT, event, make_key, make_site
+from tests.factories import ROOT, event, make_key, make_site
 
 GOPATH = Path(os.environ.get("CMP_TEST_GOPATH", "/usr/share/gocode"))
 SOURCE = ROOT / "tools" / "tlogcheck" / "main.go"

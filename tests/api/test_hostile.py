@@ -18,7 +18,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from cmp.audit.verify import verify_export
-from tests.conftest import ADMIN, ORIGIN, event, make_key, make_site
+from tests.factories import ADMIN, ORIGIN, event, make_key, make_site
 
 HDR = {"Origin": ORIGIN}
 

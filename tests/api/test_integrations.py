@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
-from tests.conftest import ADMIN, make_key, new_site_id
+from tests.factories import ADMIN, make_key, new_site_id, policy_body
 
 FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "clients"
 CAPTURED = FIXTURES / "captured-requests.jsonl"
@@ -210,8 +210,6 @@ async def test_klaro_config_uses_klaros_language_codes(client: TestClient) -> No
         },
     )
     assert r.status == 201
-    from tests.conftest import policy_body
-
     r = await client.post(f"/v1/sites/{site_id}/policies", headers=ADMIN, json=policy_body())
     assert r.status == 201
     config = await (await client.get(f"/v1/privacy-managers/{site_id}/config.json")).json()

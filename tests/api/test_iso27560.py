@@ -17,7 +17,7 @@ from cmp.audit.iso27560 import Controller, consent_record
 from cmp.audit.receipt import verify_receipt
 from cmp.canonical import canonical_json
 from tests.api.test_receipts import post, receipt_of, settle
-from tests.conftest import ADMIN, event, make_key, make_site, site_body
+from tests.factories import ADMIN, event, make_key, make_site, site_body
 
 FIELDS = {
     "controller_name": "Nettbutikk AS",

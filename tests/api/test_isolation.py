@@ -23,7 +23,7 @@ from cmp.appkeys import POOL
 from cmp.config import Settings
 from cmp.store.keys import ensure_root_key
 from cmp.store.migrate import migrate
-from tests.conftest import ADMIN, ADMIN_KEY, ORIGIN, event, make_key, make_site
+from tests.factories import ADMIN, ADMIN_KEY, ORIGIN, event, make_key, make_site
 
 # Enough log that an export cannot fit in the socket buffers between server and a
 # client that does not read (a few MB on loopback): the server must block writing.

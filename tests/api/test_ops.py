@@ -6,7 +6,7 @@ import re
 
 from aiohttp.test_utils import TestClient
 
-from tests.conftest import ORIGIN, event, make_site
+from tests.factories import ORIGIN, event, make_site
 
 
 async def test_healthz_and_readyz(client: TestClient) -> None:

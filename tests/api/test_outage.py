@@ -16,7 +16,7 @@ from pydantic import SecretStr
 
 from cmp.app import create_app
 from cmp.store.db import connect
-from tests.conftest import ADMIN, ORIGIN, event, make_site
+from tests.factories import ADMIN, ORIGIN, event, make_site
 from tests.own_postgres import OwnPostgres
 
 

@@ -19,7 +19,7 @@ from cmp.app import create_app
 from cmp.config import Settings
 from cmp.store.keys import ensure_root_key
 from cmp.store.migrate import migrate
-from tests.conftest import ADMIN, ADMIN_KEY, new_site_id, site_body
+from tests.factories import ADMIN, ADMIN_KEY, new_site_id, site_body
 
 MALFORMED = [
     b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-No-Colon-Here\r\n\r\n",

@@ -20,7 +20,7 @@ from cmp.audit.receipt import ReceiptError, verify_receipt
 from cmp.canonical import canonical_json
 from cmp.maintenance import purge
 from cmp.treelog import CHUNK, TREE_LOCK, integrate_site
-from tests.conftest import ADMIN, ORIGIN, event, make_key, make_site
+from tests.factories import ADMIN, ORIGIN, event, make_key, make_site
 
 HDR = {"Origin": ORIGIN}
 

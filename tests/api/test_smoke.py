@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp.test_utils import TestClient
 
-from tests.conftest import ORIGIN, event, make_key, make_site
+from tests.factories import ORIGIN, event, make_key, make_site
 
 
 async def test_event_posted_by_a_banner_becomes_the_subjects_state(client: TestClient) -> None:

@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
-from tests.conftest import ADMIN, ORIGIN, event, make_key, make_site, policy_body
+from tests.factories import ADMIN, ORIGIN, event, make_key, make_site, policy_body
 
 HDR = {"Origin": ORIGIN}
 DENIED_BUT_SECURITY = {

@@ -25,7 +25,7 @@ from cmp.appkeys import SIGNER
 from cmp.stats_links import signed_stats_url
 from cmp.store.stats import Tally, bucket_start
 from cmp.timerange import parse_instant
-from tests.conftest import ADMIN, ORIGIN, event, make_key, make_site, policy_body
+from tests.factories import ADMIN, ORIGIN, event, make_key, make_site, policy_body
 
 HDR = {"Origin": ORIGIN}
 NOW = datetime(2026, 11, 21, 10, 30, tzinfo=UTC)

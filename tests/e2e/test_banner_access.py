@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from tests.e2e.conftest import ARTIFACTS, NONCE, CmpServer, E2ESite, Pages, open_site_page, state
+from tests.e2e.harness import ARTIFACTS, NONCE, CmpServer, E2ESite, Pages, open_site_page, state
 from tests.e2e.pageutil import Browsing, banner_visible, choose, cookies, data_layer
 
 if TYPE_CHECKING:

@@ -8,7 +8,7 @@ import re
 import time
 from typing import TYPE_CHECKING
 
-from tests.e2e.conftest import (
+from tests.e2e.harness import (
     CmpServer,
     E2ESite,
     Pages,

@@ -8,7 +8,7 @@ import asyncio
 import json
 from typing import TYPE_CHECKING
 
-from tests.e2e.conftest import CmpServer, E2ESite, Pages, open_site_page, state, stored_events
+from tests.e2e.harness import CmpServer, E2ESite, Pages, open_site_page, state, stored_events
 from tests.e2e.pageutil import Browsing, consent_cookie, queue
 
 if TYPE_CHECKING:

@@ -12,8 +12,8 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 
 from cmp.api.banner import script_json, template
-from tests.conftest import ADMIN, make_site
 from tests.e2e.policy import e2e_policy
+from tests.factories import ADMIN, make_site
 
 BUDGET = 15 * 1024
 CONFIG = re.compile(r"var C = (\{.*?\});\n")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from cmp.appkeys import SIGNER
 from cmp.audit.receipt import verify_receipt
-from tests.e2e.conftest import CmpServer, E2ESite, Pages, make_e2e_site, open_site_page
+from tests.e2e.harness import CmpServer, E2ESite, Pages, make_e2e_site, open_site_page
 from tests.e2e.pageutil import Browsing, choose
 
 ACCEPT = "#cmp-root [data-cmp-layer='1'] [data-cmp-act=accept_all]"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from tests.e2e.conftest import ARTIFACTS, CmpServer, make_e2e_site, state
+from tests.e2e.harness import ARTIFACTS, CmpServer, make_e2e_site, state
 from tests.e2e.pageutil import Browsing, banner_visible, choose
 
 

@@ -9,9 +9,9 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tests.conftest import make_key
-from tests.e2e.conftest import CmpServer, E2ESite, Pages, publish, state, stored_events
+from tests.e2e.harness import CmpServer, E2ESite, Pages, publish, state, stored_events
 from tests.e2e.pageutil import Browsing
+from tests.factories import make_key
 
 if TYPE_CHECKING:
     from playwright.async_api import Page, Response

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from aiohttp.test_utils import TestClient
 
 from cmp.audit.verify import verify_export
-from tests.conftest import ORIGIN, event, make_key, make_site
+from tests.factories import ORIGIN, event, make_key, make_site
 
 RESENDS = 3
 # Every request is answered within this, fault or not: a flush or read waits at most for

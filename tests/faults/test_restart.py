@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from cmp.app import create_app
-from tests.conftest import ORIGIN, event, make_key, make_site
+from tests.factories import ORIGIN, event, make_key, make_site
 from tests.own_postgres import OwnPostgres
 
 

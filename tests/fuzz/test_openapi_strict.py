@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 
 from cmp.values import SITE_ID_RE, SUBJECT_ID_RE
-from tests.conftest import ADMIN, new_site_id, site_body
+from tests.factories import ADMIN, new_site_id, site_body
 
 
 async def document(client: TestClient) -> dict[str, Any]:

@@ -35,7 +35,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import ADMIN, ADMIN_KEY, ORIGIN, policy_body, site_body
+from tests.factories import ADMIN, ADMIN_KEY, ORIGIN, policy_body, site_body
 
 MAX_TIME = int(os.environ.get("CMP_FUZZ_MAX_TIME", "150"))
 pytestmark = pytest.mark.timeout(MAX_TIME + 180)

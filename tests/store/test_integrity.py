@@ -8,7 +8,7 @@ from aiohttp.test_utils import TestClient
 
 from cmp.canonical import content_sha256
 from cmp.models import PolicyIn
-from tests.conftest import ADMIN_KEY, ORIGIN, event, make_key, make_site, policy_body
+from tests.factories import ADMIN_KEY, ORIGIN, event, make_key, make_site, policy_body
 
 
 async def test_policy_versions_cannot_be_changed_or_deleted_by_sql(

@@ -14,7 +14,7 @@ from cmp.appkeys import SIGNER
 from cmp.audit.verify import verify_export
 from cmp.maintenance import purge
 from cmp.sitefile import SiteFileError, load
-from tests.conftest import ADMIN, make_key, make_site, new_site_id, site_body
+from tests.factories import ADMIN, make_key, make_site, new_site_id, site_body
 from tests.store.chainrows import append, insert_site, new_event
 
 
