@@ -15,7 +15,7 @@ from cmp.audit.chain import erased_record, record_hash
 from cmp.store.recordtext import record_text
 from cmp.store.sqlfiles import queries
 
-Q = queries("audit")
+SQL = queries("audit")
 EXPORT_CHUNK = 2000
 
 
@@ -40,7 +40,7 @@ async def export_lines(conn: asyncpg.Connection, where: ExportFilter) -> AsyncIt
     # A cursor needs a named statement, and asyncpg numbers those per process: behind a
     # transaction-mode pooler, two processes' "__asyncpg_stmt_7__" met on one server
     # connection (DuplicatePreparedStatement). A random name cannot collide.
-    statement = await conn.prepare(Q["export_lines"], name=f"cmp_export_{uuid.uuid4().hex}")
+    statement = await conn.prepare(SQL["export_lines"], name=f"cmp_export_{uuid.uuid4().hex}")
     cursor = await statement.cursor(*where.args())
     while True:
         rows = await cursor.fetch(EXPORT_CHUNK)
@@ -62,7 +62,7 @@ async def export_csv(
     """CSV with a header row, streamed by COPY … TO STDOUT straight into `write`."""
     await _stream_in_seq_order(conn)
     await conn.copy_from_query(
-        Q["export_csv"].rstrip().rstrip(";"),
+        SQL["export_csv"].rstrip().rstrip(";"),
         *where.args(),
         output=write,
         format="csv",
@@ -71,11 +71,11 @@ async def export_csv(
 
 
 async def count_events(conn: asyncpg.Connection, site_id: str) -> int:
-    return int(await conn.fetchval(Q["count_events"], site_id))
+    return int(await conn.fetchval(SQL["count_events"], site_id))
 
 
 async def select_head(conn: asyncpg.Connection, site_id: str) -> tuple[int, str] | None:
-    row = await conn.fetchrow(Q["select_head"], site_id)
+    row = await conn.fetchrow(SQL["select_head"], site_id)
     return (row["seq"], row["hash"]) if row else None
 
 
@@ -94,11 +94,11 @@ async def erase_subject(
     Runs in one transaction holding the chain head, like a group-commit batch.
     """
     async with conn.transaction():
-        head = await conn.fetchrow(Q["lock_head"], site_id)
+        head = await conn.fetchrow(SQL["lock_head"], site_id)
         assert head is not None
-        await conn.execute(Q["ensure_partition"], now)
-        status = await conn.execute(Q["erase_subject_ids"], site_id, digest)
-        await conn.execute(Q["delete_state"], site_id, subject_id)
+        await conn.execute(SQL["ensure_partition"], now)
+        status = await conn.execute(SQL["erase_subject_ids"], site_id, digest)
+        await conn.execute(SQL["delete_state"], site_id, subject_id)
         seq = head["seq"] + 1
         event_id = str(uuid.uuid4())
         record = erased_record(
@@ -106,7 +106,7 @@ async def erase_subject(
         )
         digest_hash = record_hash(head["hash"], record)
         await conn.execute(
-            Q["insert_erased"], site_id, seq, event_id, digest, now, head["hash"], digest_hash
+            SQL["insert_erased"], site_id, seq, event_id, digest, now, head["hash"], digest_hash
         )
     return Erasure(events=int(status.split()[-1]), seq=seq, hash=digest_hash)
 
@@ -115,7 +115,7 @@ async def insert_checkpoint(
     conn: asyncpg.Connection, checkpoint: dict[str, Any], kind: str
 ) -> None:
     await conn.execute(
-        Q["insert_checkpoint"],
+        SQL["insert_checkpoint"],
         checkpoint["site_id"],
         checkpoint["seq"],
         checkpoint["hash"],
@@ -129,20 +129,20 @@ async def insert_checkpoint(
 async def select_checkpoints(
     conn: asyncpg.Connection, site_id: str, limit: int = 100
 ) -> list[dict[str, Any]]:
-    return [dict(r) for r in await conn.fetch(Q["select_checkpoints"], site_id, limit)]
+    return [dict(r) for r in await conn.fetch(SQL["select_checkpoints"], site_id, limit)]
 
 
 async def select_sites_to_checkpoint(conn: asyncpg.Connection) -> list[tuple[str, int, str]]:
     return [
         (r["site_id"], r["seq"], r["hash"])
-        for r in await conn.fetch(Q["select_sites_to_checkpoint"])
+        for r in await conn.fetch(SQL["select_sites_to_checkpoint"])
     ]
 
 
 async def select_sites_due_checkpoint(
     conn: asyncpg.Connection, min_age_seconds: float
 ) -> list[tuple[str, int, str]]:
-    rows = await conn.fetch(Q["select_sites_due_checkpoint"], min_age_seconds)
+    rows = await conn.fetch(SQL["select_sites_due_checkpoint"], min_age_seconds)
     return [(r["site_id"], r["seq"], r["hash"]) for r in rows]
 
 
@@ -159,7 +159,7 @@ class PurgeCut:
 async def select_purge_cuts(conn: asyncpg.Connection) -> list[PurgeCut]:
     return [
         PurgeCut(r["site_id"], r["seq"], r["hash"], r["first_seq"])
-        for r in await conn.fetch(Q["select_purge_cut"])
+        for r in await conn.fetch(SQL["select_purge_cut"])
     ]
 
 
@@ -174,14 +174,14 @@ def month_after(day: date) -> date:
 
 
 async def select_event_partitions(conn: asyncpg.Connection) -> list[str]:
-    return [r["name"] for r in await conn.fetch(Q["select_event_partitions"])]
+    return [r["name"] for r in await conn.fetch(SQL["select_event_partitions"])]
 
 
 async def partition_expired(conn: asyncpg.Connection, name: str, cuts: list[PurgeCut]) -> bool:
     """Is every row of the partition at or before its site's cut? (One probe per site.)"""
     return bool(
         await conn.fetchval(
-            Q["partition_expired"], name, [c.site_id for c in cuts], [c.seq for c in cuts]
+            SQL["partition_expired"], name, [c.site_id for c in cuts], [c.seq for c in cuts]
         )
     )
 
@@ -190,7 +190,7 @@ async def drop_partition(conn: asyncpg.Connection, name: str, lock_wait: str) ->
     """Drop a month of the log (caller's transaction, commit right after: it holds the
     log's exclusive lock); False when the lock was not granted within `lock_wait`."""
     await _purging(conn)
-    return bool(await conn.fetchval(Q["drop_partition"], name, lock_wait))
+    return bool(await conn.fetchval(SQL["drop_partition"], name, lock_wait))
 
 
 async def _purging(conn: asyncpg.Connection) -> None:
@@ -211,6 +211,6 @@ async def purge_before(
     caller's transaction, so a state never outlives its proof); returns the counts."""
     await _purging(conn)
     since = received_from or datetime.min.replace(tzinfo=UTC)
-    events = await conn.execute(Q["purge_before"], cut.site_id, cut.seq, since)
-    states = await conn.execute(Q["purge_states_before"], cut.site_id, cut.seq)
+    events = await conn.execute(SQL["purge_before"], cut.site_id, cut.seq, since)
+    states = await conn.execute(SQL["purge_states_before"], cut.site_id, cut.seq)
     return PurgeCount(int(events.split()[-1]), int(states.split()[-1]))

@@ -19,7 +19,7 @@ import orjson
 from cmp.consent import StoredChoice
 from cmp.store.sqlfiles import queries
 
-Q = queries("events")
+SQL = queries("events")
 
 # One appended row (the composite type `cmp_new_event`, sql/schema/0003), in order: the
 # record's stored fields (`cmp.audit.record.STORED_FIELDS`, each in its column) with
@@ -137,7 +137,7 @@ async def write_batch(conn: asyncpg.Connection, batch: Sequence[Submission]) -> 
     """Store a batch in one statement; sets outcomes, returns the submissions deferred."""
     now, later = split_repeats(batch)
     rows = [_row(n, event) for n, submission in enumerate(now) for event in submission.events]
-    outcomes: list[str] = await conn.fetchval(Q["append_batch"], rows)
+    outcomes: list[str] = await conn.fetchval(SQL["append_batch"], rows)
     at = 0
     for submission in now:
         size = len(submission.events)
@@ -149,7 +149,7 @@ async def write_batch(conn: asyncpg.Connection, batch: Sequence[Submission]) -> 
 async def select_states(
     conn: asyncpg.Connection, site_ids: list[str], subject_ids: list[str]
 ) -> dict[tuple[str, str], StoredChoice]:
-    rows = await conn.fetch(Q["select_states"], site_ids, subject_ids)
+    rows = await conn.fetch(SQL["select_states"], site_ids, subject_ids)
     return {
         (r["site_id"], r["subject_id"]): StoredChoice(
             event_id=r["event_id"],
@@ -169,4 +169,4 @@ async def make_partitions_ahead(
 ) -> int:
     """Create the log's monthly partitions through `months` from now; returns how many
     were new. A month without one is still made on demand by the append itself."""
-    return int(await conn.fetchval(Q["partitions_ahead"], months))
+    return int(await conn.fetchval(SQL["partitions_ahead"], months))

@@ -13,7 +13,7 @@ from cmp.models import ApiKey, CreatedKey, Scope
 from cmp.store.coordination import notify_change
 from cmp.store.sqlfiles import queries
 
-Q = queries("keys")
+SQL = queries("keys")
 PREFIX = "cmp_live_"
 ROOT_ID = "root"
 
@@ -61,7 +61,7 @@ def _key(record: asyncpg.Record) -> ApiKey:
 
 async def insert_key(conn: asyncpg.Connection, site_id: str, scope: Scope) -> CreatedKey:
     key_id, key = new_key()
-    record = await conn.fetchrow(Q["insert_key"], key_id, site_id, scope, hash_secret(key))
+    record = await conn.fetchrow(SQL["insert_key"], key_id, site_id, scope, hash_secret(key))
     assert record is not None
     return CreatedKey(**_key(record).model_dump(), key=key)
 
@@ -72,18 +72,18 @@ async def ensure_root_key(conn: asyncpg.Connection, configured: str | None) -> s
         # The configured key replaces any earlier root key (e.g. a generated one).
         key_id = key_id_of(configured)
         async with conn.transaction():
-            await conn.execute(Q["revoke_other_root_keys"], key_id)
-            await conn.execute(Q["upsert_root_key"], key_id, hash_secret(configured))
+            await conn.execute(SQL["revoke_other_root_keys"], key_id)
+            await conn.execute(SQL["upsert_root_key"], key_id, hash_secret(configured))
         return None
-    if await conn.fetchval(Q["select_root_key_exists"]):
+    if await conn.fetchval(SQL["select_root_key_exists"]):
         return None
     key = f"{PREFIX}{ROOT_ID}_{secrets.token_urlsafe(32)}"
-    await conn.execute(Q["insert_root_key"], ROOT_ID, hash_secret(key))
+    await conn.execute(SQL["insert_root_key"], ROOT_ID, hash_secret(key))
     return key
 
 
 async def select_key_for_auth(conn: asyncpg.Connection, key_id: str) -> KeyAuth | None:
-    record = await conn.fetchrow(Q["select_key_for_auth"], key_id)
+    record = await conn.fetchrow(SQL["select_key_for_auth"], key_id)
     if record is None:
         return None
     return KeyAuth(
@@ -96,17 +96,17 @@ async def select_key_for_auth(conn: asyncpg.Connection, key_id: str) -> KeyAuth 
 
 
 async def select_keys(conn: asyncpg.Connection, site_id: str) -> list[ApiKey]:
-    return [_key(r) for r in await conn.fetch(Q["select_keys"], site_id)]
+    return [_key(r) for r in await conn.fetch(SQL["select_keys"], site_id)]
 
 
 async def revoke_key(conn: asyncpg.Connection, site_id: str, key_id: str) -> bool:
     """Revoke a key of the site and announce it; False when there is no such key."""
     async with conn.transaction():
-        revoked = await conn.fetchval(Q["revoke_key"], site_id, key_id) is not None
+        revoked = await conn.fetchval(SQL["revoke_key"], site_id, key_id) is not None
         if revoked:
             await notify_change(conn, "key", key_id)
     return revoked
 
 
 async def touch_keys(conn: asyncpg.Connection, key_ids: list[str]) -> None:
-    await conn.execute(Q["touch_keys"], key_ids)
+    await conn.execute(SQL["touch_keys"], key_ids)

@@ -12,8 +12,8 @@ from cmp.models import PolicyIn, PolicyVersion, Site, SiteIn
 from cmp.store.coordination import notify_change
 from cmp.store.sqlfiles import queries
 
-Q = queries("sites")
-P = queries("policies")
+SITE_SQL = queries("sites")
+POLICY_SQL = queries("policies")
 # `CHECK (version > 1 OR material)` of policy_versions (0001), named by PostgreSQL.
 FIRST_VERSION_CHECK = "policy_versions_check"
 
@@ -58,7 +58,7 @@ async def upsert_site(conn: asyncpg.Connection, site_id: str, body: SiteIn) -> t
     """Create or update the site, and announce it; (the row, whether it was created)."""
     async with conn.transaction():
         record = await conn.fetchrow(
-            Q["upsert_site"],
+            SITE_SQL["upsert_site"],
             site_id,
             body.name,
             body.origins,
@@ -78,12 +78,12 @@ async def upsert_site(conn: asyncpg.Connection, site_id: str, body: SiteIn) -> t
 
 
 async def select_site(conn: asyncpg.Connection, site_id: str) -> SiteRow | None:
-    record = await conn.fetchrow(Q["select_site"], site_id)
+    record = await conn.fetchrow(SITE_SQL["select_site"], site_id)
     return _site(record) if record else None
 
 
 async def select_sites(conn: asyncpg.Connection) -> list[SiteRow]:
-    return [_site(r) for r in await conn.fetch(Q["select_sites"])]
+    return [_site(r) for r in await conn.fetch(SITE_SQL["select_sites"])]
 
 
 def _policy(record: asyncpg.Record) -> PolicyVersion:
@@ -110,7 +110,11 @@ async def publish_policy(conn: asyncpg.Connection, site_id: str, body: PolicyIn)
     try:
         async with conn.transaction():
             record = await conn.fetchrow(
-                P["insert_policy"], site_id, body.material, document, content_sha256(document)
+                POLICY_SQL["insert_policy"],
+                site_id,
+                body.material,
+                document,
+                content_sha256(document),
             )
             await notify_change(conn, "policy", site_id)
     except asyncpg.CheckViolationError as exc:
@@ -124,23 +128,23 @@ async def publish_policy(conn: asyncpg.Connection, site_id: str, body: PolicyIn)
 async def select_current_policy(conn: asyncpg.Connection, site_id: str) -> PolicyVersion | None:
     """The newest version, read in `conn`'s transaction (the catalogue caches it for
     everyone else: `Catalog.current_policy`)."""
-    record = await conn.fetchrow(P["select_current_policy"], site_id)
+    record = await conn.fetchrow(POLICY_SQL["select_current_policy"], site_id)
     return _policy(record) if record else None
 
 
 async def select_policy(
     conn: asyncpg.Connection, site_id: str, version: int
 ) -> PolicyVersion | None:
-    record = await conn.fetchrow(P["select_policy"], site_id, version)
+    record = await conn.fetchrow(POLICY_SQL["select_policy"], site_id, version)
     return _policy(record) if record else None
 
 
 async def select_policies(conn: asyncpg.Connection, site_id: str) -> list[PolicyVersion]:
-    return [_policy(r) for r in await conn.fetch(P["select_policies"], site_id)]
+    return [_policy(r) for r in await conn.fetch(POLICY_SQL["select_policies"], site_id)]
 
 
 async def select_policy_heads(conn: asyncpg.Connection, site_id: str) -> tuple[int, int]:
     """(current version, newest material version); (0, 0) when none is published."""
-    record = await conn.fetchrow(P["select_policy_heads"], site_id)
+    record = await conn.fetchrow(POLICY_SQL["select_policy_heads"], site_id)
     assert record is not None
     return record["current_version"], record["material_version"]

@@ -14,7 +14,7 @@ import asyncpg
 
 from cmp.store.sqlfiles import queries
 
-Q = queries("stats")
+SQL = queries("stats")
 
 Interval = Literal["day", "week", "month"]
 INTERVALS: Final[tuple[Interval, ...]] = ("day", "week", "month")
@@ -75,7 +75,7 @@ async def select_stats(
     """(buckets with at least one event, oldest first; totals) for [start, end)."""
     if interval not in INTERVALS:  # an unknown unit would be a database error, not a 422
         raise ValueError(f"interval must be one of {INTERVALS}")
-    records = await conn.fetch(Q["select_stats"], site_id, start, end, interval)
+    records = await conn.fetch(SQL["select_stats"], site_id, start, end, interval)
     tallies = [_tally(r) for r in records]
     # The grouping set () yields the totals row even over no events; it sorts last.
     totals = tallies.pop()

@@ -13,7 +13,7 @@ from cmp.audit.tiles import TileKey
 from cmp.store.recordtext import record_text
 from cmp.store.sqlfiles import queries
 
-Q = queries("tree")
+SQL = queries("tree")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,18 +42,18 @@ def _leaf(row: asyncpg.Record) -> Leaf:
 async def select_leaves(
     conn: asyncpg.Connection, site_id: str, after_seq: int, limit: int
 ) -> list[Leaf]:
-    return [_leaf(r) for r in await conn.fetch(Q["select_leaves"], site_id, after_seq, limit)]
+    return [_leaf(r) for r in await conn.fetch(SQL["select_leaves"], site_id, after_seq, limit)]
 
 
 async def select_receipt_record(
     conn: asyncpg.Connection, site_id: str, event_id: uuid.UUID, digest: str
 ) -> Leaf | None:
-    row = await conn.fetchrow(Q["select_receipt_record"], site_id, event_id, digest)
+    row = await conn.fetchrow(SQL["select_receipt_record"], site_id, event_id, digest)
     return _leaf(row) if row else None
 
 
 async def select_sites_to_integrate(conn: asyncpg.Connection) -> list[str]:
-    return [r["site_id"] for r in await conn.fetch(Q["select_sites_to_integrate"])]
+    return [r["site_id"] for r in await conn.fetch(SQL["select_sites_to_integrate"])]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,12 +64,12 @@ class TreeState:
 
 
 async def select_tree(conn: asyncpg.Connection, site_id: str) -> TreeState | None:
-    row = await conn.fetchrow(Q["select_tree"], site_id)
+    row = await conn.fetchrow(SQL["select_tree"], site_id)
     return TreeState(row["size"], bytes(row["root"]), row["chain_hash"]) if row else None
 
 
 async def upsert_tree(conn: asyncpg.Connection, site_id: str, tree: TreeState) -> None:
-    await conn.execute(Q["upsert_tree"], site_id, tree.size, tree.root, tree.chain_hash)
+    await conn.execute(SQL["upsert_tree"], site_id, tree.size, tree.root, tree.chain_hash)
 
 
 def _head(row: asyncpg.Record | None) -> TreeHead | None:
@@ -81,7 +81,7 @@ def _head(row: asyncpg.Record | None) -> TreeHead | None:
 
 
 async def select_latest_head(conn: asyncpg.Connection, site_id: str) -> TreeHead | None:
-    return _head(await conn.fetchrow(Q["select_latest_head"], site_id))
+    return _head(await conn.fetchrow(SQL["select_latest_head"], site_id))
 
 
 async def tree_covers(conn: asyncpg.Connection, site_id: str, seq: int) -> bool:
@@ -91,7 +91,7 @@ async def tree_covers(conn: asyncpg.Connection, site_id: str, seq: int) -> bool:
 
 
 async def select_head_at(conn: asyncpg.Connection, site_id: str, size: int) -> TreeHead | None:
-    return _head(await conn.fetchrow(Q["select_head_at"], site_id, size))
+    return _head(await conn.fetchrow(SQL["select_head_at"], site_id, size))
 
 
 async def update_latest_head(
@@ -102,11 +102,11 @@ async def update_latest_head(
     chain_hash: str | None,
     note: str,
 ) -> None:
-    await conn.execute(Q["update_latest_head"], site_id, size, root, chain_hash, note)
+    await conn.execute(SQL["update_latest_head"], site_id, size, root, chain_hash, note)
 
 
 async def select_last_kept_at(conn: asyncpg.Connection, site_id: str) -> datetime | None:
-    found: datetime | None = await conn.fetchval(Q["select_last_kept_at"], site_id)
+    found: datetime | None = await conn.fetchval(SQL["select_last_kept_at"], site_id)
     return found
 
 
@@ -118,7 +118,7 @@ async def insert_head(
     chain_hash: str | None,
     note: str,
 ) -> None:
-    await conn.execute(Q["insert_head"], site_id, size, root, chain_hash, note)
+    await conn.execute(SQL["insert_head"], site_id, size, root, chain_hash, note)
 
 
 async def select_tiles(
@@ -128,7 +128,7 @@ async def select_tiles(
     if not wanted:
         return {}
     rows = await conn.fetch(
-        Q["select_tiles"], site_id, [k[0] for k in wanted], [k[1] for k in wanted]
+        SQL["select_tiles"], site_id, [k[0] for k in wanted], [k[1] for k in wanted]
     )
     return {(r["level"], r["idx"]): bytes(r["hashes"]) for r in rows}
 
@@ -138,7 +138,7 @@ async def upsert_tiles(
 ) -> None:
     keys = sorted(tiles)
     await conn.execute(
-        Q["upsert_tiles"],
+        SQL["upsert_tiles"],
         site_id,
         [k[0] for k in keys],
         [k[1] for k in keys],
