@@ -5,7 +5,7 @@ same named steps, each rejection an enumerated reason (the problem code and a bo
 metric label): `parse` (400/422, cmp/ingest/parse.py), map an integration's payload to
 native events (cmp/integrations.py), take the rate tokens of every further event (429),
 `validate` each event against the policy version it names (422, the rules in
-cmp/consent.py), `build` its row (cmp/ingest/build.py), `commit` (201, 409, 422, 503).
+cmp/consent.py), `build` its row (cmp/ingest/build.py), `store` (201, 409, 422, 503).
 Everything is validated before anything is queued, so a request is stored whole or not
 at all. The HTTP layer calls in with the site, the raw body and the request's facts,
 after `admit` took the first rate token; nothing here calls back into it.
@@ -95,7 +95,7 @@ class Ingest:
             return self._catalog.view(site_id, version)
 
         rows = await prepare(site, events, prefix, view_of, facts)
-        return await commit(self._committer, rows)
+        return await store_events(self._committer, rows)
 
 
 async def prepare(
@@ -147,10 +147,10 @@ async def prepare(
     return built
 
 
-# --- step 4: commit -------------------------------------------------------------
+# --- step 4: store --------------------------------------------------------------
 
 
-async def commit(committer: GroupCommitter, events: list[NewEvent]) -> Accepted:
+async def store_events(committer: GroupCommitter, events: list[NewEvent]) -> Accepted:
     if not events:
         return Accepted(accepted=0, duplicates=0)
     try:
