@@ -1,7 +1,7 @@
 """In-process cache of the slowly changing catalogue: sites, policy versions, API keys.
 
 Hot paths must not read immutable or rarely changed data per request. Policy versions
-never change, so they are cached for good (bounded). Sites, policy heads and keys change
+never change, so they are cached for good (bounded). Sites, policy versions and keys change
 by admin calls: the writing process drops its own entry at once, and every process
 drops it on a PostgreSQL NOTIFY (`cmp_invalidate`, which the store sends in the same
 transaction as the change: `cmp.store.coordination`), so other workers follow within
@@ -44,7 +44,7 @@ class Catalog:
         # (kind, id) -> monotonic time the miss expires: the public endpoints name sites,
         # policy versions and keys, and a made-up one must not cost a query per request.
         self._missing: dict[tuple[str, str], float] = {}
-        self._heads: dict[str, tuple[int, int]] = {}
+        self._policy_versions: dict[str, tuple[int, int]] = {}
         self._policies: OrderedDict[tuple[str, int], tuple[PolicyVersion, PolicyView]] = (
             OrderedDict()
         )
@@ -100,9 +100,9 @@ class Catalog:
         if kind == "site":
             self._sites.pop(ident, None)
             self._missing.pop(("site", ident), None)
-            self._heads.pop(ident, None)
+            self._policy_versions.pop(ident, None)
         elif kind == "policy":
-            self._heads.pop(ident, None)
+            self._policy_versions.pop(ident, None)
             self._missing = {k: t for k, t in self._missing.items() if k[0] != "policy"}
         elif kind == "key":
             self._keys.pop(ident, None)
@@ -113,7 +113,7 @@ class Catalog:
     def clear(self) -> None:
         self._sites.clear()
         self._missing.clear()
-        self._heads.clear()
+        self._policy_versions.clear()
         self._keys.clear()
 
     # --- lookups -------------------------------------------------------------
@@ -170,24 +170,25 @@ class Catalog:
             self._policies.popitem(last=False)
         return found
 
-    async def heads(self, site_id: str) -> tuple[int, int]:
+    async def policy_versions(self, site_id: str) -> tuple[int, int]:
         """(current version, newest material version) of a site."""
-        found = self._heads.get(site_id)
+        found = self._policy_versions.get(site_id)
         if found is None:
             async with self._pool.acquire() as conn:
-                found = await site_store.select_policy_heads(conn, site_id)
-            self._heads[site_id] = found
+                found = await site_store.select_policy_versions(conn, site_id)
+            self._policy_versions[site_id] = found
         return found
 
     async def current_policy(self, site_id: str) -> PolicyVersion | None:
         """The site's current (newest) policy version; None before the first is published.
-        The one way to ask: the version and the policy come from one reading of the heads."""
-        current, _ = await self.heads(site_id)
+        The one way to ask: the version and the policy come from one reading of
+        `policy_versions`."""
+        current, _ = await self.policy_versions(site_id)
         return await self.policy(site_id, current) if current else None
 
     async def current_view(self, site_id: str) -> tuple[PolicyView | None, int]:
         """The current version compiled, and the newest material version."""
-        current, material = await self.heads(site_id)
+        current, material = await self.policy_versions(site_id)
         view = await self.view(site_id, current) if current else None
         return view, material
 

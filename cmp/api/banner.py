@@ -120,7 +120,7 @@ def render(config: dict[str, Any]) -> Rendered:
 
 
 # Rendering (JSON, hash, gzip) costs about a millisecond; the result depends only on the
-# site row and its policy heads, which are all in the key, so an entry can never be stale
+# site row and its policy versions, which are all in the key, so an entry can never be stale
 # (a changed site has a new updated_at, a new policy a new version).
 _rendered: OrderedDict[tuple[str, datetime, int, int], Rendered] = OrderedDict()
 
@@ -128,7 +128,7 @@ _rendered: OrderedDict[tuple[str, datetime, int, int], Rendered] = OrderedDict()
 async def rendered_banner(request: web.Request, site_id: str) -> Rendered:
     catalog = request.app[CATALOG]
     row = await existing_site(request, site_id)
-    current, material = await catalog.heads(site_id)
+    current, material = await catalog.policy_versions(site_id)
     key = (site_id, row.site.updated_at, current, material)
     found = _rendered.get(key)
     if found is not None:

@@ -71,7 +71,7 @@ class Ingest:
 
     async def cookieconsent(self, site: SiteRow, raw: bytes, facts: Facts) -> Accepted:
         body = parse_model(raw, CookieConsentIn)
-        current, _ = await self._catalog.heads(site.site.site_id)
+        current, _ = await self._catalog.policy_versions(site.site.site_id)
         event = mapped(lambda: from_cookieconsent(body, current), "/cookie")
         return await self._store(site, [event], "", facts)
 

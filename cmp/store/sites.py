@@ -143,7 +143,7 @@ async def select_policies(conn: asyncpg.Connection, site_id: str) -> list[Policy
     return [_policy(r) for r in await conn.fetch(POLICY_SQL["select_policies"], site_id)]
 
 
-async def select_policy_heads(conn: asyncpg.Connection, site_id: str) -> tuple[int, int]:
+async def select_policy_versions(conn: asyncpg.Connection, site_id: str) -> tuple[int, int]:
     """(current version, newest material version); (0, 0) when none is published."""
     record = await conn.fetchrow(POLICY_SQL["select_policy_heads"], site_id)
     assert record is not None
