@@ -86,14 +86,14 @@ async def integrate_site(
             tree = TreeState(size, root, leaves[-1].hash)
             await tree_store.upsert_tree(conn, site_id, tree)
         if signer is not None and origin is not None and tree.size > 0:
-            latest = await tree_store.select_latest_head(conn, site_id)
+            latest = await tree_store.select_latest_tree_head(conn, site_id)
             if latest is None or latest.size < tree.size:
                 note = notes.sign_checkpoint(signer, origin, tree.size, tree.root)
                 args = (site_id, tree.size, tree.root, tree.chain_hash, note)
-                await tree_store.update_latest_head(conn, *args)
+                await tree_store.update_latest_tree_head(conn, *args)
                 kept = await tree_store.select_last_kept_at(conn, site_id)
                 if kept is None or datetime.now(UTC) - kept >= KEEP_EVERY:
-                    await tree_store.insert_head(conn, *args)
+                    await tree_store.insert_tree_head(conn, *args)
                 if observe is not None and leaves:
                     observe((datetime.now(UTC) - leaves[0].received_at).total_seconds())
     return len(leaves)
@@ -230,14 +230,14 @@ class TreeLog:
 
     async def latest(self, site_id: str) -> TreeHead | None:
         async with self._pool.acquire() as conn:
-            return await tree_store.select_latest_head(conn, site_id)
+            return await tree_store.select_latest_tree_head(conn, site_id)
 
-    async def _head_at(self, conn: asyncpg.Connection, site_id: str, size: int) -> TreeHead:
-        """The signed head at ``size``: stored, or signed now (rate-limited, then kept)."""
-        found = await tree_store.select_head_at(conn, site_id, size)
+    async def _tree_head_at(self, conn: asyncpg.Connection, site_id: str, size: int) -> TreeHead:
+        """The signed tree head at ``size``: stored, or signed now (rate-limited, then kept)."""
+        found = await tree_store.select_tree_head_at(conn, site_id, size)
         if found is not None:
             return found
-        latest = await tree_store.select_latest_head(conn, site_id)
+        latest = await tree_store.select_latest_tree_head(conn, site_id)
         top = latest.size if latest else 0
         if size > top:
             raise NotIntegrated(f"size {size} is beyond the signed tree (size {top})", top)
@@ -246,36 +246,36 @@ class TreeLog:
             raise TooManyHeads(wait)
         root = await _build(conn, site_id, lambda get: merkle.tree_root(size, get))
         note = notes.sign_checkpoint(self._signer, self.origin(site_id), size, root)
-        await tree_store.insert_head(conn, site_id, size, root, None, note)
-        stored = await tree_store.select_head_at(conn, site_id, size)
+        await tree_store.insert_tree_head(conn, site_id, size, root, None, note)
+        stored = await tree_store.select_tree_head_at(conn, site_id, size)
         assert stored is not None
         return stored
 
     async def inclusion(self, site_id: str, index: int, size: int) -> tuple[TreeHead, list[bytes]]:
         async with self._pool.acquire() as conn:
-            head = await self._head_at(conn, site_id, size)
+            tree_head = await self._tree_head_at(conn, site_id, size)
             proof = await _build(conn, site_id, lambda g: merkle.inclusion_proof(index, size, g))
-        return head, proof
+        return tree_head, proof
 
     async def consistency(
         self, site_id: str, old: int, new: int
     ) -> tuple[TreeHead, TreeHead, list[bytes]]:
         async with self._pool.acquire() as conn:
-            new_head = await self._head_at(conn, site_id, new)
-            old_head = await self._head_at(conn, site_id, old)
+            new_tree_head = await self._tree_head_at(conn, site_id, new)
+            old_tree_head = await self._tree_head_at(conn, site_id, old)
             proof = await _build(conn, site_id, lambda g: merkle.consistency_proof(old, new, g))
-        return old_head, new_head, proof
+        return old_tree_head, new_tree_head, proof
 
     async def receipt(self, site_id: str, event_id: uuid.UUID, digest: str) -> Receipt | None:
         """The visitor's receipt; None when the pair does not name a record.
 
-        Raises NotIntegrated while the record is not in a signed head yet.
+        Raises NotIntegrated while the record is not in a signed tree head yet.
         """
         async with self._pool.acquire() as conn, conn.transaction(readonly=True):
             leaf = await tree_store.select_receipt_record(conn, site_id, event_id, digest)
             if leaf is None:
                 return None
-            latest = await tree_store.select_latest_head(conn, site_id)
+            latest = await tree_store.select_latest_tree_head(conn, site_id)
             top = latest.size if latest else 0
             if latest is None or latest.size < leaf.seq:
                 raise NotIntegrated("the record is not in a signed checkpoint yet", top)

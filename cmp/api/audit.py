@@ -135,10 +135,10 @@ async def get_checkpoint(request: web.Request) -> web.Response:
     """A fresh signed checkpoint of the chain head."""
     site = await authorized_site(request, "audit")
     async with request.app[POOL].acquire() as conn:
-        head = await audit_store.select_head(conn, site.site.site_id)
-    seq, head_hash = head or (0, "0" * 64)
-    body = request.app[SIGNER].sign_checkpoint(site.site.site_id, seq, head_hash)
-    body["tree"] = await tree_fields(request, site.site.site_id)  # the Merkle tree's head
+        chain_head = await audit_store.select_chain_head(conn, site.site.site_id)
+    seq, chain_hash = chain_head or (0, "0" * 64)
+    body = request.app[SIGNER].sign_checkpoint(site.site.site_id, seq, chain_hash)
+    body["tree"] = await tree_fields(request, site.site.site_id)  # the Merkle tree head
     return json_response(body)
 
 
@@ -148,4 +148,3 @@ async def list_checkpoints(request: web.Request) -> web.Response:
     async with request.app[POOL].acquire() as conn:
         found = await audit_store.select_checkpoints(conn, site.site.site_id)
     return json_response({"checkpoints": found})
-

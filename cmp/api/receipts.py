@@ -85,7 +85,7 @@ async def get_inclusion(request: web.Request) -> web.Response:
             errors=[{"pointer": "/index", "detail": "not in the tree"}],
         )
     try:
-        head, proof = await request.app[TREE].inclusion(site.site.site_id, index, size)
+        tree_head, proof = await request.app[TREE].inclusion(site.site.site_id, index, size)
     except NotIntegrated as exc:
         raise _beyond(request, exc, "size") from None
     except TooManyHeads as exc:
@@ -95,8 +95,8 @@ async def get_inclusion(request: web.Request) -> web.Response:
             "site_id": site.site.site_id,
             "index": index,
             "size": size,
-            "root_hash": base64.b64encode(head.root).decode("ascii"),
-            "checkpoint": head.note,
+            "root_hash": base64.b64encode(tree_head.root).decode("ascii"),
+            "checkpoint": tree_head.note,
             "inclusion_proof": b64(proof),
         }
     )
@@ -115,7 +115,7 @@ async def get_consistency(request: web.Request) -> web.Response:
             errors=[{"pointer": "/from", "detail": "larger than to"}],
         )
     try:
-        old_head, new_head, proof = await request.app[TREE].consistency(
+        old_tree_head, new_tree_head, proof = await request.app[TREE].consistency(
             site.site.site_id, old, new
         )
     except NotIntegrated as exc:
@@ -127,8 +127,8 @@ async def get_consistency(request: web.Request) -> web.Response:
             "site_id": site.site.site_id,
             "from": old,
             "to": new,
-            "from_checkpoint": old_head.note,
-            "checkpoint": new_head.note,
+            "from_checkpoint": old_tree_head.note,
+            "checkpoint": new_tree_head.note,
             "consistency_proof": b64(proof),
         }
     )
@@ -241,20 +241,20 @@ async def public_key(request: web.Request) -> web.Response:
 
 async def tree_fields(request: web.Request, site_id: str) -> dict[str, Any] | None:
     """The newest signed tree head for GET …/log/checkpoint (None before the first)."""
-    head = await request.app[TREE].latest(site_id)
-    if head is None:
+    tree_head = await request.app[TREE].latest(site_id)
+    if tree_head is None:
         return None
     return {
-        "size": head.size,
-        "root_hash": base64.b64encode(head.root).decode("ascii"),
-        "chain_hash": head.chain_hash,
-        "signed_at": head.signed_at,
-        "note": head.note,
+        "size": tree_head.size,
+        "root_hash": base64.b64encode(tree_head.root).decode("ascii"),
+        "chain_hash": tree_head.chain_hash,
+        "signed_at": tree_head.signed_at,
+        "note": tree_head.note,
         # The chain head at the same size, in the JSON checkpoint form `cmpd verify`
         # takes: one key signs both, so the two heads are bound to each other.
         "chain_checkpoint": (
-            request.app[SIGNER].sign_checkpoint(site_id, head.size, head.chain_hash)
-            if head.chain_hash
+            request.app[SIGNER].sign_checkpoint(site_id, tree_head.size, tree_head.chain_hash)
+            if tree_head.chain_hash
             else None
         ),
     }

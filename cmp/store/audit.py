@@ -74,7 +74,7 @@ async def count_events(conn: asyncpg.Connection, site_id: str) -> int:
     return int(await conn.fetchval(SQL["count_events"], site_id))
 
 
-async def select_head(conn: asyncpg.Connection, site_id: str) -> tuple[int, str] | None:
+async def select_chain_head(conn: asyncpg.Connection, site_id: str) -> tuple[int, str] | None:
     row = await conn.fetchrow(SQL["select_head"], site_id)
     return (row["seq"], row["hash"]) if row else None
 
@@ -94,19 +94,26 @@ async def erase_subject(
     Runs in one transaction holding the chain head, like a group-commit batch.
     """
     async with conn.transaction():
-        head = await conn.fetchrow(SQL["lock_head"], site_id)
-        assert head is not None
+        chain_head = await conn.fetchrow(SQL["lock_head"], site_id)
+        assert chain_head is not None
         await conn.execute(SQL["ensure_partition"], now)
         status = await conn.execute(SQL["erase_subject_ids"], site_id, digest)
         await conn.execute(SQL["delete_state"], site_id, subject_id)
-        seq = head["seq"] + 1
+        seq = chain_head["seq"] + 1
         event_id = str(uuid.uuid4())
         record = erased_record(
             site_id=site_id, seq=seq, event_id=event_id, subject_digest=digest, received_at=now
         )
-        digest_hash = record_hash(head["hash"], record)
+        digest_hash = record_hash(chain_head["hash"], record)
         await conn.execute(
-            SQL["insert_erased"], site_id, seq, event_id, digest, now, head["hash"], digest_hash
+            SQL["insert_erased"],
+            site_id,
+            seq,
+            event_id,
+            digest,
+            now,
+            chain_head["hash"],
+            digest_hash,
         )
     return Erasure(events=int(status.split()[-1]), seq=seq, hash=digest_hash)
 

@@ -72,7 +72,7 @@ async def upsert_tree(conn: asyncpg.Connection, site_id: str, tree: TreeState) -
     await conn.execute(SQL["upsert_tree"], site_id, tree.size, tree.root, tree.chain_hash)
 
 
-def _head(row: asyncpg.Record | None) -> TreeHead | None:
+def _tree_head(row: asyncpg.Record | None) -> TreeHead | None:
     if row is None:
         return None
     return TreeHead(
@@ -80,8 +80,8 @@ def _head(row: asyncpg.Record | None) -> TreeHead | None:
     )
 
 
-async def select_latest_head(conn: asyncpg.Connection, site_id: str) -> TreeHead | None:
-    return _head(await conn.fetchrow(SQL["select_latest_head"], site_id))
+async def select_latest_tree_head(conn: asyncpg.Connection, site_id: str) -> TreeHead | None:
+    return _tree_head(await conn.fetchrow(SQL["select_latest_head"], site_id))
 
 
 async def tree_covers(conn: asyncpg.Connection, site_id: str, seq: int) -> bool:
@@ -90,11 +90,11 @@ async def tree_covers(conn: asyncpg.Connection, site_id: str, seq: int) -> bool:
     return tree is not None and tree.size >= seq
 
 
-async def select_head_at(conn: asyncpg.Connection, site_id: str, size: int) -> TreeHead | None:
-    return _head(await conn.fetchrow(SQL["select_head_at"], site_id, size))
+async def select_tree_head_at(conn: asyncpg.Connection, site_id: str, size: int) -> TreeHead | None:
+    return _tree_head(await conn.fetchrow(SQL["select_head_at"], site_id, size))
 
 
-async def update_latest_head(
+async def update_latest_tree_head(
     conn: asyncpg.Connection,
     site_id: str,
     size: int,
@@ -110,7 +110,7 @@ async def select_last_kept_at(conn: asyncpg.Connection, site_id: str) -> datetim
     return found
 
 
-async def insert_head(
+async def insert_tree_head(
     conn: asyncpg.Connection,
     site_id: str,
     size: int,
