@@ -53,9 +53,9 @@ DATA_ERROR_CLASSES = ("22", "23")
 def data_error(exc: BaseException) -> str | None:
     """The SQLSTATE when `exc` is PostgreSQL refusing the data itself, else None."""
     if isinstance(exc, asyncpg.PostgresError):
-        state = str(getattr(exc, "sqlstate", "") or "")
-        if state[:2] in DATA_ERROR_CLASSES:
-            return state
+        sqlstate = str(getattr(exc, "sqlstate", "") or "")
+        if sqlstate[:2] in DATA_ERROR_CLASSES:
+            return sqlstate
     return None
 
 
@@ -70,12 +70,12 @@ async def write_isolated(
     try:
         return await write_batch(conn, batch), []
     except asyncpg.PostgresError as exc:
-        state = data_error(exc)
-        if state is None:
+        sqlstate = data_error(exc)
+        if sqlstate is None:
             raise
         if len(batch) == 1:
-            log.warning("a request's events were refused by the database: SQLSTATE %s", state)
-            return [], [(batch[0], state)]
+            log.warning("a request's events were refused by the database: SQLSTATE %s", sqlstate)
+            return [], [(batch[0], sqlstate)]
     middle = len(batch) // 2
     deferred, refused = await write_isolated(conn, batch[:middle])
     more_deferred, more_refused = await write_isolated(conn, batch[middle:])
@@ -167,10 +167,10 @@ class GroupCommitter:
                 log.exception("group commit failed")
                 self._fail(taken, "internal")
                 return
-            for submission, state in refused:
+            for submission, sqlstate in refused:
                 future = futures[id(submission)]
                 if not future.done():
-                    future.set_exception(Refused(state))
+                    future.set_exception(Refused(sqlstate))
                     future.exception()  # retrieved, in case the request went away
             waiting = {id(s) for s in deferred} | {id(s) for s, _ in refused}
             # Back to the front of the queue: they go into the very next batch.

@@ -28,7 +28,7 @@ from cmp.ratelimit import RateLimiter
 from cmp.store import tree as tree_store
 from cmp.store.coordination import TREE_LOCK, try_lock, wait_lock
 from cmp.store.db import DB_ERRORS, db_error_text
-from cmp.store.tree import Leaf, TreeHead, TreeState
+from cmp.store.tree import IntegratedTree, Leaf, TreeHead
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ async def integrate_site(
             await wait_lock(conn, TREE_LOCK)
         elif not await try_lock(conn, TREE_LOCK):
             return 0
-        tree = await tree_store.select_tree(conn, site_id) or TreeState(
+        tree = await tree_store.select_tree(conn, site_id) or IntegratedTree(
             0, merkle.EMPTY_ROOT, GENESIS
         )
         leaves = await tree_store.select_leaves(conn, site_id, tree.size, CHUNK)
@@ -83,7 +83,7 @@ async def integrate_site(
             root = await _build(
                 conn, site_id, lambda get: merkle.tree_root(size, get), {**edges, **changed}
             )
-            tree = TreeState(size, root, leaves[-1].hash)
+            tree = IntegratedTree(size, root, leaves[-1].hash)
             await tree_store.upsert_tree(conn, site_id, tree)
         if signer is not None and origin is not None and tree.size > 0:
             latest = await tree_store.select_latest_tree_head(conn, site_id)

@@ -57,18 +57,20 @@ async def select_sites_to_integrate(conn: asyncpg.Connection) -> list[str]:
 
 
 @dataclass(frozen=True, slots=True)
-class TreeState:
+class IntegratedTree:
+    """How far a site's tree has integrated its log: size, root, chain hash at that size."""
+
     size: int
     root: bytes
     chain_hash: str
 
 
-async def select_tree(conn: asyncpg.Connection, site_id: str) -> TreeState | None:
+async def select_tree(conn: asyncpg.Connection, site_id: str) -> IntegratedTree | None:
     row = await conn.fetchrow(SQL["select_tree"], site_id)
-    return TreeState(row["size"], bytes(row["root"]), row["chain_hash"]) if row else None
+    return IntegratedTree(row["size"], bytes(row["root"]), row["chain_hash"]) if row else None
 
 
-async def upsert_tree(conn: asyncpg.Connection, site_id: str, tree: TreeState) -> None:
+async def upsert_tree(conn: asyncpg.Connection, site_id: str, tree: IntegratedTree) -> None:
     await conn.execute(SQL["upsert_tree"], site_id, tree.size, tree.root, tree.chain_hash)
 
 
