@@ -5,7 +5,7 @@ no insignificant whitespace, non-ASCII characters kept as themselves (not escape
 integers as integers, no floats. Anyone can reproduce it with
 ``json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)``.
 
-Made with orjson, which writes the same bytes several times faster (loadtest/README.md);
+Made with orjson, which writes the same bytes faster (loadtest/README.md);
 tests/test_canonical.py checks the two agree, every code point included. Keys must be
 strings, integers fit in 64 bits (orjson refuses anything else) and no record holds a
 float.
@@ -30,8 +30,8 @@ def utc_text(value: datetime) -> str:
 
     (`cmp.audit.chain.format_ts` is this plus a refusal of naive datetimes.)
 
-    isoformat is C code, about twice as fast as strftime here; the first 26 characters
-    are the date and time with microseconds, whatever the offset suffix.
+    isoformat is C code, faster than strftime (loadtest/README.md); the first 26
+    characters are the date and time with microseconds, whatever the offset suffix.
     """
     if value.tzinfo is not UTC:  # asyncpg and datetime.now(UTC) give UTC already
         value = value.astimezone(UTC)

@@ -4,8 +4,8 @@ Hot paths must not read immutable or rarely changed data per request. Policy ver
 never change, so they are cached for good (bounded). Sites, policy versions and keys change
 by admin calls: the writing process drops its own entry at once, and every process
 drops it on a PostgreSQL NOTIFY (`cmp_invalidate`, which the store sends in the same
-transaction as the change: `cmp.store.coordination`), so other workers follow within
-milliseconds of the commit.
+transaction as the change: `cmp.store.coordination`), so other workers follow as soon
+as the notification arrives.
 """
 
 from __future__ import annotations

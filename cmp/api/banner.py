@@ -119,9 +119,10 @@ def render(config: dict[str, Any]) -> Rendered:
     )
 
 
-# Rendering (JSON, hash, gzip) costs about a millisecond; the result depends only on the
-# site row and its policy versions, which are all in the key, so an entry can never be stale
-# (a changed site has a new updated_at, a new policy a new version).
+# Rendering (JSON, hash, gzip) costs more than the rest of the request (loadtest/README.md);
+# the result depends only on the site row and its policy versions, which are all in the
+# key, so an entry can never be stale (a changed site has a new updated_at, a new policy
+# a new version).
 _rendered: OrderedDict[tuple[str, datetime, int, int], Rendered] = OrderedDict()
 
 

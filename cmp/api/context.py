@@ -2,11 +2,11 @@
 
 Applied as a plain wrapper when a route is registered, not as an aiohttp middleware:
 aiohttp runs middlewares through two extra layers per request (its own current-app
-fix-up and ours), which cost about a fifth of a bare request here (loadtest/README.md,
-"What made it faster"). Requests no route
-matches reach `unmatched`, the last route, which answers 404 or 405 the same way.
+fix-up and ours), a cost the ingest path notices (loadtest/README.md, "What made it
+faster"). Requests no route matches reach `unmatched`, the last route, which answers
+404 or 405 the same way.
 
-aiohttp's own access log is off (it halves throughput here); the wrapper logs instead,
+aiohttp's own access log is off (its cost is in the same table); the wrapper logs instead,
 with bound context, at DEBUG for 2xx/3xx so production (INFO) logs only failures, and
 records latency by route template.
 """

@@ -1,8 +1,8 @@
 """JSON responses: one encoder (datetimes as RFC 3339 UTC with Z, like the log).
 
-orjson writes UTF-8 directly (non-ASCII kept, as before with ensure_ascii=False) and
-is several times faster than the stdlib encoder on the state documents of the read
-path. Datetimes pass through to `_default` so that they keep the log's exact form.
+orjson writes UTF-8 directly (non-ASCII kept as itself) and is faster than the stdlib
+encoder on the read path's state documents (loadtest/README.md, `loadtest.micro`).
+Datetimes pass through to `_default` so that they keep the log's exact form.
 """
 
 from __future__ import annotations
