@@ -381,7 +381,7 @@ async def lock_timeout_dsn(fresh_database: Any) -> str:
         await migrate(conn)
         await ensure_root_key(conn, ADMIN_KEY)
         name = await conn.fetchval("SELECT current_database()")
-        await conn.execute(f'ALTER DATABASE "{name}" SET lock_timeout = \'200ms\'')
+        await conn.execute(f"ALTER DATABASE \"{name}\" SET lock_timeout = '200ms'")
     finally:
         await conn.close()
     return dsn
