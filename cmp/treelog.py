@@ -202,7 +202,7 @@ class NotIntegrated(Exception):
         self.latest = latest
 
 
-class TooManyHeads(Exception):
+class TooManyTreeHeads(Exception):
     def __init__(self, retry_after: float) -> None:
         super().__init__("too many on-demand checkpoints")
         self.retry_after = retry_after
@@ -241,9 +241,9 @@ class TreeLog:
         top = latest.size if latest else 0
         if size > top:
             raise NotIntegrated(f"size {size} is beyond the signed tree (size {top})", top)
-        wait = self._limiter.take(site_id, "heads")
+        wait = self._limiter.take(site_id, "tree-heads")
         if wait:
-            raise TooManyHeads(wait)
+            raise TooManyTreeHeads(wait)
         root = await _build(conn, site_id, lambda get: merkle.tree_root(size, get))
         note = notes.sign_checkpoint(self._signer, self.origin(site_id), size, root)
         await tree_store.insert_tree_head(conn, site_id, size, root, None, note)

@@ -25,7 +25,7 @@ from cmp.ingest.facts import ip_prefix
 from cmp.store import audit as audit_store
 from cmp.store.audit import ExportFilter
 from cmp.store.sites import SiteRow
-from cmp.treelog import NotIntegrated, TooManyHeads
+from cmp.treelog import NotIntegrated, TooManyTreeHeads
 from cmp.values import SITE_ID_RE, SUBJECT_ID_RE
 
 MAX_SIZE = 1 << 62
@@ -63,7 +63,7 @@ def _beyond(request: web.Request, exc: NotIntegrated, name: str) -> Problem:
     )
 
 
-def _too_many(exc: TooManyHeads) -> Problem:
+def _too_many(exc: TooManyTreeHeads) -> Problem:
     return Problem(
         429,
         "too many checkpoints for new sizes; ask for a stored size or retry",
@@ -88,7 +88,7 @@ async def get_inclusion(request: web.Request) -> web.Response:
         tree_head, proof = await request.app[TREE].inclusion(site.site.site_id, index, size)
     except NotIntegrated as exc:
         raise _beyond(request, exc, "size") from None
-    except TooManyHeads as exc:
+    except TooManyTreeHeads as exc:
         raise _too_many(exc) from None
     return json_response(
         {
@@ -120,7 +120,7 @@ async def get_consistency(request: web.Request) -> web.Response:
         )
     except NotIntegrated as exc:
         raise _beyond(request, exc, "to") from None
-    except TooManyHeads as exc:
+    except TooManyTreeHeads as exc:
         raise _too_many(exc) from None
     return json_response(
         {
