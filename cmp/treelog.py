@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 # worker's largest allocation on a backlog: loadtest/README.md), its lock time and how
 # long one step holds the event loop (the hashing is CPU work).
 CHUNK = 1_000
-# On-demand heads for sizes nobody signed yet: per site, a few a second.
+# On-demand tree heads for sizes nobody signed yet: per site, a few a second.
 ON_DEMAND_RATE, ON_DEMAND_BURST = 5.0, 20
 
 # How often a growing log's checkpoint is also kept (the newest one is always at hand).
