@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StringConstraints
 
 from cmp.consent import PolicyView
 from cmp.models import MAX_VERSION, Action, EventIn, PolicyVersion
@@ -96,7 +96,7 @@ def from_cookieconsent(body: CookieConsentIn, current_version: int) -> EventIn:
 class KlaroLocation(Loose):
     # Built into a page URL below, so each part is held to what a URL part can be.
     pathname: str | None = Field(default=None, max_length=1700, pattern=URL_PATH_PATTERN)
-    port: int | None = Field(default=None, ge=0, le=65535)
+    port: StrictInt | None = Field(default=None, ge=0, le=65535)
     hostname: str | None = Field(default=None, max_length=255, pattern=r"^[A-Za-z0-9.-]+$")
     protocol: Literal["http", "https", "http:", "https:"] | None = None
 
@@ -110,7 +110,7 @@ class KlaroUser(Loose):
 
 
 class KlaroConsent(Loose):
-    consents: dict[Name, bool] = Field(default_factory=dict, max_length=100)
+    consents: dict[Name, StrictBool] = Field(default_factory=dict, max_length=100)
     changes: dict[str, Any] | None = None
     type: Literal["accept", "decline", "save", "show"]
     config: str | None = Field(default=None, max_length=100)

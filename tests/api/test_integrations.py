@@ -197,6 +197,25 @@ async def test_klaro_garbage_gets_json_back(client: TestClient) -> None:
     assert (await r.json(content_type=None))["status"] == 400
 
 
+@pytest.mark.parametrize(
+    "wrong",
+    [
+        {"consent_data": {"type": "save", "consents": {"essential": 0}}},
+        {"consent_data": {"type": "save", "consents": {"essential": "true"}}},
+        {"consent_data": {"type": "accept"}, "location_data": {"port": "443"}},
+    ],
+)
+async def test_klaro_values_of_the_wrong_json_type_are_refused(
+    client: TestClient, wrong: dict[str, Any]
+) -> None:
+    """A number or string where the schema says boolean or integer is 422, not coerced."""
+    site_id = await make_integration_site(client, [purpose("essential", required=True)])
+    r = await client.post(
+        f"/v1/privacy-managers/{site_id}/submit", json=wrong, headers={"Origin": ORIGIN}
+    )
+    assert r.status == 422, await r.text()
+
+
 async def test_klaro_config_uses_klaros_language_codes(client: TestClient) -> None:
     site_id = new_site_id()
     r = await client.put(
