@@ -116,14 +116,14 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         for _ in range(args.rounds):
             for site, function in (("with-chain", "cmp_append"), ("no-chain", "cmp_append_plain")):
                 # The named query calls cmp_append; point it at the copy for the baseline.
-                saved = events.Q["append_batch"]
-                events.Q["append_batch"] = saved.replace("cmp_append(", f"{function}(")
+                saved = events.SQL["append_batch"]
+                events.SQL["append_batch"] = saved.replace("cmp_append(", f"{function}(")
                 try:
                     cpu0 = _cpu(backend)
                     wall = await _run(conn, site, args.batches, args.size)
                     cpu = _cpu(backend) - cpu0
                 finally:
-                    events.Q["append_batch"] = saved
+                    events.SQL["append_batch"] = saved
                 n = args.batches * args.size
                 results[site].append((n / wall, cpu / n * 1e6))
         count = 20_000

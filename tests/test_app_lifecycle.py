@@ -20,7 +20,7 @@ from cmp.app import create_app
 from cmp.appkeys import CATALOG, LONG_READS, POOL
 from cmp.background import background
 from cmp.config import Settings
-from tests.conftest import ADMIN_KEY
+from tests.factories import ADMIN_KEY
 
 pytestmark = pytest.mark.filterwarnings("error")
 
@@ -66,9 +66,7 @@ async def test_stopping_the_app_ends_every_task_it_started(
     assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
-async def test_a_start_that_fails_closes_what_it_had_opened(
-    db_dsn: str, tmp_path: Path
-) -> None:
+async def test_a_start_that_fails_closes_what_it_had_opened(db_dsn: str, tmp_path: Path) -> None:
     # The catalogue's LISTEN connection goes to the direct URL: nothing listens on port 1.
     closed = SecretStr("postgresql://cmp@127.0.0.1:1/cmp")
     app = app_for(db_dsn, tmp_path, database_direct_url=closed)
@@ -129,7 +127,6 @@ async def test_a_job_stuck_in_its_clean_up_is_cancelled_again(
             except asyncio.CancelledError:
                 if not deafness:
                     raise  # a bug (it never ends) the test can still stop
-
 
     monkeypatch.setattr("cmp.background.GRACE_SECONDS", 0.01)
     with caplog.at_level(logging.ERROR, logger="cmp.background"):

@@ -13,7 +13,7 @@ from cmp.models import PolicyIn, SiteIn
 from cmp.store import keys as key_store
 from cmp.store import sites as site_store
 from cmp.store.coordination import listen_for_changes
-from tests.conftest import new_site_id, policy_body, site_body
+from tests.factories import new_site_id, policy_body, site_body
 
 
 async def test_the_first_version_must_be_material_whoever_publishes(
