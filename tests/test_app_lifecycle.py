@@ -1,7 +1,8 @@
 """The app's lifetime: every resource opens on startup and closes on cleanup, and every
 task the app started has ended by then (none left pending, none destroyed pending).
 
-Run with warnings as errors (an unclosed pool or transport is a ResourceWarning).
+Warnings are errors in every test (pyproject.toml), so an unclosed pool or transport,
+a ResourceWarning, fails here.
 """
 
 from __future__ import annotations
@@ -21,8 +22,6 @@ from cmp.appkeys import CATALOG, LONG_READS, POOL
 from cmp.background import background
 from cmp.config import Settings
 from tests.factories import ADMIN_KEY
-
-pytestmark = pytest.mark.filterwarnings("error")
 
 JOBS = {"cmp-maintenance", "cmp-tree-integration", "cmp-key-use"}
 
