@@ -75,7 +75,7 @@ async def count_events(conn: asyncpg.Connection, site_id: str) -> int:
 
 
 async def select_chain_head(conn: asyncpg.Connection, site_id: str) -> tuple[int, str] | None:
-    row = await conn.fetchrow(SQL["select_head"], site_id)
+    row = await conn.fetchrow(SQL["select_chain_head"], site_id)
     return (row["seq"], row["hash"]) if row else None
 
 
@@ -94,7 +94,7 @@ async def erase_subject(
     Runs in one transaction holding the chain head, like a group-commit batch.
     """
     async with conn.transaction():
-        chain_head = await conn.fetchrow(SQL["lock_head"], site_id)
+        chain_head = await conn.fetchrow(SQL["lock_chain_head"], site_id)
         assert chain_head is not None
         await conn.execute(SQL["ensure_partition"], now)
         status = await conn.execute(SQL["erase_subject_ids"], site_id, digest)

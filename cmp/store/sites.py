@@ -145,6 +145,6 @@ async def select_policies(conn: asyncpg.Connection, site_id: str) -> list[Policy
 
 async def select_policy_versions(conn: asyncpg.Connection, site_id: str) -> tuple[int, int]:
     """(current version, newest material version); (0, 0) when none is published."""
-    record = await conn.fetchrow(POLICY_SQL["select_policy_heads"], site_id)
+    record = await conn.fetchrow(POLICY_SQL["select_policy_versions"], site_id)
     assert record is not None
     return record["current_version"], record["material_version"]

@@ -83,7 +83,7 @@ def _tree_head(row: asyncpg.Record | None) -> TreeHead | None:
 
 
 async def select_latest_tree_head(conn: asyncpg.Connection, site_id: str) -> TreeHead | None:
-    return _tree_head(await conn.fetchrow(SQL["select_latest_head"], site_id))
+    return _tree_head(await conn.fetchrow(SQL["select_latest_tree_head"], site_id))
 
 
 async def tree_covers(conn: asyncpg.Connection, site_id: str, seq: int) -> bool:
@@ -93,7 +93,7 @@ async def tree_covers(conn: asyncpg.Connection, site_id: str, seq: int) -> bool:
 
 
 async def select_tree_head_at(conn: asyncpg.Connection, site_id: str, size: int) -> TreeHead | None:
-    return _tree_head(await conn.fetchrow(SQL["select_head_at"], site_id, size))
+    return _tree_head(await conn.fetchrow(SQL["select_tree_head_at"], site_id, size))
 
 
 async def update_latest_tree_head(
@@ -104,7 +104,7 @@ async def update_latest_tree_head(
     chain_hash: str | None,
     note: str,
 ) -> None:
-    await conn.execute(SQL["update_latest_head"], site_id, size, root, chain_hash, note)
+    await conn.execute(SQL["update_latest_tree_head"], site_id, size, root, chain_hash, note)
 
 
 async def select_last_kept_at(conn: asyncpg.Connection, site_id: str) -> datetime | None:
@@ -120,7 +120,7 @@ async def insert_tree_head(
     chain_hash: str | None,
     note: str,
 ) -> None:
-    await conn.execute(SQL["insert_head"], site_id, size, root, chain_hash, note)
+    await conn.execute(SQL["insert_tree_head"], site_id, size, root, chain_hash, note)
 
 
 async def select_tiles(

@@ -32,11 +32,11 @@ ORDER BY seq;
 -- How many records an export will hold (for progress).
 SELECT count(*) FROM consent_events WHERE site_id = $1;
 
--- name: select_head
+-- name: select_chain_head
 -- Where a site's chain stands.
 SELECT seq, hash FROM log_heads WHERE site_id = $1;
 
--- name: lock_head
+-- name: lock_chain_head
 -- Serialise a single append (erasure) with the group commit's batches.
 SELECT seq, hash FROM log_heads WHERE site_id = $1 FOR UPDATE;
 

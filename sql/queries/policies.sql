@@ -26,7 +26,7 @@ FROM policy_versions WHERE site_id = $1 ORDER BY version DESC LIMIT 1;
 SELECT site_id, version, material, document, content_sha256, published_at
 FROM policy_versions WHERE site_id = $1 ORDER BY version;
 
--- name: select_policy_heads
+-- name: select_policy_versions
 -- Current and newest material version of a site.
 SELECT coalesce(max(version), 0) AS current_version,
        coalesce(max(version) FILTER (WHERE material), 0) AS material_version

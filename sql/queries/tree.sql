@@ -34,19 +34,19 @@ ON CONFLICT (site_id) DO UPDATE
     SET size = excluded.size, root = excluded.root, chain_hash = excluded.chain_hash
     WHERE log_trees.size < excluded.size;
 
--- name: select_latest_head
+-- name: select_latest_tree_head
 -- The newest signed checkpoint of a site.
 SELECT head_size AS size, head_root AS root, head_chain_hash AS chain_hash, head_note AS note,
        cmp_utc_text(head_signed_at) AS signed_at
 FROM log_trees WHERE site_id = $1 AND head_size IS NOT NULL;
 
--- name: update_latest_head
+-- name: update_latest_tree_head
 -- Replace the newest signed checkpoint (never by an older one).
 UPDATE log_trees
 SET head_size = $2, head_root = $3, head_chain_hash = $4, head_note = $5, head_signed_at = now()
 WHERE site_id = $1 AND coalesce(head_size, 0) < $2;
 
--- name: select_head_at
+-- name: select_tree_head_at
 -- The signed checkpoint of a site at one size: the newest, or one kept.
 (SELECT head_size AS size, head_root AS root, head_chain_hash AS chain_hash,
         head_note AS note,
@@ -62,7 +62,7 @@ LIMIT 1;
 -- When the newest kept checkpoint of a site was signed.
 SELECT signed_at FROM log_tree_heads WHERE site_id = $1 ORDER BY size DESC LIMIT 1;
 
--- name: insert_head
+-- name: insert_tree_head
 -- Keep a signed tree head; a concurrent signer of the same size keeps the first.
 INSERT INTO log_tree_heads (site_id, size, root, chain_hash, note)
 VALUES ($1, $2, $3, $4, $5)

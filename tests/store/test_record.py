@@ -287,7 +287,7 @@ async def test_the_appended_row_is_the_declared_record_plus_the_requests_own(
         ("audit", "export_csv"),
         ("tree", "select_leaves"),
         ("tree", "select_receipt_record"),
-        ("tree", "select_head_at"),
+        ("tree", "select_tree_head_at"),
     ],
 )
 async def test_the_record_functions_are_inlined_not_called_per_row(
