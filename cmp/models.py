@@ -6,7 +6,7 @@ Request models validate at the edge; the same models describe what is stored.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -44,15 +44,7 @@ ConsentSignal = Literal[
     "personalization_storage",
     "security_storage",
 ]
-CONSENT_SIGNALS: tuple[str, ...] = (
-    "ad_storage",
-    "ad_user_data",
-    "ad_personalization",
-    "analytics_storage",
-    "functionality_storage",
-    "personalization_storage",
-    "security_storage",
-)
+CONSENT_SIGNALS: tuple[str, ...] = get_args(ConsentSignal)
 
 # Optional site fields for ISO/IEC TS 27560 records (docs/iso27560.md).
 ControllerText = Annotated[
