@@ -25,7 +25,7 @@ from cmp.store import sites as site_store
 from cmp.store.coordination import listen_for_changes
 from cmp.store.db import DB_ERRORS, DB_ERRORS_OR_TIMEOUT, db_error_text
 from cmp.store.keys import KeyAuth
-from cmp.store.sites import SiteRow
+from cmp.store.sites import StoredSite
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class Catalog:
         self._dsn = dsn
         self._closing = False
         self._reconnect: asyncio.Task[None] | None = None
-        self._sites: dict[str, SiteRow] = {}
+        self._sites: dict[str, StoredSite] = {}
         # (kind, id) -> monotonic time the miss expires: the public endpoints name sites,
         # policy versions and keys, and a made-up one must not cost a query per request.
         self._missing: dict[tuple[str, str], float] = {}
@@ -127,7 +127,7 @@ class Catalog:
             self._missing.clear()
         self._missing[(kind, ident)] = time.monotonic() + MISSING_SECONDS
 
-    async def site(self, site_id: str) -> SiteRow | None:
+    async def site(self, site_id: str) -> StoredSite | None:
         found = self._sites.get(site_id)
         if found is None:
             if self._missed("site", site_id):

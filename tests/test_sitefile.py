@@ -25,7 +25,7 @@ async def conn(fresh_database: Any) -> Any:
 async def test_demo_sites_load_with_their_seed_policies(conn: asyncpg.Connection) -> None:
     for path in sitefile.demo_files():
         await sitefile.apply(conn, sitefile.load(path))
-    sites = {row.site.site_id: row.site for row in await select_sites(conn)}
+    sites = {site.site_id: site for site in await select_sites(conn)}
     assert set(sites) == {"kundetelling", "cifero", "ditt-ekstralager", "smartwatt", "innfram"}
     assert sites["smartwatt"].languages == ["nb", "sv", "en"]
     innfram = await select_policies(conn, "innfram")

@@ -19,12 +19,12 @@ from cmp.appkeys import LONG_READS, POOL, REQUEST_ID, SETTINGS, SIGNER
 from cmp.audit.chain import subject_digest
 from cmp.store import audit as audit_store
 from cmp.store.audit import ExportFilter
-from cmp.store.sites import SiteRow
+from cmp.store.sites import StoredSite
 from cmp.timerange import RangeError, export_window
 from cmp.values import SUBJECT_ID_RE, version_number
 
 
-def export_filter(request: web.Request, site: SiteRow) -> ExportFilter:
+def export_filter(request: web.Request, site: StoredSite) -> ExportFilter:
     version = request.query.get("policy_version")
     if version is not None and version_number(version) is None:
         raise Problem(
@@ -46,7 +46,7 @@ def export_filter(request: web.Request, site: SiteRow) -> ExportFilter:
     except RangeError as exc:
         raise query_problem(exc.errors) from None
     return ExportFilter(
-        site_id=site.site.site_id,
+        site_id=site.site_id,
         since=since,
         until=until,
         policy_version=int(version) if version else None,
@@ -69,7 +69,7 @@ async def export_events(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(
         headers={
             "Content-Type": "text/csv; charset=utf-8" if fmt == "csv" else "application/x-ndjson",
-            "Content-Disposition": f'attachment; filename="{site.site.site_id}-events.{fmt}"',
+            "Content-Disposition": f'attachment; filename="{site.site_id}-events.{fmt}"',
             "Cache-Control": "no-store",
         }
     )
@@ -82,7 +82,7 @@ async def export_events(request: web.Request) -> web.StreamResponse:
         # The headers go with the first chunk (PacedStream): the query has run by then,
         # and whatever failed before is still a problem answer.
         async with (
-            request.app[LONG_READS].connection(site.site.site_id) as conn,
+            request.app[LONG_READS].connection(site.site_id) as conn,
             conn.transaction(readonly=True),
         ):
             if fmt == "csv":
@@ -99,17 +99,15 @@ async def subject_events(request: web.Request) -> web.Response:
     """Access request: a subject's full history as portable JSON."""
     site = await authorized_site(request, "audit")
     subject_id = subject_id_of(request)
-    where = ExportFilter(
-        site.site.site_id, subject_digest=subject_digest(site.subject_key, subject_id)
-    )
+    where = ExportFilter(site.site_id, subject_digest=subject_digest(site.subject_key, subject_id))
     events: list[dict[str, Any]] = []
     async with (
-        request.app[LONG_READS].connection(site.site.site_id) as conn,
+        request.app[LONG_READS].connection(site.site_id) as conn,
         conn.transaction(readonly=True),
     ):
         async for lines in audit_store.export_lines(conn, where):
             events.extend(json.loads(line) for line in lines)
-    return json_response({"site_id": site.site.site_id, "subject_id": subject_id, "events": events})
+    return json_response({"site_id": site.site_id, "subject_id": subject_id, "events": events})
 
 
 async def erase_subject(request: web.Request) -> web.Response:
@@ -119,11 +117,11 @@ async def erase_subject(request: web.Request) -> web.Response:
     digest = subject_digest(site.subject_key, subject_id)
     async with request.app[POOL].acquire() as conn:
         result = await audit_store.erase_subject(
-            conn, site.site.site_id, subject_id, digest, datetime.now(UTC)
+            conn, site.site_id, subject_id, digest, datetime.now(UTC)
         )
     return json_response(
         {
-            "site_id": site.site.site_id,
+            "site_id": site.site_id,
             "subject_digest": digest,
             "erased_events": result.events,
             "erased_record_seq": result.seq,
@@ -135,10 +133,10 @@ async def get_checkpoint(request: web.Request) -> web.Response:
     """A fresh signed checkpoint of the chain head."""
     site = await authorized_site(request, "audit")
     async with request.app[POOL].acquire() as conn:
-        chain_head = await audit_store.select_chain_head(conn, site.site.site_id)
+        chain_head = await audit_store.select_chain_head(conn, site.site_id)
     seq, chain_hash = chain_head or (0, "0" * 64)
-    body = request.app[SIGNER].sign_checkpoint(site.site.site_id, seq, chain_hash)
-    body["tree"] = await tree_fields(request, site.site.site_id)  # the Merkle tree head
+    body = request.app[SIGNER].sign_checkpoint(site.site_id, seq, chain_hash)
+    body["tree"] = await tree_fields(request, site.site_id)  # the Merkle tree head
     return json_response(body)
 
 
@@ -146,5 +144,5 @@ async def list_checkpoints(request: web.Request) -> web.Response:
     """Stored checkpoints (periodic, and anchors left by retention purges)."""
     site = await authorized_site(request, "audit")
     async with request.app[POOL].acquire() as conn:
-        found = await audit_store.select_checkpoints(conn, site.site.site_id)
+        found = await audit_store.select_checkpoints(conn, site.site_id)
     return json_response({"checkpoints": found})

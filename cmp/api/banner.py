@@ -128,9 +128,9 @@ _rendered: OrderedDict[tuple[str, datetime, int, int], Rendered] = OrderedDict()
 
 async def rendered_banner(request: web.Request, site_id: str) -> Rendered:
     catalog = request.app[CATALOG]
-    row = await existing_site(request, site_id)
+    site = await existing_site(request, site_id)
     current, material = await catalog.policy_versions(site_id)
-    key = (site_id, row.site.updated_at, current, material)
+    key = (site_id, site.updated_at, current, material)
     found = _rendered.get(key)
     if found is not None:
         _rendered.move_to_end(key)
@@ -138,7 +138,7 @@ async def rendered_banner(request: web.Request, site_id: str) -> Rendered:
     policy = await catalog.policy(site_id, current) if current else None
     if policy is None:
         raise Problem(404, "this site has no published policy yet", code="no-policy")
-    found = render(banner_config(row.site, policy, material))
+    found = render(banner_config(site, policy, material))
     _rendered[key] = found
     if len(_rendered) > RENDERED_MAX:
         _rendered.popitem(last=False)

@@ -22,7 +22,7 @@ from cmp.api.validation import read_bytes, refuse_encoded
 from cmp.appkeys import CATALOG, INGEST, METRICS, SETTINGS
 from cmp.commit import Unavailable
 from cmp.ingest import Accepted, Facts, Ingest, Rejected, request_facts
-from cmp.store.sites import SiteRow
+from cmp.store.sites import StoredSite
 
 BODY_MAX = 64 * 1024
 PREFLIGHT_MAX_AGE = "86400"
@@ -59,14 +59,14 @@ def client_ip(request: web.Request) -> str | None:
     return chain[0]
 
 
-async def collect_site(request: web.Request) -> tuple[SiteRow, str | None]:
+async def collect_site(request: web.Request) -> tuple[StoredSite, str | None]:
     """The site, after the origin check (or, without Origin, an admin key)."""
     site_id = site_id_of(request)
     origin = request.headers.get("Origin")
     if origin is None:
         await require(request, "admin", site_id)
     site = await existing_site(request, site_id)
-    if origin is not None and origin not in site.site.origins:
+    if origin is not None and origin not in site.origins:
         request.app[METRICS].rejections.labels("origin").inc()
         raise Problem(403, f"origin {origin} is not allowed for this site", code="origin")
     return site, origin
@@ -100,7 +100,7 @@ def facts_of(request: web.Request, origin: str | None) -> Facts:
     )
 
 
-Entry = Callable[[Ingest, SiteRow, bytes, Facts], Awaitable[Accepted]]
+Entry = Callable[[Ingest, StoredSite, bytes, Facts], Awaitable[Accepted]]
 
 
 async def collect(request: web.Request, entry: Entry) -> Accepted:
@@ -111,7 +111,7 @@ async def collect(request: web.Request, entry: Entry) -> Accepted:
     ingest = request.app[INGEST]
     metrics = request.app[METRICS]
     try:
-        ingest.admit(site.site.site_id, facts)
+        ingest.admit(site.site_id, facts)
         raw = await read_body(request, origin)
         result = await entry(ingest, site, raw, facts)
     except Rejected as exc:
@@ -154,7 +154,7 @@ async def preflight(request: web.Request) -> web.Response:
     site_id = site_id_of(request)
     origin = request.headers.get("Origin")
     site = await request.app[CATALOG].site(site_id)
-    if site is None or origin is None or origin not in site.site.origins:
+    if site is None or origin is None or origin not in site.origins:
         raise Problem(403, "origin not allowed", code="origin")
     return web.Response(
         status=204,

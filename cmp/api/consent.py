@@ -57,7 +57,7 @@ async def states(request: web.Request, site_id: str, subject_ids: list[str]) -> 
                 derive_state(
                     site_id=site_id,
                     subject_id=subject_id,
-                    validity_days=site.site.consent_validity_days,
+                    validity_days=site.consent_validity_days,
                     current=current,
                     material_version=material,
                     choice=choice,

@@ -88,12 +88,12 @@ async def get_demo(request: web.Request) -> web.Response:
         raise Problem(404, "no such resource", code="not-found")
     site_id = site_id_of(request)
     catalog = request.app[CATALOG]
-    row = await existing_site(request, site_id)
+    site = await existing_site(request, site_id)
     policy = await catalog.current_policy(site_id)
     if policy is None:
         raise Problem(404, "this site has no published policy yet", code="no-policy")
-    lang = row.site.default_language
-    words = {k: v.format(name=row.site.name) for k, v in words_for(lang).items()}
+    lang = site.default_language
+    words = {k: v.format(name=site.name) for k, v in words_for(lang).items()}
     nonce = secrets.token_urlsafe(18)
     html = fill(
         page_template(),

@@ -39,15 +39,15 @@ async def get_klaro_config(request: web.Request) -> web.Response:
     catalog = request.app[CATALOG]
     site = await existing_site(request, site_id)
     origin = request.headers.get("Origin")
-    if origin is not None and origin not in site.site.origins:
+    if origin is not None and origin not in site.origins:
         raise Problem(403, f"origin {origin} is not allowed for this site", code="origin")
     policy = await catalog.current_policy(site_id)
     if policy is None:
         raise Problem(404, "the site has no published policy", code="not-found")
     config = klaro_config(
-        site.site.languages,
-        site.site.default_language,
-        site.site.consent_validity_days,
+        site.languages,
+        site.default_language,
+        site.consent_validity_days,
         policy,
         request.query.get("name", "default")[:100],
     )

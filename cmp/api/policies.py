@@ -23,7 +23,7 @@ def policy_json(policy: PolicyVersion) -> dict[str, Any]:
 
 async def publish(request: web.Request, site_id: str, body: PolicyIn) -> PolicyVersion:
     """Validate against the site and publish the next version."""
-    site = (await existing_site(request, site_id)).site
+    site = await existing_site(request, site_id)
     errors = body.language_errors(site.languages)
     if errors:
         raise Problem(

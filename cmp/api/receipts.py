@@ -24,7 +24,7 @@ from cmp.audit.iso27560 import Controller, consent_record
 from cmp.ingest.facts import ip_prefix
 from cmp.store import audit as audit_store
 from cmp.store.audit import ExportFilter
-from cmp.store.sites import SiteRow
+from cmp.store.sites import StoredSite
 from cmp.treelog import NotIntegrated, TooManyTreeHeads
 from cmp.values import SITE_ID_RE, SUBJECT_ID_RE
 
@@ -85,14 +85,14 @@ async def get_inclusion(request: web.Request) -> web.Response:
             errors=[{"pointer": "/index", "detail": "not in the tree"}],
         )
     try:
-        tree_head, proof = await request.app[TREE].inclusion(site.site.site_id, index, size)
+        tree_head, proof = await request.app[TREE].inclusion(site.site_id, index, size)
     except NotIntegrated as exc:
         raise _beyond(request, exc, "size") from None
     except TooManyTreeHeads as exc:
         raise _too_many(exc) from None
     return json_response(
         {
-            "site_id": site.site.site_id,
+            "site_id": site.site_id,
             "index": index,
             "size": size,
             "root_hash": base64.b64encode(tree_head.root).decode("ascii"),
@@ -116,7 +116,7 @@ async def get_consistency(request: web.Request) -> web.Response:
         )
     try:
         old_tree_head, new_tree_head, proof = await request.app[TREE].consistency(
-            site.site.site_id, old, new
+            site.site_id, old, new
         )
     except NotIntegrated as exc:
         raise _beyond(request, exc, "to") from None
@@ -124,7 +124,7 @@ async def get_consistency(request: web.Request) -> web.Response:
         raise _too_many(exc) from None
     return json_response(
         {
-            "site_id": site.site.site_id,
+            "site_id": site.site_id,
             "from": old,
             "to": new,
             "from_checkpoint": old_tree_head.note,
@@ -142,7 +142,7 @@ async def get_receipt(request: web.Request) -> web.Response:
     site_id = site_id_of(request)
     site = await request.app[CATALOG].site(site_id)
     headers: dict[str, str] = {"Cache-Control": "no-store"}
-    if site is not None and origin is not None and origin in site.site.origins:
+    if site is not None and origin is not None and origin in site.origins:
         headers.update(cors_headers(origin))
     not_found = Problem(404, "no such receipt", code="not-found", headers=headers)
     fmt = request.query.get("format", "json")
@@ -197,7 +197,7 @@ async def get_receipt(request: web.Request) -> web.Response:
 class Controllers:
     """The 27560 controller facts of a site, with the policy URL of each version asked."""
 
-    def __init__(self, request: web.Request, site: SiteRow) -> None:
+    def __init__(self, request: web.Request, site: StoredSite) -> None:
         self._catalog = request.app[CATALOG]
         self._site = site
         self._urls: dict[int | None, str | None] = {None: None}
@@ -206,9 +206,9 @@ class Controllers:
         version: int | None = record.get("policy_version")
         if version not in self._urls:
             assert version is not None  # None is in the map from the start
-            policy = await self._catalog.policy(self._site.site.site_id, version)
+            policy = await self._catalog.policy(self._site.site_id, version)
             self._urls[version] = policy.policy_url if policy else None
-        s = self._site.site
+        s = self._site
         return Controller(
             name=s.controller_name,
             contact=s.controller_contact,
@@ -262,7 +262,7 @@ async def tree_fields(request: web.Request, site_id: str) -> dict[str, Any] | No
 
 async def write_iso27560(
     request: web.Request,
-    site: SiteRow,
+    site: StoredSite,
     conn: asyncpg.Connection,
     where: ExportFilter,
     write: Callable[[bytes], Awaitable[None]],

@@ -81,19 +81,19 @@ async def get_stats_page(request: web.Request) -> web.Response:
     )
     if reason is not None:
         raise Problem(403, reason, code="forbidden")
-    row = await existing_site(request, site_id)
+    site = await existing_site(request, site_id)
     rng = resolve_range(request.query, datetime.now(UTC))
     buckets, totals = await _tallies(request, site_id, rng)
     policy = await request.app[CATALOG].current_policy(site_id)
     page = render_page(
         site_id=site_id,
-        site_name=row.site.name,
+        site_name=site.name,
         start=rng.start,
         end=rng.end,
         interval=rng.interval,
         buckets=buckets,
         totals=totals,
-        cols=columns(policy.purposes if policy else (), totals.purposes, row.site.default_language),
+        cols=columns(policy.purposes if policy else (), totals.purposes, site.default_language),
     )
     return web.Response(
         text=page, content_type="text/html", charset="utf-8", headers=page_headers()

@@ -80,8 +80,8 @@ async def prepare_database(settings: Settings, dsn: str, *, demo: bool) -> None:
             await load_demo(conn)
             base = f"http://{settings.host}:{settings.port}"
             print("demo pages:", flush=True)
-            for row in await select_sites(conn):
-                print(f"  {base}/demo/{row.site.site_id}", flush=True)
+            for site in await select_sites(conn):
+                print(f"  {base}/demo/{site.site_id}", flush=True)
             print(
                 f"try: curl {base}/readyz\n"
                 f"     curl -H 'Authorization: Bearer <read key>' "

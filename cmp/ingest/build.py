@@ -16,7 +16,7 @@ from cmp.consent import PolicyView
 from cmp.ingest.facts import Facts
 from cmp.models import EventIn
 from cmp.store.events import NewEvent
-from cmp.store.sites import SiteRow
+from cmp.store.sites import StoredSite
 
 
 def body_digest(event: EventIn) -> bytes:
@@ -44,14 +44,14 @@ def body_digest(event: EventIn) -> bytes:
 
 
 def build(
-    site: SiteRow,
+    site: StoredSite,
     view: PolicyView,
     event: EventIn,
     purposes: dict[str, bool],
     services: dict[str, bool],
     facts: Facts,
 ) -> NewEvent:
-    site_id = site.site.site_id
+    site_id = site.site_id
     occurred = event.occurred_at  # in UTC already (cmp.models.OccurredAt)
     record: dict[str, Any] = {
         "v": 1,

@@ -27,7 +27,7 @@ from cmp.integrations import CookieConsentIn, KlaroSubmitIn, from_cookieconsent,
 from cmp.models import EventIn
 from cmp.ratelimit import RateLimiter
 from cmp.store.events import CONFLICT, DUPLICATE, SKIPPED, NewEvent
-from cmp.store.sites import SiteRow
+from cmp.store.sites import StoredSite
 
 FUTURE_SKEW = timedelta(minutes=5)
 
@@ -65,30 +65,30 @@ class Ingest:
                 retry_after=wait,
             )
 
-    async def native(self, site: SiteRow, raw: bytes, facts: Facts) -> Accepted:
+    async def native(self, site: StoredSite, raw: bytes, facts: Facts) -> Accepted:
         events, prefix = parse_events(raw)
         return await self._store(site, events, prefix, facts)
 
-    async def cookieconsent(self, site: SiteRow, raw: bytes, facts: Facts) -> Accepted:
+    async def cookieconsent(self, site: StoredSite, raw: bytes, facts: Facts) -> Accepted:
         body = parse_model(raw, CookieConsentIn)
-        current, _ = await self._catalog.policy_versions(site.site.site_id)
+        current, _ = await self._catalog.policy_versions(site.site_id)
         event = mapped(lambda: from_cookieconsent(body, current), "/cookie")
         return await self._store(site, [event], "", facts)
 
-    async def klaro(self, site: SiteRow, raw: bytes, facts: Facts) -> Accepted:
+    async def klaro(self, site: StoredSite, raw: bytes, facts: Facts) -> Accepted:
         body = parse_model(raw, KlaroSubmitIn)
         if body.consent_data.type == "show":
             return Accepted(accepted=0, duplicates=0)  # the notice was shown: not a consent
-        view, _ = await self._catalog.current_view(site.site.site_id)
+        view, _ = await self._catalog.current_view(site.site_id)
         if view is None:
             raise Rejected(422, "no-policy", "the site has no published policy")
         event = mapped(lambda: from_klaro(body, view), "/location_data")
         return await self._store(site, [event], "", facts)
 
     async def _store(
-        self, site: SiteRow, events: list[EventIn], prefix: str, facts: Facts
+        self, site: StoredSite, events: list[EventIn], prefix: str, facts: Facts
     ) -> Accepted:
-        site_id = site.site.site_id
+        site_id = site.site_id
         self.admit(site_id, facts, len(events) - 1)  # `admit` took the first already
 
         def view_of(version: int) -> Awaitable[PolicyView | None]:
@@ -99,13 +99,13 @@ class Ingest:
 
 
 async def prepare(
-    site: SiteRow, events: Sequence[EventIn], prefix: str, view_of: ViewLookup, facts: Facts
+    site: StoredSite, events: Sequence[EventIn], prefix: str, view_of: ViewLookup, facts: Facts
 ) -> list[NewEvent]:
     """Validate every event, then build its row; any error rejects the whole request."""
     errors: list[dict[str, str]] = []
     built: list[NewEvent] = []
     seen_ids: set[str] = set()
-    languages = site.site.languages
+    languages = site.languages
     latest = facts.received_at + FUTURE_SKEW
     for i, event in enumerate(events):
         at = f"{prefix}{i}/" if prefix else "/"

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
 
 import asyncpg
+from pydantic import Field
 
 from cmp.canonical import content_sha256
 from cmp.models import PolicyIn, PolicyVersion, Site, SiteIn
@@ -25,18 +25,17 @@ class FirstVersionNotMaterial(Exception):
         super().__init__(f"{site_id}: the first policy version of a site must be material")
 
 
-@dataclass(frozen=True, slots=True)
-class SiteRow:
-    """A site with its private subject key (never leaves the server)."""
+class StoredSite(Site):
+    """A site as stored: the site with its private subject key, which never leaves the
+    server (excluded from every dump and repr, so answering with the site is safe)."""
 
-    site: Site
-    subject_key: bytes
+    subject_key: bytes = Field(exclude=True, repr=False)
 
 
-def _site(record: asyncpg.Record) -> SiteRow:
+def _site(record: asyncpg.Record) -> StoredSite:
     # Not validated again: the row was checked by the rules in force when it was written,
     # and a rule made stricter since (origins, retention) must not stop a site loading.
-    site = Site.model_construct(
+    return StoredSite.model_construct(
         site_id=record["site_id"],
         name=record["name"],
         origins=list(record["origins"]),
@@ -50,11 +49,13 @@ def _site(record: asyncpg.Record) -> SiteRow:
         controller_contact=record["controller_contact"],
         jurisdiction=record["jurisdiction"],
         withdrawal_url=record["withdrawal_url"],
+        subject_key=bytes(record["subject_key"]),
     )
-    return SiteRow(site=site, subject_key=bytes(record["subject_key"]))
 
 
-async def upsert_site(conn: asyncpg.Connection, site_id: str, body: SiteIn) -> tuple[SiteRow, bool]:
+async def upsert_site(
+    conn: asyncpg.Connection, site_id: str, body: SiteIn
+) -> tuple[StoredSite, bool]:
     """Create or update the site, and announce it; (the row, whether it was created)."""
     async with conn.transaction():
         record = await conn.fetchrow(
@@ -77,12 +78,12 @@ async def upsert_site(conn: asyncpg.Connection, site_id: str, body: SiteIn) -> t
     return _site(record), bool(record["created"])
 
 
-async def select_site(conn: asyncpg.Connection, site_id: str) -> SiteRow | None:
+async def select_site(conn: asyncpg.Connection, site_id: str) -> StoredSite | None:
     record = await conn.fetchrow(SITE_SQL["select_site"], site_id)
     return _site(record) if record else None
 
 
-async def select_sites(conn: asyncpg.Connection) -> list[SiteRow]:
+async def select_sites(conn: asyncpg.Connection) -> list[StoredSite]:
     return [_site(r) for r in await conn.fetch(SITE_SQL["select_sites"])]
 
 

@@ -102,7 +102,7 @@ async def test_a_stored_site_that_breaks_the_rule_still_loads(
     from cmp.store.sites import select_site
 
     row = await select_site(db, site_id)
-    assert row is not None and row.site.retention_days == 30
+    assert row is not None and row.retention_days == 30
 
 
 async def test_append_for_a_site_without_a_chain_head_fails_and_stores_nothing(
