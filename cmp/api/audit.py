@@ -8,11 +8,11 @@ from typing import Any
 
 from aiohttp import web
 
+from cmp.api.access import SiteContext
 from cmp.api.consent import subject_id_of
 from cmp.api.json import json_response
 from cmp.api.problems import Problem
 from cmp.api.receipts import tree_fields, write_iso27560
-from cmp.api.sites import authorized_site
 from cmp.api.streaming import PacedStream
 from cmp.api.validation import query_problem
 from cmp.appkeys import LONG_READS, POOL, REQUEST_ID, SETTINGS, SIGNER
@@ -54,9 +54,9 @@ def export_filter(request: web.Request, site: StoredSite) -> ExportFilter:
     )
 
 
-async def export_events(request: web.Request) -> web.StreamResponse:
+async def export_events(request: web.Request, ctx: SiteContext) -> web.StreamResponse:
     """Stream the log in seq order (jsonl or csv), gzip when the client accepts it."""
-    site = await authorized_site(request, "audit")
+    site = ctx.site
     where = export_filter(request, site)
     fmt = request.query.get("format", "jsonl")
     if fmt not in ("jsonl", "csv", "iso27560"):
@@ -95,9 +95,9 @@ async def export_events(request: web.Request) -> web.StreamResponse:
         return await stream.finish()
 
 
-async def subject_events(request: web.Request) -> web.Response:
+async def subject_events(request: web.Request, ctx: SiteContext) -> web.Response:
     """Access request: a subject's full history as portable JSON."""
-    site = await authorized_site(request, "audit")
+    site = ctx.site
     subject_id = subject_id_of(request)
     where = ExportFilter(site.site_id, subject_digest=subject_digest(site.subject_key, subject_id))
     events: list[dict[str, Any]] = []
@@ -110,9 +110,9 @@ async def subject_events(request: web.Request) -> web.Response:
     return json_response({"site_id": site.site_id, "subject_id": subject_id, "events": events})
 
 
-async def erase_subject(request: web.Request) -> web.Response:
+async def erase_subject(request: web.Request, ctx: SiteContext) -> web.Response:
     """Erasure: state row gone, subject id removed from the log, `erased` appended."""
-    site = await authorized_site(request, "admin")
+    site = ctx.site
     subject_id = subject_id_of(request)
     digest = subject_digest(site.subject_key, subject_id)
     async with request.app[POOL].acquire() as conn:
@@ -129,9 +129,9 @@ async def erase_subject(request: web.Request) -> web.Response:
     )
 
 
-async def get_checkpoint(request: web.Request) -> web.Response:
+async def get_checkpoint(request: web.Request, ctx: SiteContext) -> web.Response:
     """A fresh signed checkpoint of the chain head."""
-    site = await authorized_site(request, "audit")
+    site = ctx.site
     async with request.app[POOL].acquire() as conn:
         chain_head = await audit_store.select_chain_head(conn, site.site_id)
     seq, chain_hash = chain_head or (0, "0" * 64)
@@ -140,9 +140,9 @@ async def get_checkpoint(request: web.Request) -> web.Response:
     return json_response(body)
 
 
-async def list_checkpoints(request: web.Request) -> web.Response:
+async def list_checkpoints(request: web.Request, ctx: SiteContext) -> web.Response:
     """Stored checkpoints (periodic, and anchors left by retention purges)."""
-    site = await authorized_site(request, "audit")
+    site = ctx.site
     async with request.app[POOL].acquire() as conn:
         found = await audit_store.select_checkpoints(conn, site.site_id)
     return json_response({"checkpoints": found})

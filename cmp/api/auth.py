@@ -2,6 +2,7 @@
 
 401 without a key or with a bad/revoked one; 404 (not 403) for a key of another site,
 so nothing leaks about other tenants; 403 for the right site but the wrong scope.
+Which routes need which scope is declared in the route table (cmp/api/routes.py).
 """
 
 from __future__ import annotations
@@ -56,8 +57,10 @@ async def authenticate(request: web.Request) -> KeyAuth | None:
     return found
 
 
-async def require(request: web.Request, scope: Scope, site_id: str | None) -> KeyAuth:
-    """A valid key of `scope` (admin implies every scope) for `site_id` (None: root only)."""
+async def authorize(request: web.Request, scope: Scope, site_id: str | None) -> KeyAuth:
+    """A valid key of `scope` (admin implies every scope) for `site_id` (None: root only).
+
+    Called by the route table's checks (cmp/api/access.py), never by a handler."""
     key = await authenticate(request)
     if key is None:
         raise Problem(

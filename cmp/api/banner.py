@@ -22,10 +22,11 @@ from typing import Any
 
 from aiohttp import web
 
+from cmp.api.access import SiteContext
 from cmp.api.problems import Problem
-from cmp.api.sites import existing_site, site_id_of
 from cmp.appkeys import CATALOG
 from cmp.models import PolicyVersion, Site
+from cmp.store.sites import StoredSite
 
 PLACEHOLDER = "/*CMP_CONFIG*/null"
 CACHE_CONTROL = "public, max-age=300"
@@ -126,9 +127,9 @@ def render(config: dict[str, Any]) -> Rendered:
 _rendered: OrderedDict[tuple[str, datetime, int, int], Rendered] = OrderedDict()
 
 
-async def rendered_banner(request: web.Request, site_id: str) -> Rendered:
+async def rendered_banner(request: web.Request, site: StoredSite) -> Rendered:
     catalog = request.app[CATALOG]
-    site = await existing_site(request, site_id)
+    site_id = site.site_id
     current, material = await catalog.policy_versions(site_id)
     key = (site_id, site.updated_at, current, material)
     found = _rendered.get(key)
@@ -168,8 +169,8 @@ def not_modified(request: web.Request, rendered: Rendered) -> bool:
     return "*" in tags or bool(tags & {rendered.etag, rendered.gzip_etag})
 
 
-async def get_banner(request: web.Request) -> web.Response:
-    rendered = await rendered_banner(request, site_id_of(request))
+async def get_banner(request: web.Request, ctx: SiteContext) -> web.Response:
+    rendered = await rendered_banner(request, ctx.site)
     compressed = accepts_gzip(request)
     headers = {
         "ETag": rendered.gzip_etag if compressed else rendered.etag,

@@ -7,15 +7,15 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
-from cmp.api.auth import require
+from cmp.api.access import SiteContext
 from cmp.api.json import dumps
 from cmp.api.problems import Problem
-from cmp.api.sites import existing_site, site_id_of
 from cmp.api.validation import parse_json
 from cmp.appkeys import CATALOG, LOOKUP_SLOTS, STATE
 from cmp.commit import Unavailable
 from cmp.consent import derive_state
 from cmp.models import LookupIn
+from cmp.store.sites import StoredSite
 from cmp.values import SUBJECT_ID_RE
 
 
@@ -29,14 +29,14 @@ def subject_id_of(request: web.Request) -> str:
     return subject_id
 
 
-async def states(request: web.Request, site_id: str, subject_ids: list[str]) -> list[bytes]:
+async def states(request: web.Request, site: StoredSite, subject_ids: list[str]) -> list[bytes]:
     """The state document of each subject, encoded as soon as it is made.
 
     A lookup of 1000 subjects holds 1000 small byte strings, not 1000 nested dicts:
     under many concurrent lookups that is what keeps a worker's memory flat.
     """
     catalog = request.app[CATALOG]
-    site = await existing_site(request, site_id)
+    site_id = site.site_id
     try:
         found = await request.app[STATE].get(site_id, subject_ids)
     except Unavailable:
@@ -77,18 +77,14 @@ def etagged(request: web.Request, body: bytes) -> web.Response:
     return web.Response(body=body, content_type="application/json", headers=headers)
 
 
-async def get_consent(request: web.Request) -> web.Response:
-    site_id = site_id_of(request)
-    await require(request, "read", site_id)
+async def get_consent(request: web.Request, ctx: SiteContext) -> web.Response:
     subject_id = subject_id_of(request)
-    (state,) = await states(request, site_id, [subject_id])
+    (state,) = await states(request, ctx.site, [subject_id])
     return etagged(request, state)
 
 
-async def post_lookup(request: web.Request) -> web.Response:
-    site_id = site_id_of(request)
-    await require(request, "read", site_id)
+async def post_lookup(request: web.Request, ctx: SiteContext) -> web.Response:
     body = await parse_json(request, LookupIn)
     async with request.app[LOOKUP_SLOTS]:
-        found = await states(request, site_id, body.subject_ids)
+        found = await states(request, ctx.site, body.subject_ids)
         return etagged(request, b'{"results":[' + b",".join(found) + b"]}")

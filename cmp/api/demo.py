@@ -18,9 +18,9 @@ from string import Template
 
 from aiohttp import web
 
+from cmp.api.access import SiteContext
 from cmp.api.html import fill
 from cmp.api.problems import Problem
-from cmp.api.sites import existing_site, site_id_of
 from cmp.appkeys import CATALOG, SETTINGS
 
 WORDS: dict[str, dict[str, str]] = {
@@ -81,15 +81,14 @@ def csp(nonce: str) -> str:
     )
 
 
-async def get_demo(request: web.Request) -> web.Response:
+async def get_demo(request: web.Request, ctx: SiteContext) -> web.Response:
     if not request.app[SETTINGS].demo:
         # Decided per request rather than by registration: the route table stays one
         # static list (and the OpenAPI document with it) whatever the mode.
         raise Problem(404, "no such resource", code="not-found")
-    site_id = site_id_of(request)
-    catalog = request.app[CATALOG]
-    site = await existing_site(request, site_id)
-    policy = await catalog.current_policy(site_id)
+    site = ctx.site
+    site_id = site.site_id
+    policy = await request.app[CATALOG].current_policy(site_id)
     if policy is None:
         raise Problem(404, "this site has no published policy yet", code="no-policy")
     lang = site.default_language

@@ -7,17 +7,17 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from cmp.api.access import SiteContext
 from cmp.api.collect import collect, cors_headers
 from cmp.api.json import json_response
 from cmp.api.problems import Problem
-from cmp.api.sites import existing_site, site_id_of
 from cmp.appkeys import CATALOG
 from cmp.ingest import Ingest
 from cmp.integrations import klaro_config
 
 
-async def post_cookieconsent(request: web.Request) -> web.Response:
-    result = await collect(request, Ingest.cookieconsent)
+async def post_cookieconsent(request: web.Request, ctx: SiteContext) -> web.Response:
+    result = await collect(request, ctx.site, Ingest.cookieconsent)
     return json_response(
         {"accepted": result.accepted, "duplicates": result.duplicates},
         status=201,
@@ -25,8 +25,8 @@ async def post_cookieconsent(request: web.Request) -> web.Response:
     )
 
 
-async def post_klaro_submit(request: web.Request) -> web.Response:
-    result = await collect(request, Ingest.klaro)
+async def post_klaro_submit(request: web.Request, ctx: SiteContext) -> web.Response:
+    result = await collect(request, ctx.site, Ingest.klaro)
     return json_response(
         {"ok": True, "accepted": result.accepted},
         status=201,
@@ -34,10 +34,10 @@ async def post_klaro_submit(request: web.Request) -> web.Response:
     )
 
 
-async def get_klaro_config(request: web.Request) -> web.Response:
-    site_id = site_id_of(request)
+async def get_klaro_config(request: web.Request, ctx: SiteContext) -> web.Response:
+    site = ctx.site
+    site_id = site.site_id
     catalog = request.app[CATALOG]
-    site = await existing_site(request, site_id)
     origin = request.headers.get("Origin")
     if origin is not None and origin not in site.origins:
         raise Problem(403, f"origin {origin} is not allowed for this site", code="origin")

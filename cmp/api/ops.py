@@ -7,18 +7,20 @@ import asyncio
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from cmp.api.access import ROUTE_TABLE, Context
 from cmp.api.json import json_response
+from cmp.api.openapi import document
 from cmp.api.problems import problem_response
 from cmp.appkeys import METRICS, POOL
 from cmp.store.db import DB_ERRORS_OR_TIMEOUT
 from cmp.store.migrate import schema_status
 
 
-async def healthz(request: web.Request) -> web.Response:
+async def healthz(request: web.Request, ctx: Context) -> web.Response:
     return json_response({"status": "ok"})
 
 
-async def readyz(request: web.Request) -> web.Response:
+async def readyz(request: web.Request, ctx: Context) -> web.Response:
     try:
         async with asyncio.timeout(2):
             async with request.app[POOL].acquire() as conn:
@@ -34,12 +36,10 @@ async def readyz(request: web.Request) -> web.Response:
     return json_response({"status": "ready"})
 
 
-async def metrics(request: web.Request) -> web.Response:
+async def metrics(request: web.Request, ctx: Context) -> web.Response:
     body = generate_latest(request.app[METRICS].registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-async def openapi(request: web.Request) -> web.Response:
-    from cmp.api.openapi import document
-
-    return json_response(document())
+async def openapi(request: web.Request, ctx: Context) -> web.Response:
+    return json_response(document(request.app[ROUTE_TABLE]))

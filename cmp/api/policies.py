@@ -6,14 +6,14 @@ from typing import Any
 
 from aiohttp import web
 
-from cmp.api.auth import require
+from cmp.api.access import SiteContext
 from cmp.api.json import json_response
 from cmp.api.problems import Problem
-from cmp.api.sites import existing_site, site_id_of
 from cmp.api.validation import parse_json
 from cmp.appkeys import CATALOG, POOL
 from cmp.models import PolicyIn, PolicyVersion
 from cmp.store import sites as site_store
+from cmp.store.sites import StoredSite
 from cmp.values import version_number
 
 
@@ -21,9 +21,9 @@ def policy_json(policy: PolicyVersion) -> dict[str, Any]:
     return policy.model_dump(mode="json")
 
 
-async def publish(request: web.Request, site_id: str, body: PolicyIn) -> PolicyVersion:
+async def publish(request: web.Request, site: StoredSite, body: PolicyIn) -> PolicyVersion:
     """Validate against the site and publish the next version."""
-    site = await existing_site(request, site_id)
+    site_id = site.site_id
     errors = body.language_errors(site.languages)
     if errors:
         raise Problem(
@@ -43,27 +43,20 @@ async def publish(request: web.Request, site_id: str, body: PolicyIn) -> PolicyV
     return policy
 
 
-async def post_policy(request: web.Request) -> web.Response:
-    site_id = site_id_of(request)
-    await require(request, "admin", site_id)
+async def post_policy(request: web.Request, ctx: SiteContext) -> web.Response:
     body = await parse_json(request, PolicyIn)
-    policy = await publish(request, site_id, body)
+    policy = await publish(request, ctx.site, body)
     return json_response(policy_json(policy), status=201)
 
 
-async def list_policies(request: web.Request) -> web.Response:
-    site_id = site_id_of(request)
-    await require(request, "admin", site_id)
-    await existing_site(request, site_id)
+async def list_policies(request: web.Request, ctx: SiteContext) -> web.Response:
     async with request.app[POOL].acquire() as conn:
-        policies = await site_store.select_policies(conn, site_id)
+        policies = await site_store.select_policies(conn, ctx.site.site_id)
     return json_response({"policies": [policy_json(p) for p in policies]})
 
 
-async def get_policy(request: web.Request) -> web.Response:
-    site_id = site_id_of(request)
-    await require(request, "admin", site_id)
-    await existing_site(request, site_id)
+async def get_policy(request: web.Request, ctx: SiteContext) -> web.Response:
+    site_id = ctx.site.site_id
     raw = request.match_info["version"]
     if raw == "current":
         policy = await request.app[CATALOG].current_policy(site_id)

@@ -1,12 +1,15 @@
-"""The one route table. `ROUTES` also feeds the OpenAPI document (cmp/api/openapi.py)."""
+"""The one route table: every route, its handler and its declared access.
+
+`setup_routes` registers each route behind the checks its scope declares
+(cmp/api/access.py); the OpenAPI document (cmp/api/openapi/) is built from the same
+table, and tests/api/test_access.py derives the auth matrix from it.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 from aiohttp import web
-from pydantic import BaseModel
 
 from cmp.api import (
     audit,
@@ -22,254 +25,310 @@ from cmp.api import (
     sites,
     stats,
 )
+from cmp.api.access import ROUTE_TABLE, AnyRoute, Route, SiteRoute, guarded
 from cmp.api.context import UNMATCHED, unmatched, with_context
 from cmp.models import EventBatch, KeyIn, LookupIn, PolicyIn, SiteIn
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+SITE_PATH = "/v1/sites/{site_id}"
 
-
-@dataclass(frozen=True)
-class Route:
-    method: str
-    path: str
-    handler: Handler
-    summary: str
-    scope: str | None = None  # admin | read | audit | public | None (ops)
-    body: type[BaseModel] | None = None
-    tag: str = "ops"
-
-
-S = "/v1/sites/{site_id}"
-
-ROUTES: list[Route] = [
-    Route("PUT", S, sites.put_site, "Create or update a site", "admin", SiteIn, "admin"),
-    Route("GET", S, sites.get_site, "Read a site", "admin", tag="admin"),
+ROUTES: tuple[AnyRoute, ...] = (
     Route(
-        "POST",
-        f"{S}/policies",
-        policies.post_policy,
-        "Publish a new policy version",
-        "admin",
-        PolicyIn,
-        "admin",
-    ),
-    Route(
-        "GET", f"{S}/policies", policies.list_policies, "List policy versions", "admin", tag="admin"
-    ),
-    Route(
-        "GET",
-        f"{S}/policies/{{version}}",
-        policies.get_policy,
-        "Read a policy version (number or 'current')",
-        "admin",
+        method="PUT",
+        path=SITE_PATH,
+        handler=sites.put_site,
+        scope="admin",
+        body=SiteIn,
         tag="admin",
+        summary="Create or update a site",
     ),
-    Route(
-        "POST",
-        f"{S}/keys",
-        keys.post_key,
-        "Create an API key (shown once)",
-        "admin",
-        KeyIn,
-        "admin",
+    SiteRoute(
+        method="GET",
+        path=SITE_PATH,
+        handler=sites.get_site,
+        scope="admin",
+        tag="admin",
+        summary="Read a site",
     ),
-    Route("GET", f"{S}/keys", keys.list_keys, "List API keys (no secrets)", "admin", tag="admin"),
-    Route(
-        "DELETE", f"{S}/keys/{{key_id}}", keys.delete_key, "Revoke an API key", "admin", tag="admin"
+    SiteRoute(
+        method="POST",
+        path=f"{SITE_PATH}/policies",
+        handler=policies.post_policy,
+        scope="admin",
+        body=PolicyIn,
+        tag="admin",
+        summary="Publish a new policy version",
     ),
-    Route(
-        "POST",
-        f"{S}/events",
-        collect.post_events,
-        "Record consent events (one, or {events: [...]} up to 100)",
-        "public",
-        EventBatch,
-        "collect",
+    SiteRoute(
+        method="GET",
+        path=f"{SITE_PATH}/policies",
+        handler=policies.list_policies,
+        scope="admin",
+        tag="admin",
+        summary="List policy versions",
     ),
-    Route("OPTIONS", f"{S}/events", collect.preflight, "CORS preflight", "public", tag="collect"),
-    Route(
-        "POST",
-        f"{S}/integrations/cookieconsent",
-        integrations.post_cookieconsent,
-        "Record a vanilla-cookieconsent v3 choice ({cookie, preferences, event})",
-        "public",
+    SiteRoute(
+        method="GET",
+        path=f"{SITE_PATH}/policies/{{version}}",
+        handler=policies.get_policy,
+        scope="admin",
+        tag="admin",
+        summary="Read a policy version (number or 'current')",
+    ),
+    SiteRoute(
+        method="POST",
+        path=f"{SITE_PATH}/keys",
+        handler=keys.post_key,
+        scope="admin",
+        body=KeyIn,
+        tag="admin",
+        summary="Create an API key (shown once)",
+    ),
+    SiteRoute(
+        method="GET",
+        path=f"{SITE_PATH}/keys",
+        handler=keys.list_keys,
+        scope="admin",
+        tag="admin",
+        summary="List API keys (no secrets)",
+    ),
+    SiteRoute(
+        method="DELETE",
+        path=f"{SITE_PATH}/keys/{{key_id}}",
+        handler=keys.delete_key,
+        scope="admin",
+        tag="admin",
+        summary="Revoke an API key",
+    ),
+    SiteRoute(
+        method="POST",
+        path=f"{SITE_PATH}/events",
+        handler=collect.post_events,
+        scope="origin",
+        body=EventBatch,
         tag="collect",
+        summary="Record consent events (one, or {events: [...]} up to 100)",
     ),
-    Route(
-        "OPTIONS",
-        f"{S}/integrations/cookieconsent",
-        collect.preflight,
-        "CORS preflight",
-        "public",
+    SiteRoute(
+        method="OPTIONS",
+        path=f"{SITE_PATH}/events",
+        handler=collect.preflight,
+        scope="preflight",
         tag="collect",
+        summary="CORS preflight",
     ),
-    Route(
-        "GET",
-        "/v1/privacy-managers/{site_id}/config.json",
-        integrations.get_klaro_config,
-        "Klaro API mode: a Klaro config built from the current policy",
-        "public",
+    SiteRoute(
+        method="POST",
+        path=f"{SITE_PATH}/integrations/cookieconsent",
+        handler=integrations.post_cookieconsent,
+        scope="origin",
         tag="collect",
+        summary="Record a vanilla-cookieconsent v3 choice ({cookie, preferences, event})",
     ),
-    Route(
-        "POST",
-        "/v1/privacy-managers/{site_id}/submit",
-        integrations.post_klaro_submit,
-        "Klaro API mode: record a consent submit (anonymous proof)",
-        "public",
+    SiteRoute(
+        method="OPTIONS",
+        path=f"{SITE_PATH}/integrations/cookieconsent",
+        handler=collect.preflight,
+        scope="preflight",
         tag="collect",
+        summary="CORS preflight",
     ),
-    Route(
-        "OPTIONS",
-        "/v1/privacy-managers/{site_id}/submit",
-        collect.preflight,
-        "CORS preflight",
-        "public",
+    SiteRoute(
+        method="GET",
+        path="/v1/privacy-managers/{site_id}/config.json",
+        handler=integrations.get_klaro_config,
+        scope="public",
         tag="collect",
+        summary="Klaro API mode: a Klaro config built from the current policy",
     ),
-    Route(
-        "GET",
-        f"{S}/subjects/{{subject_id}}/consent",
-        consent.get_consent,
-        "Current consent state of a subject",
-        "read",
+    SiteRoute(
+        method="POST",
+        path="/v1/privacy-managers/{site_id}/submit",
+        handler=integrations.post_klaro_submit,
+        scope="origin",
+        tag="collect",
+        summary="Klaro API mode: record a consent submit (anonymous proof)",
+    ),
+    SiteRoute(
+        method="OPTIONS",
+        path="/v1/privacy-managers/{site_id}/submit",
+        handler=collect.preflight,
+        scope="preflight",
+        tag="collect",
+        summary="CORS preflight",
+    ),
+    SiteRoute(
+        method="GET",
+        path=f"{SITE_PATH}/subjects/{{subject_id}}/consent",
+        handler=consent.get_consent,
+        scope="read",
         tag="state",
+        summary="Current consent state of a subject",
     ),
-    Route(
-        "POST",
-        f"{S}/consent/lookup",
-        consent.post_lookup,
-        "Current consent state of up to 1000 subjects",
-        "read",
-        LookupIn,
-        "state",
+    SiteRoute(
+        method="POST",
+        path=f"{SITE_PATH}/consent/lookup",
+        handler=consent.post_lookup,
+        scope="read",
+        body=LookupIn,
+        tag="state",
+        summary="Current consent state of up to 1000 subjects",
     ),
-    Route(
-        "GET",
-        f"{S}/banner.js",
-        banner.get_banner,
-        "The site's consent banner script (public, cacheable, ETag)",
-        "public",
+    SiteRoute(
+        method="GET",
+        path=f"{SITE_PATH}/banner.js",
+        handler=banner.get_banner,
+        scope="public",
         tag="banner",
+        summary="The site's consent banner script (public, cacheable, ETag)",
     ),
-    Route(
-        "GET",
-        "/demo/{site_id}",
-        demo.get_demo,
-        "Demo page of a site with its banner (only with `cmpd serve --demo`; 404 otherwise)",
-        "public",
+    SiteRoute(
+        method="GET",
+        path="/demo/{site_id}",
+        handler=demo.get_demo,
+        scope="public",
         tag="banner",
+        summary="Demo page of a site with its banner (only with `cmpd serve --demo`;"
+        " 404 otherwise)",
     ),
-    Route(
-        "GET",
-        f"{S}/events",
-        audit.export_events,
-        "Export the consent log in seq order (format=jsonl|csv|iso27560; from, to, policy_version,"
-        " subject_id filters); gzip on request",
-        "audit",
+    SiteRoute(
+        method="GET",
+        path=f"{SITE_PATH}/events",
+        handler=audit.export_events,
+        scope="audit",
         tag="audit",
+        summary="Export the consent log in seq order (format=jsonl|csv|iso27560; from, to,"
+        " policy_version, subject_id filters); gzip on request",
     ),
-    Route(
-        "GET",
-        f"{S}/subjects/{{subject_id}}/events",
-        audit.subject_events,
-        "A subject's full history (access request)",
-        "audit",
+    SiteRoute(
+        method="GET",
+        path=f"{SITE_PATH}/subjects/{{subject_id}}/events",
+        handler=audit.subject_events,
+        scope="audit",
         tag="audit",
+        summary="A subject's full history (access request)",
     ),
-    Route(
-        "DELETE",
-        f"{S}/subjects/{{subject_id}}",
-        audit.erase_subject,
-        "Erase a subject: state gone, id removed from the log, erased record appended",
-        "admin",
+    SiteRoute(
+        method="DELETE",
+        path=f"{SITE_PATH}/subjects/{{subject_id}}",
+        handler=audit.erase_subject,
+        scope="admin",
         tag="audit",
+        summary="Erase a subject: state gone, id removed from the log, erased record appended",
     ),
-    Route(
-        "GET",
-        f"{S}/log/checkpoint",
-        audit.get_checkpoint,
-        "A signed checkpoint of the site's hash chain head",
-        "audit",
+    SiteRoute(
+        method="GET",
+        path=f"{SITE_PATH}/log/checkpoint",
+        handler=audit.get_checkpoint,
+        scope="audit",
         tag="audit",
+        summary="A signed checkpoint of the site's hash chain head",
     ),
-    Route(
-        "GET",
-        f"{S}/log/checkpoints",
-        audit.list_checkpoints,
-        "Stored signed checkpoints (periodic and purge anchors)",
-        "audit",
+    SiteRoute(
+        method="GET",
+        path=f"{SITE_PATH}/log/checkpoints",
+        handler=audit.list_checkpoints,
+        scope="audit",
         tag="audit",
+        summary="Stored signed checkpoints (periodic and purge anchors)",
     ),
     Route(
-        "GET",
-        "/v1/log/public-key",
-        receipts.public_key,
-        "The Ed25519 public key that signs checkpoints (with ?site_id=: that site's log"
+        method="GET",
+        path="/v1/log/public-key",
+        handler=receipts.public_key,
+        scope="public",
+        tag="audit",
+        summary="The Ed25519 public key that signs checkpoints (with ?site_id=: that site's log"
         " origin and its signed-note verifier key)",
-        "public",
-        tag="audit",
     ),
-    Route(
-        "GET",
-        f"{S}/log/proof/inclusion",
-        receipts.get_inclusion,
-        "RFC 9162 inclusion proof of leaf `index` in the Merkle tree of `size` leaves,"
+    SiteRoute(
+        method="GET",
+        path=f"{SITE_PATH}/log/proof/inclusion",
+        handler=receipts.get_inclusion,
+        scope="audit",
+        tag="audit",
+        summary="RFC 9162 inclusion proof of leaf `index` in the Merkle tree of `size` leaves,"
         " with the signed checkpoint (C2SP note) of that size",
-        "audit",
-        tag="audit",
     ),
-    Route(
-        "GET",
-        f"{S}/log/proof/consistency",
-        receipts.get_consistency,
-        "RFC 9162 consistency proof from the tree of `from` leaves to the tree of `to`"
+    SiteRoute(
+        method="GET",
+        path=f"{SITE_PATH}/log/proof/consistency",
+        handler=receipts.get_consistency,
+        scope="audit",
+        tag="audit",
+        summary="RFC 9162 consistency proof from the tree of `from` leaves to the tree of `to`"
         " leaves, with both signed checkpoints",
-        "audit",
-        tag="audit",
     ),
     Route(
-        "GET",
-        f"{S}/receipts/{{event_id}}",
-        receipts.get_receipt,
-        "A visitor's receipt (query: subject_id): record, leaf index, signed checkpoint"
+        method="GET",
+        path=f"{SITE_PATH}/receipts/{{event_id}}",
+        handler=receipts.get_receipt,
+        scope="public",
+        tag="audit",
+        summary="A visitor's receipt (query: subject_id): record, leaf index, signed checkpoint"
         " and inclusion proof (format=iso27560 adds the ISO/IEC TS 27560 record); 202 +"
         " Retry-After until the record is in a checkpoint",
-        "public",
-        tag="audit",
     ),
-    Route(
-        "GET",
-        f"{S}/stats",
-        stats.get_stats,
-        "Consent statistics: events per action and opt-in rate per purpose per UTC "
+    SiteRoute(
+        method="GET",
+        path=f"{SITE_PATH}/stats",
+        handler=stats.get_stats,
+        scope="audit",
+        tag="audit",
+        summary="Consent statistics: events per action and opt-in rate per purpose per UTC "
         "day/week/month (query: from, to, interval)",
-        "audit",
+    ),
+    SiteRoute(
+        method="GET",
+        path=f"{SITE_PATH}/stats.html",
+        handler=stats.get_stats_page,
+        scope="signed-link",
         tag="audit",
+        summary="Consent statistics as an HTML page with a chart, authorized by a signed link "
+        "(query: from, to, interval, expires, sig; minted by `cmpd stats-url`)",
     ),
     Route(
-        "GET",
-        f"{S}/stats.html",
-        stats.get_stats_page,
-        "Consent statistics as an HTML page with a chart, authorized by a signed link "
-        "(query: from, to, interval, expires, sig; minted by `cmpd stats-url`)",
-        "public",
-        tag="audit",
+        method="GET",
+        path="/healthz",
+        handler=ops.healthz,
+        scope="ops",
+        summary="Process alive",
     ),
-    Route("GET", "/healthz", ops.healthz, "Process alive"),
-    Route("GET", "/readyz", ops.readyz, "Database reachable and schema current"),
-    Route("GET", "/metrics", ops.metrics, "Prometheus metrics"),
-    Route("GET", "/openapi.json", ops.openapi, "This OpenAPI 3.1 document"),
-]
+    Route(
+        method="GET",
+        path="/readyz",
+        handler=ops.readyz,
+        scope="ops",
+        summary="Database reachable and schema current",
+    ),
+    Route(
+        method="GET",
+        path="/metrics",
+        handler=ops.metrics,
+        scope="ops",
+        summary="Prometheus metrics",
+    ),
+    Route(
+        method="GET",
+        path="/openapi.json",
+        handler=ops.openapi,
+        scope="ops",
+        summary="This OpenAPI 3.1 document",
+    ),
+)
 
 
 # Paths on the hot paths: aiohttp tries resources in registration order, so these go
 # first (a stable sort keeps each path's methods together).
-HOT_PATHS = (f"{S}/events", f"{S}/subjects/{{subject_id}}/consent", f"{S}/consent/lookup")
+HOT_PATHS = (
+    f"{SITE_PATH}/events",
+    f"{SITE_PATH}/subjects/{{subject_id}}/consent",
+    f"{SITE_PATH}/consent/lookup",
+)
 
 
-def setup_routes(app: web.Application, extra: list[Route] | None = None) -> None:
-    routes = sorted(ROUTES + (extra or []), key=lambda r: r.path not in HOT_PATHS)
-    for route in routes:
-        app.router.add_route(route.method, route.path, with_context(route.handler, route.path))
+def setup_routes(app: web.Application, routes: Sequence[AnyRoute] = ROUTES) -> None:
+    """Register `routes` (tests pass a changed table), each behind its declared checks."""
+    app[ROUTE_TABLE] = tuple(routes)
+    for route in sorted(routes, key=lambda r: r.path not in HOT_PATHS):
+        app.router.add_route(route.method, route.path, with_context(guarded(route), route.path))
     app.router.add_route("*", "/{tail:.*}", with_context(unmatched, UNMATCHED))

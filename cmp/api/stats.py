@@ -6,21 +6,17 @@ UTC day/week/month over [from, to) — from the same single aggregate query.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 
-from cmp.api.auth import require
+from cmp.api.access import SiteContext
 from cmp.api.json import json_response
-from cmp.api.problems import Problem
-from cmp.api.sites import existing_site, site_id_of
 from cmp.api.stats_page import columns, page_headers, render_page
 from cmp.api.validation import query_problem
-from cmp.appkeys import CATALOG, LONG_READS, SIGNER
-from cmp.stats_links import SIGNED_PARAMS, link_problem
+from cmp.appkeys import CATALOG, LONG_READS
 from cmp.store import stats as stats_store
 from cmp.store.stats import Tally
 from cmp.timerange import RangeError, StatsRange, format_instant, stats_range
@@ -62,26 +58,17 @@ async def _tallies(
         )
 
 
-async def get_stats(request: web.Request) -> web.Response:
-    site_id = site_id_of(request)
-    await require(request, "audit", site_id)
-    await existing_site(request, site_id)
+async def get_stats(request: web.Request, ctx: SiteContext) -> web.Response:
+    site_id = ctx.site.site_id
     rng = resolve_range(request.query, datetime.now(UTC))
     buckets, totals = await _tallies(request, site_id, rng)
     return json_response(report_json(site_id, rng, buckets, totals))
 
 
-async def get_stats_page(request: web.Request) -> web.Response:
-    site_id = site_id_of(request)
-    # The signature comes first: without it, nothing (not even whether the site exists).
-    repeated = any(len(request.query.getall(name, ())) > 1 for name in SIGNED_PARAMS)
-    reason = "the link's signature is not valid" if repeated else None
-    reason = reason or link_problem(
-        request.app[SIGNER].public_key, site_id, request.query, time.time()
-    )
-    if reason is not None:
-        raise Problem(403, reason, code="forbidden")
-    site = await existing_site(request, site_id)
+async def get_stats_page(request: web.Request, ctx: SiteContext) -> web.Response:
+    """Behind a signed link (checked by the route table before the site is looked at)."""
+    site = ctx.site
+    site_id = site.site_id
     rng = resolve_range(request.query, datetime.now(UTC))
     buckets, totals = await _tallies(request, site_id, rng)
     policy = await request.app[CATALOG].current_policy(site_id)

@@ -1,0 +1,100 @@
+"""Operation parameters: path parameters with the patterns the server checks (fullmatch),
+query parameters and headers by operation id."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from cmp.values import API_KEY_ID_PATTERN, SITE_ID_PATTERN, SUBJECT_ID_PATTERN, VERSION_PATTERN
+
+PARAM = re.compile(r"{(\w+)}")
+
+HEX = "[0-9a-fA-F]"
+# Path parameters as the handlers check them (with fullmatch).
+PATH_PARAMS: dict[str, dict[str, Any]] = {
+    "site_id": {"type": "string", "pattern": SITE_ID_PATTERN},
+    "subject_id": {"type": "string", "pattern": SUBJECT_ID_PATTERN},
+    "version": {"type": "string", "pattern": f"^(current|{VERSION_PATTERN[1:-1]})$"},
+    "key_id": {"type": "string", "pattern": API_KEY_ID_PATTERN},
+    # Any other text cannot name a receipt: 404, like an unknown one.
+    "event_id": {
+        "type": "string",
+        "pattern": f"^{HEX}{{8}}-{HEX}{{4}}-{HEX}{{4}}-{HEX}{{4}}-{HEX}{{12}}$",
+    },
+}
+# Tree sizes and leaf indexes: ASCII digits, below 2^62.
+TREE_INT = {"type": "integer", "maximum": (1 << 62) - 1}
+
+# RFC 3339 allows offsets to ±23:59; the server takes ±18:00, as Python and PostgreSQL do.
+OFFSET = "([Zz]|[+-]((0[0-9]|1[0-7]):[0-5][0-9]|18:00))$"
+STAMP = {
+    "type": "string",
+    "anyOf": [{"format": "date-time", "pattern": OFFSET}, {"format": "date"}],
+    "description": "RFC 3339 timestamp (2026-11-21T10:00:00Z) or a date (2026-11-21)",
+}
+# The export reads an empty value as absent.
+STAMP_OR_EMPTY = {**STAMP, "anyOf": [*STAMP["anyOf"], {"const": ""}]}
+
+
+def query(name: str, schema: dict[str, Any], required: bool = False) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": required, "schema": schema}
+
+
+# Query parameters, by operation id.
+QUERY: dict[str, list[dict[str, Any]]] = {
+    "export_events": [
+        query("from", STAMP_OR_EMPTY),
+        query("to", STAMP_OR_EMPTY),
+        query("policy_version", {"type": "string", "pattern": VERSION_PATTERN}),
+        query("subject_id", {"type": "string", "pattern": SUBJECT_ID_PATTERN}),
+        query("format", {"type": "string", "enum": ["jsonl", "csv", "iso27560"]}),
+    ],
+    "get_inclusion": [
+        query("index", {**TREE_INT, "minimum": 0}, required=True),
+        query("size", {**TREE_INT, "minimum": 1}, required=True),
+    ],
+    "get_consistency": [
+        query("from", {**TREE_INT, "minimum": 1}, required=True),
+        query("to", {**TREE_INT, "minimum": 1}, required=True),
+    ],
+    "get_receipt": [
+        query("subject_id", {"type": "string", "pattern": SUBJECT_ID_PATTERN}, required=True),
+        query("format", {"type": "string", "enum": ["json", "iso27560"]}),
+    ],
+    "public_key": [query("site_id", {"type": "string", "pattern": SITE_ID_PATTERN})],
+    "get_stats": [
+        query("from", STAMP),
+        query("to", STAMP),
+        query("interval", {"type": "string", "enum": ["day", "week", "month"]}),
+    ],
+    "get_stats_page": [
+        query("from", STAMP),
+        query("to", STAMP),
+        query("interval", {"type": "string", "enum": ["day", "week", "month"]}),
+        query("expires", {"type": "string", "pattern": "^[0-9]{1,12}$"}, required=True),
+        query("sig", {"type": "string"}, required=True),
+    ],
+    "get_klaro_config": [query("name", {"type": "string"})],
+}
+
+IF_NONE_MATCH = {
+    "name": "If-None-Match",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string"},
+}
+HEADERS: dict[str, list[dict[str, Any]]] = {
+    "get_consent": [IF_NONE_MATCH],
+    "post_lookup": [IF_NONE_MATCH],
+    "get_banner": [IF_NONE_MATCH],
+}
+
+
+def parameters(path: str, name: str) -> list[dict[str, Any]]:
+    """The parameters of the operation `name` on `path`: path, then query, then headers."""
+    in_path = [
+        {"name": p, "in": "path", "required": True, "schema": PATH_PARAMS[p]}
+        for p in PARAM.findall(path)
+    ]
+    return in_path + QUERY.get(name, []) + HEADERS.get(name, [])
