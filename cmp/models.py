@@ -117,9 +117,7 @@ class Service(Strict):
     description: dict[Lang, LongText] = Field(default_factory=dict)
     cookies: list[
         Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=TEXT_PATTERN)]
-    ] = Field(
-        default_factory=list
-    )
+    ] = Field(default_factory=list)
     retention_days: int | None = Field(default=None, ge=0, le=36500)
 
 

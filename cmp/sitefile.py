@@ -88,9 +88,7 @@ async def apply(conn: asyncpg.Connection, sitefile: SiteFile) -> Applied:
 async def _publish_if_changed(conn: asyncpg.Connection, sitefile: SiteFile) -> PolicyVersion | None:
     assert sitefile.policy is not None
     current = await site_store.select_current_policy(conn, sitefile.site_id)
-    if current is not None and current.content_sha256 == content_sha256(
-        sitefile.policy.document()
-    ):
+    if current is not None and current.content_sha256 == content_sha256(sitefile.policy.document()):
         return None
     material = sitefile.material
     if material is None:

@@ -44,33 +44,67 @@ RESERVE_S = 15.0  # count check, reports, teardown (the export is estimated apar
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m loadtest", description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true",
-                   help="smoke run of about a minute: 1 round, c=64, 20k subjects")
-    p.add_argument("--duration", type=int, default=None,
-                   help="seconds per measured run (default: fitted to --budget, 2–8)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run of about a minute: 1 round, c=64, 20k subjects",
+    )
+    p.add_argument(
+        "--duration",
+        type=int,
+        default=None,
+        help="seconds per measured run (default: fitted to --budget, 2–8)",
+    )
     p.add_argument("--rounds", type=int, default=None, help="A/B rounds (default 3; quick 1)")
-    p.add_argument("--budget", type=float, default=None,
-                   help="wall-clock seconds the whole run should fit (default 300; quick 60)")
-    p.add_argument("--subjects", type=int, default=None,
-                   help="subjects to pre-fill (default 1,000,000; quick 20,000)")
-    p.add_argument("--concurrency", default=None,
-                   help="comma-separated wrk connection counts (default 64,256; quick 64)")
-    p.add_argument("--scenarios", default=",".join(s.name for s in SCENARIOS),
-                   help="comma-separated subset of: " + ", ".join(s.name for s in SCENARIOS))
+    p.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        help="wall-clock seconds the whole run should fit (default 300; quick 60)",
+    )
+    p.add_argument(
+        "--subjects",
+        type=int,
+        default=None,
+        help="subjects to pre-fill (default 1,000,000; quick 20,000)",
+    )
+    p.add_argument(
+        "--concurrency",
+        default=None,
+        help="comma-separated wrk connection counts (default 64,256; quick 64)",
+    )
+    p.add_argument(
+        "--scenarios",
+        default=",".join(s.name for s in SCENARIOS),
+        help="comma-separated subset of: " + ", ".join(s.name for s in SCENARIOS),
+    )
     p.add_argument("--workers", type=int, default=1, help="cmp worker processes")
-    p.add_argument("--prefill-workers", type=int, default=None,
-                   help="cmp workers during the pre-fill (default: --workers, same server); "
-                        "when different, the measured cmp is started afresh after it")
+    p.add_argument(
+        "--prefill-workers",
+        type=int,
+        default=None,
+        help="cmp workers during the pre-fill (default: --workers, same server); "
+        "when different, the measured cmp is started afresh after it",
+    )
     p.add_argument("--prefill-connections", type=int, default=16)
-    p.add_argument("--profile", action="store_true",
-                   help="one more ingest-1 run at c=256 under py-spy; prints the top functions")
-    p.add_argument("--topology", action="store_true",
-                   help="instead: ingest-1 through --workers 3, three instances behind nginx "
-                        "and the same through PgBouncer (needs nginx, pgbouncer)")
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="one more ingest-1 run at c=256 under py-spy; prints the top functions",
+    )
+    p.add_argument(
+        "--topology",
+        action="store_true",
+        help="instead: ingest-1 through --workers 3, three instances behind nginx "
+        "and the same through PgBouncer (needs nginx, pgbouncer)",
+    )
     p.add_argument("--data-dir", type=Path, default=ROOT / ".data" / "bench")
-    p.add_argument("--out", type=Path, default=None,
-                   help="results file (default loadtest/results/latest.json; quick: "
-                        "DATA_DIR/quick.json)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="results file (default loadtest/results/latest.json; quick: DATA_DIR/quick.json)",
+    )
     args = p.parse_args(argv)
     quick = args.quick
     if args.topology:
@@ -82,15 +116,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.prefill_workers = args.prefill_workers or args.workers
     args.budget = args.budget or (60.0 if quick else 300.0)
     args.subjects = args.subjects or (20_000 if quick else 1_000_000)
-    args.concurrency = [int(c) for c in (args.concurrency or ("64" if quick else "64,256"))
-                        .split(",")]
+    args.concurrency = [
+        int(c) for c in (args.concurrency or ("64" if quick else "64,256")).split(",")
+    ]
     names = args.scenarios.split(",")
     unknown = set(names) - {s.name for s in SCENARIOS}
     if unknown:
         p.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
     args.scenario_list = [s for s in SCENARIOS if s.name in names]
-    args.out = args.out or (args.data_dir / "quick.json" if quick
-                            else report.RESULTS / "latest.json")
+    args.out = args.out or (
+        args.data_dir / "quick.json" if quick else report.RESULTS / "latest.json"
+    )
     return args
 
 
@@ -99,12 +135,18 @@ def fit_duration(args: argparse.Namespace, elapsed: float, export: bool) -> int:
     if args.duration:
         return int(args.duration)
     cells = len(args.scenario_list) * len(args.concurrency) * 2 * args.rounds
-    ingest_cells = cells * sum(1 for s in args.scenario_list if s.events_per_request) / max(
-        1, len(args.scenario_list))
+    ingest_cells = (
+        cells
+        * sum(1 for s in args.scenario_list if s.events_per_request)
+        / max(1, len(args.scenario_list))
+    )
     half_rate_runs = 4
     left = args.budget - elapsed - RESERVE_S - (args.subjects / 100_000 if export else 0)
-    fixed = (cells * OVERHEAD_PER_RUN_S + ingest_cells * GRACE_SECONDS
-             + half_rate_runs * HALF_RATE_EXTRA_S)
+    fixed = (
+        cells * OVERHEAD_PER_RUN_S
+        + ingest_cells * GRACE_SECONDS
+        + half_rate_runs * HALF_RATE_EXTRA_S
+    )
     fitted: int = math.floor((left - fixed) / (cells + half_rate_runs))
     return max(2, min(8, fitted))
 
@@ -128,14 +170,18 @@ async def bench(args: argparse.Namespace, procs: servers.Processes) -> int:
     started = time.perf_counter()
     machine = report.machine()  # the git revision cmp is started from
     wrk = servers.ensure_wrk()
-    say(f"loadtest: {'quick' if args.quick else 'full'} run, {args.rounds} round(s), "
+    say(
+        f"loadtest: {'quick' if args.quick else 'full'} run, {args.rounds} round(s), "
         f"c={','.join(map(str, args.concurrency))}, {args.subjects:,} subjects, "
-        f"{args.workers} cmp worker(s)")
+        f"{args.workers} cmp worker(s)"
+    )
     busy = os.getloadavg()[0]
     if busy > 0.5 * (os.cpu_count() or 1):
-        say(f"note: the machine is already busy (load average {busy:.1f} on {os.cpu_count()} "
+        say(
+            f"note: the machine is already busy (load average {busy:.1f} on {os.cpu_count()} "
             "CPUs): absolute req/s will be low and noisy; the ratios to the reference "
-            "(measured in alternating rounds) and CPU µs/req drift less")
+            "(measured in alternating rounds) and CPU µs/req drift less"
+        )
     pg = servers.start_postgres(args.data_dir)
     server_dsn = str(pg.get_uri())
     await drop_stale_databases(server_dsn)
@@ -149,12 +195,19 @@ async def bench(args: argparse.Namespace, procs: servers.Processes) -> int:
         say(f"postgres: dropped {db_name}")
 
 
-async def start_cmp(procs: servers.Processes, session: aiohttp.ClientSession, name: str,
-                    workers: int, dsn: str, admin_key: str, data_dir: Path
-                    ) -> tuple[subprocess.Popen[bytes], str] | None:
+async def start_cmp(
+    procs: servers.Processes,
+    session: aiohttp.ClientSession,
+    name: str,
+    workers: int,
+    dsn: str,
+    admin_key: str,
+    data_dir: Path,
+) -> tuple[subprocess.Popen[bytes], str] | None:
     port = servers.free_port()
-    proc = procs.start(name, servers.cmp_argv(workers),
-                       servers.cmp_env(dsn, port, admin_key, data_dir / "cmp"))
+    proc = procs.start(
+        name, servers.cmp_argv(workers), servers.cmp_env(dsn, port, admin_key, data_dir / "cmp")
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         await servers.wait_ready(session, f"{base}/readyz", proc)
@@ -164,23 +217,35 @@ async def start_cmp(procs: servers.Processes, session: aiohttp.ClientSession, na
     return proc, base
 
 
-async def run_prefill(args: argparse.Namespace, session: aiohttp.ClientSession, base: str,
-                      server: Server) -> tuple[seed.PrefillResult, dict[str, Any]]:
-    say(f"prefill: {args.subjects:,} subjects in batches of {seed.BATCH} over "
-        f"{args.prefill_connections} connections, cmp with {args.prefill_workers} worker(s) ...")
+async def run_prefill(
+    args: argparse.Namespace, session: aiohttp.ClientSession, base: str, server: Server
+) -> tuple[seed.PrefillResult, dict[str, Any]]:
+    say(
+        f"prefill: {args.subjects:,} subjects in batches of {seed.BATCH} over "
+        f"{args.prefill_connections} connections, cmp with {args.prefill_workers} worker(s) ..."
+    )
     meter = Meter(server)
     meter.start()
     result = await seed.prefill(session, base, args.subjects, args.prefill_connections)
     cost = await meter.stop(result.accepted)
     cost["workers"] = args.prefill_workers
-    say(f"prefill: {result.accepted:,} events in {result.seconds:.1f} s = "
+    say(
+        f"prefill: {result.accepted:,} events in {result.seconds:.1f} s = "
         f"{result.events_per_second:,.0f} events/s ({cost['cpu_us_per_req']:.0f} µs cmp CPU "
-        f"+ {cost['db_cpu_us_per_req']:.0f} µs PG CPU per event)")
+        f"+ {cost['db_cpu_us_per_req']:.0f} µs PG CPU per event)"
+    )
     return result, cost
 
 
-async def bench_on(args: argparse.Namespace, procs: servers.Processes, wrk: str, dsn: str,
-                   pg_pid: int, started: float, machine: dict[str, Any]) -> int:
+async def bench_on(
+    args: argparse.Namespace,
+    procs: servers.Processes,
+    wrk: str,
+    dsn: str,
+    pg_pid: int,
+    started: float,
+    machine: dict[str, Any],
+) -> int:
     admin_key = "cmp_live_root_" + secrets.token_urlsafe(32)
     ref_port = servers.free_port()
     ref_proc = procs.start("reference", servers.reference_argv(ref_port))
@@ -196,8 +261,15 @@ async def bench_on(args: argparse.Namespace, procs: servers.Processes, wrk: str,
         # The pre-fill may use more workers than the measured server (it is the slow
         # part of the run); the measured cmp then starts fresh on the filled database.
         separate = args.prefill_workers != args.workers
-        started_cmp = await start_cmp(procs, session, "cmp-prefill" if separate else "cmp",
-                                      args.prefill_workers, dsn, admin_key, args.data_dir)
+        started_cmp = await start_cmp(
+            procs,
+            session,
+            "cmp-prefill" if separate else "cmp",
+            args.prefill_workers,
+            dsn,
+            admin_key,
+            args.data_dir,
+        )
         if started_cmp is None:
             return 1
         cmp_proc, cmp_base = started_cmp
@@ -209,30 +281,40 @@ async def bench_on(args: argparse.Namespace, procs: servers.Processes, wrk: str,
         say(f"settle: VACUUM ANALYZE after the pre-fill took {await counts.settle(dsn):.1f} s")
         if separate:
             procs.stop([cmp_proc])
-            started_cmp = await start_cmp(procs, session, "cmp", args.workers, dsn, admin_key,
-                                          args.data_dir)
+            started_cmp = await start_cmp(
+                procs, session, "cmp", args.workers, dsn, admin_key, args.data_dir
+            )
             if started_cmp is None:
                 return 1
             cmp_proc, cmp_base = started_cmp
-        say(f"cmp: measured on {cmp_base} (pid {cmp_proc.pid}, {args.workers} worker(s)); "
-            f"reference on http://127.0.0.1:{ref_port}")
+        say(
+            f"cmp: measured on {cmp_base} (pid {cmp_proc.pid}, {args.workers} worker(s)); "
+            f"reference on http://127.0.0.1:{ref_port}"
+        )
         cmp = Server("cmp", int(cmp_base.rsplit(":", 1)[1]), cmp_proc.pid, db_pid=pg_pid)
-        load = LoadConfig(site=seed.SITE_ID, origin=seed.ORIGIN, read_key=keys.read,
-                          subjects=args.subjects)
+        load = LoadConfig(
+            site=seed.SITE_ID, origin=seed.ORIGIN, read_key=keys.read, subjects=args.subjects
+        )
         whole = RssSampler(cmp.worker_pids(), interval=0.5).start()
 
         can_export = await export_available(session, cmp_base)
         duration = fit_duration(args, time.perf_counter() - started, can_export)
-        say(f"runs: {duration} s each (ingest +{GRACE_SECONDS} s grace, so that every request "
-            f"sent is answered and counted)")
+        say(
+            f"runs: {duration} s each (ingest +{GRACE_SECONDS} s grace, so that every request "
+            f"sent is answered and counted)"
+        )
         runs = await run_matrix(args, wrk, cmp, ref, load, duration)
         half = await run_half_rate(runs, cmp, ref, load, duration)
         profiled = await run_profile(args, wrk, cmp, load, duration)
 
-        ingest = [r for r in runs + half + profiled.get("runs", [])
-                  if r["server"] == "cmp" and r["events_per_request"]]
-        total, by_nonce = await counts.stored_counts(dsn, seed.SITE_ID,
-                                                     [r["nonce"] for r in ingest])
+        ingest = [
+            r
+            for r in runs + half + profiled.get("runs", [])
+            if r["server"] == "cmp" and r["events_per_request"]
+        ]
+        total, by_nonce = await counts.stored_counts(
+            dsn, seed.SITE_ID, [r["nonce"] for r in ingest]
+        )
         checked = counts.check(prefill.accepted, ingest, total, by_nonce)
         if can_export:
             say("export: streaming the whole log ...")
@@ -251,37 +333,67 @@ async def bench_on(args: argparse.Namespace, procs: servers.Processes, wrk: str,
     say(report.table(rows))
     say("\n## Open loop at half of cmp's best rate (loadtest/openloop.py)\n")
     say(report.half_rate_table(half))
-    say(f"\nbatch ingest (prefill, {args.prefill_workers} worker(s), "
+    say(
+        f"\nbatch ingest (prefill, {args.prefill_workers} worker(s), "
         f"{args.prefill_connections} connections): {prefill.accepted:,} events in "
         f"{prefill.seconds:.1f} s = {prefill.events_per_second:,.0f} events/s, "
-        f"{prefill_cost['cpu_us_per_req']:.0f} µs cmp CPU/event")
-    say(f"stored events: {checked['stored']:,}, acknowledged: {checked['acknowledged']:,} "
+        f"{prefill_cost['cpu_us_per_req']:.0f} µs cmp CPU/event"
+    )
+    say(
+        f"stored events: {checked['stored']:,}, acknowledged: {checked['acknowledged']:,} "
         f"over prefill + {checked['runs_checked']} ingest runs -> "
-        + ("OK: nothing lost, nothing doubled" if checked["ok"]
-           else "MISMATCH: " + "; ".join(checked["problems"]))
-        + ("" if checked["exact_counting"] else " (some requests unanswered: range check)"))
+        + (
+            "OK: nothing lost, nothing doubled"
+            if checked["ok"]
+            else "MISMATCH: " + "; ".join(checked["problems"])
+        )
+        + ("" if checked["exact_counting"] else " (some requests unanswered: range check)")
+    )
     say(report.export_line(export))
     say("\n## Targets\n")
     say(report.targets_table(found))
-    say(f"\nwall time: {wall:.0f} s"
-        + (f" (over the {args.budget:.0f} s budget)" if wall > args.budget else ""))
-    report.write_json({
-        "machine": {**machine, "loadavg_at_end": os.getloadavg()},
-        "config": {"rounds": args.rounds, "duration_s": duration, "grace_s": GRACE_SECONDS,
-                   "concurrency": args.concurrency, "subjects": args.subjects,
-                   "workers": args.workers, "prefill_workers": args.prefill_workers,
-                   "quick": args.quick, "scenarios": [s.name for s in args.scenario_list],
-                   "prefill_connections": args.prefill_connections, "budget_s": args.budget},
-        "prefill": {"events": prefill.accepted, "duplicates": prefill.duplicates,
-                    "seconds": round(prefill.seconds, 2),
-                    "events_per_s": round(prefill.events_per_second, 1), **prefill_cost},
-        "summary": rows, "runs": runs, "half_rate": half, "counts": checked, "export": export,
-        "profile": profiled.get("profile"),
-        "rss_peak_per_worker_mib": round(rss_peak, 1),
-        "targets": [{"name": t.name, "wanted": t.wanted, "measured": t.measured,
-                     "verdict": t.verdict} for t in found],
-        "wall_s": round(wall, 1),
-    }, args.out)
+    say(
+        f"\nwall time: {wall:.0f} s"
+        + (f" (over the {args.budget:.0f} s budget)" if wall > args.budget else "")
+    )
+    report.write_json(
+        {
+            "machine": {**machine, "loadavg_at_end": os.getloadavg()},
+            "config": {
+                "rounds": args.rounds,
+                "duration_s": duration,
+                "grace_s": GRACE_SECONDS,
+                "concurrency": args.concurrency,
+                "subjects": args.subjects,
+                "workers": args.workers,
+                "prefill_workers": args.prefill_workers,
+                "quick": args.quick,
+                "scenarios": [s.name for s in args.scenario_list],
+                "prefill_connections": args.prefill_connections,
+                "budget_s": args.budget,
+            },
+            "prefill": {
+                "events": prefill.accepted,
+                "duplicates": prefill.duplicates,
+                "seconds": round(prefill.seconds, 2),
+                "events_per_s": round(prefill.events_per_second, 1),
+                **prefill_cost,
+            },
+            "summary": rows,
+            "runs": runs,
+            "half_rate": half,
+            "counts": checked,
+            "export": export,
+            "profile": profiled.get("profile"),
+            "rss_peak_per_worker_mib": round(rss_peak, 1),
+            "targets": [
+                {"name": t.name, "wanted": t.wanted, "measured": t.measured, "verdict": t.verdict}
+                for t in found
+            ],
+            "wall_s": round(wall, 1),
+        },
+        args.out,
+    )
     say(f"results: {args.out}")
     return 0 if checked["ok"] else 1
 

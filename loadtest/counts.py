@@ -20,11 +20,14 @@ async def stored_counts(dsn: str, site: str, nonces: list[str]) -> tuple[int, di
     conn = await asyncpg.connect(dsn)
     try:
         total: int = await conn.fetchval(
-            "SELECT count(*) FROM consent_events WHERE site_id = $1", site)
+            "SELECT count(*) FROM consent_events WHERE site_id = $1", site
+        )
         rows = await conn.fetch(
             "SELECT left(event_id::text, 8) AS nonce, count(*) AS n FROM consent_events"
             " WHERE site_id = $1 AND left(event_id::text, 8) = any($2::text[]) GROUP BY 1",
-            site, nonces)
+            site,
+            nonces,
+        )
     finally:
         await conn.close()
     return total, {r["nonce"]: r["n"] for r in rows}
@@ -40,8 +43,9 @@ def _exact(run: dict[str, Any]) -> bool:
     return bool(run["unanswered"] == 0 and run["connection_errors"] == 0)
 
 
-def check(prefill_accepted: int, ingest_runs: list[dict[str, Any]], total: int,
-          by_nonce: dict[str, int]) -> dict[str, Any]:
+def check(
+    prefill_accepted: int, ingest_runs: list[dict[str, Any]], total: int, by_nonce: dict[str, int]
+) -> dict[str, Any]:
     """Per-run and overall verdicts; marks each run dict with `stored`."""
     problems = []
     for run in ingest_runs:
@@ -50,19 +54,26 @@ def check(prefill_accepted: int, ingest_runs: list[dict[str, Any]], total: int,
         acked = run["events_2xx"]
         if _exact(run):
             if stored != acked:
-                problems.append(f"{run['scenario']} c={run.get('connections')} nonce "
-                                f"{run['nonce']}: {acked} acknowledged, {stored} stored")
+                problems.append(
+                    f"{run['scenario']} c={run.get('connections')} nonce "
+                    f"{run['nonce']}: {acked} acknowledged, {stored} stored"
+                )
         elif not acked <= stored <= _sent_events(run):
-            problems.append(f"{run['scenario']} nonce {run['nonce']}: {acked} acknowledged, "
-                            f"{stored} stored, {_sent_events(run)} sent")
+            problems.append(
+                f"{run['scenario']} nonce {run['nonce']}: {acked} acknowledged, "
+                f"{stored} stored, {_sent_events(run)} sent"
+            )
     in_runs = sum(by_nonce.values())
     if total - in_runs != prefill_accepted:
         problems.append(f"prefill: {prefill_accepted} acknowledged, {total - in_runs} stored")
     acknowledged = prefill_accepted + sum(r["events_2xx"] for r in ingest_runs)
     return {
-        "stored": total, "acknowledged": acknowledged,
+        "stored": total,
+        "acknowledged": acknowledged,
         "exact_counting": all(_exact(r) for r in ingest_runs),
-        "runs_checked": len(ingest_runs), "problems": problems, "ok": not problems,
+        "runs_checked": len(ingest_runs),
+        "problems": problems,
+        "ok": not problems,
     }
 
 

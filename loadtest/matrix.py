@@ -16,8 +16,9 @@ from loadtest.report import say
 from loadtest.runner import LoadConfig, Server, run_open_loop, run_wrk
 
 
-async def run_matrix(args: argparse.Namespace, wrk: str, cmp: Server, ref: Server,
-                     load: LoadConfig, duration: int) -> list[dict[str, Any]]:
+async def run_matrix(
+    args: argparse.Namespace, wrk: str, cmp: Server, ref: Server, load: LoadConfig, duration: int
+) -> list[dict[str, Any]]:
     """Every scenario × concurrency, cmp and reference alternating first each round."""
     runs = []
     cell = 0
@@ -30,12 +31,17 @@ async def run_matrix(args: argparse.Namespace, wrk: str, cmp: Server, ref: Serve
                     result = await run_wrk(wrk, server, scenario, conc, duration, load)
                     result["round"] = rnd + 1
                     runs.append(result)
-                    say(f"  round {rnd + 1} {scenario.name:<10} c={conc:<4} {server.name:<9} "
+                    say(
+                        f"  round {rnd + 1} {scenario.name:<10} c={conc:<4} {server.name:<9} "
                         f"{result['rps']:>9,.0f} req/s  p99 {result['p99_ms']:6.1f} ms  "
                         f"{result['cpu_us_per_req']:5.0f} µs/req"
                         + (f"  non-2xx {result['non_2xx']}" if result["non_2xx"] else "")
-                        + ("" if result["exact"] or not scenario.events_per_request
-                           else "  (some requests unanswered)"))
+                        + (
+                            ""
+                            if result["exact"] or not scenario.events_per_request
+                            else "  (some requests unanswered)"
+                        )
+                    )
     return runs
 
 
@@ -43,15 +49,19 @@ def best_rps(runs: list[dict[str, Any]], scenario: str) -> float:
     """cmp's best median req/s over the concurrencies of one scenario."""
     medians = []
     for conc in {r["connections"] for r in runs}:
-        found = sorted(r["rps"] for r in runs if r["server"] == "cmp"
-                       and r["scenario"] == scenario and r["connections"] == conc)
+        found = sorted(
+            r["rps"]
+            for r in runs
+            if r["server"] == "cmp" and r["scenario"] == scenario and r["connections"] == conc
+        )
         if found:
             medians.append(found[len(found) // 2])
     return max(medians, default=0.0)
 
 
-async def run_half_rate(runs: list[dict[str, Any]], cmp: Server, ref: Server,
-                        load: LoadConfig, duration: int) -> list[dict[str, Any]]:
+async def run_half_rate(
+    runs: list[dict[str, Any]], cmp: Server, ref: Server, load: LoadConfig, duration: int
+) -> list[dict[str, Any]]:
     """Open-loop runs at half of cmp's best closed-loop rate, same rate for both servers."""
     out = []
     for scenario, source in (("single", "ingest-1"), ("state", "state")):
@@ -61,13 +71,16 @@ async def run_half_rate(runs: list[dict[str, Any]], cmp: Server, ref: Server,
         for server in (cmp, ref):
             result = await run_open_loop(server, scenario, rate, duration, load)
             out.append(result)
-            say(f"  half rate {scenario:<6} {server.name:<9} {result['achieved_rate']:>7,.0f}"
-                f" req/s  p50 {result['p50_ms']:5.1f} ms  p99 {result['p99_ms']:6.1f} ms")
+            say(
+                f"  half rate {scenario:<6} {server.name:<9} {result['achieved_rate']:>7,.0f}"
+                f" req/s  p50 {result['p50_ms']:5.1f} ms  p99 {result['p99_ms']:6.1f} ms"
+            )
     return out
 
 
-async def run_profile(args: argparse.Namespace, wrk: str, cmp: Server, load: LoadConfig,
-                      duration: int) -> dict[str, Any]:
+async def run_profile(
+    args: argparse.Namespace, wrk: str, cmp: Server, load: LoadConfig, duration: int
+) -> dict[str, Any]:
     if not args.profile:
         return {}
     py_spy = profile.find_py_spy()

@@ -86,16 +86,20 @@ def request_maker(args: argparse.Namespace) -> Callable[[], bytes]:
     counter = 0
     if args.scenario == "single":
         path = f"/v1/sites/{args.site}/events"
-        head = (f"POST {path} HTTP/1.1\r\n{host}Origin: {args.origin}\r\n"
-                "Content-Type: application/json\r\n")
+        head = (
+            f"POST {path} HTTP/1.1\r\n{host}Origin: {args.origin}\r\n"
+            "Content-Type: application/json\r\n"
+        )
 
         def single() -> bytes:
             nonlocal counter
             counter += 1
             # The first 8 hex digits are the run's nonce: the harness counts per run.
             event_id = f"{args.nonce:08x}{str(uuid.uuid4())[8:]}"
-            body = (f'{{"event_id":"{event_id}","subject_id":"o-{args.nonce:x}-{counter}",'
-                    '"policy_version":1,"action":"accept_all"}').encode()
+            body = (
+                f'{{"event_id":"{event_id}","subject_id":"o-{args.nonce:x}-{counter}",'
+                '"policy_version":1,"action":"accept_all"}'
+            ).encode()
             return f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body
 
         return single
@@ -104,8 +108,10 @@ def request_maker(args: argparse.Namespace) -> Callable[[], bytes]:
 
         def state() -> bytes:
             subject = random.randrange(args.subjects)
-            return (f"GET /v1/sites/{args.site}/subjects/s-{subject}/consent HTTP/1.1\r\n"
-                    f"{host}{auth}\r\n").encode()
+            return (
+                f"GET /v1/sites/{args.site}/subjects/s-{subject}/consent HTTP/1.1\r\n"
+                f"{host}{auth}\r\n"
+            ).encode()
 
         return state
     raise SystemExit(f"unknown scenario {args.scenario}")

@@ -41,8 +41,11 @@ def fold(raw: str, top: int = 15) -> dict[str, Any]:
         stack, _, count = line.rpartition(" ")
         if not stack or not count.isdigit():
             continue
-        frames = [LINE_NO.sub(")", f) for f in stack.split(";")
-                  if not f.startswith(("process ", "thread "))]
+        frames = [
+            LINE_NO.sub(")", f)
+            for f in stack.split(";")
+            if not f.startswith(("process ", "thread "))
+        ]
         if not frames:
             continue
         n = int(count)
@@ -53,25 +56,40 @@ def fold(raw: str, top: int = 15) -> dict[str, Any]:
     if not total:
         return {"samples": 0, "self": [], "inclusive": []}
 
-    def share(counter: Counter[str], only: re.Pattern[str] | None = None
-              ) -> list[tuple[str, float]]:
+    def share(
+        counter: Counter[str], only: re.Pattern[str] | None = None
+    ) -> list[tuple[str, float]]:
         found = [(f, n) for f, n in counter.most_common() if only is None or only.search(f)]
         return [(f, round(100 * n / total, 1)) for f, n in found[:top]]
 
     return {"samples": total, "self": share(own), "inclusive": share(anywhere, CMP_FRAME)}
 
 
-async def profile_ingest(py_spy: str, wrk: str, server: Server, load: LoadConfig,
-                         duration: int) -> tuple[dict[str, Any], dict[str, Any]]:
+async def profile_ingest(
+    py_spy: str, wrk: str, server: Server, load: LoadConfig, duration: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """The wrk result of the profiled run and the folded profile."""
     scenario = next(s for s in SCENARIOS if s.name == "ingest-1")
     pid = server.worker_pids()[0]
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "profile.raw"
         spy = await asyncio.create_subprocess_exec(
-            py_spy, "record", "-p", str(pid), "-d", str(duration), "-r", str(SAMPLE_RATE),
-            "-f", "raw", "-o", str(out), stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE, start_new_session=True)
+            py_spy,
+            "record",
+            "-p",
+            str(pid),
+            "-d",
+            str(duration),
+            "-r",
+            str(SAMPLE_RATE),
+            "-f",
+            "raw",
+            "-o",
+            str(out),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+        )
         try:
             result = await run_wrk(wrk, server, scenario, 256, duration, load)
             _, err = await asyncio.wait_for(spy.communicate(), duration + 30)
@@ -88,8 +106,11 @@ async def profile_ingest(py_spy: str, wrk: str, server: Server, load: LoadConfig
 def format_profile(folded: dict[str, Any]) -> str:
     if "error" in folded:
         return f"profile failed: {folded['error']}"
-    lines = [f"py-spy: {folded['samples']} samples at {SAMPLE_RATE} Hz (share of busy samples)",
-             "", "self (top of stack):"]
+    lines = [
+        f"py-spy: {folded['samples']} samples at {SAMPLE_RATE} Hz (share of busy samples)",
+        "",
+        "self (top of stack):",
+    ]
     lines += [f"  {pct:5.1f}%  {frame}" for frame, pct in folded["self"]]
     lines += ["", "inclusive, cmp's own functions:"]
     lines += [f"  {pct:5.1f}%  {frame}" for frame, pct in folded["inclusive"]]

@@ -48,8 +48,12 @@ def event_id(n: int) -> str:
 
 def batch(first: int, count: int) -> bytes:
     events = [
-        {"event_id": event_id(n), "subject_id": f"s-{n}", "policy_version": 1,
-         "action": ("accept_all", "reject_all")[n % 2]}
+        {
+            "event_id": event_id(n),
+            "subject_id": f"s-{n}",
+            "policy_version": 1,
+            "action": ("accept_all", "reject_all")[n % 2],
+        }
         for n in range(first, first + count)
     ]
     return json.dumps({"events": events}).encode()
@@ -73,8 +77,9 @@ def summary(ms: list[float], sizes: list[int] | None = None) -> dict[str, Any]:
     return out
 
 
-async def prefill(session: aiohttp.ClientSession, base: str, records: int,
-                  connections: int) -> float:
+async def prefill(
+    session: aiohttp.ClientSession, base: str, records: int, connections: int
+) -> float:
     url = f"{base}/v1/sites/{seed.SITE_ID}/events"
     starts = iter(range(0, records, seed.BATCH))
     started = time.perf_counter()
@@ -102,14 +107,19 @@ async def prefill(session: aiohttp.ClientSession, base: str, records: int,
     return time.perf_counter() - started
 
 
-async def probe(session: aiohttp.ClientSession, base: str, stop: asyncio.Event,
-                delays: list[float]) -> None:
+async def probe(
+    session: aiohttp.ClientSession, base: str, stop: asyncio.Event, delays: list[float]
+) -> None:
     """A fresh event every 0.5 s; its receipt polled until it is there."""
     site = f"{base}/v1/sites/{seed.SITE_ID}"
 
     async def one() -> None:
-        ev = {"event_id": str(uuid.uuid4()), "subject_id": f"probe-{secrets.token_hex(6)}",
-              "policy_version": 1, "action": "accept_all"}
+        ev = {
+            "event_id": str(uuid.uuid4()),
+            "subject_id": f"probe-{secrets.token_hex(6)}",
+            "policy_version": 1,
+            "action": "accept_all",
+        }
         async with session.post(f"{site}/events", json=ev, headers={"Origin": seed.ORIGIN}) as r:
             if r.status != 201:
                 return
@@ -129,8 +139,9 @@ async def probe(session: aiohttp.ClientSession, base: str, stop: asyncio.Event,
     await asyncio.gather(*pending)
 
 
-async def timed_gets(session: aiohttp.ClientSession, urls: list[str], headers: dict[str, str],
-                     concurrency: int) -> tuple[list[float], list[int], int]:
+async def timed_gets(
+    session: aiohttp.ClientSession, urls: list[str], headers: dict[str, str], concurrency: int
+) -> tuple[list[float], list[int], int]:
     queue = iter(urls)
     ms: list[float] = []
     sizes: list[int] = []
@@ -155,8 +166,11 @@ async def timed_gets(session: aiohttp.ClientSession, urls: list[str], headers: d
 async def metric(session: aiohttp.ClientSession, base: str, name: str) -> dict[str, float]:
     async with session.get(f"{base}/metrics") as r:
         text = await r.text()
-    return {line.split(" ")[0]: float(line.split(" ")[1])
-            for line in text.splitlines() if line.startswith(name)}
+    return {
+        line.split(" ")[0]: float(line.split(" ")[1])
+        for line in text.splitlines()
+        if line.startswith(name)
+    }
 
 
 async def run(args: argparse.Namespace, procs: servers.Processes) -> dict[str, Any]:
@@ -181,11 +195,14 @@ async def run(args: argparse.Namespace, procs: servers.Processes) -> dict[str, A
                 # Hold the tree lock: the job skips, the whole pre-fill becomes a backlog.
                 holder = await asyncpg.connect(dsn)
                 await holder.execute("SELECT pg_advisory_lock($1)", TREE_LOCK)
-            say(f"prefill: {args.records:,} events with the tree job every {args.interval} s"
-                f"{' held off (backlog)' if args.backlog else ''} ...")
+            say(
+                f"prefill: {args.records:,} events with the tree job every {args.interval} s"
+                f"{' held off (backlog)' if args.backlog else ''} ..."
+            )
             stop, delays = asyncio.Event(), []
-            prober = None if args.backlog else asyncio.create_task(
-                probe(session, base, stop, delays))
+            prober = (
+                None if args.backlog else asyncio.create_task(probe(session, base, stop, delays))
+            )
             seconds = await prefill(session, base, args.records, 16)
             stop.set()
             if holder is not None:
@@ -193,8 +210,10 @@ async def run(args: argparse.Namespace, procs: servers.Processes) -> dict[str, A
             load_end = time.perf_counter()
             if prober is not None:
                 await prober
-            result["prefill"] = {"seconds": round(seconds, 1),
-                                 "events_per_s": round(args.records / seconds)}
+            result["prefill"] = {
+                "seconds": round(seconds, 1),
+                "events_per_s": round(args.records / seconds),
+            }
             result["probe_delay"] = summary([1000 * d for d in delays])
             hist = await metric(session, base, "cmp_log_integration_delay_seconds")
             result["server_delay_histogram"] = hist
@@ -204,7 +223,9 @@ async def run(args: argparse.Namespace, procs: servers.Processes) -> dict[str, A
                 while True:
                     row = await conn.fetchrow(
                         "SELECT t.head_size, h.seq FROM log_heads h JOIN log_trees t "
-                        "USING (site_id) WHERE site_id = $1", seed.SITE_ID)
+                        "USING (site_id) WHERE site_id = $1",
+                        seed.SITE_ID,
+                    )
                     if row and row["head_size"] == row["seq"]:
                         break
                     await asyncio.sleep(0.05)
@@ -213,12 +234,15 @@ async def run(args: argparse.Namespace, procs: servers.Processes) -> dict[str, A
                 if args.backlog:
                     result["backlog_records_per_s"] = round(row["seq"] / caught_up)
                 size = row["seq"]
-                kept = [r["size"] for r in await conn.fetch(
-                    "SELECT size FROM log_tree_heads WHERE site_id = $1 ORDER BY size",
-                    seed.SITE_ID)]
+                kept = [
+                    r["size"]
+                    for r in await conn.fetch(
+                        "SELECT size FROM log_tree_heads WHERE site_id = $1 ORDER BY size",
+                        seed.SITE_ID,
+                    )
+                ]
                 tile_rows = await conn.fetchval("SELECT count(*) FROM log_tiles")
-                tile_bytes = await conn.fetchval(
-                    "SELECT pg_total_relation_size('log_tiles')")
+                tile_bytes = await conn.fetchval("SELECT pg_total_relation_size('log_tiles')")
             finally:
                 await conn.close()
             result["tree_size"] = size
@@ -232,18 +256,32 @@ async def run(args: argparse.Namespace, procs: servers.Processes) -> dict[str, A
             urls = [f"{site}/log/proof/inclusion?index={n}&size={size}" for n in picks]
             ms, sizes, errors = await timed_gets(session, urls, audit, args.concurrency)
             result["inclusion"] = {**summary(ms, sizes), "errors": errors}
-            pairs = [(a, b) for i, a in enumerate(kept) for b in kept[i + 1:]] or [(1, size)]
-            urls = [f"{site}/log/proof/consistency?from={a}&to={b}"
-                    for a, b in (rng.choice(pairs) for _ in range(args.samples // 5))]
+            pairs = [(a, b) for i, a in enumerate(kept) for b in kept[i + 1 :]] or [(1, size)]
+            urls = [
+                f"{site}/log/proof/consistency?from={a}&to={b}"
+                for a, b in (rng.choice(pairs) for _ in range(args.samples // 5))
+            ]
             ms, sizes, errors = await timed_gets(session, urls, audit, args.concurrency)
-            result["consistency"] = {**summary(ms, sizes), "errors": errors,
-                                     "kept_checkpoints": len(kept)}
-            reads = [len(tiles.tiles_for(merkle.needed(
-                lambda g, i=n: merkle.inclusion_proof(i, size, g)))) for n in picks[:1000]]
-            result["tiles_per_inclusion_proof"] = {"mean": round(statistics.fmean(reads), 2),
-                                                   "max": max(reads)}
+            result["consistency"] = {
+                **summary(ms, sizes),
+                "errors": errors,
+                "kept_checkpoints": len(kept),
+            }
+            reads = [
+                len(
+                    tiles.tiles_for(
+                        merkle.needed(lambda g, i=n: merkle.inclusion_proof(i, size, g))
+                    )
+                )
+                for n in picks[:1000]
+            ]
+            result["tiles_per_inclusion_proof"] = {
+                "mean": round(statistics.fmean(reads), 2),
+                "max": max(reads),
+            }
             result["nodes_read_per_inclusion_proof"] = len(
-                merkle.needed(lambda g: merkle.inclusion_proof(size - 1, size, g)))
+                merkle.needed(lambda g: merkle.inclusion_proof(size - 1, size, g))
+            )
     finally:
         procs.stop_all()
         await servers.drop_database(server_dsn, db_name)
@@ -255,8 +293,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--records", type=int, default=1_000_000)
     p.add_argument("--interval", type=float, default=1.0, help="CMP_LOG_INTEGRATION_SECONDS")
     p.add_argument("--samples", type=int, default=5000)
-    p.add_argument("--backlog", action="store_true",
-                   help="hold the tree job off during the pre-fill; time the catch-up")
+    p.add_argument(
+        "--backlog",
+        action="store_true",
+        help="hold the tree job off during the pre-fill; time the catch-up",
+    )
     p.add_argument("--concurrency", type=int, default=8)
     p.add_argument("--data-dir", type=Path, default=ROOT / ".data" / "bench-receipts")
     p.add_argument("--out", type=Path, default=ROOT / "loadtest" / "results" / "receipts.json")

@@ -102,8 +102,12 @@ class Meter:
 async def _run_child(argv: list[str], within_s: float) -> str:
     """Run a generator in its own process group; kill that group if we stop early."""
     proc = await asyncio.create_subprocess_exec(
-        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        stdin=asyncio.subprocess.DEVNULL, start_new_session=True)
+        *argv,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        stdin=asyncio.subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         out, err = await asyncio.wait_for(proc.communicate(), within_s)
     finally:
@@ -112,8 +116,9 @@ async def _run_child(argv: list[str], within_s: float) -> str:
                 os.killpg(proc.pid, signal.SIGKILL)
             await proc.wait()
     if proc.returncode != 0:
-        raise RuntimeError(f"{Path(argv[0]).name} exited {proc.returncode}: "
-                           f"{err.decode(errors='replace')[-800:]}")
+        raise RuntimeError(
+            f"{Path(argv[0]).name} exited {proc.returncode}: {err.decode(errors='replace')[-800:]}"
+        )
     return out.decode(errors="replace")
 
 
@@ -122,35 +127,61 @@ def _statuses(counts: dict[str, int]) -> tuple[int, int]:
     return ok, sum(counts.values()) - ok
 
 
-async def run_wrk(wrk: str, server: Server, scenario: Scenario, connections: int,
-                  duration: int, load: LoadConfig) -> dict[str, Any]:
+async def run_wrk(
+    wrk: str, server: Server, scenario: Scenario, connections: int, duration: int, load: LoadConfig
+) -> dict[str, Any]:
     nonce = random.getrandbits(31)
     grace = GRACE_SECONDS if scenario.events_per_request else 0
     load_before = os.getloadavg()[0]
-    argv = [wrk, "-t2", f"-c{connections}", f"-d{duration + grace}s", "--timeout",
-            "30s", "-s", str(WRK_DIR / scenario.script), f"http://127.0.0.1:{server.port}",
-            "--", f"duration={duration}", f"nonce={nonce}", f"site={load.site}",
-            f"origin={load.origin}", f"key={load.read_key}", f"subjects={load.subjects}"]
+    argv = [
+        wrk,
+        "-t2",
+        f"-c{connections}",
+        f"-d{duration + grace}s",
+        "--timeout",
+        "30s",
+        "-s",
+        str(WRK_DIR / scenario.script),
+        f"http://127.0.0.1:{server.port}",
+        "--",
+        f"duration={duration}",
+        f"nonce={nonce}",
+        f"site={load.site}",
+        f"origin={load.origin}",
+        f"key={load.read_key}",
+        f"subjects={load.subjects}",
+    ]
     meter = Meter(server)
     meter.start()
     out = await _run_child(argv, within_s=duration + grace + 30)
     line = next((ln for ln in out.splitlines() if ln.startswith(MARKER)), None)
     if line is None:
         raise RuntimeError(f"wrk printed no summary:\n{out[-800:]}")
-    raw = json.loads(line[len(MARKER):])
+    raw = json.loads(line[len(MARKER) :])
     measured = await meter.stop(raw["received"])
     ok, bad = _statuses(raw["statuses"])
     errors = raw["errors"]
     socket_errors = errors["connect"] + errors["read"] + errors["write"]
     pct = raw["latency_us"]["percentiles"]
     return {
-        "server": server.name, "scenario": scenario.name, "connections": connections,
-        "duration_s": duration, "nonce": f"{nonce:08x}", "loadavg_1m": load_before,
+        "server": server.name,
+        "scenario": scenario.name,
+        "connections": connections,
+        "duration_s": duration,
+        "nonce": f"{nonce:08x}",
+        "loadavg_1m": load_before,
         "rps": round(raw["in_window"] / raw["window_s"], 1),
-        "p50_ms": pct["50"] / 1000, "p90_ms": pct["90"] / 1000, "p99_ms": pct["99"] / 1000,
-        "p999_ms": pct["99.9"] / 1000, "max_ms": raw["latency_us"]["max"] / 1000,
-        "sent": raw["sent"], "received": raw["received"], "ok": ok, "non_2xx": bad,
-        "statuses": raw["statuses"], "socket_errors": socket_errors,
+        "p50_ms": pct["50"] / 1000,
+        "p90_ms": pct["90"] / 1000,
+        "p99_ms": pct["99"] / 1000,
+        "p999_ms": pct["99.9"] / 1000,
+        "max_ms": raw["latency_us"]["max"] / 1000,
+        "sent": raw["sent"],
+        "received": raw["received"],
+        "ok": ok,
+        "non_2xx": bad,
+        "statuses": raw["statuses"],
+        "socket_errors": socket_errors,
         "exact": raw["sent"] == raw["received"] and socket_errors == 0,
         "events_per_request": scenario.events_per_request,
         "events_2xx": ok * scenario.events_per_request,
@@ -158,15 +189,41 @@ async def run_wrk(wrk: str, server: Server, scenario: Scenario, connections: int
     }
 
 
-async def run_open_loop(server: Server, scenario: str, rate: float, duration: float,
-                        load: LoadConfig, connections: int = 64) -> dict[str, Any]:
+async def run_open_loop(
+    server: Server,
+    scenario: str,
+    rate: float,
+    duration: float,
+    load: LoadConfig,
+    connections: int = 64,
+) -> dict[str, Any]:
     nonce = random.getrandbits(31)
     load_before = os.getloadavg()[0]
-    argv = [sys.executable, "-m", "loadtest.openloop", "--port", str(server.port),
-            "--scenario", scenario, "--rate", f"{rate:.0f}", "--duration", str(duration),
-            "--connections", str(connections), "--site", load.site, "--origin", load.origin,
-            "--key", load.read_key, "--subjects", str(load.subjects),
-            "--nonce", str(nonce)]
+    argv = [
+        sys.executable,
+        "-m",
+        "loadtest.openloop",
+        "--port",
+        str(server.port),
+        "--scenario",
+        scenario,
+        "--rate",
+        f"{rate:.0f}",
+        "--duration",
+        str(duration),
+        "--connections",
+        str(connections),
+        "--site",
+        load.site,
+        "--origin",
+        load.origin,
+        "--key",
+        load.read_key,
+        "--subjects",
+        str(load.subjects),
+        "--nonce",
+        str(nonce),
+    ]
     meter = Meter(server)
     meter.start()
     out = await _run_child(argv, within_s=duration + 60)
@@ -175,16 +232,26 @@ async def run_open_loop(server: Server, scenario: str, rate: float, duration: fl
     ok, bad = _statuses(raw["statuses"])
     lat = raw["latency_ms"]
     return {
-        "server": server.name, "scenario": scenario, "nonce": f"{nonce:08x}",
-        "loadavg_1m": load_before, "target_rate": round(rate),
-        "achieved_rate": round(raw["achieved_rate"], 1), "connections": connections,
-        "p50_ms": lat["50"], "p90_ms": lat["90"], "p99_ms": lat["99"], "p999_ms": lat["99.9"],
-        "max_ms": lat["100"], "sent": raw["sent"], "received": raw["received"], "ok": ok,
-        "non_2xx": bad, "unanswered": raw["unanswered"],
+        "server": server.name,
+        "scenario": scenario,
+        "nonce": f"{nonce:08x}",
+        "loadavg_1m": load_before,
+        "target_rate": round(rate),
+        "achieved_rate": round(raw["achieved_rate"], 1),
+        "connections": connections,
+        "p50_ms": lat["50"],
+        "p90_ms": lat["90"],
+        "p99_ms": lat["99"],
+        "p999_ms": lat["99.9"],
+        "max_ms": lat["100"],
+        "sent": raw["sent"],
+        "received": raw["received"],
+        "ok": ok,
+        "non_2xx": bad,
+        "unanswered": raw["unanswered"],
         "connection_errors": raw["connection_errors"],
         "max_schedule_lag_ms": raw["max_schedule_lag_ms"],
         "events_per_request": 1 if scenario == "single" else 0,
         "events_2xx": ok if scenario == "single" else 0,
         **measured,
     }
-

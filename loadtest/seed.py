@@ -32,31 +32,69 @@ def policy_body() -> dict[str, Any]:
         "material": True,
         "policy_url": "https://bench.example/personvern",
         "purposes": [
-            {"key": "necessary", "required": True, "consent_mode": ["security_storage"],
-             "title": t("Necessary"), "services": [
-                 {"key": "session", "name": "Session cookie", "cookies": ["sid"],
-                  "retention_days": 0}]},
-            {"key": "preferences",
-             "consent_mode": ["functionality_storage", "personalization_storage"],
-             "title": t("Preferences")},
-            {"key": "statistics", "consent_mode": ["analytics_storage"],
-             "title": t("Statistics"),
-             "services": [{"key": "google-analytics", "name": "Google Analytics",
-                           "cookies": ["_ga", "_ga_*"], "retention_days": 730}]},
-            {"key": "marketing", "gpc": True,
-             "consent_mode": ["ad_storage", "ad_user_data", "ad_personalization"],
-             "title": t("Marketing"), "services": [
-                 {"key": "facebook-pixel", "name": "Facebook pixel", "cookies": ["_fbp"]}]},
+            {
+                "key": "necessary",
+                "required": True,
+                "consent_mode": ["security_storage"],
+                "title": t("Necessary"),
+                "services": [
+                    {
+                        "key": "session",
+                        "name": "Session cookie",
+                        "cookies": ["sid"],
+                        "retention_days": 0,
+                    }
+                ],
+            },
+            {
+                "key": "preferences",
+                "consent_mode": ["functionality_storage", "personalization_storage"],
+                "title": t("Preferences"),
+            },
+            {
+                "key": "statistics",
+                "consent_mode": ["analytics_storage"],
+                "title": t("Statistics"),
+                "services": [
+                    {
+                        "key": "google-analytics",
+                        "name": "Google Analytics",
+                        "cookies": ["_ga", "_ga_*"],
+                        "retention_days": 730,
+                    }
+                ],
+            },
+            {
+                "key": "marketing",
+                "gpc": True,
+                "consent_mode": ["ad_storage", "ad_user_data", "ad_personalization"],
+                "title": t("Marketing"),
+                "services": [
+                    {"key": "facebook-pixel", "name": "Facebook pixel", "cookies": ["_fbp"]}
+                ],
+            },
         ],
-        "texts": {lang: {"title": "Cookies", "body": "Vi bruker informasjonskapsler.",
-                         "accept_all": "Godta alle", "reject_all": "Avvis alle",
-                         "settings": "Innstillinger", "save": "Lagre"} for lang in LANGUAGES},
+        "texts": {
+            lang: {
+                "title": "Cookies",
+                "body": "Vi bruker informasjonskapsler.",
+                "accept_all": "Godta alle",
+                "reject_all": "Avvis alle",
+                "settings": "Innstillinger",
+                "save": "Lagre",
+            }
+            for lang in LANGUAGES
+        },
     }
 
 
 def site_body() -> dict[str, Any]:
-    return {"name": "Benchmark shop", "origins": [ORIGIN], "languages": list(LANGUAGES),
-            "default_language": LANGUAGES[0]}
+    return {
+        "name": "Benchmark shop",
+        "origins": [ORIGIN],
+        "languages": list(LANGUAGES),
+        "default_language": LANGUAGES[0],
+    }
 
 
 @dataclass(frozen=True)
@@ -67,8 +105,9 @@ class SiteKeys:
 
 async def _expect(resp: aiohttp.ClientResponse, status: int, what: str) -> Any:
     if resp.status != status:
-        raise RuntimeError(f"{what}: HTTP {resp.status} (wanted {status}): "
-                           f"{(await resp.text())[:500]}")
+        raise RuntimeError(
+            f"{what}: HTTP {resp.status} (wanted {status}): {(await resp.text())[:500]}"
+        )
     return await resp.json()
 
 
@@ -89,8 +128,10 @@ async def setup_site(session: aiohttp.ClientSession, base: str, admin_key: str) 
 def event_json(n: int) -> str:
     action = ("accept_all", "reject_all", "custom")[n % 3]
     extra = f",{CUSTOM}" if action == "custom" else ""
-    return (f'{{"event_id":"{uuid.uuid4()}","subject_id":"s-{n}","policy_version":1,'
-            f'"action":"{action}"{extra}}}')
+    return (
+        f'{{"event_id":"{uuid.uuid4()}","subject_id":"s-{n}","policy_version":1,'
+        f'"action":"{action}"{extra}}}'
+    )
 
 
 def batch_body(first: int, count: int) -> bytes:
@@ -111,8 +152,13 @@ class PrefillResult:
         return self.accepted / self.seconds if self.seconds else 0.0
 
 
-async def prefill(session: aiohttp.ClientSession, base: str, subjects: int,
-                  connections: int = 8, progress: bool = True) -> PrefillResult:
+async def prefill(
+    session: aiohttp.ClientSession,
+    base: str,
+    subjects: int,
+    connections: int = 8,
+    progress: bool = True,
+) -> PrefillResult:
     """One event per subject s-<n>, 100 per request, `connections` requests in flight."""
     url = f"{base}/v1/sites/{SITE_ID}/events"
     headers = {"Origin": ORIGIN, "Content-Type": "application/json"}
@@ -140,5 +186,10 @@ async def prefill(session: aiohttp.ClientSession, base: str, subjects: int,
                 print(f"  prefill: {accepted:,} events in {now - started:.0f} s", flush=True)
 
     await asyncio.gather(*(worker() for _ in range(connections)))
-    return PrefillResult(subjects=subjects, accepted=accepted, duplicates=duplicates,
-                         seconds=time.perf_counter() - started, connections=connections)
+    return PrefillResult(
+        subjects=subjects,
+        accepted=accepted,
+        duplicates=duplicates,
+        seconds=time.perf_counter() - started,
+        connections=connections,
+    )

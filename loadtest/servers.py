@@ -46,13 +46,20 @@ class Processes:
     started: list[subprocess.Popen[bytes]] = field(default_factory=list)
     _logs: list[IO[bytes]] = field(default_factory=list, init=False, repr=False)
 
-    def start(self, name: str, argv: list[str], env: dict[str, str] | None = None
-              ) -> subprocess.Popen[bytes]:
+    def start(
+        self, name: str, argv: list[str], env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = (self.log_dir / f"{name}.log").open("wb")
         self._logs.append(log)
-        proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            argv,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         self.started.append(proc)
         return proc
 
@@ -89,8 +96,12 @@ class Processes:
     def __enter__(self) -> Processes:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop_all()
 
 
@@ -166,17 +177,19 @@ def cmp_argv(workers: int) -> list[str]:
 
 def cmp_env(dsn: str, port: int, admin_key: str, data_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CMP_")}
-    env.update({
-        "CMP_DATABASE_URL": dsn,
-        "CMP_ADMIN_KEY": admin_key,
-        "CMP_HOST": "127.0.0.1",
-        "CMP_PORT": str(port),
-        "CMP_LOG_LEVEL": "WARNING",
-        "CMP_DATA_DIR": str(data_dir),
-        # All load comes from one IP: the per-(site, IP) bucket must not throttle it.
-        "CMP_RATE_PER_SECOND": "100000000",
-        "CMP_RATE_BURST": "100000000",
-    })
+    env.update(
+        {
+            "CMP_DATABASE_URL": dsn,
+            "CMP_ADMIN_KEY": admin_key,
+            "CMP_HOST": "127.0.0.1",
+            "CMP_PORT": str(port),
+            "CMP_LOG_LEVEL": "WARNING",
+            "CMP_DATA_DIR": str(data_dir),
+            # All load comes from one IP: the per-(site, IP) bucket must not throttle it.
+            "CMP_RATE_PER_SECOND": "100000000",
+            "CMP_RATE_BURST": "100000000",
+        }
+    )
     return env
 
 
@@ -184,8 +197,9 @@ def reference_argv(port: int) -> list[str]:
     return [sys.executable, "-m", "loadtest.reference", "--port", str(port)]
 
 
-async def wait_ready(session: aiohttp.ClientSession, url: str, proc: subprocess.Popen[bytes],
-                     within_s: float = 60.0) -> None:
+async def wait_ready(
+    session: aiohttp.ClientSession, url: str, proc: subprocess.Popen[bytes], within_s: float = 60.0
+) -> None:
     """Poll `url` until 200; fail at once if the process died."""
     deadline = time.monotonic() + within_s
     last = "no answer"
@@ -216,12 +230,12 @@ def ensure_wrk() -> str:
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
         install = ["apt-get", "install", "-y", "-qq", "wrk"]
         if subprocess.run(install, env=env, capture_output=True, timeout=300).returncode != 0:
-            subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True,
-                           timeout=300)
+            subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True, timeout=300)
             subprocess.run(install, env=env, capture_output=True, timeout=300)
         found = shutil.which("wrk")
         if found:
             return found
     raise SystemExit(
         "loadtest: wrk is required and could not be installed here; install it "
-        "(Debian/Ubuntu: apt-get install wrk; macOS: brew install wrk) and run again")
+        "(Debian/Ubuntu: apt-get install wrk; macOS: brew install wrk) and run again"
+    )

@@ -122,7 +122,6 @@ def fold(hashes: list[bytes]) -> bytes:
     return hashes[0]
 
 
-
 def verify_inclusion(
     index: int, size: int, leaf: bytes, proof: Sequence[bytes], root: bytes
 ) -> bool:

@@ -42,6 +42,8 @@ def main(argv: list[str]) -> int:
         return cli_main(["verify", *argv])
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 2
+
+
 T0 = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
 ACTIONS = ("accept_all", "reject_all", "custom", "withdraw")
 Style = Literal["canonical", "plain"]

@@ -147,9 +147,7 @@ async def read_back(dsn: str, events: list[NewEvent], erase: bool) -> None:
         submissions = [Submission([e]) for e in events]
         assert await write_batch(conn, submissions) == []
         assert [s.outcomes for s in submissions] == [["new"]] * len(events)
-        expected = [
-            ({**e.record, "seq": n}, e.subject_id) for n, e in enumerate(events, 1)
-        ]
+        expected = [({**e.record, "seq": n}, e.subject_id) for n, e in enumerate(events, 1)]
         if erase:
             gone = events[0].record["subject_digest"]
             erasure = await erase_subject(
@@ -157,8 +155,7 @@ async def read_back(dsn: str, events: list[NewEvent], erase: bool) -> None:
             )
             expected = [(r, None if r["subject_digest"] == gone else s) for r, s in expected]
             row = await conn.fetchrow(
-                "SELECT event_id, received_at FROM consent_events"
-                " WHERE site_id = $1 AND seq = $2",
+                "SELECT event_id, received_at FROM consent_events WHERE site_id = $1 AND seq = $2",
                 site_id,
                 erasure.seq,
             )
