@@ -27,10 +27,11 @@ async def export_available(session: aiohttp.ClientSession, base: str) -> bool:
 
 
 async def measure_export(session: aiohttp.ClientSession, base: str, site: str,
-                         audit_key: str, server: Server, within_s: float = 120.0
-                         ) -> dict[str, Any]:
-    """Stream the export, count records (lines), watch the workers' RSS meanwhile."""
-    url = f"{base}/v1/sites/{site}/events?format=jsonl"
+                         audit_key: str, server: Server, within_s: float = 120.0,
+                         query: str = "") -> dict[str, Any]:
+    """Stream the export, count records (lines), watch the workers' RSS meanwhile;
+    `query` adds parameters (e.g. `&from=…&to=…`)."""
+    url = f"{base}/v1/sites/{site}/events?format=jsonl{query}"
     headers = {"Authorization": f"Bearer {audit_key}", "Accept-Encoding": "identity"}
     pids = server.worker_pids()
     before = sum(procstat.memory_kib(p).get("VmRSS", 0) for p in pids) / 1024

@@ -1,0 +1,138 @@
+"""The at-size tool (`make bench-atsize`) at small size: 20,000 events over 24 months and
+50 sites, filled by the same code as the 20 M run, checked the way the run checks it,
+then measured without wrk (the HTTP, export, EXPLAIN and purge parts)."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from loadtest import atsize_fill, atsize_measure, servers
+from loadtest import atsize_gen as gen
+from loadtest.atsize import check_sample
+from loadtest.atsize_explain import cases
+
+EVENTS, SITES, MONTHS = 20_000, 50, 24
+
+
+@pytest.fixture(scope="module")
+async def filled(server_dsn: str, tmp_path_factory: pytest.TempPathFactory
+                 ) -> AsyncIterator[tuple[dict[str, Any], Path]]:
+    data_dir = tmp_path_factory.mktemp("atsize")
+    name = f"cmp_test_atsize_{secrets.token_hex(4)}"
+    now = datetime.now(UTC)
+    with servers.Processes(data_dir / "logs") as procs:
+        info = await atsize_fill.fill(
+            server_dsn, name, total=EVENTS, sites=SITES, start=gen.month_start(now, MONTHS),
+            end=gen.month_start(now), seed_value=3, procs=procs, data_dir=data_dir)
+    yield info, data_dir
+    conn = await asyncpg.connect(server_dsn)
+    try:
+        for db in (name, f"{name}_run"):
+            await conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+def test_sizes_are_skewed_and_exact() -> None:
+    sizes = gen.site_sizes(20_000_000, 1000)
+    assert sum(sizes) == 20_000_000 and sizes[0] == 5_000_000
+    assert sizes[1] > sizes[10] > sizes[-1] > 0
+    assert sum(gen.subjects_for(n) for n in sizes) >= 5_000_000
+
+
+async def test_the_fill_holds_what_it_says(server_dsn: str, filled: Any) -> None:
+    info, _ = filled
+    conn = await asyncpg.connect(servers.with_database(server_dsn, info["database"]))
+    try:
+        per_month = await conn.fetch(
+            "SELECT tableoid::regclass::text AS part, count(*) AS n FROM consent_events"
+            " GROUP BY 1 ORDER BY 1")
+        big = await conn.fetchval("SELECT count(*) FROM consent_events WHERE site_id = $1",
+                                  info["big_site"]["site_id"])
+        ids = await conn.fetchval("SELECT count(*) FROM consent_event_ids")
+        heads = await conn.fetchval("SELECT sum(seq) FROM log_heads")
+        trees = await conn.fetchval("SELECT sum(size) FROM log_trees")
+        states = await conn.fetchval("SELECT count(*) FROM consent_state")
+        newest = await conn.fetchval(
+            "SELECT count(*) FROM (SELECT DISTINCT ON (site_id, subject_id) site_id,"
+            " subject_id, seq, event_id, received_at FROM consent_events"
+            " ORDER BY site_id, subject_id, seq DESC) n JOIN consent_state s"
+            " USING (site_id, subject_id) WHERE s.seq = n.seq AND s.event_id = n.event_id"
+            " AND s.recorded_at = n.received_at")
+        attached = await conn.fetchval(
+            "SELECT count(*) FROM pg_inherits WHERE inhparent = 'consent_events'::regclass")
+        indexed = await conn.fetch(
+            "SELECT c.relname, count(*) AS n FROM pg_inherits i JOIN pg_class c"
+            " ON c.oid = i.inhrelid JOIN pg_index x ON x.indrelid = c.oid"
+            " WHERE i.inhparent = 'consent_events'::regclass GROUP BY 1")
+    finally:
+        await conn.close()
+    assert [r["part"] for r in per_month] == [f"consent_events_{m}" for m in info["months"]]
+    assert len(per_month) == MONTHS and all(r["n"] > 0 for r in per_month)
+    assert sum(r["n"] for r in per_month) == EVENTS == ids == heads == trees
+    assert big == EVENTS // 4
+    assert states == info["subjects"] == newest  # every state is its subject's newest record
+    assert attached >= MONTHS + 1  # the filled months, and the current one made ahead
+    assert {r["n"] for r in indexed} == {3}  # key, subject and time index in every month
+
+
+async def test_a_sample_site_verifies_and_its_tree_is_the_servers(
+    server_dsn: str, filled: Any
+) -> None:
+    info, data_dir = filled
+    check = await check_sample(servers.with_database(server_dsn, info["database"]), info,
+                               data_dir)
+    assert check["export_exit"] == 0 and check["records"] > 0
+    assert check["verify_exit"] == 0, check["verify_says"]
+    assert check["tree_root_matches"]
+
+
+async def test_a_measured_run_leaves_the_filled_database_as_it_was(
+    server_dsn: str, filled: Any
+) -> None:
+    info, data_dir = filled
+    with servers.Processes(data_dir / "logs") as procs:
+        result, explain = await atsize_measure.measure_point(
+            server_dsn, info, procs, None, data_dir, duration=1, rounds=1, explain=True,
+            purge_window=4.0)
+    dsn = servers.with_database(server_dsn, info["database"])
+    big = info["big_site"]["site_id"]
+    conn = await asyncpg.connect(dsn)
+    try:
+        newest = info["months"][-1]
+        in_month = await conn.fetchval(
+            f"SELECT count(*) FROM consent_events_{newest} WHERE site_id = $1", big)
+        total = await conn.fetchval("SELECT count(*) FROM consent_events")
+        oldest = await conn.fetchval("SELECT to_regclass($1) IS NOT NULL",
+                                     f"consent_events_{info['months'][0]}")
+    finally:
+        await conn.close()
+    assert result["sizes"]["events"] == EVENTS
+    assert result["sizes"]["log_bytes_per_event"] > 100
+    assert result["history"]["n"] == 100 and result["erasure"]["n"] == 20
+    assert result["export_month"]["records"] == in_month > 0
+    # The big site's whole export: its records, and the 20 `erased` records appended.
+    assert result["export_site"]["records"] == EVENTS // 4 + 20
+    purge = result["purge"]
+    assert purge["month_dropped"] and purge["records_purged"] >= purge["oldest_month_rows"] > 0
+    assert purge["wal_bytes"] > 0
+    beside = purge["ingest_beside"]
+    assert beside["ok"] == beside["sent"] > 0 and beside["non_2xx"] == 0
+    assert [r["query"] for r in result["explain"]] == [c.name for c in cases(_any_target())]
+    assert explain.count("Execution Time") == len(result["explain"])
+    # The copy went; the filled database is untouched.
+    assert total == EVENTS and oldest
+
+
+def _any_target() -> Any:
+    from loadtest.atsize_explain import Target
+
+    now = datetime.now(UTC)
+    return Target("s", ["x"], "0" * 64, "0", "0" * 64, 1, now, now, [0], [0])
