@@ -104,22 +104,22 @@ WHERE h.seq > coalesce(last.seq, 0)
 -- no gaps, so the difference is how many records go). Not the latest-received record:
 -- seq and received_at disagree by a little (several instances commit in turn). The
 -- months after the retention boundary are pruned, so this reads at most the boundary
--- month and the records about to go, never the whole log.
+-- month and the records about to go, never the whole log. The cut's hash is read with
+-- its seq: a second lookup by (site_id, seq) was planned as a hash join over a scan of
+-- the whole log once the log was large (loadtest/README.md, at size).
 WITH old AS MATERIALIZED (
-    SELECT s.site_id, m.seq
+    SELECT s.site_id, m.seq, m.hash
     FROM sites s
     CROSS JOIN LATERAL (
-        SELECT max(seq) AS seq FROM consent_events
+        SELECT seq, hash FROM consent_events
         WHERE site_id = s.site_id
           AND received_at < now() - make_interval(days => s.retention_days)
+        ORDER BY seq DESC
+        LIMIT 1
     ) m
-    WHERE m.seq IS NOT NULL
 )
-SELECT old.site_id, e.seq, e.hash, f.seq AS first_seq
+SELECT old.site_id, old.seq, old.hash, f.seq AS first_seq
 FROM old
-CROSS JOIN LATERAL (
-    SELECT seq, hash FROM consent_events WHERE site_id = old.site_id AND seq = old.seq
-) e
 CROSS JOIN LATERAL (
     SELECT seq FROM consent_events WHERE site_id = old.site_id ORDER BY seq LIMIT 1
 ) f;
