@@ -4,7 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-faults lint typecheck bench bench-receipts e2e-deps deploy-check clean
+.PHONY: run test test-faults lint typecheck bench bench-receipts bench-atsize bench-atsize-clean \
+	e2e-deps deploy-check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +59,15 @@ bench: $(STAMP)
 # Receipts, proofs and integration delay at 1 M records (~5 minutes; loadtest/README.md).
 bench-receipts: $(STAMP)
 	$(BIN)/python -m loadtest.receipts
+
+# The log at 0, 1 M and 20 M events (loadtest/README.md). The filled databases stay in
+# CMP_ATSIZE_DATA (default /work/atsize-data, ~45 GB with the run's copy): the first run
+# fills them (~30-40 min), later runs reuse them; bench-atsize-clean removes them.
+bench-atsize: $(STAMP)
+	$(BIN)/python -m loadtest.atsize
+
+bench-atsize-clean: $(STAMP)
+	$(BIN)/python -m loadtest.atsize --clean
 
 clean:
 	rm -rf $(VENV) .data build *.egg-info

@@ -212,6 +212,10 @@ def _write(args: argparse.Namespace, doc: dict[str, Any], explain: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.clean:
+        pid_file = args.data_dir / "pg" / "postmaster.pid"
+        if pid_file.exists() and servers._alive(int(pid_file.read_text().split()[0])):
+            say(f"{args.data_dir}: its PostgreSQL is running (a run is going on?): not removed")
+            return 1
         if args.data_dir.exists():
             shutil.rmtree(args.data_dir)
             say(f"removed {args.data_dir}")
