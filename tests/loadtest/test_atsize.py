@@ -100,8 +100,7 @@ async def test_a_measured_run_leaves_the_filled_database_as_it_was(
     info, data_dir = filled
     with servers.Processes(data_dir / "logs") as procs:
         result, explain = await atsize_measure.measure_point(
-            server_dsn, info, procs, None, data_dir, duration=1, rounds=1, explain=True,
-            purge_window=4.0)
+            server_dsn, info, procs, None, data_dir, duration=1, rounds=1, explain=True)
     dsn = servers.with_database(server_dsn, info["database"])
     big = info["big_site"]["site_id"]
     conn = await asyncpg.connect(dsn)
