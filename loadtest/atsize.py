@@ -47,11 +47,11 @@ SAMPLE_SITE = 10  # a mid-size site of the skewed tail: exported and verified ev
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m loadtest.atsize",
-                                description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m loadtest.atsize", description=__doc__.splitlines()[0]
+    )
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
-    p.add_argument("--sizes", default="0,1000000,20000000",
-                   help="comma-separated events per point")
+    p.add_argument("--sizes", default="0,1000000,20000000", help="comma-separated events per point")
     p.add_argument("--sites", type=int, default=1000)
     p.add_argument("--months", type=int, default=24)
     p.add_argument("--seed", type=int, default=12)
@@ -90,27 +90,39 @@ def _export_and_verify(dsn: str, site: str, out: Path) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CMP_")}
     env.update({"CMP_DATABASE_URL": dsn, "CMP_DATA_DIR": str(out.parent / "cmp")})
     run = [sys.executable, "-m", "cmp"]
-    export = subprocess.run([*run, "export", "--site", site, "--out", str(out)], env=env,
-                            capture_output=True, text=True, timeout=1800)
-    verify = subprocess.run([*run, "verify", str(out)], env=env, capture_output=True,
-                            text=True, timeout=1800)
+    export = subprocess.run(
+        [*run, "export", "--site", site, "--out", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    verify = subprocess.run(
+        [*run, "verify", str(out)], env=env, capture_output=True, text=True, timeout=1800
+    )
     leaves = []
     with out.open("rb") as fh:
         for line in fh:
             leaves.append(merkle.leaf_hash(canonical_json(hashed_part(json.loads(line)))))
     out.unlink()
     root = merkle.tree_root(len(leaves), merkle.list_getter(leaves)) if leaves else None
-    return {"site": site, "records": len(leaves), "export_exit": export.returncode,
-            "verify_exit": verify.returncode, "verify_says": verify.stdout.strip()[-300:],
-            "root": root}
+    return {
+        "site": site,
+        "records": len(leaves),
+        "export_exit": export.returncode,
+        "verify_exit": verify.returncode,
+        "verify_says": verify.stdout.strip()[-300:],
+        "root": root,
+    }
 
 
 async def check_sample(dsn: str, info: dict[str, Any], data_dir: Path) -> dict[str, Any]:
     """Export a sample site with `cmpd export`, verify it with `cmpd verify`, and fold the
     exported records into a Merkle root: it must be the stored tree's root."""
     site = atsize_fill.site_id(min(SAMPLE_SITE, info["sites"] - 1))
-    found = await asyncio.to_thread(_export_and_verify, dsn, site,
-                                    data_dir / f"sample-{site}.jsonl")
+    found = await asyncio.to_thread(
+        _export_and_verify, dsn, site, data_dir / f"sample-{site}.jsonl"
+    )
     conn = await asyncpg.connect(dsn)
     try:
         stored = await conn.fetchval("SELECT root FROM log_trees WHERE site_id = $1", site)
@@ -123,12 +135,20 @@ async def check_sample(dsn: str, info: dict[str, Any], data_dir: Path) -> dict[s
 async def main_async(args: argparse.Namespace, procs: servers.Processes) -> int:
     data_dir: Path = args.data_dir
     marker = load_marker(data_dir)
-    if marker.get("version") != FILL_VERSION or marker.get("sites") != args.sites \
-            or marker.get("seed") != args.seed:
+    if (
+        marker.get("version") != FILL_VERSION
+        or marker.get("sites") != args.sites
+        or marker.get("seed") != args.seed
+    ):
         now = datetime.now(UTC)
-        marker = {"version": FILL_VERSION, "sites": args.sites, "seed": args.seed,
-                  "start": gen.month_start(now, args.months).isoformat(),
-                  "end": gen.month_start(now).isoformat(), "points": {}}
+        marker = {
+            "version": FILL_VERSION,
+            "sites": args.sites,
+            "seed": args.seed,
+            "start": gen.month_start(now, args.months).isoformat(),
+            "end": gen.month_start(now).isoformat(),
+            "points": {},
+        }
     pg = servers.start_postgres(data_dir)
     server_dsn = str(pg.get_uri())
     conn = await asyncpg.connect(server_dsn)
@@ -140,23 +160,37 @@ async def main_async(args: argparse.Namespace, procs: servers.Processes) -> int:
     for events in args.size_list:
         info = marker["points"].get(str(events))
         if info and info["database"] in existing:
-            say(f"atsize: {events:,} events: reusing database {info['database']} "
-                f"(filled {info['filled_at']})")
+            say(
+                f"atsize: {events:,} events: reusing database {info['database']} "
+                f"(filled {info['filled_at']})"
+            )
             continue
         space = disk(data_dir)
-        say(f"atsize: filling {events:,} events over {args.sites} sites, "
+        say(
+            f"atsize: filling {events:,} events over {args.sites} sites, "
             f"{marker['start'][:7]} … {marker['end'][:7]} (free disk "
-            f"{space['free_bytes'] / 2**30:.0f} GiB; load average {os.getloadavg()[0]:.1f})")
-        info = await atsize_fill.fill(server_dsn, f"atsize_{events}", total=events,
-                                      sites=args.sites, start=start, end=end,
-                                      seed_value=args.seed, procs=procs, data_dir=data_dir)
+            f"{space['free_bytes'] / 2**30:.0f} GiB; load average {os.getloadavg()[0]:.1f})"
+        )
+        info = await atsize_fill.fill(
+            server_dsn,
+            f"atsize_{events}",
+            total=events,
+            sites=args.sites,
+            start=start,
+            end=end,
+            seed_value=args.seed,
+            procs=procs,
+            data_dir=data_dir,
+        )
         info["filled_at"] = datetime.now(UTC).isoformat(timespec="seconds")
         info["disk_after"] = disk(data_dir)
         marker["points"][str(events)] = info
         save_marker(data_dir, marker)
-        say(f"  filled in {info['seconds']['total']:.0f} s: {info['events_per_s']:,} events/s "
+        say(
+            f"  filled in {info['seconds']['total']:.0f} s: {info['events_per_s']:,} events/s "
             f"overall, {info['rows_events_per_s']:,} events/s for the records; "
-            f"{json.dumps(info['seconds'])}")
+            f"{json.dumps(info['seconds'])}"
+        )
     points = [marker["points"][str(e)] for e in args.size_list]
     for info in points:  # a filled database follows the code's schema (forward-only)
         conn = await asyncpg.connect(servers.with_database(server_dsn, info["database"]))
@@ -169,11 +203,14 @@ async def main_async(args: argparse.Namespace, procs: servers.Processes) -> int:
     checks = []
     for info in points:
         if info["events"]:
-            check = await check_sample(servers.with_database(server_dsn, info["database"]),
-                                       info, data_dir)
-            say(f"atsize: {info['database']}: sample {check['site']} ({check['records']:,} "
+            check = await check_sample(
+                servers.with_database(server_dsn, info["database"]), info, data_dir
+            )
+            say(
+                f"atsize: {info['database']}: sample {check['site']} ({check['records']:,} "
                 f"records): cmpd verify exit {check['verify_exit']}, tree root matches: "
-                f"{check['tree_root_matches']}")
+                f"{check['tree_root_matches']}"
+            )
             checks.append(check)
     if any(c["verify_exit"] or not c["tree_root_matches"] for c in checks):
         say("atsize: the sample check FAILED")
@@ -187,11 +224,17 @@ async def main_async(args: argparse.Namespace, procs: servers.Processes) -> int:
         say(f"atsize: measuring {info['events']:,} events (a copy of {info['database']}) ...")
         largest = info is points[-1]
         result, text = await atsize_measure.measure_point(
-            server_dsn, info, procs, wrk, data_dir, args.duration, args.rounds, largest)
+            server_dsn, info, procs, wrk, data_dir, args.duration, args.rounds, largest
+        )
         results.append(result)
         explain = text or explain
-    doc = {"machine": report.machine(), "loadavg_1m_end": os.getloadavg()[0],
-           "fill": marker["points"], "checks": checks, "points": results}
+    doc = {
+        "machine": report.machine(),
+        "loadavg_1m_end": os.getloadavg()[0],
+        "fill": marker["points"],
+        "checks": checks,
+        "points": results,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     await asyncio.to_thread(_write, args, doc, explain)
     say("")

@@ -26,7 +26,8 @@ OURS = ("consent_events", "consent_state", "consent_event_ids", "log_tiles")
 RETRY_CHECK = (
     "SELECT k.i, e.body_digest FROM unnest($1::text[], $2::uuid[]) WITH ORDINALITY"
     " AS k (site_id, event_id, i) JOIN consent_event_ids e"
-    " ON e.site_id = k.site_id AND e.event_id = k.event_id")
+    " ON e.site_id = k.site_id AND e.event_id = k.event_id"
+)
 
 
 @dataclass(frozen=True)
@@ -55,28 +56,62 @@ class Target:
 def cases(t: Target) -> list[Case]:
     ev, au, tr, st = (queries(n) for n in ("events", "audit", "tree", "stats"))
     return [
-        Case("append: retry check (cmp_append)", RETRY_CHECK,
-             ([t.site], [t.event_id])),
-        Case("state read / 100-id lookup (events.select_states)", ev["select_states"],
-             ([t.site] * len(t.subjects), t.subjects)),
-        Case("subject history (audit.export_lines, subject)", au["export_lines"],
-             (t.site, None, None, None, t.digest), no_sort=True),
-        Case("erasure (audit.erase_subject_ids)", au["erase_subject_ids"],
-             (t.site, t.digest), writes=True),
-        Case("export, newest month (audit.export_lines)", au["export_lines"],
-             (t.site, t.since, t.until, None, None), no_sort=True),
-        Case("export CSV, newest month (audit.export_csv)", au["export_csv"],
-             (t.site, t.since, t.until, None, None), no_sort=True),
-        Case("export, whole site (audit.export_lines)", au["export_lines"],
-             (t.site, None, None, None, None), no_sort=True),
-        Case("stats by day, newest month (stats.select_stats)", st["select_stats"],
-             (t.site, t.since, t.until, "day")),
-        Case("receipt record (tree.select_receipt_record)", tr["select_receipt_record"],
-             (t.site, t.event_id, t.event_digest)),
-        Case("tree job: leaves after the tree (tree.select_leaves)", tr["select_leaves"],
-             (t.site, t.head_seq - 100, 5000)),
-        Case("proof tiles (tree.select_tiles)", tr["select_tiles"],
-             (t.site, t.tile_levels, t.tile_indexes)),
+        Case("append: retry check (cmp_append)", RETRY_CHECK, ([t.site], [t.event_id])),
+        Case(
+            "state read / 100-id lookup (events.select_states)",
+            ev["select_states"],
+            ([t.site] * len(t.subjects), t.subjects),
+        ),
+        Case(
+            "subject history (audit.export_lines, subject)",
+            au["export_lines"],
+            (t.site, None, None, None, t.digest),
+            no_sort=True,
+        ),
+        Case(
+            "erasure (audit.erase_subject_ids)",
+            au["erase_subject_ids"],
+            (t.site, t.digest),
+            writes=True,
+        ),
+        Case(
+            "export, newest month (audit.export_lines)",
+            au["export_lines"],
+            (t.site, t.since, t.until, None, None),
+            no_sort=True,
+        ),
+        Case(
+            "export CSV, newest month (audit.export_csv)",
+            au["export_csv"],
+            (t.site, t.since, t.until, None, None),
+            no_sort=True,
+        ),
+        Case(
+            "export, whole site (audit.export_lines)",
+            au["export_lines"],
+            (t.site, None, None, None, None),
+            no_sort=True,
+        ),
+        Case(
+            "stats by day, newest month (stats.select_stats)",
+            st["select_stats"],
+            (t.site, t.since, t.until, "day"),
+        ),
+        Case(
+            "receipt record (tree.select_receipt_record)",
+            tr["select_receipt_record"],
+            (t.site, t.event_id, t.event_digest),
+        ),
+        Case(
+            "tree job: leaves after the tree (tree.select_leaves)",
+            tr["select_leaves"],
+            (t.site, t.head_seq - 100, 5000),
+        ),
+        Case(
+            "proof tiles (tree.select_tiles)",
+            tr["select_tiles"],
+            (t.site, t.tile_levels, t.tile_indexes),
+        ),
         Case("purge: where to cut (audit.select_purge_cut)", au["select_purge_cut"], ()),
     ]
 
@@ -87,8 +122,7 @@ def _nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield from _nodes(child)
 
 
-async def _one(conn: asyncpg.Connection, case: Case, empty: set[str]
-               ) -> tuple[str, dict[str, Any]]:
+async def _one(conn: asyncpg.Connection, case: Case, empty: set[str]) -> tuple[str, dict[str, Any]]:
     sql = case.sql.rstrip().rstrip(";")
     tx = conn.transaction()
     await tx.start()
@@ -103,27 +137,34 @@ async def _one(conn: asyncpg.Connection, case: Case, empty: set[str]
     for node in _nodes(shape[0]["Plan"]):
         if "Relation Name" in node:
             scans.setdefault(node["Relation Name"], set()).add(node["Node Type"])
-    seq = sorted(r for r, kinds in scans.items()
-                 if "Seq Scan" in kinds and r.startswith(OURS) and r not in empty)
+    seq = sorted(
+        r
+        for r, kinds in scans.items()
+        if "Seq Scan" in kinds and r.startswith(OURS) and r not in empty
+    )
     text = "\n".join(lines)
     took = re.search(r"Execution Time: ([\d.]+) ms", text)
     summary = {
         "query": case.name,
         "seq_scans": seq,
         "kinds": sorted({k for kinds in scans.values() for k in kinds}),
-        "months_read": len([r for r in scans if r.startswith("consent_events_")
-                            and r not in empty]),
+        "months_read": len(
+            [r for r in scans if r.startswith("consent_events_") and r not in empty]
+        ),
         "ms": float(took.group(1)) if took else None,
         "sort": any(n["Node Type"] == "Sort" for n in _nodes(shape[0]["Plan"])),
     }
     return f"### {case.name}\n{sql}\n-- args: {case.args!r}\n\n{text}\n", summary
 
 
-async def explain_all(conn: asyncpg.Connection, target: Target
-                      ) -> tuple[str, list[dict[str, Any]]]:
-    empty = {r["relname"] for r in await conn.fetch(
-        "SELECT relname FROM pg_class WHERE relkind = 'r'"
-        " AND pg_relation_size(oid) <= current_setting('block_size')::int")}
+async def explain_all(conn: asyncpg.Connection, target: Target) -> tuple[str, list[dict[str, Any]]]:
+    empty = {
+        r["relname"]
+        for r in await conn.fetch(
+            "SELECT relname FROM pg_class WHERE relkind = 'r'"
+            " AND pg_relation_size(oid) <= current_setting('block_size')::int"
+        )
+    }
     texts, rows = [], []
     for case in cases(target):
         text, row = await _one(conn, case, empty)
@@ -133,10 +174,14 @@ async def explain_all(conn: asyncpg.Connection, target: Target
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    out = ["| query | scans | months read | sort | seq scan of a non-empty table | ms |",
-           "|---|---|---:|---|---|---:|"]
+    out = [
+        "| query | scans | months read | sort | seq scan of a non-empty table | ms |",
+        "|---|---|---:|---|---|---:|",
+    ]
     for r in rows:
-        out.append(f"| {r['query']} | {', '.join(k for k in r['kinds'] if 'Scan' in k)} "
-                   f"| {r['months_read']} | {'yes' if r['sort'] else 'no'} "
-                   f"| {', '.join(r['seq_scans']) or 'none'} | {r['ms']} |")
+        out.append(
+            f"| {r['query']} | {', '.join(k for k in r['kinds'] if 'Scan' in k)} "
+            f"| {r['months_read']} | {'yes' if r['sort'] else 'no'} "
+            f"| {', '.join(r['seq_scans']) or 'none'} | {r['ms']} |"
+        )
     return "\n".join(out)

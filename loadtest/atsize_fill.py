@@ -32,12 +32,41 @@ from loadtest import atsize_gen as gen
 from loadtest import seed, servers
 from loadtest.report import say
 
-EVENT_COLS = ("site_id", "seq", "event_id", "subject_id", "subject_digest", "policy_version",
-              "policy_sha256", "action", "purposes", "services", "gpc", "language", "source",
-              "page_url", "origin", "user_agent", "ip_prefix", "occurred_at", "received_at",
-              "prev_hash", "hash")
-STATE_COLS = ("site_id", "subject_id", "seq", "event_id", "policy_version", "action",
-              "purposes", "services", "gpc", "recorded_at")
+EVENT_COLS = (
+    "site_id",
+    "seq",
+    "event_id",
+    "subject_id",
+    "subject_digest",
+    "policy_version",
+    "policy_sha256",
+    "action",
+    "purposes",
+    "services",
+    "gpc",
+    "language",
+    "source",
+    "page_url",
+    "origin",
+    "user_agent",
+    "ip_prefix",
+    "occurred_at",
+    "received_at",
+    "prev_hash",
+    "hash",
+)
+STATE_COLS = (
+    "site_id",
+    "subject_id",
+    "seq",
+    "event_id",
+    "policy_version",
+    "action",
+    "purposes",
+    "services",
+    "gpc",
+    "recorded_at",
+)
 FLUSH_ROWS = 20_000
 WORK_MEM = "1GB"  # index builds sort in memory (24 GiB machine, two at a time)
 
@@ -53,14 +82,18 @@ async def create_sites(base: str, admin_key: str, count: int) -> None:
 
     async def one(session: aiohttp.ClientSession, i: int) -> None:
         sid = site_id(i)
-        body = {**seed.site_body(), "name": f"At-size shop {i}",
-                "origins": [f"https://{sid}.example"]}
+        body = {
+            **seed.site_body(),
+            "name": f"At-size shop {i}",
+            "origins": [f"https://{sid}.example"],
+        }
         url = f"{base}/v1/sites/{sid}"
         async with gate:
             async with session.put(url, json=body, headers=admin) as resp:
                 await seed._expect(resp, 201, f"create {sid}")
-            async with session.post(f"{url}/policies", json=seed.policy_body(),
-                                    headers=admin) as resp:
+            async with session.post(
+                f"{url}/policies", json=seed.policy_body(), headers=admin
+            ) as resp:
                 await seed._expect(resp, 201, f"policy of {sid}")
 
     async with aiohttp.ClientSession() as session:
@@ -70,8 +103,9 @@ async def create_sites(base: str, admin_key: str, count: int) -> None:
 async def _with_cmp(dsn: str, procs: servers.Processes, data_dir: Any, sites: int) -> None:
     admin = "cmp_live_root_" + secrets.token_urlsafe(32)
     port = servers.free_port()
-    proc = procs.start("cmp-fill", servers.cmp_argv(1),
-                       servers.cmp_env(dsn, port, admin, data_dir / "cmp"))
+    proc = procs.start(
+        "cmp-fill", servers.cmp_argv(1), servers.cmp_env(dsn, port, admin, data_dir / "cmp")
+    )
     try:
         async with aiohttp.ClientSession() as session:
             await servers.wait_ready(session, f"http://127.0.0.1:{port}/readyz", proc)
@@ -80,13 +114,23 @@ async def _with_cmp(dsn: str, procs: servers.Processes, data_dir: Any, sites: in
         procs.stop([proc])
 
 
-def plans_of(rows: list[asyncpg.Record], total: int, start: datetime, end: datetime,
-             seed_value: int) -> list[gen.SitePlan]:
+def plans_of(
+    rows: list[asyncpg.Record], total: int, start: datetime, end: datetime, seed_value: int
+) -> list[gen.SitePlan]:
     by_id = {r["site_id"]: r for r in rows}
     sizes = gen.site_sizes(total, len(rows)) if total else [0] * len(rows)
-    return [gen.SitePlan(site_id(i), n, bytes(by_id[site_id(i)]["subject_key"]),
-                         by_id[site_id(i)]["content_sha256"], start, end, seed_value)
-            for i, n in enumerate(sizes)]
+    return [
+        gen.SitePlan(
+            site_id(i),
+            n,
+            bytes(by_id[site_id(i)]["subject_key"]),
+            by_id[site_id(i)]["content_sha256"],
+            start,
+            end,
+            seed_value,
+        )
+        for i, n in enumerate(sizes)
+    ]
 
 
 def split_work(plans: list[gen.SitePlan], workers: int) -> list[list[gen.SitePlan]]:
@@ -114,11 +158,13 @@ async def _fill_sites(dsn: str, plans: list[gen.SitePlan], name: str) -> list[di
 
     async def flush(month: str | None = None) -> None:
         for key in [month] if month else list(months):
-            await conn.copy_records_to_table(f"consent_events_{key}", records=months.pop(key),
-                                             columns=EVENT_COLS)
+            await conn.copy_records_to_table(
+                f"consent_events_{key}", records=months.pop(key), columns=EVENT_COLS
+            )
         if month is None or len(ids) >= FLUSH_ROWS:
-            await conn.copy_records_to_table("consent_event_ids", records=ids,
-                                             columns=("site_id", "event_id", "body_digest"))
+            await conn.copy_records_to_table(
+                "consent_event_ids", records=ids, columns=("site_id", "event_id", "body_digest")
+            )
             ids.clear()
 
     try:
@@ -132,16 +178,29 @@ async def _fill_sites(dsn: str, plans: list[gen.SitePlan], name: str) -> list[di
                 done += 1
             assert site.out is not None
             s = site.out
-            await conn.copy_records_to_table("consent_state", records=site.states,
-                                             columns=STATE_COLS)
             await conn.copy_records_to_table(
-                "log_tiles", records=[(s.site_id, lv, ix, h) for (lv, ix), h in s.tiles.items()],
-                columns=("site_id", "level", "idx", "hashes"))
+                "consent_state", records=site.states, columns=STATE_COLS
+            )
+            await conn.copy_records_to_table(
+                "log_tiles",
+                records=[(s.site_id, lv, ix, h) for (lv, ix), h in s.tiles.items()],
+                columns=("site_id", "level", "idx", "hashes"),
+            )
             if s.seq:
-                await conn.execute("UPDATE log_heads SET seq = $2, hash = $3 WHERE site_id = $1",
-                                   s.site_id, s.seq, s.hash)
-                await conn.execute("INSERT INTO log_trees (site_id, size, root, chain_hash)"
-                                   " VALUES ($1, $2, $3, $4)", s.site_id, s.seq, s.root, s.hash)
+                await conn.execute(
+                    "UPDATE log_heads SET seq = $2, hash = $3 WHERE site_id = $1",
+                    s.site_id,
+                    s.seq,
+                    s.hash,
+                )
+                await conn.execute(
+                    "INSERT INTO log_trees (site_id, size, root, chain_hash)"
+                    " VALUES ($1, $2, $3, $4)",
+                    s.site_id,
+                    s.seq,
+                    s.root,
+                    s.hash,
+                )
             out.append({"site_id": s.site_id, "events": s.seq, "subjects": s.subjects})
             if time.perf_counter() >= next_report:
                 next_report += 30
@@ -154,19 +213,27 @@ async def _fill_sites(dsn: str, plans: list[gen.SitePlan], name: str) -> list[di
 
 async def prepare(conn: asyncpg.Connection, months: list[datetime]) -> None:
     for m in months:
-        await conn.execute(f"CREATE TABLE consent_events_{gen.month_key(m)} (LIKE consent_events"
-                           " INCLUDING DEFAULTS INCLUDING CONSTRAINTS)")
+        await conn.execute(
+            f"CREATE TABLE consent_events_{gen.month_key(m)} (LIKE consent_events"
+            " INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"
+        )
     await conn.execute("ALTER TABLE consent_event_ids DROP CONSTRAINT consent_event_ids_pkey")
     await conn.execute("ALTER TABLE consent_state DROP CONSTRAINT consent_state_pkey")
 
 
 def finishing_jobs(months: list[datetime]) -> tuple[list[str], list[str]]:
     """(index builds and attaches, vacuums): statements each run on its own, two at a time."""
-    build = ["ALTER TABLE consent_event_ids ADD PRIMARY KEY (site_id, event_id)",
-             "ALTER TABLE consent_state ADD PRIMARY KEY (site_id, subject_id)"]
-    vacuum = ["VACUUM (ANALYZE) consent_event_ids", "VACUUM (ANALYZE) consent_state",
-              "VACUUM (ANALYZE) log_tiles", "VACUUM (ANALYZE) log_trees",
-              "VACUUM (ANALYZE) log_heads"]
+    build = [
+        "ALTER TABLE consent_event_ids ADD PRIMARY KEY (site_id, event_id)",
+        "ALTER TABLE consent_state ADD PRIMARY KEY (site_id, subject_id)",
+    ]
+    vacuum = [
+        "VACUUM (ANALYZE) consent_event_ids",
+        "VACUUM (ANALYZE) consent_state",
+        "VACUUM (ANALYZE) log_tiles",
+        "VACUUM (ANALYZE) log_trees",
+        "VACUUM (ANALYZE) log_heads",
+    ]
     for m in months:
         t = f"consent_events_{gen.month_key(m)}"
         hi = gen.month_start(m, -1)
@@ -175,7 +242,8 @@ def finishing_jobs(months: list[datetime]) -> tuple[list[str], list[str]]:
             f" CREATE INDEX ON {t} (site_id, subject_digest, seq);"
             f" CREATE INDEX ON {t} (site_id, received_at);"
             f" ALTER TABLE consent_events ATTACH PARTITION {t}"
-            f" FOR VALUES FROM ('{m.isoformat()}') TO ('{hi.isoformat()}')")
+            f" FOR VALUES FROM ('{m.isoformat()}') TO ('{hi.isoformat()}')"
+        )
         vacuum.append(f"VACUUM (ANALYZE) {t}")
     vacuum.append("ANALYZE consent_events")  # the parent's own statistics
     return build, vacuum
@@ -195,9 +263,18 @@ async def run_jobs(dsn: str, jobs: list[str], connections: int = 2) -> None:
     await asyncio.gather(*(worker() for _ in range(connections)))
 
 
-async def fill(server_dsn: str, db_name: str, *, total: int, sites: int, start: datetime,
-               end: datetime, seed_value: int, procs: servers.Processes,
-               data_dir: Any) -> dict[str, Any]:
+async def fill(
+    server_dsn: str,
+    db_name: str,
+    *,
+    total: int,
+    sites: int,
+    start: datetime,
+    end: datetime,
+    seed_value: int,
+    procs: servers.Processes,
+    data_dir: Any,
+) -> dict[str, Any]:
     """Make database `db_name` hold `total` events; returns what it holds and the timings."""
     t0 = time.perf_counter()
     conn = await asyncpg.connect(server_dsn)
@@ -214,7 +291,8 @@ async def fill(server_dsn: str, db_name: str, *, total: int, sites: int, start: 
     try:
         rows = await conn.fetch(
             "SELECT s.site_id, s.subject_key, p.content_sha256 FROM sites s"
-            " JOIN policy_versions p ON p.site_id = s.site_id AND p.version = 1")
+            " JOIN policy_versions p ON p.site_id = s.site_id AND p.version = 1"
+        )
         if total:
             await prepare(conn, months)
     finally:
@@ -228,9 +306,12 @@ async def fill(server_dsn: str, db_name: str, *, total: int, sites: int, start: 
         ctx = multiprocessing.get_context("spawn")
         loop = asyncio.get_running_loop()
         with concurrent.futures.ProcessPoolExecutor(len(workers), mp_context=ctx) as pool:
-            parts = await asyncio.gather(*(
-                loop.run_in_executor(pool, fill_worker, dsn, share, f"worker {i + 1}")
-                for i, share in enumerate(workers)))
+            parts = await asyncio.gather(
+                *(
+                    loop.run_in_executor(pool, fill_worker, dsn, share, f"worker {i + 1}")
+                    for i, share in enumerate(workers)
+                )
+            )
         out = [site for part in parts for site in part]
     t2 = time.perf_counter()
     build, vacuum = finishing_jobs(months if total else [])
@@ -242,16 +323,28 @@ async def fill(server_dsn: str, db_name: str, *, total: int, sites: int, start: 
     say(f"  indexes in {t3 - t2:.0f} s; VACUUM ANALYZE ...")
     await run_jobs(dsn, vacuum)
     t4 = time.perf_counter()
-    big = max(out, key=lambda s: s["events"]) if out else {"site_id": site_id(0), "events": 0,
-                                                            "subjects": 0}
+    big = (
+        max(out, key=lambda s: s["events"])
+        if out
+        else {"site_id": site_id(0), "events": 0, "subjects": 0}
+    )
     return {
-        "database": db_name, "events": total, "sites": sites,
-        "subjects": sum(s["subjects"] for s in out), "big_site": big,
+        "database": db_name,
+        "events": total,
+        "sites": sites,
+        "subjects": sum(s["subjects"] for s in out),
+        "big_site": big,
         "months": [gen.month_key(m) for m in months] if total else [],
-        "start": start.isoformat(), "end": end.isoformat(), "seed": seed_value,
-        "seconds": {"sites": round(t_sites, 1), "rows": round(t2 - t1, 1),
-                    "indexes": round(t3 - t2, 1), "vacuum": round(t4 - t3, 1),
-                    "total": round(t4 - t0, 1)},
+        "start": start.isoformat(),
+        "end": end.isoformat(),
+        "seed": seed_value,
+        "seconds": {
+            "sites": round(t_sites, 1),
+            "rows": round(t2 - t1, 1),
+            "indexes": round(t3 - t2, 1),
+            "vacuum": round(t4 - t3, 1),
+            "total": round(t4 - t0, 1),
+        },
         "events_per_s": round(total / (t4 - t0)) if total else 0,
         "rows_events_per_s": round(total / (t2 - t1)) if total else 0,
         "loadavg_1m": os.getloadavg()[0],

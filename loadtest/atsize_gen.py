@@ -26,8 +26,7 @@ from cmp.ingest.build import body_digest
 
 # The bench policy's purposes (loadtest.seed.policy_body) and their services.
 PURPOSES = ("necessary", "preferences", "statistics", "marketing")
-SERVICES = {"session": "necessary", "google-analytics": "statistics",
-            "facebook-pixel": "marketing"}
+SERVICES = {"session": "necessary", "google-analytics": "statistics", "facebook-pixel": "marketing"}
 CUSTOM_SENT = {"preferences": True, "statistics": False, "marketing": False}
 ACTIONS = ("accept_all", "reject_all", "custom")
 SOURCE = "cmp-banner/1.0"
@@ -44,8 +43,9 @@ def _choices(action: str) -> tuple[dict[str, bool], dict[str, bool]]:
 
 
 CHOICES = {a: _choices(a) for a in ACTIONS}
-CHOICE_TEXT = {a: (canonical_json(p).decode(), canonical_json(s).decode())
-               for a, (p, s) in CHOICES.items()}
+CHOICE_TEXT = {
+    a: (canonical_json(p).decode(), canonical_json(s).decode()) for a, (p, s) in CHOICES.items()
+}
 
 
 def site_sizes(total: int, sites: int) -> list[int]:
@@ -143,13 +143,25 @@ class SiteFill:
             seq = k + 1
             event_id = event_uuid(site, seq)
             record = {
-                "v": 1, "site_id": site, "seq": seq, "event_id": event_id,
-                "subject_digest": digest, "policy_version": 1,
-                "policy_sha256": plan.policy_sha256, "action": action,
-                "purposes": purposes, "services": services, "gpc": False,
-                "language": "nb", "source": SOURCE, "page_url": page, "origin": origin,
-                "ip_prefix": "203.0.113.0/24", "user_agent": USER_AGENT,
-                "occurred_at": None, "received_at": utc_text(at),
+                "v": 1,
+                "site_id": site,
+                "seq": seq,
+                "event_id": event_id,
+                "subject_digest": digest,
+                "policy_version": 1,
+                "policy_sha256": plan.policy_sha256,
+                "action": action,
+                "purposes": purposes,
+                "services": services,
+                "gpc": False,
+                "language": "nb",
+                "source": SOURCE,
+                "page_url": page,
+                "origin": origin,
+                "ip_prefix": "203.0.113.0/24",
+                "user_agent": USER_AGENT,
+                "occurred_at": None,
+                "received_at": utc_text(at),
             }
             data = canonical_json(record)
             digest_hex = hashlib.sha256(prev.encode("ascii") + data).hexdigest()
@@ -157,22 +169,64 @@ class SiteFill:
                 assert digest_hex == record_hash(prev, record)
             leaves.append(merkle.leaf_hash(data))
             sent = SimpleNamespace(
-                event_id=event_id, subject_id=subject, policy_version=1, action=action,
-                purposes=CUSTOM_SENT if a == 2 else None, services=None, language="nb",
-                occurred_at=None, source=SOURCE, page_url=page)
+                event_id=event_id,
+                subject_id=subject,
+                policy_version=1,
+                action=action,
+                purposes=CUSTOM_SENT if a == 2 else None,
+                services=None,
+                language="nb",
+                occurred_at=None,
+                source=SOURCE,
+                page_url=page,
+            )
             p_text, s_text = CHOICE_TEXT[action]
-            yield month, (
-                site, seq, event_id, subject, digest, 1, plan.policy_sha256, action,
-                p_text, s_text, False, "nb", SOURCE, page, origin, USER_AGENT,
-                "203.0.113.0/24", None, at, prev, digest_hex,
-            ), (site, event_id, body_digest(sent))
+            yield (
+                month,
+                (
+                    site,
+                    seq,
+                    event_id,
+                    subject,
+                    digest,
+                    1,
+                    plan.policy_sha256,
+                    action,
+                    p_text,
+                    s_text,
+                    False,
+                    "nb",
+                    SOURCE,
+                    page,
+                    origin,
+                    USER_AGENT,
+                    "203.0.113.0/24",
+                    None,
+                    at,
+                    prev,
+                    digest_hex,
+                ),
+                (site, event_id, body_digest(sent)),
+            )
             prev = digest_hex
         for s in range(k_subjects):
             k = last[s]
             action = ACTIONS[actions[k]]
             p_text, s_text = CHOICE_TEXT[action]
-            self.states.append((site, f"s-{s}", k + 1, event_uuid(site, k + 1), 1, action,
-                                p_text, s_text, False, times[k]))
+            self.states.append(
+                (
+                    site,
+                    f"s-{s}",
+                    k + 1,
+                    event_uuid(site, k + 1),
+                    1,
+                    action,
+                    p_text,
+                    s_text,
+                    False,
+                    times[k],
+                )
+            )
         size, made = tiles.append(0, {}, leaves)
         root = merkle.tree_root(size, lambda lv, ix: tiles.node_from(made, lv, ix))
         self.out = SiteOut(site, n, prev, root, made, k_subjects)

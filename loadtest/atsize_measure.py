@@ -49,9 +49,11 @@ async def clone(server_dsn: str, source: str, name: str) -> float:
         where = await conn.fetchval("SELECT current_setting('data_directory')")
         free = shutil.disk_usage(where).free
         if free < need + SPARE_DISK:
-            raise SystemExit(f"atsize: a copy of {source} needs {need / 2**30:.1f} GiB and "
-                             f"{SPARE_DISK / 2**30:.0f} GiB to spare; {free / 2**30:.1f} GiB "
-                             "are free")
+            raise SystemExit(
+                f"atsize: a copy of {source} needs {need / 2**30:.1f} GiB and "
+                f"{SPARE_DISK / 2**30:.0f} GiB to spare; {free / 2**30:.1f} GiB "
+                "are free"
+            )
         await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{source}" STRATEGY FILE_COPY')
     finally:
         await conn.close()
@@ -63,16 +65,23 @@ async def sizes(conn: asyncpg.Connection) -> dict[str, Any]:
     row = await conn.fetchrow(
         "SELECT coalesce(sum(pg_table_size(i.inhrelid)), 0)::bigint AS heap,"
         " coalesce(sum(pg_indexes_size(i.inhrelid)), 0)::bigint AS idx FROM pg_inherits i"
-        " WHERE i.inhparent = 'consent_events'::regclass")
+        " WHERE i.inhparent = 'consent_events'::regclass"
+    )
     ids = await conn.fetchval("SELECT pg_total_relation_size('consent_event_ids')")
     state = await conn.fetchval("SELECT pg_total_relation_size('consent_state')")
-    states = await conn.fetchval("SELECT reltuples::bigint FROM pg_class"
-                                 " WHERE relname = 'consent_state'")
+    states = await conn.fetchval(
+        "SELECT reltuples::bigint FROM pg_class WHERE relname = 'consent_state'"
+    )
     db = await conn.fetchval("SELECT pg_database_size(current_database())")
     per = max(events, 1)
     return {
-        "events": events, "log_heap_bytes": row["heap"], "log_index_bytes": row["idx"],
-        "ids_bytes": ids, "state_bytes": state, "states": max(states, 0), "database_bytes": db,
+        "events": events,
+        "log_heap_bytes": row["heap"],
+        "log_index_bytes": row["idx"],
+        "ids_bytes": ids,
+        "state_bytes": state,
+        "states": max(states, 0),
+        "database_bytes": db,
         "log_bytes_per_event": round((row["heap"] + row["idx"]) / per, 1),
         "with_ids_bytes_per_event": round((row["heap"] + row["idx"] + ids) / per, 1),
     }
@@ -83,8 +92,9 @@ def _parent(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
-async def _timed(session: aiohttp.ClientSession, method: str, url: str,
-                 headers: dict[str, str]) -> float:
+async def _timed(
+    session: aiohttp.ClientSession, method: str, url: str, headers: dict[str, str]
+) -> float:
     t0 = time.perf_counter()
     async with session.request(method, url, headers=headers) as resp:
         await resp.read()
@@ -93,27 +103,38 @@ async def _timed(session: aiohttp.ClientSession, method: str, url: str,
     return 1000 * (time.perf_counter() - t0)
 
 
-async def explain_target(conn: asyncpg.Connection, site: str, subjects: int,
-                         months: list[str]) -> atsize_explain.Target:
+async def explain_target(
+    conn: asyncpg.Connection, site: str, subjects: int, months: list[str]
+) -> atsize_explain.Target:
     key = bytes(await conn.fetchval("SELECT subject_key FROM sites WHERE site_id = $1", site))
     rng = random.Random(11)
     picks = [f"s-{rng.randrange(max(subjects, 1))}" for _ in range(100)]
     head = int(await conn.fetchval("SELECT seq FROM log_heads WHERE site_id = $1", site))
-    rec = await conn.fetchrow("SELECT event_id::text, subject_digest FROM consent_events"
-                              " WHERE site_id = $1 AND seq = $2", site, max(1, head // 2))
+    rec = await conn.fetchrow(
+        "SELECT event_id::text, subject_digest FROM consent_events WHERE site_id = $1 AND seq = $2",
+        site,
+        max(1, head // 2),
+    )
     newest = months[-1] if months else gen.month_key(datetime.now(UTC))
     since = datetime(int(newest[:4]), int(newest[5:]), 1, tzinfo=UTC)
     size = max(head, 1)
     return atsize_explain.Target(
-        site=site, subjects=picks, digest=subject_digest(key, picks[0]),
+        site=site,
+        subjects=picks,
+        digest=subject_digest(key, picks[0]),
         event_id=rec["event_id"] if rec else "00000000-0000-4000-8000-000000000000",
-        event_digest=rec["subject_digest"] if rec else "0" * 64, head_seq=head,
-        since=since, until=gen.month_start(since, -1),
-        tile_levels=[0, 0, 1], tile_indexes=[0, (size - 1) // 256, (size - 1) // 65536])
+        event_digest=rec["subject_digest"] if rec else "0" * 64,
+        head_seq=head,
+        since=since,
+        until=gen.month_start(since, -1),
+        tile_levels=[0, 0, 1],
+        tile_indexes=[0, (size - 1) // 256, (size - 1) // 65536],
+    )
 
 
-async def _ingest_beside(session: aiohttp.ClientSession, base: str, site: str,
-                         done: asyncio.Event) -> dict[str, Any]:
+async def _ingest_beside(
+    session: aiohttp.ClientSession, base: str, site: str, done: asyncio.Event
+) -> dict[str, Any]:
     """Single events, four in flight with a pause, until `done` and a second after:
     each latency is one event's wait, so a lock held on the log shows as the max."""
     url = f"{base}/v1/sites/{site}/events"
@@ -126,8 +147,10 @@ async def _ingest_beside(session: aiohttp.ClientSession, base: str, site: str,
         i = 0
         while not done.is_set():
             i += 1
-            body = (f'{{"event_id":"{uuid.uuid4()}","subject_id":"purge-{nonce}-{n}-{i}",'
-                    '"policy_version":1,"action":"accept_all"}')
+            body = (
+                f'{{"event_id":"{uuid.uuid4()}","subject_id":"purge-{nonce}-{n}-{i}",'
+                '"policy_version":1,"action":"accept_all"}'
+            )
             t0 = time.perf_counter()
             async with session.post(url, data=body, headers=headers) as resp:
                 await resp.read()
@@ -140,8 +163,14 @@ async def _ingest_beside(session: aiohttp.ClientSession, base: str, site: str,
     return {**summary(ms), "sent": len(ms), "ok": ok, "non_2xx": len(ms) - ok}
 
 
-async def measure_purge(dsn: str, base: str, site: str, info: dict[str, Any],
-                        data_dir: Path, session: aiohttp.ClientSession) -> dict[str, Any]:
+async def measure_purge(
+    dsn: str,
+    base: str,
+    site: str,
+    info: dict[str, Any],
+    data_dir: Path,
+    session: aiohttp.ClientSession,
+) -> dict[str, Any]:
     """Retention set (in the purge's own transaction) so that the oldest month is past it;
     the purge runs with single-event ingest beside it from start to end."""
     first = datetime.fromisoformat(info["start"])
@@ -169,23 +198,37 @@ async def measure_purge(dsn: str, base: str, site: str, info: dict[str, Any],
     finally:
         await conn.close()
     return {
-        "oldest_month_rows": rows, "seconds": round(seconds, 2), "wal_bytes": int(wal),
-        "month_dropped": not left, "sites_purged": len(done),
+        "oldest_month_rows": rows,
+        "seconds": round(seconds, 2),
+        "wal_bytes": int(wal),
+        "month_dropped": not left,
+        "sites_purged": len(done),
         "records_purged": sum(p.deleted for p in done),
-        "states_purged": sum(p.states for p in done), "ingest_beside": beside,
+        "states_purged": sum(p.states for p in done),
+        "ingest_beside": beside,
     }
 
 
-async def measure_point(server_dsn: str, info: dict[str, Any], procs: servers.Processes,
-                        wrk: str | None, data_dir: Path, duration: int, rounds: int,
-                        explain: bool) -> tuple[dict[str, Any], str]:
+async def measure_point(
+    server_dsn: str,
+    info: dict[str, Any],
+    procs: servers.Processes,
+    wrk: str | None,
+    data_dir: Path,
+    duration: int,
+    rounds: int,
+    explain: bool,
+) -> tuple[dict[str, Any], str]:
     """Measure one filled database (on a copy); `wrk` None leaves out the wrk runs."""
     name = f"{info['database']}_run"
     copy_s = await clone(server_dsn, info["database"], name)
     dsn = servers.with_database(server_dsn, name)
     big = info["big_site"]["site_id"]
-    result: dict[str, Any] = {"database": info["database"], "events_filled": info["events"],
-                              "clone_seconds": round(copy_s, 1)}
+    result: dict[str, Any] = {
+        "database": info["database"],
+        "events_filled": info["events"],
+        "clone_seconds": round(copy_s, 1),
+    }
     explain_text = ""
     conn = await connect(dsn)
     try:
@@ -208,8 +251,11 @@ async def measure_point(server_dsn: str, info: dict[str, Any], procs: servers.Pr
             await servers.wait_ready(session, f"{base}/readyz", proc)
             keys = {}
             for scope in ("read", "audit"):
-                async with session.post(f"{site_url}/keys", json={"scope": scope},
-                                        headers={"Authorization": f"Bearer {admin}"}) as r:
+                async with session.post(
+                    f"{site_url}/keys",
+                    json={"scope": scope},
+                    headers={"Authorization": f"Bearer {admin}"},
+                ) as r:
                     keys[scope] = (await r.json())["key"]
             server = Server("cmp", port, proc.pid, db_pid)
             load = LoadConfig(big, f"https://{big}.example", keys["read"], max(subjects, 1000))
@@ -222,37 +268,48 @@ async def measure_point(server_dsn: str, info: dict[str, Any], procs: servers.Pr
             result["wrk"] = runs
             rng = random.Random(5)
             audit = {"Authorization": f"Bearer {keys['audit']}"}
-            ms = [await _timed(session, "GET", f"{site_url}/subjects/"
-                               f"s-{rng.randrange(subjects or 1)}/events", audit)
-                  for _ in range(100)]
+            ms = [
+                await _timed(
+                    session,
+                    "GET",
+                    f"{site_url}/subjects/s-{rng.randrange(subjects or 1)}/events",
+                    audit,
+                )
+                for _ in range(100)
+            ]
             result["history"] = summary(ms)
             root = {"Authorization": f"Bearer {admin}"}
             # From the top of the range: the state reads' subjects stay as they were.
             if subjects:
-                result["erasure"] = summary([await _timed(
-                    session, "DELETE", f"{site_url}/subjects/s-{subjects - 1 - i}", root)
-                    for i in range(20)])
+                result["erasure"] = summary(
+                    [
+                        await _timed(
+                            session, "DELETE", f"{site_url}/subjects/s-{subjects - 1 - i}", root
+                        )
+                        for i in range(20)
+                    ]
+                )
             if info["months"]:
                 newest = info["months"][-1]
                 since = datetime(int(newest[:4]), int(newest[5:]), 1, tzinfo=UTC)
                 until = gen.month_start(since, -1)
                 query = f"&from={since.date().isoformat()}&to={until.date().isoformat()}"
                 result["export_month"] = await measure_export(
-                    session, base, big, keys["audit"], server, 1800, query)
-            result["export_site"] = await measure_export(session, base, big, keys["audit"],
-                                                         server, 3600)
+                    session, base, big, keys["audit"], server, 1800, query
+                )
+            result["export_site"] = await measure_export(
+                session, base, big, keys["audit"], server, 3600
+            )
             if explain and info["events"]:
                 conn = await connect(dsn)
                 try:
                     target = await explain_target(conn, big, subjects, info["months"])
-                    explain_text, result["explain"] = await atsize_explain.explain_all(
-                        conn, target)
+                    explain_text, result["explain"] = await atsize_explain.explain_all(conn, target)
                 finally:
                     await conn.close()
             if info["months"]:
                 say("  purge of the oldest month, ingest beside it ...")
-                result["purge"] = await measure_purge(dsn, base, big, info, data_dir,
-                                                      session)
+                result["purge"] = await measure_purge(dsn, base, big, info, data_dir, session)
     finally:
         procs.stop([proc])
         conn = await asyncpg.connect(server_dsn)

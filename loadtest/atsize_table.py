@@ -13,6 +13,7 @@ def _wrk(name: str, field: str) -> Getter:
     def get(point: dict[str, Any]) -> float | None:
         runs = point.get("wrk", {}).get(name)
         return statistics.median(r[field] for r in runs) if runs else None
+
     return get
 
 
@@ -24,6 +25,7 @@ def _at(*path: str) -> Getter:
                 return None
             value = value[key]
         return float(value) if isinstance(value, int | float) else None
+
     return get
 
 
@@ -31,6 +33,7 @@ def _mib(getter: Getter) -> Getter:
     def get(point: dict[str, Any]) -> float | None:
         value = getter(point)
         return None if value is None else value / 2**20
+
     return get
 
 
@@ -56,8 +59,12 @@ ROWS: list[tuple[str, Getter, bool, int]] = [
     ("subject history p99 ms", _at("history", "p99_ms"), True, 1),
     ("erasure p50 ms", _at("erasure", "p50_ms"), True, 1),
     ("erasure p99 ms", _at("erasure", "p99_ms"), True, 1),
-    ("export of the big site's newest month, records/s", _at("export_month", "records_per_s"),
-     False, 0),
+    (
+        "export of the big site's newest month, records/s",
+        _at("export_month", "records_per_s"),
+        False,
+        0,
+    ),
     ("… records", _at("export_month", "records"), True, 0),
     ("export of the whole big site, records/s", _at("export_site", "records_per_s"), False, 0),
     ("… records", _at("export_site", "records"), True, 0),
@@ -65,8 +72,7 @@ ROWS: list[tuple[str, Getter, bool, int]] = [
     ("purge of the oldest month, s", _at("purge", "seconds"), True, 2),
     ("… WAL MB", _mib(_at("purge", "wal_bytes")), True, 1),
     ("… records purged", _at("purge", "records_purged"), True, 0),
-    ("… ingest beside it (4 in flight): p50 ms", _at("purge", "ingest_beside", "p50_ms"),
-     True, 1),
+    ("… ingest beside it (4 in flight): p50 ms", _at("purge", "ingest_beside", "p50_ms"), True, 1),
     ("… ingest beside it: p99 ms", _at("purge", "ingest_beside", "p99_ms"), True, 1),
     ("… ingest beside it: max ms (lock wait)", _at("purge", "ingest_beside", "max_ms"), True, 1),
     ("log bytes per event (table + indexes)", _at("sizes", "log_bytes_per_event"), True, 0),
@@ -84,8 +90,9 @@ def _fmt(value: float | None, decimals: int) -> str:
 
 
 def _label(events: int) -> str:
-    return "0 (empty)" if not events else (f"{events / 1e6:g} M" if events >= 10**6
-                                           else f"{events:,}")
+    return (
+        "0 (empty)" if not events else (f"{events / 1e6:g} M" if events >= 10**6 else f"{events:,}")
+    )
 
 
 def table(points: list[dict[str, Any]]) -> str:
@@ -94,8 +101,10 @@ def table(points: list[dict[str, Any]]) -> str:
     heads = [_label(p["events_filled"]) for p in points]
     compare = len(points) >= 2 and points[-2]["events_filled"] > 0
     ratio_head = f"{heads[-1]} : {heads[-2]}" if compare else ""
-    out = ["| | " + " | ".join(heads) + (f" | {ratio_head}" if compare else "") + " |",
-           "|---|" + "---:|" * (len(points) + (1 if compare else 0))]
+    out = [
+        "| | " + " | ".join(heads) + (f" | {ratio_head}" if compare else "") + " |",
+        "|---|" + "---:|" * (len(points) + (1 if compare else 0)),
+    ]
     for label, get, _lower, decimals in ROWS:
         values = [get(p) for p in points]
         cells = [_fmt(v, decimals) for v in values]
@@ -106,9 +115,14 @@ def table(points: list[dict[str, Any]]) -> str:
     empty = points[0] if points and points[0]["events_filled"] == 0 else None
     base = _wrk("ingest-1", "rps")(empty) if empty else None
     if base:
-        ratios = [f"{_label(p['events_filled'])}: {(_wrk('ingest-1', 'rps')(p) or 0) / base:.2f}"
-                  for p in points[1:]]
+        ratios = [
+            f"{_label(p['events_filled'])}: {(_wrk('ingest-1', 'rps')(p) or 0) / base:.2f}"
+            for p in points[1:]
+        ]
         out.append("")
-        out.append("Ingest req/s as a ratio to the empty log — " + "; ".join(ratios)
-                   + " (goal ≥ 0.9 at 20 M).")
+        out.append(
+            "Ingest req/s as a ratio to the empty log — "
+            + "; ".join(ratios)
+            + " (goal ≥ 0.9 at 20 M)."
+        )
     return "\n".join(out)

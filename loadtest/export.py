@@ -26,9 +26,15 @@ async def export_available(session: aiohttp.ClientSession, base: str) -> bool:
     return "get" in document.get("paths", {}).get(EXPORT_PATH, {})
 
 
-async def measure_export(session: aiohttp.ClientSession, base: str, site: str,
-                         audit_key: str, server: Server, within_s: float = 120.0,
-                         query: str = "") -> dict[str, Any]:
+async def measure_export(
+    session: aiohttp.ClientSession,
+    base: str,
+    site: str,
+    audit_key: str,
+    server: Server,
+    within_s: float = 120.0,
+    query: str = "",
+) -> dict[str, Any]:
     """Stream the export, count records (lines), watch the workers' RSS meanwhile;
     `query` adds parameters (e.g. `&from=…&to=…`)."""
     url = f"{base}/v1/sites/{site}/events?format=jsonl{query}"
@@ -42,30 +48,40 @@ async def measure_export(session: aiohttp.ClientSession, base: str, site: str,
     started = time.perf_counter()
     first_byte: float | None = None
     try:
-        async with session.get(url, headers=headers,
-                               timeout=aiohttp.ClientTimeout(total=within_s)) as resp:
+        async with session.get(
+            url, headers=headers, timeout=aiohttp.ClientTimeout(total=within_s)
+        ) as resp:
             if resp.status != 200:
-                return {"available": True, "error": f"HTTP {resp.status}: "
-                        f"{(await resp.text())[:300]}"}
+                return {
+                    "available": True,
+                    "error": f"HTTP {resp.status}: {(await resp.text())[:300]}",
+                }
             async for chunk in resp.content.iter_chunked(CHUNK):
                 if first_byte is None:
                     first_byte = time.perf_counter() - started
                 records += chunk.count(b"\n")
                 size += len(chunk)
     except TimeoutError:
-        return {"available": True, "error": f"no complete export within {within_s:.0f} s",
-                "records": records}
+        return {
+            "available": True,
+            "error": f"no complete export within {within_s:.0f} s",
+            "records": records,
+        }
     finally:
         await sampler.stop()
     seconds = time.perf_counter() - started
     cpu = procstat.cpu_seconds(server.cpu_pids()) - cpu0
     db = procstat.cpu_seconds(server.db_pids()) - db0
     return {
-        "available": True, "records": records, "bytes": size, "seconds": round(seconds, 2),
+        "available": True,
+        "records": records,
+        "bytes": size,
+        "seconds": round(seconds, 2),
         "records_per_s": round(records / seconds, 1) if seconds else 0.0,
         "first_byte_s": round(first_byte or 0.0, 3),
         "cpu_us_per_record": round(cpu / max(records, 1) * 1e6, 1),
         "db_cpu_us_per_record": round(db / max(records, 1) * 1e6, 1),
-        "rss_before_mib": round(before, 1), "rss_peak_mib": round(sampler.total_mib, 1),
+        "rss_before_mib": round(before, 1),
+        "rss_peak_mib": round(sampler.total_mib, 1),
         "rss_growth_mib": round(sampler.total_mib - before, 1),
     }

@@ -22,15 +22,24 @@ EVENTS, SITES, MONTHS = 20_000, 50, 24
 
 
 @pytest.fixture(scope="module")
-async def filled(server_dsn: str, tmp_path_factory: pytest.TempPathFactory
-                 ) -> AsyncIterator[tuple[dict[str, Any], Path]]:
+async def filled(
+    server_dsn: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[tuple[dict[str, Any], Path]]:
     data_dir = tmp_path_factory.mktemp("atsize")
     name = f"cmp_test_atsize_{secrets.token_hex(4)}"
     now = datetime.now(UTC)
     with servers.Processes(data_dir / "logs") as procs:
         info = await atsize_fill.fill(
-            server_dsn, name, total=EVENTS, sites=SITES, start=gen.month_start(now, MONTHS),
-            end=gen.month_start(now), seed_value=3, procs=procs, data_dir=data_dir)
+            server_dsn,
+            name,
+            total=EVENTS,
+            sites=SITES,
+            start=gen.month_start(now, MONTHS),
+            end=gen.month_start(now),
+            seed_value=3,
+            procs=procs,
+            data_dir=data_dir,
+        )
     yield info, data_dir
     conn = await asyncpg.connect(server_dsn)
     try:
@@ -53,9 +62,11 @@ async def test_the_fill_holds_what_it_says(server_dsn: str, filled: Any) -> None
     try:
         per_month = await conn.fetch(
             "SELECT tableoid::regclass::text AS part, count(*) AS n FROM consent_events"
-            " GROUP BY 1 ORDER BY 1")
-        big = await conn.fetchval("SELECT count(*) FROM consent_events WHERE site_id = $1",
-                                  info["big_site"]["site_id"])
+            " GROUP BY 1 ORDER BY 1"
+        )
+        big = await conn.fetchval(
+            "SELECT count(*) FROM consent_events WHERE site_id = $1", info["big_site"]["site_id"]
+        )
         ids = await conn.fetchval("SELECT count(*) FROM consent_event_ids")
         heads = await conn.fetchval("SELECT sum(seq) FROM log_heads")
         trees = await conn.fetchval("SELECT sum(size) FROM log_trees")
@@ -65,13 +76,16 @@ async def test_the_fill_holds_what_it_says(server_dsn: str, filled: Any) -> None
             " subject_id, seq, event_id, received_at FROM consent_events"
             " ORDER BY site_id, subject_id, seq DESC) n JOIN consent_state s"
             " USING (site_id, subject_id) WHERE s.seq = n.seq AND s.event_id = n.event_id"
-            " AND s.recorded_at = n.received_at")
+            " AND s.recorded_at = n.received_at"
+        )
         attached = await conn.fetchval(
-            "SELECT count(*) FROM pg_inherits WHERE inhparent = 'consent_events'::regclass")
+            "SELECT count(*) FROM pg_inherits WHERE inhparent = 'consent_events'::regclass"
+        )
         indexed = await conn.fetch(
             "SELECT c.relname, count(*) AS n FROM pg_inherits i JOIN pg_class c"
             " ON c.oid = i.inhrelid JOIN pg_index x ON x.indrelid = c.oid"
-            " WHERE i.inhparent = 'consent_events'::regclass GROUP BY 1")
+            " WHERE i.inhparent = 'consent_events'::regclass GROUP BY 1"
+        )
     finally:
         await conn.close()
     assert [r["part"] for r in per_month] == [f"consent_events_{m}" for m in info["months"]]
@@ -87,8 +101,7 @@ async def test_a_sample_site_verifies_and_its_tree_is_the_servers(
     server_dsn: str, filled: Any
 ) -> None:
     info, data_dir = filled
-    check = await check_sample(servers.with_database(server_dsn, info["database"]), info,
-                               data_dir)
+    check = await check_sample(servers.with_database(server_dsn, info["database"]), info, data_dir)
     assert check["export_exit"] == 0 and check["records"] > 0
     assert check["verify_exit"] == 0, check["verify_says"]
     assert check["tree_root_matches"]
@@ -100,17 +113,20 @@ async def test_a_measured_run_leaves_the_filled_database_as_it_was(
     info, data_dir = filled
     with servers.Processes(data_dir / "logs") as procs:
         result, explain = await atsize_measure.measure_point(
-            server_dsn, info, procs, None, data_dir, duration=1, rounds=1, explain=True)
+            server_dsn, info, procs, None, data_dir, duration=1, rounds=1, explain=True
+        )
     dsn = servers.with_database(server_dsn, info["database"])
     big = info["big_site"]["site_id"]
     conn = await asyncpg.connect(dsn)
     try:
         newest = info["months"][-1]
         in_month = await conn.fetchval(
-            f"SELECT count(*) FROM consent_events_{newest} WHERE site_id = $1", big)
+            f"SELECT count(*) FROM consent_events_{newest} WHERE site_id = $1", big
+        )
         total = await conn.fetchval("SELECT count(*) FROM consent_events")
-        oldest = await conn.fetchval("SELECT to_regclass($1) IS NOT NULL",
-                                     f"consent_events_{info['months'][0]}")
+        oldest = await conn.fetchval(
+            "SELECT to_regclass($1) IS NOT NULL", f"consent_events_{info['months'][0]}"
+        )
     finally:
         await conn.close()
     assert result["sizes"]["events"] == EVENTS
