@@ -18,6 +18,7 @@ run: $(STAMP)
 
 test: $(STAMP) e2e-deps deploy-check
 	$(BIN)/ruff check cmp tests loadtest
+	$(BIN)/ruff format --check cmp tests loadtest
 	$(BIN)/mypy cmp
 	$(BIN)/python -m pytest -q
 
@@ -28,6 +29,7 @@ test-faults: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check cmp tests loadtest
+	$(BIN)/ruff format --check cmp tests loadtest
 
 typecheck: $(STAMP)
 	$(BIN)/mypy cmp
