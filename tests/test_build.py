@@ -1,0 +1,92 @@
+"""The write path's record (`cmp.ingest.build`) against the record's one declaration.
+
+`tests/store/test_record.py` checks every reader of a stored record against
+`cmp.audit.record`; this checks the one writer, without a database: the fields it
+builds are the declared ones, each passes the declaration's checks, and the two halves
+the database splices `seq` between are exactly the canonical JSON of the record.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from cmp.audit.chain import CHAIN_FIELDS, chain_record
+from cmp.canonical import canonical_json
+from cmp.consent import PolicyView
+from cmp.ingest.build import SEQ_MARK, build
+from cmp.ingest.facts import request_facts
+from cmp.models import EventIn, PolicyVersion
+from cmp.store.sites import StoredSite
+from tests.factories import policy_body, site_body
+
+NOW = datetime(2026, 11, 30, 12, 0, 0, 123456, tzinfo=UTC)
+
+
+def _site() -> StoredSite:
+    return StoredSite.model_validate(
+        {
+            **site_body(),
+            "site_id": "shop",
+            "created_at": NOW,
+            "updated_at": NOW,
+            "subject_key": b"k" * 32,
+        }
+    )
+
+
+def _view() -> PolicyView:
+    body = policy_body()
+    policy = PolicyVersion.model_validate(
+        {
+            **body,
+            "site_id": "shop",
+            "version": 1,
+            "material": True,
+            "content_sha256": "a" * 64,
+            "published_at": NOW,
+        }
+    )
+    return PolicyView.of(policy)
+
+
+@pytest.mark.parametrize(
+    "optional",
+    [
+        {},
+        {
+            "language": "nb",
+            "source": 'banner "v2" ✓',
+            "page_url": "https://shop.example/p",
+            "occurred_at": (NOW - timedelta(seconds=3)).isoformat(),
+        },
+    ],
+)
+def test_the_built_record_is_the_declared_record(optional: dict[str, str]) -> None:
+    view = _view()
+    event = EventIn.model_validate(
+        {
+            "event_id": "0b9f6f0e-7d1c-4c49-9d55-2f7c2f8f5a11",
+            "subject_id": "visitor-1",
+            "policy_version": 1,
+            "action": "accept_all",
+            **optional,
+        }
+    )
+    facts = request_facts(
+        origin="https://shop.example",
+        user_agent="Mozilla/5.0 ✓",
+        client_ip="192.0.2.77",
+        sec_gpc="1",
+        now=NOW,
+    )
+    purposes = {p: True for p in view.purposes}
+    new = build(_site(), view, event, purposes, {}, facts)
+
+    assert tuple(sorted(new.record)) == tuple(sorted(CHAIN_FIELDS))
+    stored = {**new.record, "seq": 7}
+    assert chain_record(**stored) == stored
+    assert (new.head + "7" + new.tail).encode() == canonical_json(stored)
+    assert new.record["seq"] == SEQ_MARK
+    assert new.record["ip_prefix"] == "192.0.2.0/24"
