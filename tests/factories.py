@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 from aiohttp.test_utils import TestClient
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -132,3 +133,28 @@ def event(subject_id: str | None = None, **fields: Any) -> dict[str, Any]:
     }
     body.update(fields)
     return body
+
+
+async def age_records(db: asyncpg.Connection, site_id: str, through_seq: int) -> None:
+    """Move a site's records 1..through_seq three days back in `received_at`, past a
+    one-day retention. A superuser session may bypass the append-only trigger; the
+    application itself cannot. Their month's partition is made first."""
+    await db.execute("SELECT cmp_event_partition(now() - interval '3 days')")
+    await db.execute("SET session_replication_role = replica")
+    await db.execute(
+        "UPDATE consent_events SET received_at = received_at - interval '3 days'"
+        " WHERE site_id = $1 AND seq <= $2",
+        site_id,
+        through_seq,
+    )
+    await db.execute("SET session_replication_role = origin")
+
+
+async def retain_one_day(client: TestClient, site_id: str) -> None:
+    """Set the site's consent validity and retention to one day."""
+    r = await client.put(
+        f"/v1/sites/{site_id}",
+        headers=ADMIN,
+        json=site_body(consent_validity_days=1, retention_days=1),
+    )
+    assert r.status == 200, await r.text()

@@ -29,7 +29,7 @@ import pytest
 from cmp.audit.signing import parse_public_key, verify_checkpoint
 from cmp.audit.verify import verify_export
 from loadtest.cluster import Cluster, Instance, missing_tools
-from tests.factories import ORIGIN, event, new_site_id, policy_body, site_body
+from tests.factories import ORIGIN, age_records, event, new_site_id, policy_body, site_body
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -400,14 +400,7 @@ async def test_background_jobs_run_once_across_instances(cluster: Cluster) -> No
     try:
         # Age the first 15 records past retention (a superuser may bypass the
         # append-only trigger; the application cannot).
-        await conn.execute("SELECT cmp_event_partition(now() - interval '3 days')")
-        await conn.execute("SET session_replication_role = replica")
-        await conn.execute(
-            "UPDATE consent_events SET received_at = received_at - interval '3 days'"
-            " WHERE site_id = $1 AND seq <= 15",
-            site.id,
-        )
-        await conn.execute("SET session_replication_role = origin")
+        await age_records(conn, site.id, through_seq=15)
         # Keep the log growing for a few checkpoint intervals while every instance's
         # timer fires (and purges: each instance every other tick).
         started = time.monotonic()

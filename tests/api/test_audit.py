@@ -19,7 +19,16 @@ from cmp.appkeys import SIGNER
 from cmp.audit.signing import parse_public_key, verify_checkpoint
 from cmp.audit.verify import verify_export
 from cmp.maintenance import purge, store_checkpoints
-from tests.factories import ADMIN, ORIGIN, event, make_key, make_site, policy_body
+from tests.factories import (
+    ADMIN,
+    ORIGIN,
+    age_records,
+    event,
+    make_key,
+    make_site,
+    policy_body,
+    retain_one_day,
+)
 
 HDR = {"Origin": ORIGIN}
 
@@ -299,29 +308,10 @@ async def test_purge_keeps_the_chain_verifiable_from_a_signed_anchor(
     client: TestClient, site: dict[str, Any], db: asyncpg.Connection
 ) -> None:
     await fill(client, site, 5)
-    r = await client.put(
-        f"/v1/sites/{site['id']}",
-        headers=ADMIN,
-        json={
-            "name": "Test shop",
-            "origins": [ORIGIN],
-            "languages": ["nb", "en"],
-            "default_language": "nb",
-            "consent_validity_days": 1,
-            "retention_days": 1,
-        },
-    )
-    assert r.status == 200
+    await retain_one_day(client, site["id"])
     # Age the first three records past retention (received_at is the server's clock; a
     # superuser session may bypass the append-only trigger the app itself cannot).
-    await db.execute("SELECT cmp_event_partition(now() - interval '3 days')")
-    await db.execute("SET session_replication_role = replica")
-    await db.execute(
-        "UPDATE consent_events SET received_at = received_at - interval '3 days'"
-        " WHERE site_id = $1 AND seq <= 3",
-        site["id"],
-    )
-    await db.execute("SET session_replication_role = origin")
+    await age_records(db, site["id"], through_seq=3)
     lines_before = await export(client, site)
     signer = client.app[SIGNER]  # type: ignore[index]
     done = [p for p in await purge(db, signer) if p.site_id == site["id"]]

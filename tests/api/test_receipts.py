@@ -20,7 +20,7 @@ from cmp.audit.receipt import ReceiptError, verify_receipt
 from cmp.canonical import canonical_json
 from cmp.maintenance import purge
 from cmp.treelog import CHUNK, TREE_LOCK, integrate_site
-from tests.factories import ADMIN, ORIGIN, event, make_key, make_site
+from tests.factories import ADMIN, ORIGIN, age_records, event, make_key, make_site, retain_one_day
 
 HDR = {"Origin": ORIGIN}
 
@@ -242,29 +242,10 @@ async def test_other_receipts_verify_after_erasure_and_purge(
     assert verify_receipt(after_erasure, key_of(client)).checkpoint.size == 7
     # The erased subject's record keeps its leaf: its old receipt index is unchanged.
     assert after_erasure["leaf_index"] == kept["leaf_index"]
-    r = await client.put(
-        f"/v1/sites/{site['id']}",
-        headers=ADMIN,
-        json={
-            "name": "Test shop",
-            "origins": [ORIGIN],
-            "languages": ["nb", "en"],
-            "default_language": "nb",
-            "consent_validity_days": 1,
-            "retention_days": 1,
-        },
-    )
-    assert r.status == 200
+    await retain_one_day(client, site["id"])
     # Age the first three records (a superuser session bypasses the append-only trigger;
     # they are in the tree already, so their leaves stay as they were).
-    await db.execute("SELECT cmp_event_partition(now() - interval '3 days')")
-    await db.execute("SET session_replication_role = replica")
-    await db.execute(
-        "UPDATE consent_events SET received_at = received_at - interval '3 days'"
-        " WHERE site_id = $1 AND seq <= 3",
-        site["id"],
-    )
-    await db.execute("SET session_replication_role = origin")
+    await age_records(db, site["id"], through_seq=3)
     done = [p for p in await purge(db, client.app[SIGNER]) if p.site_id == site["id"]]  # type: ignore[index]
     assert done and done[0].through_seq == 3
     await post(client, site["id"], [event()])
