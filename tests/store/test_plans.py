@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -185,3 +186,42 @@ async def test_the_purge_cut_reads_by_index_even_where_a_hash_join_looks_cheaper
         plan = await explain(planned, queries("audit")["select_purge_cut"])
     await assert_no_seq_scan(planned, plan)
     assert all(node["Node Type"] != "Hash Join" for node in plan)
+
+
+async def test_the_append_probes_the_id_key_after_the_table_grew_under_its_session(
+    fresh_database: Any,
+) -> None:
+    # The group commit's session lives as long as the server, and PL/pgSQL keeps its
+    # statements' plans for the session: a plan made while the ids table was small must
+    # not become a scan of the whole table once it has grown (no ANALYZE in between).
+    dsn = await fresh_database()
+    conn, filler = await connect(dsn), await connect(dsn)
+    try:
+        await migrate(conn)
+        await insert_site(conn, SMALL)
+        now = datetime.now(UTC)
+        for _ in range(8):  # past the plan cache's custom plans: the generic one stays
+            await append(conn, [new_event(SMALL, now) for _ in range(10)])
+        await filler.copy_records_to_table(
+            "consent_event_ids",
+            records=[("other-site", uuid.uuid4(), b"d") for _ in range(30_000)],
+            columns=["site_id", "event_id", "body_digest"],
+        )
+        plans: list[str] = []
+        conn.add_log_listener(lambda _conn, message: plans.append(str(message)))
+        for setting in (
+            "LOAD 'auto_explain'",
+            "SET auto_explain.log_min_duration = 0",
+            "SET auto_explain.log_nested_statements = on",
+            "SET client_min_messages = log",
+        ):
+            await conn.execute(setting)
+        await append(conn, [new_event(SMALL, now) for _ in range(10)])
+        await conn.execute("RESET client_min_messages")
+    finally:
+        await conn.close()
+        await filler.close()
+    checks = [p for p in plans if "consent_event_ids" in p and "body_digest" in p]
+    assert checks, plans
+    assert all("Seq Scan on consent_event_ids" not in p for p in checks), checks
+    assert any("consent_event_ids_pkey on consent_event_ids" in p for p in checks), checks
