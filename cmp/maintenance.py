@@ -106,9 +106,14 @@ async def purge(
             if months
             else None
         )
+        states: dict[str, int] = {}
+        for name in months:
+            for site_id, n in (await audit_store.purge_month_states(conn, name)).items():
+                states[site_id] = states.get(site_id, 0) + n
         for cut in cuts:
             count = await audit_store.purge_before(conn, cut, kept_from)
-            done.append(Purged(cut.site_id, cut.seq, cut.seq - cut.first_seq + 1, count.states))
+            proved = states.get(cut.site_id, 0) + count.states
+            done.append(Purged(cut.site_id, cut.seq, cut.seq - cut.first_seq + 1, proved))
         for name in months:
             if not await audit_store.drop_partition(conn, name, lock_wait):
                 log.warning("purge: %s is busy; deleting its rows instead", name)

@@ -218,6 +218,11 @@ async def purge_before(
     caller's transaction, so a state never outlives its proof); returns the counts."""
     await _purging(conn)
     since = received_from or datetime.min.replace(tzinfo=UTC)
-    events = await conn.execute(SQL["purge_before"], cut.site_id, cut.seq, since)
-    states = await conn.execute(SQL["purge_states_before"], cut.site_id, cut.seq)
-    return PurgeCount(int(events.split()[-1]), int(states.split()[-1]))
+    row = await conn.fetchrow(SQL["purge_before"], cut.site_id, cut.seq, since)
+    return PurgeCount(row["events"], row["states"])
+
+
+async def purge_month_states(conn: asyncpg.Connection, name: str) -> dict[str, int]:
+    """Delete the states proved by the records of a month about to be dropped (the
+    caller's transaction); returns how many per site."""
+    return {r["site_id"]: r["states"] for r in await conn.fetch(SQL["purge_month_states"], name)}

@@ -141,17 +141,13 @@ SELECT cmp_drop_event_partition($1, $2);
 
 -- name: purge_before
 -- Retention: delete a site's records up to and including seq $2 received from $3 on
--- (older months are dropped whole), with their ids (the triggers allow it only with
--- cmp.purge = 'on', set for this transaction). Returns the number of records.
-WITH gone AS (
-    DELETE FROM consent_events
-    WHERE site_id = $1 AND seq <= $2 AND received_at >= $3
-    RETURNING site_id, event_id
-)
-DELETE FROM consent_event_ids i USING gone
-WHERE i.site_id = gone.site_id AND i.event_id = gone.event_id;
+-- (older months are dropped whole), with their ids and the states they proved (the
+-- subject is asked again, and no raw subject id outlives the log's retention). The
+-- triggers allow it only with cmp.purge = 'on', set for this transaction. Returns the
+-- number of records and of states.
+SELECT events, states FROM cmp_purge_records($1, $2, $3);
 
--- name: purge_states_before
--- Retention: a state whose event was purged has lost its proof, so it goes too (the
--- subject is asked again, and no raw subject id outlives the log's retention).
-DELETE FROM consent_state WHERE site_id = $1 AND seq <= $2;
+-- name: purge_month_states
+-- Retention: the states proved by the records of month $1, about to be dropped
+-- (per site: site_id, states).
+SELECT site_id, states FROM cmp_purge_month_states($1);

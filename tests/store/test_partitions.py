@@ -153,7 +153,7 @@ async def test_coming_months_are_made_once_across_instances(
     assert await make_partitions(fresh) == 0
 
 
-async def _fill_two_sites(conn: asyncpg.Connection) -> dict[str, Any]:
+async def fill_two_sites(conn: asyncpg.Connection) -> dict[str, Any]:
     """Site `sa` (retention 200 days) and `sb` (400), rows in months -12, -11, -1 and now."""
     now = datetime.now(UTC)
     m12, m11, m1 = (month_start(now, k) for k in (-12, -11, -1))
@@ -200,7 +200,7 @@ async def _consistent(conn: asyncpg.Connection, site_id: str) -> list[int]:
 async def test_purge_deletes_inside_a_month_that_still_holds_kept_records_then_drops_it(
     fresh: asyncpg.Connection,
 ) -> None:
-    months = await _fill_two_sites(fresh)
+    months = await fill_two_sites(fresh)
     signer = Signer.generate()
     assert await _consistent(fresh, "sa") == [1, 2, 3, 4, 5, 6, 7, 8]
 
@@ -233,7 +233,7 @@ async def test_purge_deletes_inside_a_month_that_still_holds_kept_records_then_d
 async def test_purge_deletes_the_rows_of_a_month_it_cannot_lock_in_time(
     fresh: asyncpg.Connection, fresh_dsn: str
 ) -> None:
-    months = await _fill_two_sites(fresh)
+    months = await fill_two_sites(fresh)
     await fresh.execute("UPDATE sites SET retention_days = 300 WHERE site_id = 'sb'")
     reader = await connect(fresh_dsn)
     try:

@@ -18,11 +18,13 @@ from typing import Any
 import asyncpg
 import pytest
 
+from cmp.audit.signing import Signer
+from cmp.maintenance import purge
 from cmp.store.db import connect
 from cmp.store.migrate import migrate
 from cmp.store.sqlfiles import queries
 from tests.store.chainrows import append, insert_site, new_event
-from tests.store.test_partitions import month_start, partition_name
+from tests.store.test_partitions import fill_two_sites, month_start, partition_name
 
 BIG = "big-site"
 SMALL = "site-07"
@@ -94,6 +96,21 @@ async def assert_no_seq_scan(
     }
     assert all("Seq Scan" not in kinds for rel, kinds in ours.items() if rel not in empty), ours
     return {rel: kinds for rel, kinds in ours.items() if rel not in empty}
+
+
+async def log_plans(conn: asyncpg.Connection) -> list[str]:
+    """From now on, the plan of every statement the session runs, nested ones (inside
+    functions) included, is appended to the list returned."""
+    plans: list[str] = []
+    conn.add_log_listener(lambda _conn, message: plans.append(str(message)))
+    for setting in (
+        "LOAD 'auto_explain'",
+        "SET auto_explain.log_min_duration = 0",
+        "SET auto_explain.log_nested_statements = on",
+        "SET client_min_messages = log",
+    ):
+        await conn.execute(setting)
+    return plans
 
 
 def digest(site_id: str, subject: str) -> str:
@@ -207,17 +224,8 @@ async def test_the_append_probes_the_id_key_after_the_table_grew_under_its_sessi
             records=[("other-site", uuid.uuid4(), b"d") for _ in range(30_000)],
             columns=["site_id", "event_id", "body_digest"],
         )
-        plans: list[str] = []
-        conn.add_log_listener(lambda _conn, message: plans.append(str(message)))
-        for setting in (
-            "LOAD 'auto_explain'",
-            "SET auto_explain.log_min_duration = 0",
-            "SET auto_explain.log_nested_statements = on",
-            "SET client_min_messages = log",
-        ):
-            await conn.execute(setting)
+        plans = await log_plans(conn)
         await append(conn, [new_event(SMALL, now) for _ in range(10)])
-        await conn.execute("RESET client_min_messages")
     finally:
         await conn.close()
         await filler.close()
@@ -225,3 +233,44 @@ async def test_the_append_probes_the_id_key_after_the_table_grew_under_its_sessi
     assert checks, plans
     assert all("Seq Scan on consent_event_ids" not in p for p in checks), checks
     assert any("consent_event_ids_pkey on consent_event_ids" in p for p in checks), checks
+
+
+async def test_a_purge_reaches_ids_and_states_through_the_records_it_removes(
+    fresh_database: Any,
+) -> None:
+    # The ids and the states of the whole log outnumber what a purge removes; it must
+    # probe their keys from the purged records, not read them whole (at size: a hash
+    # join over all ids, a scan of all of a site's states). Both paths: rows deleted
+    # inside a month still partly kept, then whole months dropped.
+    conn = await connect(await fresh_database())
+    try:
+        await migrate(conn)
+        await fill_two_sites(conn)
+        await conn.copy_records_to_table(
+            "consent_event_ids",
+            records=[("other-site", uuid.uuid4(), b"d") for _ in range(30_000)],
+            columns=["site_id", "event_id", "body_digest"],
+        )
+        await conn.execute(
+            "INSERT INTO consent_state (site_id, subject_id, seq, event_id, policy_version,"
+            " action, purposes, services, gpc, recorded_at)"
+            " SELECT 'sa', 'other-' || n, 10000 + n, gen_random_uuid(), 1, 'accept_all',"
+            " '{}', '{}', false, now() FROM generate_series(1, 30000) AS n"
+        )
+        await conn.execute("ANALYZE")
+        plans = await log_plans(conn)
+        rows_deleted = {p.site_id: p.deleted for p in await purge(conn, Signer.generate())}
+        await conn.execute("UPDATE sites SET retention_days = 300 WHERE site_id = 'sb'")
+        months_dropped = {p.site_id: p.deleted for p in await purge(conn, Signer.generate())}
+    finally:
+        await conn.close()
+    assert (rows_deleted, months_dropped) == ({"sa": 5}, {"sb": 2})
+    deletes = [
+        p for p in plans if "Delete on consent_state" in p or "Delete on consent_event_ids" in p
+    ]
+    # Rows: one statement (ids and states) per purge; months: states, then ids, each.
+    assert len(deletes) == 1 + 1 + 2 * 2, deletes
+    for table in ("consent_state", "consent_event_ids"):
+        ours = [p for p in deletes if f"Delete on {table}" in p]
+        assert all(f"Seq Scan on {table}" not in p for p in ours), ours
+        assert all(f"{table}_pkey on {table}" in p for p in ours), ours
