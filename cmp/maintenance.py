@@ -21,6 +21,7 @@ from cmp.audit.signing import Signer
 from cmp.catalog import Catalog
 from cmp.store import audit as audit_store
 from cmp.store import events as events_store
+from cmp.store import stats as stats_store
 from cmp.store.audit import month_after, partition_month
 from cmp.store.coordination import CHECKPOINT_LOCK, PARTITION_LOCK, PURGE_LOCK, try_lock
 from cmp.store.db import DB_ERRORS, db_error_text
@@ -148,6 +149,8 @@ async def run_periodically(
         try:
             async with pool.acquire() as conn:
                 await make_partitions(conn)
+                # The stats' per-day rollup: nothing to do until a day closes.
+                await stats_store.roll_up(conn)
                 async with conn.transaction():
                     # Timers of replicas drift a little: a tenth of the interval is slack.
                     await store_checkpoints(conn, signer, min_age_seconds=checkpoint_every * 0.9)

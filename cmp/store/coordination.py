@@ -22,6 +22,7 @@ CHECKPOINT_LOCK: Final = 0x636D70_636B70  # "cmpckp"
 PURGE_LOCK: Final = 0x636D70_707267  # "cmpprg"
 PARTITION_LOCK: Final = 0x636D70_707274  # "cmpprt"
 TREE_LOCK: Final = 0x636D70_747265  # "cmptre"
+ROLLUP_LOCK: Final = 0x636D70_726F6C  # "cmprol"
 
 CHANNEL: Final = "cmp_invalidate"
 Change = Literal["site", "policy", "key"]

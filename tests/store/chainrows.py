@@ -20,7 +20,11 @@ from cmp.store.events import NewEvent, Submission, write_batch
 
 
 def new_event(
-    site_id: str, received_at: datetime, subject_id: str | None = None, action: str = "accept_all"
+    site_id: str,
+    received_at: datetime,
+    subject_id: str | None = None,
+    action: str = "accept_all",
+    purposes: dict[str, bool] | None = None,
 ) -> NewEvent:
     subject_id = subject_id or f"s-{secrets.token_hex(6)}"
     record: dict[str, Any] = {
@@ -32,7 +36,9 @@ def new_event(
         "policy_version": 1,
         "policy_sha256": "0" * 64,
         "action": action,
-        "purposes": {"necessary": True, "statistics": action == "accept_all"},
+        "purposes": purposes
+        if purposes is not None
+        else {"necessary": True, "statistics": action == "accept_all"},
         "services": {"google-analytics": action == "accept_all"},
         "gpc": False,
         "language": "nb",

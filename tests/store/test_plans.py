@@ -23,6 +23,7 @@ from cmp.maintenance import purge
 from cmp.store.db import connect
 from cmp.store.migrate import migrate
 from cmp.store.sqlfiles import queries
+from cmp.store.stats import roll_up, stats_args
 from tests.store.chainrows import append, insert_site, new_event
 from tests.store.test_partitions import fill_two_sites, month_start, partition_name
 
@@ -157,11 +158,36 @@ async def test_an_export_of_last_month_reads_only_that_month_in_seq_order(
 
 
 async def test_stats_by_day_read_only_the_range_by_index(planned: asyncpg.Connection) -> None:
+    # Nothing rolled up: the whole range is counted from the records.
     now = datetime.now(UTC)
     since = month_start(now, -1)
-    plan = await explain(
-        planned, queries("stats")["select_stats"], SMALL, since, month_start(now), "day"
-    )
+    args = stats_args(SMALL, since, month_start(now), "day", None)
+    plan = await explain(planned, queries("stats")["select_stats"], *args)
+    assert set(await assert_no_seq_scan(planned, plan)) == {partition_name(since)}
+
+
+async def test_stats_of_rolled_up_days_read_the_rollup_and_only_the_edges_by_index(
+    planned: asyncpg.Connection,
+) -> None:
+    # The big site's month is a quarter of its partition: counted from the records, the
+    # planner read the whole month (loadtest/README.md, at size). Rolled up, the stats
+    # read its days from stats_days and only the partial first day from the records.
+    await roll_up(planned)
+    await planned.execute("ANALYZE stats_days")
+    now = datetime.now(UTC)
+    # Last month but its last day, which is not closed in the first hour of this month.
+    since, until = month_start(now, -1), month_start(now) - timedelta(days=1)
+    rollup = await planned.fetchrow(queries("stats")["select_rollup"], BIG)
+    assert rollup is not None and rollup["from_day"] <= since.date()
+    assert rollup["through_day"] >= until.date()
+    whole = stats_args(BIG, since, until, "day", tuple(rollup))
+    plan = await explain(planned, queries("stats")["select_stats"], *whole)
+    found = scans(plan)
+    assert "stats_days" in found
+    assert not [rel for rel in found if rel.startswith("consent_events")], found
+    edge = stats_args(BIG, since + timedelta(hours=7), until, "day", tuple(rollup))
+    plan = await explain(planned, queries("stats")["select_stats"], *edge)
+    assert "stats_days" in scans(plan)
     assert set(await assert_no_seq_scan(planned, plan)) == {partition_name(since)}
 
 

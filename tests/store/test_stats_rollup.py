@@ -1,0 +1,421 @@
+"""The stats' per-day rollup (issue 12, item 4): `select_stats` answers the same whatever
+part of the log is rolled up, the job rolls up closed days only and once, concurrent
+runs count each day once, and `forget_before` hands the purged days back to the records.
+
+The expected answers are counted here in Python from the stored rows, independently of
+the SQL that counts them for the server."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator
+from datetime import UTC, date, datetime, timedelta, timezone
+from typing import Any
+
+import asyncpg
+import pytest
+
+from cmp.store import stats as stats_store
+from cmp.store.db import connect
+from cmp.store.migrate import migrate
+from cmp.store.stats import (
+    ACTIONS,
+    CHUNK_DAYS,
+    CLOSE_MARGIN,
+    INTERVALS,
+    Interval,
+    Tally,
+    bucket_start,
+    first_open_day,
+)
+from tests.store.chainrows import append, insert_site, new_event
+
+SITE = "rollup-site"
+DAYS_BACK = 70
+PURPOSES = ("necessary", "statistics", "marketing", "social")
+ALL_ACTIONS = (*ACTIONS, "erased")
+
+
+def midnight(at: datetime, days_back: int = 0) -> datetime:
+    return datetime.combine(at.astimezone(UTC).date(), datetime.min.time(), UTC) - timedelta(
+        days=days_back
+    )
+
+
+def spread_events(site_id: str, now: datetime, seed: int, count: int) -> list[Any]:
+    """Records over the last DAYS_BACK days, at any time of day, a few in the last hour;
+    every action (`erased` too, which is never counted) and varying purpose sets."""
+    rng = random.Random(seed)
+    events = []
+    for n in range(count):
+        if n % 25 == 0:
+            at = now - timedelta(seconds=rng.uniform(1, 3000))  # the last hour
+        else:
+            at = now - timedelta(seconds=rng.uniform(3600, DAYS_BACK * 86400))
+        action = rng.choice(ALL_ACTIONS)
+        offered = rng.sample(PURPOSES, rng.randint(0, len(PURPOSES)))
+        purposes = {key: rng.random() < 0.5 for key in offered}
+        events.append(new_event(site_id, at, action=action, purposes=purposes))
+    return events
+
+
+async def store(conn: asyncpg.Connection, events: list[Any]) -> None:
+    for i in range(0, len(events), 100):
+        await append(conn, events[i : i + 100])
+
+
+async def recount(
+    conn: asyncpg.Connection, site_id: str, start: datetime, end: datetime, interval: Interval
+) -> tuple[list[Tally], Tally]:
+    """What `select_stats` must answer, counted in Python from the rows."""
+    rows = await conn.fetch(
+        "SELECT received_at, action, purposes FROM consent_events"
+        " WHERE site_id = $1 AND received_at >= $2 AND received_at < $3",
+        site_id,
+        start,
+        end,
+    )
+    counts: dict[datetime | None, dict[str, Any]] = {}
+    for row in rows:
+        if row["action"] == "erased":
+            continue
+        for key in (bucket_start(row["received_at"], interval), None):
+            c = counts.setdefault(key, {"events": 0, "actions": dict.fromkeys(ACTIONS, 0), "p": {}})
+            c["events"] += 1
+            c["actions"][row["action"]] += 1
+            for purpose, value in (row["purposes"] or {}).items():
+                granted, asked = c["p"].get(purpose, (0, 0))
+                c["p"][purpose] = (granted + (value is True), asked + 1)
+
+    def tally(key: datetime | None) -> Tally:
+        c = counts.get(key, {"events": 0, "actions": dict.fromkeys(ACTIONS, 0), "p": {}})
+        return Tally(start=key, events=c["events"], actions=c["actions"], purposes=c["p"])
+
+    return [tally(k) for k in sorted(k for k in counts if k is not None)], tally(None)
+
+
+def ranges(now: datetime) -> list[tuple[datetime, datetime]]:
+    plus2 = timezone(timedelta(hours=2))
+    minus5 = timezone(timedelta(hours=-5, minutes=-30))
+    d = midnight(now)
+    return [
+        (d - timedelta(days=60), d),  # whole days
+        (d - timedelta(days=45, hours=-13, minutes=-17), d - timedelta(days=3, hours=-5)),
+        # midnight at +02:00 and at -05:30: edges off UTC midnight
+        (datetime.combine(d.date() - timedelta(days=40), datetime.min.time(), plus2), d),
+        (
+            datetime.combine(d.date() - timedelta(days=33), datetime.min.time(), minus5),
+            datetime.combine(d.date() - timedelta(days=8), datetime.min.time(), minus5),
+        ),
+        (d - timedelta(days=DAYS_BACK + 5), now + timedelta(hours=1)),  # all, today too
+        (d - timedelta(days=5, hours=-12), d - timedelta(days=5, hours=-18)),  # in one day
+        (d - timedelta(days=20), d - timedelta(days=19)),  # exactly one day
+        (d - timedelta(days=30) + timedelta(microseconds=1), d - timedelta(microseconds=1)),
+        (d - timedelta(days=200), d - timedelta(days=100)),  # before every record
+        (d, now + timedelta(hours=1)),  # today only
+    ]
+
+
+async def assert_answers_as_counted(conn: asyncpg.Connection, site_id: str, state: str) -> int:
+    """select_stats == the Python count, for every range and interval; returns how many
+    events the widest range counted (so the caller knows the data is there)."""
+    now = datetime.now(UTC)
+    widest = 0
+    for start, end in ranges(now):
+        for interval in INTERVALS:
+            got = await stats_store.select_stats(
+                conn, site_id, start=start, end=end, interval=interval
+            )
+            want = await recount(conn, site_id, start, end, interval)
+            assert got == want, (state, start, end, interval)
+            widest = max(widest, got[1].events)
+    return widest
+
+
+async def rollup_of(conn: asyncpg.Connection, site_id: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT from_day, through_day FROM stats_rollup WHERE site_id = $1", site_id
+    )
+
+
+async def stored_days(conn: asyncpg.Connection, site_id: str) -> list[tuple[Any, ...]]:
+    rows = await conn.fetch(
+        "SELECT day, events, accept_all, reject_all, custom, withdraw, purposes::text"
+        " FROM stats_days WHERE site_id = $1 ORDER BY day",
+        site_id,
+    )
+    return [tuple(r) for r in rows]
+
+
+async def assert_days_as_counted(conn: asyncpg.Connection, site_id: str) -> None:
+    """Each stats_days row is its day's count from the records, and every rolled-up day
+    with counted records has its row."""
+    found = await rollup_of(conn, site_id)
+    assert found is not None
+    days: dict[date, Tally] = {}
+    lo, hi = found["from_day"], found["through_day"]
+    if lo < hi:
+        buckets, _ = await recount(
+            conn, site_id, stats_store.midnight(lo), stats_store.midnight(hi), "day"
+        )
+        days = {b.start.date(): b for b in buckets if b.start}
+    rows = await conn.fetch(
+        "SELECT day, events, accept_all, reject_all, custom, withdraw, purposes"
+        " FROM stats_days WHERE site_id = $1 ORDER BY day",
+        site_id,
+    )
+    assert all(lo <= r["day"] < hi for r in rows)
+    assert {r["day"] for r in rows} == set(days)
+    for r in rows:
+        want = days[r["day"]]
+        assert r["events"] == want.events
+        assert {a: r[a] for a in ACTIONS} == want.actions
+        assert {k: (v[0], v[1]) for k, v in r["purposes"].items()} == want.purposes
+
+
+@pytest.fixture
+async def fresh_dsn(fresh_database: Any) -> str:
+    dsn: str = await fresh_database()
+    conn = await connect(dsn)
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+    return dsn
+
+
+@pytest.fixture
+async def fresh(fresh_dsn: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await connect(fresh_dsn)
+    yield conn
+    await conn.close()
+
+
+async def test_stats_are_the_same_before_during_and_after_the_rollup_and_after_a_purge(
+    fresh: asyncpg.Connection,
+) -> None:
+    now = datetime.now(UTC)
+    await insert_site(fresh, SITE)
+    await store(fresh, spread_events(SITE, now, seed=12, count=900))
+    assert await assert_answers_as_counted(fresh, SITE, "none rolled up") > 500
+
+    # Partly: through a day in the middle of the records.
+    halfway = midnight(now, 25) + timedelta(minutes=30)
+    added = await stats_store.roll_up(fresh, closed_before=halfway)
+    rollup = await rollup_of(fresh, SITE)
+    assert rollup is not None and rollup["through_day"] == halfway.date()
+    first = await fresh.fetchval(
+        "SELECT min(received_at) FROM consent_events WHERE site_id = $1", SITE
+    )
+    assert rollup["from_day"] == first.astimezone(UTC).date()
+    assert added == (rollup["through_day"] - rollup["from_day"]).days > CHUNK_DAYS
+    await assert_days_as_counted(fresh, SITE)
+    await assert_answers_as_counted(fresh, SITE, "rolled up halfway")
+
+    # Through the last closed day.
+    added = await stats_store.roll_up(fresh)
+    rollup = await rollup_of(fresh, SITE)
+    assert rollup is not None and added == (rollup["through_day"] - halfway.date()).days > 0
+    await assert_days_as_counted(fresh, SITE)
+    await assert_answers_as_counted(fresh, SITE, "rolled up")
+
+    # The answer does come from the rollup: a changed day shows in the stats.
+    day = midnight(now, 20)
+    before = await stats_store.select_stats(
+        fresh, SITE, start=day, end=day + timedelta(days=1), interval="day"
+    )
+    await fresh.execute(
+        "UPDATE stats_days SET events = events + 1000 WHERE site_id = $1 AND day = $2",
+        SITE,
+        day.date(),
+    )
+    after = await stats_store.select_stats(
+        fresh, SITE, start=day, end=day + timedelta(days=1), interval="day"
+    )
+    assert after[1].events == before[1].events + 1000
+    await fresh.execute(
+        "UPDATE stats_days SET events = events - 1000 WHERE site_id = $1 AND day = $2",
+        SITE,
+        day.date(),
+    )
+
+    # A purge-like cut in the middle of a day: the records before it go, and the rollup
+    # forgets the days through the cut's day.
+    cut = midnight(now, 35) + timedelta(hours=10, minutes=7)
+    await fresh.execute("SET session_replication_role = replica")  # past the guard trigger
+    gone = await fresh.execute(
+        "DELETE FROM consent_events WHERE site_id = $1 AND received_at < $2", SITE, cut
+    )
+    await fresh.execute("SET session_replication_role = origin")
+    assert int(gone.split()[-1]) > 100
+    await stats_store.forget_before(fresh, SITE, cut.date() + timedelta(days=1))
+    rollup = await rollup_of(fresh, SITE)
+    assert rollup is not None and rollup["from_day"] == cut.date() + timedelta(days=1)
+    await assert_days_as_counted(fresh, SITE)
+    await assert_answers_as_counted(fresh, SITE, "after a purge")
+    assert await stats_store.roll_up(fresh) == 0  # nothing newly closed
+    await assert_answers_as_counted(fresh, SITE, "rolled up after a purge")
+
+
+async def test_only_closed_days_are_rolled_up_and_a_second_run_adds_nothing(
+    fresh: asyncpg.Connection,
+) -> None:
+    await insert_site(fresh, SITE)
+    await insert_site(fresh, "rollup-empty")  # no records: starts empty, at the open day
+    now = datetime.now(UTC)
+    recent = now - timedelta(minutes=30)
+    await store(
+        fresh,
+        [
+            new_event(SITE, recent),
+            new_event(SITE, now - timedelta(hours=2)),
+            new_event(SITE, now - timedelta(days=3)),
+            new_event(SITE, now - timedelta(days=9)),
+        ],
+    )
+    before = datetime.now(UTC)
+    assert await stats_store.roll_up(fresh) > 0
+    after = datetime.now(UTC)
+    rollup = await rollup_of(fresh, SITE)
+    assert rollup is not None
+    # The last closed day: the one that ended an hour (CLOSE_MARGIN) ago; today never is.
+    assert rollup["through_day"] in {
+        first_open_day(before - CLOSE_MARGIN),
+        first_open_day(after - CLOSE_MARGIN),
+    }
+    assert rollup["through_day"] <= now.date()
+    assert recent.date() >= rollup["through_day"]  # the last hour's record is not in it
+    assert rollup["from_day"] == (now - timedelta(days=9)).date()
+    await assert_days_as_counted(fresh, SITE)
+    assert sum(r[1] for r in await stored_days(fresh, SITE)) == sum(
+        1
+        for at in (now - timedelta(hours=2), now - timedelta(days=3), now - timedelta(days=9))
+        if at.date() < rollup["through_day"]
+    )
+    empty = await rollup_of(fresh, "rollup-empty")
+    assert empty is not None and empty["from_day"] == empty["through_day"] <= now.date()
+
+    days = await stored_days(fresh, SITE)
+    assert await stats_store.roll_up(fresh) == 0
+    assert await stored_days(fresh, SITE) == days
+    assert await rollup_of(fresh, SITE) == rollup
+
+
+async def test_concurrent_runs_count_each_day_once(fresh_dsn: str) -> None:
+    conns = [await connect(fresh_dsn) for _ in range(2)]
+    try:
+        a, b = conns
+        now = datetime.now(UTC)
+        sites = [f"rollup-{n}" for n in range(4)]
+        for n, site_id in enumerate(sites):
+            await insert_site(a, site_id)
+            await store(a, spread_events(site_id, now, seed=n, count=150))
+        added = await asyncio.gather(stats_store.roll_up(a), stats_store.roll_up(b))
+        # The one that found the lock taken stopped; whatever each did, no day twice.
+        total = 0
+        for site_id in sites:
+            rollup = await rollup_of(a, site_id)
+            if rollup is not None:
+                total += (rollup["through_day"] - rollup["from_day"]).days
+        assert sum(added) == total
+        # Then both again: what is left is done once.
+        await asyncio.gather(stats_store.roll_up(a), stats_store.roll_up(b))
+        for site_id in sites:
+            rollup = await rollup_of(a, site_id)
+            assert rollup is not None
+            assert rollup["through_day"] == first_open_day(now - CLOSE_MARGIN) or (
+                rollup["through_day"] == first_open_day(datetime.now(UTC) - CLOSE_MARGIN)
+            )
+            await assert_days_as_counted(a, site_id)
+            await assert_answers_as_counted(a, site_id, "after concurrent runs")
+    finally:
+        for conn in conns:
+            await conn.close()
+
+
+async def test_a_site_is_rolled_up_by_one_caller_at_a_time_even_without_the_lock(
+    fresh_dsn: str,
+) -> None:
+    # The advisory lock keeps replicas from doing the same work; the site's rollup row,
+    # locked for the transaction, keeps them from counting a day twice regardless.
+    a, b = await connect(fresh_dsn), await connect(fresh_dsn)
+    try:
+        now = datetime.now(UTC)
+        await insert_site(a, SITE)
+        await store(a, spread_events(SITE, now, seed=5, count=300))
+        until = first_open_day(now - CLOSE_MARGIN)
+        first_day = (
+            await a.fetchval("SELECT min(received_at) FROM consent_events WHERE site_id = $1", SITE)
+        ).date()
+        async with a.transaction():  # the site's rollup row exists and is committed
+            await stats_store.roll_up_site(a, SITE, until=until, first_day=first_day)
+        tx = a.transaction()
+        await tx.start()
+        # a takes the site's row first (as roll_up_site does before it counts) ...
+        assert await a.fetchrow(stats_store.SQL["lock_rollup"], SITE) is not None
+
+        async def second() -> int:
+            async with b.transaction():
+                return await stats_store.roll_up_site(b, SITE, until=until, first_day=first_day)
+
+        waiting = asyncio.create_task(second())
+        b_pid = b.get_server_pid()
+        for _ in range(600):  # ... so b waits for it
+            if await a.fetchval(
+                "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", b_pid
+            ):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the second caller never waited for the first")
+        assert await stats_store.roll_up_site(a, SITE, until=until, first_day=first_day) == (
+            CHUNK_DAYS
+        )
+        assert not waiting.done()
+        await tx.commit()
+        # The next chunk, after the first one's days (the log is under three chunks long).
+        third = first_day + timedelta(days=2 * CHUNK_DAYS)
+        assert third < until < third + timedelta(days=CHUNK_DAYS)
+        assert await waiting == (until - third).days
+        rollup = await rollup_of(a, SITE)
+        assert rollup is not None and rollup["through_day"] == until
+        await assert_days_as_counted(a, SITE)
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_forget_before_moves_both_ends_past_the_purged_days(
+    fresh: asyncpg.Connection,
+) -> None:
+    await insert_site(fresh, SITE)
+    await insert_site(fresh, "rollup-other")
+    now = datetime.now(UTC)
+    for site_id in (SITE, "rollup-other"):
+        await store(fresh, spread_events(site_id, now, seed=7, count=120))
+    await stats_store.roll_up(fresh, closed_before=midnight(now, 30))
+    other = await stored_days(fresh, "rollup-other")
+    before = await rollup_of(fresh, SITE)
+    assert before is not None and before["through_day"] == midnight(now, 30).date()
+
+    # A day inside the rolled-up days: those before it go, the rest stay.
+    inside = before["through_day"] - timedelta(days=10)
+    kept = [d for d in await stored_days(fresh, SITE) if d[0] >= inside]
+    await stats_store.forget_before(fresh, SITE, inside)
+    assert await stored_days(fresh, SITE) == kept
+    assert tuple(await rollup_of(fresh, SITE) or ()) == (inside, before["through_day"])
+
+    # A day past them: none left, and the rollup goes on from there.
+    past = before["through_day"] + timedelta(days=4)
+    await stats_store.forget_before(fresh, SITE, past)
+    assert await stored_days(fresh, SITE) == []
+    assert tuple(await rollup_of(fresh, SITE) or ()) == (past, past)
+    # An earlier day later on changes nothing.
+    await stats_store.forget_before(fresh, SITE, inside)
+    assert tuple(await rollup_of(fresh, SITE) or ()) == (past, past)
+
+    assert await stored_days(fresh, "rollup-other") == other  # another site's untouched
+    await stats_store.roll_up(fresh)
+    await assert_days_as_counted(fresh, SITE)
+    await assert_answers_as_counted(fresh, SITE, "after forget_before")
