@@ -33,6 +33,8 @@ import asyncpg
 from cmp.audit import merkle
 from cmp.audit.chain import hashed_part
 from cmp.canonical import canonical_json
+from cmp.store import stats as stats_store
+from cmp.store.db import connect
 from cmp.store.migrate import migrate
 from loadtest import atsize_explain, atsize_fill, atsize_measure, atsize_table, report, servers
 from loadtest import atsize_gen as gen
@@ -64,6 +66,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     args.size_list = sorted({int(s) for s in args.sizes.split(",")})
     return args
+
+
+async def bring_up_to_date(dsn: str) -> tuple[list[str], int]:
+    """A filled database follows the code's schema (forward-only), and its stats are
+    rolled up through the last closed day as the server's maintenance would have done
+    (the pre-fill writes past `received_at`s directly, so each copy starts rolled up).
+    Returns the migrations applied and the site-days rolled up."""
+    conn = await connect(dsn)
+    try:
+        applied = await migrate(conn)
+        days = await stats_store.roll_up(conn)
+    finally:
+        await conn.close()
+    return applied, days
 
 
 def load_marker(data_dir: Path) -> dict[str, Any]:
@@ -192,14 +208,12 @@ async def main_async(args: argparse.Namespace, procs: servers.Processes) -> int:
             f"{json.dumps(info['seconds'])}"
         )
     points = [marker["points"][str(e)] for e in args.size_list]
-    for info in points:  # a filled database follows the code's schema (forward-only)
-        conn = await asyncpg.connect(servers.with_database(server_dsn, info["database"]))
-        try:
-            applied = await migrate(conn)
-        finally:
-            await conn.close()
+    for info in points:
+        applied, days = await bring_up_to_date(servers.with_database(server_dsn, info["database"]))
         if applied:
             say(f"atsize: {info['database']}: applied {', '.join(applied)}")
+        if days:
+            say(f"atsize: {info['database']}: stats rolled up for {days:,} site-days")
     checks = []
     for info in points:
         if info["events"]:

@@ -14,12 +14,13 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 import asyncpg
 
 from cmp.store.sqlfiles import queries
+from cmp.store.stats import stats_args
 
 OURS = ("consent_events", "consent_state", "consent_event_ids", "log_tiles")
 # The retry check inside cmp_append (a statement of the plpgsql function).
@@ -51,6 +52,7 @@ class Target:
     until: datetime
     tile_levels: list[int]
     tile_indexes: list[int]
+    stats_rollup: tuple[date, date] | None = None  # the site's rolled-up days
 
 
 def cases(t: Target) -> list[Case]:
@@ -95,7 +97,7 @@ def cases(t: Target) -> list[Case]:
         Case(
             "stats by day, newest month (stats.select_stats)",
             st["select_stats"],
-            (t.site, t.since, t.until, "day"),
+            stats_args(t.site, t.since, t.until, "day", t.stats_rollup),
         ),
         Case(
             "receipt record (tree.select_receipt_record)",

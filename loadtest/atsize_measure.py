@@ -29,6 +29,7 @@ from cmp.audit.chain import subject_digest
 from cmp.audit.signing import Signer
 from cmp.maintenance import purge
 from cmp.store.db import connect
+from cmp.store.sqlfiles import queries
 from loadtest import atsize_explain, servers
 from loadtest import atsize_gen as gen
 from loadtest.export import measure_export
@@ -118,6 +119,7 @@ async def explain_target(
     newest = months[-1] if months else gen.month_key(datetime.now(UTC))
     since = datetime(int(newest[:4]), int(newest[5:]), 1, tzinfo=UTC)
     size = max(head, 1)
+    rollup = await conn.fetchrow(queries("stats")["select_rollup"], site)
     return atsize_explain.Target(
         site=site,
         subjects=picks,
@@ -129,6 +131,7 @@ async def explain_target(
         until=gen.month_start(since, -1),
         tile_levels=[0, 0, 1],
         tile_indexes=[0, (size - 1) // 256, (size - 1) // 65536],
+        stats_rollup=(rollup["from_day"], rollup["through_day"]) if rollup else None,
     )
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from loadtest import atsize_fill, atsize_measure, servers
 from loadtest import atsize_gen as gen
-from loadtest.atsize import check_sample
+from loadtest.atsize import bring_up_to_date, check_sample
 from loadtest.atsize_explain import cases
 
 EVENTS, SITES, MONTHS = 20_000, 50, 24
@@ -40,6 +40,9 @@ async def filled(
             procs=procs,
             data_dir=data_dir,
         )
+    # As a run does to the filled databases before it measures: up to date, rolled up.
+    _, days = await bring_up_to_date(servers.with_database(server_dsn, name))
+    assert days > 0
     yield info, data_dir
     conn = await asyncpg.connect(server_dsn)
     try:
@@ -141,6 +144,9 @@ async def test_a_measured_run_leaves_the_filled_database_as_it_was(
     beside = purge["ingest_beside"]
     assert beside["ok"] == beside["sent"] > 0 and beside["non_2xx"] == 0
     assert [r["query"] for r in result["explain"]] == [c.name for c in cases(_any_target())]
+    # The newest month is rolled up: its stats read stats_days and none of the log.
+    (stats,) = [r for r in result["explain"] if r["query"].startswith("stats by day")]
+    assert stats["months_read"] == 0 and not stats["seq_scans"], stats
     assert explain.count("Execution Time") == len(result["explain"])
     # The copy went; the filled database is untouched.
     assert total == EVENTS and oldest
