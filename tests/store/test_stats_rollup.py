@@ -16,6 +16,8 @@ from typing import Any
 import asyncpg
 import pytest
 
+from cmp.audit.signing import Signer
+from cmp.maintenance import run_periodically
 from cmp.store import stats as stats_store
 from cmp.store.db import connect
 from cmp.store.migrate import migrate
@@ -419,3 +421,27 @@ async def test_forget_before_moves_both_ends_past_the_purged_days(
     await stats_store.roll_up(fresh)
     await assert_days_as_counted(fresh, SITE)
     await assert_answers_as_counted(fresh, SITE, "after forget_before")
+
+
+async def test_the_maintenance_loop_rolls_up(fresh_dsn: str) -> None:
+    conn = await connect(fresh_dsn)
+    pool = await asyncpg.create_pool(fresh_dsn, min_size=1, max_size=2)
+    job = asyncio.create_task(
+        run_periodically(pool, Signer.generate(), checkpoint_every=0.05, purge_every=3600)
+    )
+    try:
+        await insert_site(conn, SITE)
+        await store(conn, [new_event(SITE, datetime.now(UTC) - timedelta(days=3))])
+        for _ in range(600):
+            rollup = await rollup_of(conn, SITE)
+            if rollup is not None and rollup["through_day"] > rollup["from_day"]:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the maintenance loop did not roll up")
+        await assert_days_as_counted(conn, SITE)
+    finally:
+        job.cancel()
+        await asyncio.gather(job, return_exceptions=True)
+        await pool.close()
+        await conn.close()
