@@ -114,6 +114,7 @@ async def purge(
         for cut in cuts:
             count = await audit_store.purge_before(conn, cut, kept_from)
             proved = states.get(cut.site_id, 0) + count.states
+            await stats_store.forget_purged(conn, cut.site_id, cut.received_at)
             done.append(Purged(cut.site_id, cut.seq, cut.seq - cut.first_seq + 1, proved))
         for name in months:
             if not await audit_store.drop_partition(conn, name, lock_wait):

@@ -160,12 +160,13 @@ class PurgeCut:
     site_id: str
     seq: int
     hash: str
+    received_at: datetime  # the cut record's
     first_seq: int
 
 
 async def select_purge_cuts(conn: asyncpg.Connection) -> list[PurgeCut]:
     return [
-        PurgeCut(r["site_id"], r["seq"], r["hash"], r["first_seq"])
+        PurgeCut(r["site_id"], r["seq"], r["hash"], r["received_at"], r["first_seq"])
         for r in await conn.fetch(SQL["select_purge_cut"])
     ]
 

@@ -192,3 +192,14 @@ async def forget_before(conn: asyncpg.Connection, site_id: str, day: date) -> No
     transaction, so that no reader sees the records gone and their counts still there.
     """
     await conn.execute(SQL["forget_days_before"], site_id, day)
+
+
+async def forget_purged(conn: asyncpg.Connection, site_id: str, cut_received_at: datetime) -> None:
+    """`forget_before` after a purge through the record received at `cut_received_at`.
+
+    The purged records are those up to the cut by seq; one of them may have been
+    received a little after the cut record (seq is given at commit, in turn), but never
+    by CLOSE_MARGIN, so the day after that instant's is past every purged record's.
+    """
+    day = (cut_received_at + CLOSE_MARGIN).astimezone(UTC).date() + timedelta(days=1)
+    await forget_before(conn, site_id, day)

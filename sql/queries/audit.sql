@@ -108,17 +108,17 @@ WHERE h.seq > coalesce(last.seq, 0)
 -- its seq: a second lookup by (site_id, seq) was planned as a hash join over a scan of
 -- the whole log once the log was large (loadtest/README.md, at size).
 WITH old AS MATERIALIZED (
-    SELECT s.site_id, m.seq, m.hash
+    SELECT s.site_id, m.seq, m.hash, m.received_at
     FROM sites s
     CROSS JOIN LATERAL (
-        SELECT seq, hash FROM consent_events
+        SELECT seq, hash, received_at FROM consent_events
         WHERE site_id = s.site_id
           AND received_at < now() - make_interval(days => s.retention_days)
         ORDER BY seq DESC
         LIMIT 1
     ) m
 )
-SELECT old.site_id, old.seq, old.hash, f.seq AS first_seq
+SELECT old.site_id, old.seq, old.hash, old.received_at, f.seq AS first_seq
 FROM old
 CROSS JOIN LATERAL (
     SELECT seq FROM consent_events WHERE site_id = old.site_id ORDER BY seq LIMIT 1

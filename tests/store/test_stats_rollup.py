@@ -17,7 +17,7 @@ import asyncpg
 import pytest
 
 from cmp.audit.signing import Signer
-from cmp.maintenance import run_periodically
+from cmp.maintenance import purge, run_periodically
 from cmp.store import stats as stats_store
 from cmp.store.db import connect
 from cmp.store.migrate import migrate
@@ -445,3 +445,27 @@ async def test_the_maintenance_loop_rolls_up(fresh_dsn: str) -> None:
         await asyncio.gather(job, return_exceptions=True)
         await pool.close()
         await conn.close()
+
+
+async def test_a_retention_purge_leaves_the_stats_as_counted_from_what_it_kept(
+    fresh: asyncpg.Connection,
+) -> None:
+    # The real purge: its cut falls inside a day (retention counts from now), so that
+    # day is partly purged and must be counted from the records it kept.
+    now = datetime.now(UTC)
+    await insert_site(fresh, SITE, retention_days=30, validity_days=30)
+    # One append per event, oldest first: seq follows received_at, as in production.
+    for event in sorted(spread_events(SITE, now, seed=5, count=300), key=lambda e: e.received_at):
+        await append(fresh, [event])
+    assert await stats_store.roll_up(fresh) > 30
+    before = await fresh.fetchval("SELECT count(*) FROM consent_events WHERE site_id = $1", SITE)
+
+    done = [p for p in await purge(fresh, Signer.generate()) if p.site_id == SITE]
+
+    left = await fresh.fetchval("SELECT count(*) FROM consent_events WHERE site_id = $1", SITE)
+    assert len(done) == 1 and 0 < left < before and done[0].deleted == before - left
+    boundary = (now - timedelta(days=30)).date()
+    rollup = await rollup_of(fresh, SITE)
+    assert rollup is not None and rollup["from_day"] > boundary
+    await assert_days_as_counted(fresh, SITE)
+    await assert_answers_as_counted(fresh, SITE, "after the retention purge")
