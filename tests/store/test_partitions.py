@@ -5,12 +5,10 @@ verifying. Each test that purges or drops months has a database of its own."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
-import pytest
 
 from cmp.audit.signing import Signer
 from cmp.audit.verify import verify_export
@@ -19,7 +17,6 @@ from cmp.store import audit as audit_store
 from cmp.store.audit import ExportFilter
 from cmp.store.db import connect
 from cmp.store.events import PARTITION_MONTHS_AHEAD
-from cmp.store.migrate import migrate
 from tests.store.chainrows import append, insert_site, new_event
 
 
@@ -49,25 +46,6 @@ def verified(lines: list[str]) -> bool:
     result = verify_export(lines)
     assert result.ok, result.summary()
     return True
-
-
-@pytest.fixture
-async def fresh_dsn(fresh_database: Any) -> str:
-    """A migrated database of this test's own."""
-    dsn: str = await fresh_database()
-    conn = await connect(dsn)
-    try:
-        await migrate(conn)
-    finally:
-        await conn.close()
-    return dsn
-
-
-@pytest.fixture
-async def fresh(fresh_dsn: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await connect(fresh_dsn)
-    yield conn
-    await conn.close()
 
 
 async def test_the_log_is_range_partitioned_by_month_without_a_default(

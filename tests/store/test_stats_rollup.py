@@ -9,18 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
 import asyncpg
-import pytest
 
 from cmp.audit.signing import Signer
 from cmp.maintenance import purge, run_periodically
 from cmp.store import stats as stats_store
 from cmp.store.db import connect
-from cmp.store.migrate import migrate
 from cmp.store.stats import (
     ACTIONS,
     CHUNK_DAYS,
@@ -174,24 +171,6 @@ async def assert_days_as_counted(conn: asyncpg.Connection, site_id: str) -> None
         assert r["events"] == want.events
         assert {a: r[a] for a in ACTIONS} == want.actions
         assert {k: (v[0], v[1]) for k, v in r["purposes"].items()} == want.purposes
-
-
-@pytest.fixture
-async def fresh_dsn(fresh_database: Any) -> str:
-    dsn: str = await fresh_database()
-    conn = await connect(dsn)
-    try:
-        await migrate(conn)
-    finally:
-        await conn.close()
-    return dsn
-
-
-@pytest.fixture
-async def fresh(fresh_dsn: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await connect(fresh_dsn)
-    yield conn
-    await conn.close()
 
 
 async def test_stats_are_the_same_before_during_and_after_the_rollup_and_after_a_purge(
