@@ -83,9 +83,9 @@ def cases(t: Target) -> list[Case]:
             no_sort=True,
         ),
         Case(
-            "export CSV, newest month (audit.export_csv)",
+            "export CSV, newest month, a window of 2,000 seqs (audit.export_csv)",
             au["export_csv"],
-            (t.site, t.since, t.until, None, None),
+            (t.site, t.since, t.until, None, None, t.head_seq - 2000, t.head_seq),
             no_sort=True,
         ),
         Case(

@@ -83,7 +83,8 @@ async def export_events(request: web.Request, ctx: SiteContext) -> web.StreamRes
         # and whatever failed before is still a problem answer.
         async with (
             request.app[LONG_READS].connection(site.site_id) as conn,
-            conn.transaction(readonly=True),
+            # One snapshot, though the csv is read in several statements.
+            conn.transaction(isolation="repeatable_read", readonly=True),
         ):
             if fmt == "csv":
                 await audit_store.export_csv(conn, where, stream.write)

@@ -17,6 +17,10 @@ from cmp.store.sqlfiles import queries
 
 SQL = queries("audit")
 EXPORT_CHUNK = 2000
+# Records per COPY statement of a CSV export (a window of seqs): each statement, writing
+# included, runs under the pool's command timeout, so a window must be written in that
+# time even to a slow client.
+CSV_WINDOW = 2000
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,17 +61,36 @@ async def _stream_in_seq_order(conn: asyncpg.Connection) -> None:
 
 
 async def export_csv(
-    conn: asyncpg.Connection, where: ExportFilter, write: Callable[[bytes], Awaitable[None]]
+    conn: asyncpg.Connection,
+    where: ExportFilter,
+    write: Callable[[bytes], Awaitable[None]],
+    *,
+    window: int = CSV_WINDOW,
 ) -> None:
-    """CSV with a header row, streamed by COPY … TO STDOUT straight into `write`."""
+    """CSV with a header row, streamed by COPY … TO STDOUT straight into `write`: one
+    COPY per window of `window` seqs, up to the chain head the export started at.
+
+    One COPY of a whole site ran under one command timeout, writes to the client
+    included, and a large site or a slow client outlived it mid-stream. The caller's
+    transaction should be REPEATABLE READ, so the windows read one snapshot.
+    """
     await _stream_in_seq_order(conn)
-    await conn.copy_from_query(
-        SQL["export_csv"].rstrip().rstrip(";"),
-        *where.args(),
-        output=write,
-        format="csv",
-        header=True,
-    )
+    head = await select_chain_head(conn, where.site_id)
+    last = head[0] if head else 0
+    lo = 0
+    while True:  # at least once: an empty export still has its header
+        await conn.copy_from_query(
+            SQL["export_csv"].rstrip().rstrip(";"),
+            *where.args(),
+            lo,
+            lo + window,
+            output=write,
+            format="csv",
+            header=lo == 0,
+        )
+        lo += window
+        if lo >= last:
+            return
 
 
 async def count_events(conn: asyncpg.Connection, site_id: str) -> int:

@@ -14,7 +14,8 @@ WHERE site_id = $1
 ORDER BY seq;
 
 -- name: export_csv
--- The same records as CSV columns (purposes/services as JSON text), for COPY TO STDOUT.
+-- The same records as CSV columns (purposes/services as JSON text), for COPY TO STDOUT,
+-- those with seq in ($6, $7]: one statement per window, each under the command timeout.
 SELECT 1 AS v, site_id, seq, event_id, subject_digest, policy_version, policy_sha256, action,
     purposes::text AS purposes, services::text AS services, gpc, language, source, page_url,
     origin, ip_prefix, user_agent,
@@ -26,6 +27,7 @@ WHERE site_id = $1
   AND received_at < coalesce($3::timestamptz, 'infinity')
   AND ($4::integer IS NULL OR policy_version = $4)
   AND ($5::text IS NULL OR subject_digest = $5)
+  AND seq > $6::bigint AND seq <= $7::bigint
 ORDER BY seq;
 
 -- name: count_events
