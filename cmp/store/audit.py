@@ -21,6 +21,7 @@ EXPORT_CHUNK = 2000
 # included, runs under the pool's command timeout, so a window must be written in that
 # time even to a slow client.
 CSV_WINDOW = 2000
+LAST_SEQ = 2**63 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,29 +69,28 @@ async def export_csv(
     window: int = CSV_WINDOW,
 ) -> None:
     """CSV with a header row, streamed by COPY … TO STDOUT straight into `write`: one
-    COPY per window of `window` seqs, up to the chain head the export started at.
+    COPY per window of `window` records, in seq order.
 
     One COPY of a whole site ran under one command timeout, writes to the client
     included, and a large site or a slow client outlived it mid-stream. The caller's
     transaction should be REPEATABLE READ, so the windows read one snapshot.
     """
     await _stream_in_seq_order(conn)
-    head = await select_chain_head(conn, where.site_id)
-    last = head[0] if head else 0
-    lo = 0
-    while True:  # at least once: an empty export still has its header
+    after = 0
+    while True:
+        end = await conn.fetchval(SQL["export_csv_window_end"], *where.args(), after, window)
         await conn.copy_from_query(
             SQL["export_csv"].rstrip().rstrip(";"),
             *where.args(),
-            lo,
-            lo + window,
+            after,
+            LAST_SEQ if end is None else end,
             output=write,
             format="csv",
-            header=lo == 0,
+            header=after == 0,  # the first window; an empty export is its header
         )
-        lo += window
-        if lo >= last:
+        if end is None:
             return
+        after = end
 
 
 async def count_events(conn: asyncpg.Connection, site_id: str) -> int:

@@ -15,7 +15,8 @@ ORDER BY seq;
 
 -- name: export_csv
 -- The same records as CSV columns (purposes/services as JSON text), for COPY TO STDOUT,
--- those with seq in ($6, $7]: one statement per window, each under the command timeout.
+-- those with seq in ($6, $7]: one statement per window (export_csv_window_end), each
+-- under the command timeout.
 SELECT 1 AS v, site_id, seq, event_id, subject_digest, policy_version, policy_sha256, action,
     purposes::text AS purposes, services::text AS services, gpc, language, source, page_url,
     origin, ip_prefix, user_agent,
@@ -29,6 +30,20 @@ WHERE site_id = $1
   AND ($5::text IS NULL OR subject_digest = $5)
   AND seq > $6::bigint AND seq <= $7::bigint
 ORDER BY seq;
+
+-- name: export_csv_window_end
+-- The seq of the $7-th record after seq $6 that export_csv writes (NULL when fewer are
+-- left): where its next window ends, so that a window holds $7 records however sparse
+-- the filter makes them.
+SELECT seq FROM consent_events
+WHERE site_id = $1
+  AND received_at >= coalesce($2::timestamptz, '-infinity')
+  AND received_at < coalesce($3::timestamptz, 'infinity')
+  AND ($4::integer IS NULL OR policy_version = $4)
+  AND ($5::text IS NULL OR subject_digest = $5)
+  AND seq > $6::bigint
+ORDER BY seq
+OFFSET $7::bigint - 1 LIMIT 1;
 
 -- name: count_events
 -- How many records an export will hold (for progress).

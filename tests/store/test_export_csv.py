@@ -90,9 +90,7 @@ async def test_a_slow_reader_of_a_large_export_outlasts_the_command_timeout(
         await slow.close()
 
 
-async def test_the_export_stops_at_the_chain_head_it_started_at(
-    fresh: asyncpg.Connection, fresh_dsn: str
-) -> None:
+async def test_the_export_is_one_snapshot(fresh: asyncpg.Connection, fresh_dsn: str) -> None:
     await fill(fresh)
     writer = await connect(fresh_dsn)
     try:
@@ -112,3 +110,22 @@ async def test_the_export_stops_at_the_chain_head_it_started_at(
         await writer.close()
     assert appended
     assert len(seen.decode().splitlines()) == 1 + RECORDS
+
+
+async def test_a_window_holds_its_count_of_records_however_sparse_the_filter(
+    fresh: asyncpg.Connection,
+) -> None:
+    # One subject's records lie far apart in seq: windows of seqs would be mostly empty
+    # statements; windows of records are as many as the records need.
+    await fill(fresh)
+    subject = await fresh.fetchval(
+        "SELECT subject_digest FROM consent_events WHERE site_id = $1 AND seq = 7", SITE
+    )
+    ends: list[str] = []  # one window-end query per window (COPY itself is not logged)
+    fresh.add_query_logger(lambda q: ends.append(q.query) if "OFFSET" in q.query else None)
+    where = ExportFilter(SITE, subject_digest=subject)
+    lines = (await csv_of(fresh, where, window=5)).splitlines()
+    records = RECORDS // 50  # the subject's
+    assert len(lines) == 1 + records
+    # Four full windows and the last, empty one: not a window per 5 seqs of the site.
+    assert len(ends) == records // 5 + 1

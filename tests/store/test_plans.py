@@ -157,6 +157,25 @@ async def test_an_export_of_last_month_reads_only_that_month_in_seq_order(
     assert set(await assert_no_seq_scan(planned, plan)) == {partition_name(since)}
 
 
+async def test_a_csv_window_of_last_month_reads_only_that_month_by_index(
+    planned: asyncpg.Connection,
+) -> None:
+    now = datetime.now(UTC)
+    since, until = month_start(now, -1), month_start(now)
+    audit = queries("audit")
+    async with planned.transaction():
+        await planned.execute("SET LOCAL enable_sort = off")  # as the export does
+        end = await explain(
+            planned, audit["export_csv_window_end"], BIG, since, until, None, None, 0, 2000
+        )
+        window = await explain(
+            planned, audit["export_csv"], BIG, since, until, None, None, 0, 10**6
+        )
+    for plan in (end, window):
+        assert all(node["Node Type"] != "Sort" for node in plan)
+        assert set(await assert_no_seq_scan(planned, plan)) == {partition_name(since)}
+
+
 async def test_stats_by_day_read_only_the_range_by_index(planned: asyncpg.Connection) -> None:
     # Nothing rolled up: the whole range is counted from the records.
     now = datetime.now(UTC)
