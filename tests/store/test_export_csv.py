@@ -1,4 +1,4 @@
-"""The CSV export in windows of seqs: the same bytes as one COPY of the whole range, and
+"""The CSV export in windows of records: the same bytes as one COPY of the whole range, and
 no statement that lasts as long as the client takes to read the whole site (one COPY
 ran under one command timeout, writes to the client included)."""
 
