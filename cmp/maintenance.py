@@ -80,10 +80,19 @@ async def purge(
 ) -> list[Purged]:
     """Delete records older than each site's retention, leaving a signed anchor.
 
-    Whole months whose every row is past its site's cut are dropped, the oldest first
-    and last in the transaction (dropping holds the log's exclusive lock until commit);
-    the other rows through the cut are deleted inside their months.
+    Whole months whose every row is past its site's cut are detached, the oldest first
+    and last in the transaction (detaching holds the log's exclusive lock until
+    commit), and dropped after it; the other rows through the cut are deleted inside
+    their months.
     """
+    done = await _purge_records(conn, signer, lock_wait)
+    # Out of the log's lock, which the purge's commit released: the detached months'
+    # files go now (and those of a purge that crashed before this step).
+    await audit_store.drop_detached_months(conn)
+    return done
+
+
+async def _purge_records(conn: asyncpg.Connection, signer: Signer, lock_wait: str) -> list[Purged]:
     done: list[Purged] = []
     async with conn.transaction():
         if not await try_lock(conn, PURGE_LOCK):
@@ -117,7 +126,7 @@ async def purge(
             await stats_store.forget_purged(conn, cut.site_id, cut.received_at)
             done.append(Purged(cut.site_id, cut.seq, cut.seq - cut.first_seq + 1, proved))
         for name in months:
-            if not await audit_store.drop_partition(conn, name, lock_wait):
+            if not await audit_store.detach_partition(conn, name, lock_wait):
                 log.warning("purge: %s is busy; deleting its rows instead", name)
                 for cut in cuts:
                     await audit_store.purge_before(conn, cut)

@@ -217,11 +217,19 @@ async def partition_expired(conn: asyncpg.Connection, name: str, cuts: list[Purg
     )
 
 
-async def drop_partition(conn: asyncpg.Connection, name: str, lock_wait: str) -> bool:
-    """Drop a month of the log (caller's transaction, commit right after: it holds the
-    log's exclusive lock); False when the lock was not granted within `lock_wait`."""
+async def detach_partition(conn: asyncpg.Connection, name: str, lock_wait: str) -> bool:
+    """Detach a month of the log after deleting its ids (caller's transaction, commit
+    right after: it holds the log's exclusive lock); False when the lock was not
+    granted within `lock_wait`. `drop_detached_months` removes it after the commit."""
     await _purging(conn)
-    return bool(await conn.fetchval(SQL["drop_partition"], name, lock_wait))
+    return bool(await conn.fetchval(SQL["detach_partition"], name, lock_wait))
+
+
+async def drop_detached_months(conn: asyncpg.Connection) -> list[str]:
+    """Drop the months detached by a purge, in a transaction of its own (it locks only
+    those tables: removing their files does not hold the log); returns their names."""
+    async with conn.transaction():
+        return [r["name"] for r in await conn.fetch(SQL["drop_detached_months"])]
 
 
 async def _purging(conn: asyncpg.Connection) -> None:

@@ -152,9 +152,14 @@ ORDER BY c.relname;
 -- Is every row of partition $1 at or before its site's purge cut ($2 sites, $3 seqs)?
 SELECT cmp_event_partition_expired($1, $2::text[], $3::bigint[]);
 
--- name: drop_partition
--- Drop partition $1 with its rows' ids; false when the lock did not come within $2.
-SELECT cmp_drop_event_partition($1, $2);
+-- name: detach_partition
+-- Detach partition $1 after deleting its rows' ids; false when the lock did not come
+-- within $2.
+SELECT cmp_detach_event_partition($1, $2);
+
+-- name: drop_detached_months
+-- Drop the months a purge detached (after its commit, or left by a crash); their names.
+SELECT name FROM cmp_drop_detached_months() AS name;
 
 -- name: purge_before
 -- Retention: delete a site's records up to and including seq $2 received from $3 on

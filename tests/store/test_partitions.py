@@ -227,3 +227,41 @@ async def test_purge_deletes_the_rows_of_a_month_it_cannot_lock_in_time(
     assert await fresh.fetchval(f"SELECT count(*) FROM {months['m12']}") == 0
     assert await _consistent(fresh, "sa") == [6, 7, 8]
     assert await _consistent(fresh, "sb") == [3, 4]
+
+
+async def tables(conn: asyncpg.Connection, names: list[str]) -> list[str]:
+    """Which of these tables exist at all, attached to the log or not."""
+    return [
+        r["relname"]
+        for r in await conn.fetch(
+            "SELECT relname FROM pg_class WHERE relname = any($1) ORDER BY relname", names
+        )
+    ]
+
+
+async def test_a_dropped_month_is_gone_and_its_files_go_outside_the_logs_lock(
+    fresh: asyncpg.Connection, fresh_dsn: str
+) -> None:
+    months = await fill_two_sites(fresh)
+    await fresh.execute("UPDATE sites SET retention_days = 300 WHERE site_id = 'sb'")
+    await purge(fresh, Signer.generate())
+    assert await tables(fresh, [months["m12"], months["m11"]]) == []
+
+    # Dropping a detached month locks that table alone: the log stays free meanwhile.
+    await fresh.execute(f"ALTER TABLE consent_events DETACH PARTITION {months['m1']}")
+    side = await connect(fresh_dsn)
+    try:
+        async with fresh.transaction():
+            assert await audit_store.drop_detached_months(fresh) == [months["m1"]]
+            async with side.transaction():
+                await side.execute("LOCK TABLE consent_events IN ACCESS EXCLUSIVE MODE NOWAIT")
+    finally:
+        await side.close()
+    assert await tables(fresh, [months["m1"]]) == []
+
+    # A month left detached by a purge that stopped before dropping it (a crash) goes
+    # with the next purge, even one that finds nothing to purge.
+    ahead = (await partitions(fresh))[-1]
+    await fresh.execute(f"ALTER TABLE consent_events DETACH PARTITION {ahead}")
+    assert await purge(fresh, Signer.generate()) == []
+    assert await tables(fresh, [ahead]) == []
