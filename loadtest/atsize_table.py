@@ -74,7 +74,7 @@ ROWS: list[tuple[str, Getter, bool, int]] = [
     ("… records purged", _at("purge", "records_purged"), True, 0),
     ("… ingest beside it (4 in flight): p50 ms", _at("purge", "ingest_beside", "p50_ms"), True, 1),
     ("… ingest beside it: p99 ms", _at("purge", "ingest_beside", "p99_ms"), True, 1),
-    ("… ingest beside it: max ms (lock wait)", _at("purge", "ingest_beside", "max_ms"), True, 1),
+    ("… ingest beside it: max ms", _at("purge", "ingest_beside", "max_ms"), True, 1),
     ("log bytes per event (table + indexes)", _at("sizes", "log_bytes_per_event"), True, 0),
     ("… with consent_event_ids", _at("sizes", "with_ids_bytes_per_event"), True, 0),
     ("consent_state MB", _mib(_at("sizes", "state_bytes")), True, 1),
