@@ -214,6 +214,7 @@ class Receipt:
     leaf_index: int
     checkpoint: str
     inclusion_proof: list[bytes]
+    disclosures: dict[str, dict[str, str]]
 
 
 class TreeLog:
@@ -272,13 +273,14 @@ class TreeLog:
         Raises NotIntegrated while the record is not in a signed tree head yet.
         """
         async with self._pool.acquire() as conn, conn.transaction(readonly=True):
-            leaf = await tree_store.select_receipt_record(conn, site_id, event_id, digest)
-            if leaf is None:
+            found = await tree_store.select_receipt_record(conn, site_id, event_id, digest)
+            if found is None:
                 return None
+            leaf, disclosures = found
             latest = await tree_store.select_latest_tree_head(conn, site_id)
             top = latest.size if latest else 0
             if latest is None or latest.size < leaf.seq:
                 raise NotIntegrated("the record is not in a signed checkpoint yet", top)
             index, size = leaf.seq - 1, latest.size
             proof = await _build(conn, site_id, lambda g: merkle.inclusion_proof(index, size, g))
-        return Receipt(orjson.loads(leaf.data), index, latest.note, proof)
+        return Receipt(orjson.loads(leaf.data), index, latest.note, proof, disclosures)

@@ -12,7 +12,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from cmp.audit.chain import CHAIN_FIELDS, chain_record
+from cmp.audit.chain import chain_record, commit, disclosure_problem, export_row
+from cmp.audit.record import RECORD_VERSION, SALT_BYTES, layout
 from cmp.canonical import canonical_json
 from cmp.consent import PolicyView
 from cmp.ingest.build import SEQ_MARK, build
@@ -84,9 +85,30 @@ def test_the_built_record_is_the_declared_record(optional: dict[str, str]) -> No
     purposes = {p: True for p in view.purposes}
     new = build(_site(), view, event, purposes, {}, facts)
 
-    assert tuple(sorted(new.record)) == tuple(sorted(CHAIN_FIELDS))
+    assert tuple(sorted(new.record)) == tuple(sorted(layout(RECORD_VERSION).names))
     stored = {**new.record, "seq": 7}
     assert chain_record(**stored) == stored
     assert (new.head + "7" + new.tail).encode() == canonical_json(stored)
     assert new.record["seq"] == SEQ_MARK
-    assert new.record["ip_prefix"] == "192.0.2.0/24"
+    assert new.disclosed["ip_prefix"] == "192.0.2.0/24"
+    # Each personal value is committed to with its own fresh salt, and opens with it.
+    salts = [new.salts[salt] for _, _, salt in layout(RECORD_VERSION).disclosures]
+    assert len(set(salts)) == len(salts) and all(len(s) == SALT_BYTES for s in salts)
+    for field, commitment, salt in layout(RECORD_VERSION).disclosures:
+        assert new.record[commitment] == commit(new.salts[salt], new.disclosed[field.name])
+        assert field.name not in new.record
+    row = export_row(
+        stored,
+        prev_hash="0" * 64,
+        hash="1" * 64,
+        subject_id="visitor-1",
+        **{
+            name: value
+            for field, _, salt in layout(RECORD_VERSION).disclosures
+            for name, value in (
+                (field.name, new.disclosed[field.name]),
+                (salt, new.salts[salt].hex() if new.disclosed[field.name] else None),
+            )
+        },
+    )
+    assert disclosure_problem(row) is None

@@ -11,7 +11,6 @@ into -infinity, a URL cleaned after hashing) fails here, whatever the field.
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
@@ -22,10 +21,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cmp.audit.chain import CHAIN_FIELDS, chain_record, record_hash
+from cmp.audit.chain import record_hash
 from cmp.audit.verify import verify_export
 from tests.factories import ADMIN, ORIGIN, policy_body, site_body
 from tests.live import Server, live_server
+from tests.store.chainrows import record_of_row
 
 PURPOSES = ("necessary", "preferences", "statistics", "marketing")
 SERVICES = {"session": "necessary", "google-analytics": "statistics", "facebook-pixel": "marketing"}
@@ -207,11 +207,7 @@ async def rows_rebuilt(dsn: str, site_id: str) -> list[tuple[str, str, str]]:
         await conn.close()
     out = []
     for row in rows:
-        fields = {name: row[name] for name in CHAIN_FIELDS if name != "v"}
-        for name in ("purposes", "services"):
-            if isinstance(fields[name], str):
-                fields[name] = json.loads(fields[name])
-        record = chain_record(**fields)
+        record = record_of_row(row)
         out.append((row["hash"], record_hash(row["prev_hash"], record), str(row["seq"])))
     return out
 

@@ -100,7 +100,8 @@ async def subject_events(request: web.Request, ctx: SiteContext) -> web.Response
     """Access request: a subject's full history as portable JSON."""
     site = ctx.site
     subject_id = subject_id_of(request)
-    where = ExportFilter(site.site_id, subject_digest=subject_digest(site.subject_key, subject_id))
+    digest = subject_digest(site.subject_key, subject_id)
+    where = ExportFilter(site.site_id, subject_digest=digest)
     events: list[dict[str, Any]] = []
     async with (
         request.app[LONG_READS].connection(site.site_id) as conn,
@@ -108,6 +109,8 @@ async def subject_events(request: web.Request, ctx: SiteContext) -> web.Response
     ):
         async for lines in audit_store.export_lines(conn, where):
             events.extend(json.loads(line) for line in lines)
+        erasures = await audit_store.erasure_lines(conn, site.site_id, digest)
+    events.extend(json.loads(line) for line in erasures)  # after the records they erased
     return json_response({"site_id": site.site_id, "subject_id": subject_id, "events": events})
 
 
@@ -120,10 +123,11 @@ async def erase_subject(request: web.Request, ctx: SiteContext) -> web.Response:
         result = await audit_store.erase_subject(
             conn, site.site_id, subject_id, digest, datetime.now(UTC)
         )
+    if result is None:
+        raise Problem(404, "no record or state of this subject to erase", code="not-found")
     return json_response(
         {
             "site_id": site.site_id,
-            "subject_digest": digest,
             "erased_events": result.events,
             "erased_record_seq": result.seq,
         }

@@ -190,6 +190,8 @@ async def get_receipt(request: web.Request, ctx: Context) -> web.Response:
         "checkpoint": receipt.checkpoint,
         "inclusion_proof": b64(receipt.inclusion_proof),
     }
+    if receipt.record["v"] >= 2:
+        body["disclosures"] = receipt.disclosures
     if fmt == "iso27560":
         controllers = Controllers(request, site)
         body["iso27560"] = consent_record(receipt.record, await controllers(receipt.record))

@@ -5,9 +5,10 @@ Every site's log is a sequence of records with ``seq`` 1, 2, 3 … and
     hash = sha256(prev_hash.encode("ascii") + canonical_json(record)).hexdigest()
 
 where ``prev_hash`` is the previous record's hash (``GENESIS`` for seq 1) and
-``record`` holds exactly the fields `cmp.audit.record.FIELDS` declares. Export rows
-add ``prev_hash``, ``hash`` and ``subject_id``, which are not hashed: that is what lets
-erasure remove the subject id while the chain still verifies. docs/audit-log.md is the
+``record`` holds exactly the fields its version's layout declares
+(`cmp.audit.record.layout`). Export rows add ``prev_hash``, ``hash``, ``subject_id`` and,
+in version 2, each personal value with its salt, none of them hashed: that is what lets
+erasure remove them while the chain still verifies. docs/audit-log.md is the
 auditor's description.
 """
 
@@ -23,13 +24,12 @@ from typing import Any, Final, NamedTuple
 
 from cmp.audit.record import (
     ACTIONS,
-    CHAIN_FIELD_SET,
-    CHAIN_FIELDS,
-    CONSENT_FIELDS,
-    FIELDS,
-    LINK_FIELDS,
     RECORD_VERSION,
+    RECORD_VERSIONS,
+    SALT_BYTES,
     Field,
+    Layout,
+    layout,
 )
 from cmp.canonical import canonical_json, utc_text
 
@@ -92,26 +92,50 @@ def _hmac_pads(secret: bytes) -> tuple[Any, Any]:
 _SHA256_BLOCK = 64
 
 
-def chain_record(**fields: Any) -> dict[str, Any]:
-    """Build a checked record holding every chain field (absent ones null).
+def chain_record(*, v: int = 1, **fields: Any) -> dict[str, Any]:
+    """Build a checked record of version `v` holding every chain field (absent ones null).
 
     ``occurred_at``/``received_at`` may be datetimes and ``event_id`` a UUID; they are
     converted to their record form. Raises TypeError on an unknown field and
-    ValueError on a value the contract does not allow.
+    ValueError on a value the contract does not allow (or a version never made).
     """
-    unknown = fields.keys() - CHAIN_FIELD_SET
+    shape = _layout(v)
+    unknown = fields.keys() - set(shape.names)
     if unknown:
         raise TypeError(f"unknown chain field(s): {', '.join(sorted(unknown))}")
     record: dict[str, Any] = {}
-    for field in FIELDS:
-        value = fields.get(field.name, RECORD_VERSION if field.kind == "version" else None)
+    for field in shape.fields:
+        value = fields.get(field.name, v if field.kind == "version" else None)
         if field.kind == "time" and isinstance(value, datetime):
             value = format_ts(value)
         elif field.kind == "uuid" and isinstance(value, uuid.UUID):
             value = str(value)
         record[field.name] = value
-    _check(record)
+    check_record(record)
     return record
+
+
+def _layout(v: object) -> Layout:
+    if type(v) is not int or v not in RECORD_VERSIONS:
+        raise ValueError(f"unsupported record version v={v!r}")
+    return layout(v)
+
+
+def commit(salt: bytes, value: str | None) -> str | None:
+    """The commitment to a personal value: hex sha256(salt ‖ UTF-8 value); None for None."""
+    if value is None:
+        return None
+    return hashlib.sha256(salt + value.encode("utf-8")).hexdigest()
+
+
+def committed(values: Mapping[str, str | None], salts: bytes) -> dict[str, Any]:
+    """A version 2 record's personal part: each personal field's commitment, from its
+    value and its salt (consecutive `SALT_BYTES` slices of `salts`, in declaration order)."""
+    out: dict[str, Any] = {}
+    for i, (field, commitment, _) in enumerate(layout(2).disclosures):
+        salt = salts[i * SALT_BYTES : (i + 1) * SALT_BYTES]
+        out[commitment] = commit(salt, values.get(field.name))
+    return out
 
 
 def erased_record(
@@ -119,10 +143,22 @@ def erased_record(
     site_id: str,
     seq: int,
     event_id: str | uuid.UUID,
-    subject_digest: str,
     received_at: datetime | str,
+    subject_digest: str | None = None,
+    subject_commitment: str | None = None,
 ) -> dict[str, Any]:
-    """The record appended when a subject is erased: digest and time, no consent fields."""
+    """The record appended when a subject is erased: who (the digest in version 1, a
+    commitment to it in version 2) and when, no consent fields."""
+    if subject_commitment is not None:
+        return chain_record(
+            v=2,
+            site_id=site_id,
+            seq=seq,
+            event_id=event_id,
+            subject_digest_sha256=subject_commitment,
+            action="erased",
+            received_at=received_at,
+        )
     return chain_record(
         site_id=site_id,
         seq=seq,
@@ -133,30 +169,35 @@ def erased_record(
     )
 
 
-def _check(record: dict[str, Any]) -> None:
-    for field in FIELDS:
-        if field.presence == "always" and record[field.name] is None:
+def check_record(record: Mapping[str, Any]) -> None:
+    """ValueError naming the first field of `record` its version does not allow."""
+    shape = _layout(record.get("v"))
+    for field in shape.fields:
+        if field.presence == "always" and record.get(field.name) is None:
             raise ValueError(f"chain field {field.name!r} is required")
     action = record["action"]
     if action not in ACTIONS:
         raise ValueError(f"action must be one of {', '.join(sorted(ACTIONS))}")
     if action == "erased":
-        filled = [name for name in CONSENT_FIELDS if record[name] is not None]
+        filled = [
+            f.name
+            for f in shape.fields
+            if f.presence != "always" and record.get(f.name) is not None
+        ]
         if filled:
             raise ValueError(f"an erased record has no consent fields: {', '.join(filled)}")
     else:
-        for field in FIELDS:
-            if field.presence == "consent" and record[field.name] is None:
+        for field in shape.fields:
+            if field.presence == "consent" and record.get(field.name) is None:
                 raise ValueError(f"chain field {field.name!r} is required for action {action!r}")
-    for field in FIELDS:
-        value = record[field.name]
-        if value is not None and not _fits(field, value):
-            raise ValueError(f"{field.name} {_RULES[field.kind]}")
+    for field in shape.fields:
+        value = record.get(field.name)
+        if value is not None and not _fits(field, value, shape.version):
+            raise ValueError(f"{field.name} {_rule(field.kind, shape.version)}")
 
 
 # What a value of each kind must be (cmp.audit.record has the table).
 _RULES: Final[dict[str, str]] = {
-    "version": f"must be {RECORD_VERSION}",
     "count": "must be a positive integer",
     "text": "must be a string",
     "uuid": "must be a UUID in lowercase hyphenated form",
@@ -165,14 +206,22 @@ _RULES: Final[dict[str, str]] = {
     "choices": "must map names to booleans",
     "bool": "must be a boolean",
     "time": "must look like 2026-11-21T10:00:00.000000Z",
+    "salt": f"must be {2 * SALT_BYTES} lowercase hex characters",
 }
+
+
+def _rule(kind: str, version: int) -> str:
+    return f"must be {version}" if kind == "version" else _RULES[kind]
+
+
 _UUID_RE: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+SALT_RE: Final = re.compile(f"[0-9a-f]{{{2 * SALT_BYTES}}}")
 
 
-def _fits(field: Field, value: Any) -> bool:
+def _fits(field: Field, value: Any, version: int = RECORD_VERSION) -> bool:
     kind = field.kind
     if kind == "version":
-        return type(value) is int and value == RECORD_VERSION
+        return type(value) is int and value == version
     if kind == "count":
         return type(value) is int and value >= 1
     if kind == "text":
@@ -189,6 +238,8 @@ def _fits(field: Field, value: Any) -> bool:
         )
     if kind == "bool":
         return type(value) is bool
+    if kind == "salt":
+        return isinstance(value, str) and SALT_RE.fullmatch(value) is not None
     return isinstance(value, str) and TIMESTAMP_RE.fullmatch(value) is not None
 
 
@@ -199,13 +250,38 @@ def _is_hex64(value: object) -> bool:
 def record_hash(prev_hash: str, record: Mapping[str, Any]) -> str:
     """The chain hash of ``record`` after ``prev_hash``.
 
-    ``record`` must hold exactly the chain fields (as ``chain_record`` builds it). This
-    runs for every stored event, so it is one canonical_json and one sha256; the only
-    check is a size test, which catches an export row passed by mistake.
+    ``record`` must hold exactly the chain fields of its version (as ``chain_record``
+    builds it). This runs for every stored event, so it is one canonical_json and one
+    sha256; the only check is a size test, which catches an export row passed by mistake.
     """
-    if len(record) != len(CHAIN_FIELDS) or len(prev_hash) != 64:
+    if len(prev_hash) != 64 or len(record) != len(_layout(record.get("v")).fields):
         raise ValueError("record_hash needs a 64-hex prev_hash and exactly the chain fields")
     return hashlib.sha256(prev_hash.encode("ascii") + canonical_json(record)).hexdigest()
+
+
+def disclosure_problem(row: Mapping[str, Any]) -> str | None:
+    """What is wrong with a version 2 export row's disclosures, naming the field, or None.
+
+    A personal field is either disclosed (value and salt, and sha256(salt ‖ value) is the
+    record's commitment) or erased (neither; the commitment alone stays). A null value
+    has a null commitment and no salt.
+    """
+    for field, commitment, salt_name in _layout(row.get("v")).disclosures:
+        name = field.name
+        value, salt, committed_to = row.get(name), row.get(salt_name), row.get(commitment)
+        if value is None:
+            if salt is not None:
+                return f"{salt_name} is given without {name}"
+            continue
+        if not _fits(field, value):
+            return f"{name} {_RULES[field.kind]}"
+        if salt is None:
+            return f"{name} is disclosed without {salt_name}"
+        if not isinstance(salt, str) or SALT_RE.fullmatch(salt) is None:
+            return f"{salt_name} {_RULES['salt']}"
+        if committed_to is None or commit(bytes.fromhex(salt), value) != committed_to:
+            return f"{name} and {salt_name} do not match {commitment}"
+    return None
 
 
 def link(records: Iterable[Mapping[str, Any]], prev_hash: str) -> list[Link]:
@@ -226,9 +302,38 @@ def link(records: Iterable[Mapping[str, Any]], prev_hash: str) -> list[Link]:
     return links
 
 
+def disclosures_of(row: Mapping[str, Any]) -> dict[str, dict[str, str]]:
+    """The disclosed personal values of an export row: name → {value, salt} (a receipt's
+    `disclosures`; empty for version 1 and for what was erased)."""
+    return {
+        field.name: {"value": row[field.name], "salt": row[salt]}
+        for field, _, salt in _layout(row.get("v")).disclosures
+        if row.get(field.name) is not None
+    }
+
+
+def receipt_disclosure_problem(record: Mapping[str, Any], disclosures: object) -> str | None:
+    """What is wrong with a receipt's `disclosures` for its record, naming the field."""
+    shape = _layout(record.get("v"))
+    if not isinstance(disclosures, dict):
+        return "disclosures must be an object"
+    known = {field.name: salt for field, _, salt in shape.disclosures}
+    row: dict[str, Any] = dict(record)
+    for name, disclosed in disclosures.items():
+        if name not in known:
+            return f"{name!r} is not a personal field of a version {shape.version} record"
+        if not isinstance(disclosed, dict) or disclosed.keys() != {"value", "salt"}:
+            return f"the disclosure of {name} must be {{value, salt}}"
+        row[name], row[known[name]] = disclosed["value"], disclosed["salt"]
+        if disclosed["value"] is None:
+            return f"the disclosure of {name} has no value"
+    return disclosure_problem(row)
+
+
 def hashed_part(row: Mapping[str, Any]) -> dict[str, Any]:
-    """The record inside an export row: exactly the chain fields (KeyError if one is absent)."""
-    return {name: row[name] for name in CHAIN_FIELDS}
+    """The record inside an export row: exactly the chain fields of its version
+    (KeyError if one is absent, ValueError for an unknown version)."""
+    return {name: row[name] for name in _layout(row.get("v")).names}
 
 
 def export_row(
@@ -239,11 +344,15 @@ def export_row(
     subject_id: str | None,
     **extra: Any,
 ) -> dict[str, Any]:
-    """One export row: the record, its link fields, the subject id, any further fields."""
-    clash = extra.keys() & (CHAIN_FIELD_SET | set(LINK_FIELDS))
+    """One export row: the record, its link fields (disclosures of version 2 among the
+    `extra`, absent ones null), any further fields."""
+    shape = _layout(record.get("v"))
+    clash = extra.keys() & {*shape.names, "prev_hash", "hash", "subject_id"}
     if clash:
         raise ValueError(f"extra export fields clash with chain fields: {sorted(clash)}")
-    return {**record, "prev_hash": prev_hash, "hash": hash, "subject_id": subject_id, **extra}
+    links: dict[str, Any] = {f.name: None for f in shape.links}
+    links.update(prev_hash=prev_hash, hash=hash, subject_id=subject_id)
+    return {**record, **links, **extra}
 
 
 def export_line(

@@ -1,7 +1,8 @@
 """One export line → (seq, site_id, prev_hash, hash, the hash its fields recompute to).
 
 `parse_line` is the definition: decode the row as strict JSON, take exactly the chain
-fields (`cmp.audit.record.CHAIN_FIELDS`), hash their canonical JSON after `prev_hash`.
+fields of its version (`cmp.audit.record.layout`), check a version 2 row's disclosures
+against their commitments, hash the record's canonical JSON after `prev_hash`.
 `parse_fast` is a shortcut for lines already in the exact canonical form of
 `chain.export_line`: it hashes the line's own bytes instead of decoding and re-encoding
 them (its pattern is made from the record's declaration, `cmp.audit.record`, one value
@@ -17,8 +18,8 @@ import json
 import re
 from typing import Any, Final
 
-from cmp.audit.chain import HEX64_RE
-from cmp.audit.record import CHAIN_FIELDS, FIELDS, LINKS, RECORD_VERSION, Field
+from cmp.audit.chain import HEX64_RE, disclosure_problem
+from cmp.audit.record import RECORD_VERSIONS, Field, Layout, layout
 from cmp.canonical import canonical_json
 
 Parsed = tuple[int, str, str, str, str]  # seq, site_id, prev_hash, hash, recomputed hash
@@ -89,21 +90,26 @@ def parse_line(raw: bytes) -> Parsed:
         raise LineError("malformed JSON (not an object)")
     seq = row.get("seq")
     known_seq = seq if type(seq) is int else None
-    for name in (*CHAIN_FIELDS, "prev_hash", "hash"):
+    version = row.get("v")
+    if type(version) is not int or version not in RECORD_VERSIONS:
+        raise LineError(f"unsupported record version v={version!r}", known_seq)
+    shape = layout(version)
+    for name in (*shape.names, "prev_hash", "hash"):
         if name not in row:
             raise LineError(f"missing field {name!r}", known_seq)
     if known_seq is None or known_seq < 1:
         raise LineError("seq must be a positive integer")
     seq = known_seq
-    if row["v"] != RECORD_VERSION or type(row["v"]) is not int:
-        raise LineError(f"unsupported record version v={row['v']!r}", seq)
     site_id, prev, digest = row["site_id"], row["prev_hash"], row["hash"]
     if not isinstance(site_id, str):
         raise LineError("site_id must be a string", seq)
     for name, value in (("prev_hash", prev), ("hash", digest)):
         if not isinstance(value, str) or not HEX64_RE.fullmatch(value):
             raise LineError(f"{name} must be 64 lowercase hex characters", seq)
-    record = {name: row[name] for name in CHAIN_FIELDS}
+    record = {name: row[name] for name in shape.names}
+    problem = disclosure_problem(row)
+    if problem is not None:
+        raise LineError(problem, seq)
     if _floats_decoded[0] != floats_before:
         floats = [name for name, value in record.items() if _has_float(value)]
         if floats:
@@ -120,7 +126,6 @@ _CHOICE = rb'"[a-z0-9_.:-]++":(?:true|false)'
 # Per kind (cmp.audit.record), a value that is already in canonical form: its bytes
 # are the bytes canonical_json would write for it.
 _FAST_KINDS: Final[dict[str, bytes]] = {
-    "version": str(RECORD_VERSION).encode(),
     "count": rb"[1-9][0-9]*+",
     "text": _STR,
     "uuid": _STR,
@@ -129,37 +134,61 @@ _FAST_KINDS: Final[dict[str, bytes]] = {
     "choices": rb"\{(?:" + _CHOICE + rb"(?:," + _CHOICE + rb")*+)?\}",
     "bool": rb"(?:true|false)",
     "time": _STR,
+    "salt": rb'"[0-9a-f]{32}"',
 }
 # Fields whose value parse_fast reads, so the pattern captures them.
 _CAPTURED: Final = frozenset({"site_id", "seq", "purposes", "services", "prev_hash", "hash"})
 
 
-def _fast_value(field: Field) -> bytes:
+def _group(name: str) -> str:
+    return name.replace("_", "")  # group names: letters and digits suffice
+
+
+def _fast_value(field: Field, version: int, captured: frozenset[str]) -> bytes:
+    if field.kind == "version":
+        return str(version).encode()
     value = _FAST_KINDS[field.kind]
     if field.presence != "always":
         value = b"(?:null|" + value + b")"
-    if field.name in _CAPTURED:
-        value = b"(?P<%s>%s)" % (field.name.encode(), value)
+    if field.name in captured:
+        value = b"(?P<%s>%s)" % (_group(field.name).encode(), value)
     return value
 
 
-def _fast_pattern() -> re.Pattern[bytes]:
-    """Matches exactly canonical_json of an export row with no extra fields, whose
-    strings need no escaping and whose choice maps have simple keys. The runs of members
-    around the link fields are the groups keep0..keep3: together, the record's bytes."""
-    pattern, run, keep = b"", b"\\{", 0
-    links = {field.name for field in LINKS}
-    for index, field in enumerate(sorted(FIELDS + LINKS, key=lambda f: f.name)):
-        member = b'%s"%s":%s' % (b"," if index else b"", field.name.encode(), _fast_value(field))
-        if field.name in links:
-            pattern += b"(?P<keep%d>%s)%s" % (keep, run, member)
-            run, keep = b"", keep + 1
-        else:
-            run += member
-    return re.compile(pattern + b"(?P<keep%d>%s\\})" % (keep, run))
+class _Fast:
+    """The fast pattern of one record version: it matches exactly canonical_json of an
+    export row with no extra fields, whose strings need no escaping and whose choice maps
+    have simple keys. The runs of members between the fields that are not hashed are the
+    groups keep0, keep1 …: together, the record's bytes."""
+
+    def __init__(self, shape: Layout) -> None:
+        self.disclosures = [
+            (_group(f.name), _group(commitment), _group(salt))
+            for f, commitment, salt in shape.disclosures
+        ]
+        captured = _CAPTURED | {
+            name for f, commitment, salt in shape.disclosures for name in (f.name, commitment, salt)
+        }
+        pattern, run, keep = b"", b"\\{", 0
+        links = {field.name for field in shape.links}
+        for index, field in enumerate(sorted(shape.fields + shape.links, key=lambda f: f.name)):
+            value = _fast_value(field, shape.version, frozenset(captured))
+            member = b'%s"%s":%s' % (b"," if index else b"", field.name.encode(), value)
+            if field.name in links:
+                if run:
+                    pattern += b"(?P<keep%d>%s)" % (keep, run)
+                    keep += 1
+                pattern += member
+                run = b""
+            else:
+                run += member
+        self.keeps = [f"keep{i}" for i in range(keep + 1)]
+        self.pattern = re.compile(pattern + b"(?P<keep%d>%s\\})" % (keep, run))
 
 
-_FAST: Final = _fast_pattern()
+# One pattern per version, told apart by the record's `v` (its last member).
+_FAST: Final = {version: _Fast(layout(version)) for version in RECORD_VERSIONS}
+_VERSION_AT_END: Final = re.compile(rb',"v":(\d+)\}$')
 
 
 # A log repeats a handful of choice maps millions of times: remember the verdicts.
@@ -179,21 +208,35 @@ def _sorted_keys(choices: bytes) -> bool:
     return known
 
 
+def _disclosed(fast: _Fast, m: re.Match[bytes]) -> bool:
+    """Every disclosure of the row either matches its commitment or is absent whole (a
+    row that fails here takes the definition, which names what is wrong)."""
+    for value, commitment, salt in fast.disclosures:
+        v, c, s = m.group(value, commitment, salt)
+        if v == b"null":
+            if s != b"null":
+                return False
+            continue
+        if s == b"null" or c == b"null":
+            return False
+        if (
+            hashlib.sha256(bytes.fromhex(s[1:-1].decode()) + v[1:-1]).hexdigest().encode()
+            != c[1:-1]
+        ):
+            return False
+    return True
+
+
 def parse_fast(raw: bytes) -> Parsed | None:
-    m = _FAST.fullmatch(raw)
+    version = _VERSION_AT_END.search(raw[-12:])
+    fast = _FAST.get(int(version.group(1))) if version else None
+    if fast is None:
+        return None
+    m = fast.pattern.fullmatch(raw)
     if m is None:
         return None
-    seq, site_id, prev, digest, purposes, services, *kept = m.group(
-        "seq",
-        "site_id",
-        "prev_hash",
-        "hash",
-        "purposes",
-        "services",
-        "keep0",
-        "keep1",
-        "keep2",
-        "keep3",
+    seq, site_id, prev, digest, purposes, services = m.group(
+        "seq", "siteid", "prevhash", "hash", "purposes", "services"
     )
     if not (_sorted_keys(purposes) and _sorted_keys(services)):
         return None
@@ -201,11 +244,16 @@ def parse_fast(raw: bytes) -> Parsed | None:
         raw.decode("utf-8")  # the pattern admits any byte >= 0x20; JSON needs UTF-8
     except UnicodeDecodeError:
         return None
+    if fast.disclosures and not _disclosed(fast, m):
+        return None
     prev = prev[1:-1]  # the captured values are JSON strings: drop the quotes
     return (
         int(seq),
         site_id[1:-1].decode("utf-8"),
         prev.decode("ascii"),
         digest[1:-1].decode("ascii"),
-        hashlib.sha256(prev + b"".join(kept)).hexdigest(),
+        hashlib.sha256(
+            prev
+            + b"".join(m.group(*fast.keeps) if len(fast.keeps) > 1 else (m.group(fast.keeps[0]),))
+        ).hexdigest(),
     )

@@ -1,9 +1,11 @@
 """Offline verification of a visitor's receipt (`cmpd verify-receipt`, cmp/cli/audit.py).
 
-A receipt is ``{record, leaf_index, checkpoint, inclusion_proof}``: the record (the 19
-chain fields), its leaf index (seq − 1), a signed checkpoint note of the site's Merkle
-tree, and the RFC 9162 inclusion proof of the record's leaf under that checkpoint's
-root. Given a newer checkpoint and a consistency proof, it also checks that the newer
+A receipt is ``{record, leaf_index, checkpoint, inclusion_proof}``: the record (the
+chain fields of its version), its leaf index (seq − 1), a signed checkpoint note of the
+site's Merkle tree, and the RFC 9162 inclusion proof of the record's leaf under that
+checkpoint's root. A version 2 receipt adds ``disclosures``: each personal value the
+record commits to, with its salt (an erased one is absent). Given a newer checkpoint
+and a consistency proof, it also checks that the newer
 tree extends the receipt's — so a log that later forked or rewrote history is caught.
 Every failure names what does not fit.
 """
@@ -21,8 +23,8 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from cmp.audit import merkle, notes
-from cmp.audit.chain import chain_record
-from cmp.audit.record import CHAIN_FIELD_SET
+from cmp.audit.chain import check_record, receipt_disclosure_problem
+from cmp.audit.record import RECORD_VERSIONS, layout
 from cmp.audit.signing import KeyFileError, parse_public_key
 from cmp.canonical import canonical_json
 
@@ -82,12 +84,21 @@ def verify_receipt(
     if missing:
         raise ReceiptError(f"receipt lacks {', '.join(missing)}")
     record = receipt["record"]
-    if not isinstance(record, dict) or record.keys() != CHAIN_FIELD_SET:
-        raise ReceiptError("record must hold exactly the 19 fields of a log record")
+    version = record.get("v") if isinstance(record, dict) else None
+    if type(version) is not int or version not in RECORD_VERSIONS:
+        raise ReceiptError(f"record has no supported version (v={version!r})")
+    names = layout(version).names
+    if record.keys() != set(names):
+        raise ReceiptError(
+            f"record must hold exactly the {len(names)} fields of a version {version} record"
+        )
     try:
-        chain_record(**record)
+        check_record(record)
     except (TypeError, ValueError) as exc:
         raise ReceiptError(f"record is not a valid log record: {exc}") from None
+    problem = receipt_disclosure_problem(record, receipt.get("disclosures", {}))
+    if problem is not None:
+        raise ReceiptError(f"disclosures: {problem}")
     index = receipt["leaf_index"]
     if type(index) is not int or index < 0:
         raise ReceiptError("leaf_index must be a non-negative integer")

@@ -15,9 +15,18 @@ record is then hashed as canonical JSON, `cmp.canonical`):
 | `bool`    | `true` or `false`                              | `false`                          |
 | `time`    | RFC 3339 UTC, exactly 6 fraction digits, `Z`   | `"2026-11-21T10:00:00.000000Z"`  |
 
+| `salt`    | 32 lowercase hex characters (16 random bytes)  | `"5f0c…"`                        |
+
 A field's *presence* says when it may be null: `always` never; `consent` only on an
 `erased` record, which carries no consent; `optional` whenever (and always on an
 `erased` record).
+
+A field is *personal* when it says who acted, from where or on which page. Version 1
+chains personal values as they are. Version 2 (`RECORD_VERSION`) chains each as a salted
+commitment: the record holds `<name>_sha256` = sha256(salt ‖ UTF-8 value) (null for a null
+value), and the export row carries the value and `<name>_salt` beside it (the disclosure of
+IETF SD-JWT, RFC 9901). Erasure deletes value and salt; the commitment keeps the chain
+verifying. `layout(v)` is everything a version's record and export row are made of.
 
 Everything that writes or reads a record is derived from `FIELDS` or checked against
 it: the chain rule (`cmp.audit.chain`: field list, checks, hash), the verifier's fast
@@ -30,29 +39,35 @@ checks every one of those against the canonical JSON of `FIELDS`, byte for byte.
 
 from __future__ import annotations
 
+import functools
 from typing import Final, Literal, NamedTuple
 
-Kind = Literal["version", "count", "text", "uuid", "hex64", "action", "choices", "bool", "time"]
+Kind = Literal[
+    "version", "count", "text", "uuid", "hex64", "action", "choices", "bool", "time", "salt"
+]
 Presence = Literal["always", "consent", "optional"]
 
-RECORD_VERSION: Final = 1
+RECORD_VERSION: Final = 2  # what the log writes now
+RECORD_VERSIONS: Final = (1, 2)  # what it holds and verifies
 ACTIONS: Final = frozenset({"accept_all", "reject_all", "custom", "withdraw", "erased"})
+SALT_BYTES: Final = 16
 
 
 class Field(NamedTuple):
     name: str
     kind: Kind
     presence: Presence
+    personal: bool = False
 
 
 # Order is the documentation order (docs/audit-log.md); the hash does not depend on it
-# (canonical JSON sorts the keys).
+# (canonical JSON sorts the keys). This is version 1's record; `layout` derives the rest.
 FIELDS: Final[tuple[Field, ...]] = (
     Field("v", "version", "always"),
     Field("site_id", "text", "always"),
     Field("seq", "count", "always"),
     Field("event_id", "uuid", "always"),
-    Field("subject_digest", "hex64", "always"),
+    Field("subject_digest", "hex64", "always", personal=True),
     Field("policy_version", "count", "consent"),
     Field("policy_sha256", "hex64", "consent"),
     Field("action", "action", "always"),
@@ -61,26 +76,83 @@ FIELDS: Final[tuple[Field, ...]] = (
     Field("gpc", "bool", "optional"),
     Field("language", "text", "optional"),
     Field("source", "text", "optional"),
-    Field("page_url", "text", "optional"),
+    Field("page_url", "text", "optional", personal=True),
     Field("origin", "text", "optional"),
-    Field("ip_prefix", "text", "optional"),
-    Field("user_agent", "text", "optional"),
+    Field("ip_prefix", "text", "optional", personal=True),
+    Field("user_agent", "text", "optional", personal=True),
     Field("occurred_at", "time", "optional"),
     Field("received_at", "time", "always"),
 )
-# What an export row adds to the record; none of it is hashed, which is what lets
-# erasure remove the subject id while the chain still verifies.
-LINKS: Final[tuple[Field, ...]] = (
+PERSONAL: Final = tuple(f for f in FIELDS if f.personal)
+
+
+def commitment_of(name: str) -> str:
+    """The record field that commits to personal field `name` (version 2)."""
+    return f"{name}_sha256"
+
+
+def salt_of(name: str) -> str:
+    """The export field that carries the salt of personal field `name` (version 2)."""
+    return f"{name}_salt"
+
+
+class Layout(NamedTuple):
+    """One record version: the hashed record's fields, and what an export row adds."""
+
+    version: int
+    fields: tuple[Field, ...]  # hashed, in documentation order
+    links: tuple[Field, ...]  # not hashed: chain links, the subject id, disclosures
+    # personal field → (its commitment field, its salt field); empty for version 1
+    disclosures: tuple[tuple[Field, str, str], ...]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.fields)
+
+    @property
+    def link_names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.links)
+
+
+_CHAIN_LINKS: Final = (
     Field("prev_hash", "hex64", "always"),
     Field("hash", "hex64", "always"),
     Field("subject_id", "text", "optional"),
 )
 
+
+@functools.cache
+def layout(version: int) -> Layout:
+    """Version `version`'s record and export row (KeyError for a version never made)."""
+    if version == 1:
+        return Layout(1, FIELDS, _CHAIN_LINKS, ())
+    if version != 2:
+        raise KeyError(version)
+    fields, disclosures = [], []
+    for f in FIELDS:
+        if f.personal:
+            commitment = commitment_of(f.name)
+            fields.append(Field(commitment, "hex64", f.presence))
+            disclosures.append((Field(f.name, f.kind, "optional"), commitment, salt_of(f.name)))
+        else:
+            fields.append(f)
+    salts = tuple(Field(salt, "salt", "optional") for _, _, salt in disclosures)
+    links = _CHAIN_LINKS + tuple(field for field, _, _ in disclosures) + salts
+    return Layout(2, tuple(fields), links, tuple(disclosures))
+
+
+# Version 1's names, which existing logs are made of.
+LINKS: Final = _CHAIN_LINKS
 CHAIN_FIELDS: Final = tuple(f.name for f in FIELDS)
 CHAIN_FIELD_SET: Final = frozenset(CHAIN_FIELDS)
 LINK_FIELDS: Final = tuple(f.name for f in LINKS)
 # Null on an `erased` record.
 CONSENT_FIELDS: Final = tuple(f.name for f in FIELDS if f.presence != "always")
-# The record's fields the log stores in a column of the same name (`v` is implied by
-# the schema, which holds records of one version).
-STORED_FIELDS: Final = tuple(f.name for f in FIELDS if f.kind != "version")
+# Every column of the log's table that holds a record field (`v` included since both
+# versions share the table), and the personal columns erasure empties.
+STORED_FIELDS: Final = tuple(
+    dict.fromkeys(
+        [f.name for f in FIELDS]
+        + [name for _, commitment, salt in layout(2).disclosures for name in (commitment, salt)]
+    )
+)

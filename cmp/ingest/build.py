@@ -8,9 +8,11 @@ split around `seq` for the database to splice in; `body_digest` is what tells a 
 from __future__ import annotations
 
 import hashlib
+import secrets
 from typing import Any
 
-from cmp.audit.chain import subject_digest
+from cmp.audit.chain import committed, subject_digest
+from cmp.audit.record import PERSONAL, RECORD_VERSION, SALT_BYTES, layout
 from cmp.canonical import canonical_json, utc_text
 from cmp.consent import PolicyView
 from cmp.ingest.facts import Facts
@@ -53,12 +55,18 @@ def build(
 ) -> NewEvent:
     site_id = site.site_id
     occurred = event.occurred_at  # in UTC already (cmp.models.OccurredAt)
+    disclosed = {
+        "subject_digest": subject_digest(site.subject_key, event.subject_id),
+        "page_url": event.page_url,  # stored form already (cmp.models.page_url)
+        "ip_prefix": facts.ip_prefix,
+        "user_agent": facts.user_agent,
+    }
+    salts = secrets.token_bytes(SALT_BYTES * len(PERSONAL))  # a fresh salt per field
     record: dict[str, Any] = {
-        "v": 1,
+        "v": RECORD_VERSION,
         "site_id": site_id,
         "seq": SEQ_MARK,
         "event_id": event.event_id,
-        "subject_digest": subject_digest(site.subject_key, event.subject_id),
         "policy_version": view.version,
         "policy_sha256": view.content_sha256,
         "action": event.action,
@@ -67,12 +75,10 @@ def build(
         "gpc": facts.gpc,
         "language": event.language,
         "source": event.source,
-        "page_url": event.page_url,  # stored form already (cmp.models.page_url)
         "origin": facts.origin,
-        "ip_prefix": facts.ip_prefix,
-        "user_agent": facts.user_agent,
         "occurred_at": utc_text(occurred) if occurred else None,
         "received_at": facts.received_text,
+        **committed(disclosed, salts),
     }
     head, tail = split_at_seq(record)
     return NewEvent(
@@ -85,7 +91,17 @@ def build(
         received_at=facts.received_at,
         head=head,
         tail=tail,
+        disclosed=disclosed,
+        salts=_salt_columns(salts),
     )
+
+
+def _salt_columns(salts: bytes) -> dict[str, bytes]:
+    """Each personal field's salt by its column, as `committed` sliced them."""
+    return {
+        salt: salts[i * SALT_BYTES : (i + 1) * SALT_BYTES]
+        for i, (_, _, salt) in enumerate(layout(RECORD_VERSION).disclosures)
+    }
 
 
 # The record's seq is only known under the site's chain lock, in the database: the

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -11,7 +12,8 @@ from typing import Any
 
 import asyncpg
 
-from cmp.audit.chain import erased_record, record_hash
+from cmp.audit.chain import commit, erased_record, record_hash
+from cmp.audit.record import SALT_BYTES
 from cmp.store.recordtext import record_text
 from cmp.store.sqlfiles import queries
 
@@ -111,21 +113,32 @@ class Erasure:
 
 async def erase_subject(
     conn: asyncpg.Connection, site_id: str, subject_id: str, digest: str, now: datetime
-) -> Erasure:
-    """Remove the subject id from the log and the state; append an `erased` record.
+) -> Erasure | None:
+    """Remove the subject from the log and the state and append an `erased` record; None
+    (and nothing changed) when the log holds no record or state of the subject to erase.
 
-    Runs in one transaction holding the chain head, like a group-commit batch.
+    Runs in one transaction holding the chain head, like a group-commit batch. Version 2
+    records lose every personal value; the erased record holds a commitment to the
+    digest, with its salt, so the subject's own access request still finds it.
     """
     async with conn.transaction():
         chain_head = await conn.fetchrow(SQL["lock_chain_head"], site_id)
         assert chain_head is not None
+        rows = int(await conn.fetchval(SQL["erase_subject_rows"], site_id, digest))
+        status = await conn.execute(SQL["delete_state"], site_id, subject_id)
+        if rows == 0 and status.split()[-1] == "0":
+            return None
         await conn.execute(SQL["ensure_partition"], now)
-        status = await conn.execute(SQL["erase_subject_ids"], site_id, digest)
-        await conn.execute(SQL["delete_state"], site_id, subject_id)
         seq = chain_head["seq"] + 1
         event_id = str(uuid.uuid4())
+        salt = secrets.token_bytes(SALT_BYTES)
+        commitment = commit(salt, digest)
         record = erased_record(
-            site_id=site_id, seq=seq, event_id=event_id, subject_digest=digest, received_at=now
+            site_id=site_id,
+            seq=seq,
+            event_id=event_id,
+            subject_commitment=commitment,
+            received_at=now,
         )
         digest_hash = record_hash(chain_head["hash"], record)
         await conn.execute(
@@ -133,12 +146,20 @@ async def erase_subject(
             site_id,
             seq,
             event_id,
-            digest,
+            None,
             now,
             chain_head["hash"],
             digest_hash,
+            bytes.fromhex(commitment or ""),
+            salt,
         )
-    return Erasure(events=int(status.split()[-1]), seq=seq, hash=digest_hash)
+    return Erasure(events=rows, seq=seq, hash=digest_hash)
+
+
+async def erasure_lines(conn: asyncpg.Connection, site_id: str, digest: str) -> list[str]:
+    """The export lines of the erasure records of the subject whose digest is `digest`."""
+    rows = await conn.fetch(SQL["select_erasures"], site_id, digest)
+    return [record_text(*row) for row in rows]
 
 
 async def insert_checkpoint(

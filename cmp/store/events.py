@@ -8,7 +8,7 @@ trip, committed by the statement itself (`synchronous_commit` on).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -16,16 +16,18 @@ from typing import Any
 import asyncpg
 import orjson
 
+from cmp.audit.record import FIELDS, PERSONAL, layout
 from cmp.consent import StoredChoice
 from cmp.store.sqlfiles import queries
 
 SQL = queries("events")
 
-# One appended row (the composite type `cmp_new_event`, sql/schema/0003), in order: the
-# record's stored fields (`cmp.audit.record.STORED_FIELDS`, each in its column) with
+# One appended row (the composite type `cmp_new_event_v2`, sql/schema/0012), in order:
+# the record's stored fields (`cmp.audit.record.STORED_FIELDS`, each in its column) with
 # the request's number in the batch, the subject id, the body digest and the record's
-# canonical JSON split around seq. tests/store/test_record.py checks this list against
-# the database's type and the record declaration, and `_row` against this list.
+# canonical JSON split around seq, then the columns record version 2 added.
+# tests/store/test_record.py checks this list against the database's type and the
+# record declaration.
 NEW_EVENT_COLUMNS: tuple[str, ...] = (
     "site_id",
     "req",
@@ -49,6 +51,8 @@ NEW_EVENT_COLUMNS: tuple[str, ...] = (
     "body_digest",
     "head",
     "tail",
+    "v",
+    *(name for _, c, s in layout(2).disclosures for name in (c, s)),
 )
 
 NEW, DUPLICATE, CONFLICT, SKIPPED = "new", "duplicate", "conflict", "skipped"
@@ -74,6 +78,9 @@ class NewEvent:
     received_at: datetime
     head: str
     tail: str
+    # Version 2: the personal values the record commits to, and their salts by column.
+    disclosed: dict[str, str | None]
+    salts: dict[str, bytes]
 
 
 @dataclass(slots=True)
@@ -104,33 +111,50 @@ def split_repeats(batch: Sequence[Submission]) -> tuple[list[Submission], list[S
     return now, later
 
 
+def _column(name: str) -> Callable[[int, NewEvent], Any]:
+    """How one `cmp_new_event_v2` column is read from a numbered event."""
+    if name == "req":
+        return lambda number, event: number
+    if name in _OWN:
+        return lambda number, event: getattr(event, name)
+    if name in _SALTS:  # none in a version 1 record
+        return lambda number, event: event.salts.get(name)
+    if name in _COMMITMENTS:
+        return lambda number, event: _hex_bytes(event.record.get(name))
+    if name in _PERSONAL:
+        return lambda number, event: event.disclosed[name]
+    if name in _CHOICES:
+        return lambda number, event: _json_text(event.record[name])
+    return lambda number, event: event.record[name]
+
+
+def _hex_bytes(value: str | None) -> bytes | None:
+    return None if value is None else bytes.fromhex(value)
+
+
+# NewEvent's own attributes, which the record does not hold as the columns want them.
+_OWN = frozenset(
+    [
+        "site_id",
+        "event_id",
+        "subject_id",
+        "occurred_at",
+        "received_at",
+        "body_digest",
+        "head",
+        "tail",
+    ]
+)
+_SALTS = frozenset(s for _, _, s in layout(2).disclosures)
+_COMMITMENTS = frozenset(c for _, c, _ in layout(2).disclosures)
+_PERSONAL = frozenset(f.name for f in PERSONAL)
+_CHOICES = frozenset(f.name for f in FIELDS if f.kind == "choices")
+_COLUMNS = tuple(_column(name) for name in NEW_EVENT_COLUMNS)
+
+
 def _row(number: int, event: NewEvent) -> tuple[Any, ...]:
-    """The event as a `cmp_new_event`, in the order of NEW_EVENT_COLUMNS."""
-    r = event.record
-    return (
-        event.site_id,
-        number,
-        event.event_id,
-        event.subject_id,
-        r["subject_digest"],
-        r["policy_version"],
-        r["policy_sha256"],
-        r["action"],
-        _json_text(r["purposes"]),
-        _json_text(r["services"]),
-        r["gpc"],
-        r["language"],
-        r["source"],
-        r["page_url"],
-        r["origin"],
-        r["user_agent"],
-        r["ip_prefix"],
-        event.occurred_at,
-        event.received_at,
-        event.body_digest,
-        event.head,
-        event.tail,
-    )
+    """The event as a `cmp_new_event_v2`, in the order of NEW_EVENT_COLUMNS."""
+    return tuple(column(number, event) for column in _COLUMNS)
 
 
 async def write_batch(conn: asyncpg.Connection, batch: Sequence[Submission]) -> list[Submission]:

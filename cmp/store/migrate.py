@@ -6,13 +6,14 @@ transaction. A database that has migrations this code does not know is refused.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 
 import asyncpg
 
 from cmp.store.coordination import MIGRATION_LOCK, lock_session, unlock_session
 from cmp.store.events import make_partitions_ahead
-from cmp.store.sqlfiles import migration_files, queries
+from cmp.store.sqlfiles import function_files, migration_files, queries
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +58,32 @@ async def migrate(conn: asyncpg.Connection) -> list[str]:
                 await conn.execute(SQL["insert_applied_migration"], number, name)
             log.info("applied migration %s", name)
             done.append(name)
+        done += await apply_functions(conn)
         # The log's coming months: the maintenance task keeps this up to date after.
         await make_partitions_ahead(conn)
         return done
     finally:
         await unlock_session(conn, MIGRATION_LOCK)
+
+
+async def apply_functions(conn: asyncpg.Connection) -> list[str]:
+    """(Re)define the functions of every `sql/functions/` file whose text changed since it
+    was last applied (the caller holds the migration lock); return the names applied.
+
+    Migrations keep the schema's history; these files are each function's one live
+    definition, so a reader finds today's `cmp_append` in one place.
+    """
+    await conn.execute(SQL["create_functions_table"])
+    applied = {r["name"]: r["sha256"] for r in await conn.fetch(SQL["select_function_digests"])}
+    done = []
+    for path in function_files():
+        text = path.read_text("utf-8")
+        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        if applied.get(path.name) == digest:
+            continue
+        async with conn.transaction():
+            await conn.execute(text)
+            await conn.execute(SQL["upsert_function_digest"], path.name, digest)
+        log.info("applied functions %s", path.name)
+        done.append(path.name)
+    return done

@@ -1,4 +1,5 @@
-"""Locate and load the plain-SQL files: migrations and `-- name:` queries.
+"""Locate and load the plain-SQL files: migrations, live function definitions and
+`-- name:` queries.
 
 The SQL lives in `sql/` at the top of the checkout and is installed as the package
 `cmp.sql`, so a `pip install .` outside the checkout finds it too.
@@ -25,6 +26,12 @@ def migration_files() -> list[tuple[int, str, Path]]:
         number = int(path.name[:4])
         found.append((number, path.stem, path))
     return found
+
+
+def function_files() -> list[Path]:
+    """Every `functions/*.sql`: the one live definition of each SQL function, applied
+    after the migrations whenever its text changed (Flyway's repeatable migrations)."""
+    return sorted((sql_root() / "functions").glob("*.sql"))
 
 
 @cache

@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
+import orjson
 
+from cmp.audit.chain import disclosures_of
 from cmp.audit.tiles import TileKey
 from cmp.store.recordtext import record_text
 from cmp.store.sqlfiles import queries
@@ -47,9 +49,13 @@ async def select_leaves(
 
 async def select_receipt_record(
     conn: asyncpg.Connection, site_id: str, event_id: uuid.UUID, digest: str
-) -> Leaf | None:
+) -> tuple[Leaf, dict[str, dict[str, str]]] | None:
+    """The record's leaf and its disclosures (`cmp.audit.chain.disclosures_of`); None when
+    the pair names no record of a subject that is not erased."""
     row = await conn.fetchrow(SQL["select_receipt_record"], site_id, event_id, digest)
-    return _leaf(row) if row else None
+    if row is None:
+        return None
+    return _leaf(row), disclosures_of(orjson.loads(record_text(*row["row_parts"])))
 
 
 async def select_sites_to_integrate(conn: asyncpg.Connection) -> list[str]:

@@ -17,11 +17,21 @@ ORDER BY seq;
 -- The same records as CSV columns (purposes/services as JSON text), for COPY TO STDOUT,
 -- those with seq in ($6, $7]: one statement per window (export_csv_window_end), each
 -- under the command timeout.
-SELECT 1 AS v, site_id, seq, event_id, subject_digest, policy_version, policy_sha256, action,
+SELECT v, site_id, seq, event_id, subject_digest, policy_version, policy_sha256, action,
     purposes::text AS purposes, services::text AS services, gpc, language, source, page_url,
     origin, ip_prefix, user_agent,
     cmp_utc_text(occurred_at) AS occurred_at, cmp_utc_text(received_at) AS received_at,
-    prev_hash, hash, subject_id
+    prev_hash, hash, subject_id,
+    -- version 2: each personal value's commitment, and its salt while the value is kept
+    encode(subject_digest_sha256, 'hex') AS subject_digest_sha256,
+    CASE WHEN subject_digest IS NOT NULL THEN encode(subject_digest_salt, 'hex') END
+        AS subject_digest_salt,
+    encode(page_url_sha256, 'hex') AS page_url_sha256,
+    CASE WHEN page_url IS NOT NULL THEN encode(page_url_salt, 'hex') END AS page_url_salt,
+    encode(ip_prefix_sha256, 'hex') AS ip_prefix_sha256,
+    CASE WHEN ip_prefix IS NOT NULL THEN encode(ip_prefix_salt, 'hex') END AS ip_prefix_salt,
+    encode(user_agent_sha256, 'hex') AS user_agent_sha256,
+    CASE WHEN user_agent IS NOT NULL THEN encode(user_agent_salt, 'hex') END AS user_agent_salt
 FROM consent_events
 WHERE site_id = $1
   AND received_at >= coalesce($2::timestamptz, '-infinity')
@@ -57,25 +67,37 @@ SELECT seq, hash FROM log_heads WHERE site_id = $1;
 -- Serialise a single append (erasure) with the group commit's batches.
 SELECT seq, hash FROM log_heads WHERE site_id = $1 FOR UPDATE;
 
--- name: erase_subject_ids
--- Erasure: the subject id leaves every stored event; the digest (hashed) stays.
-UPDATE consent_events SET subject_id = NULL
-WHERE site_id = $1 AND subject_digest = $2 AND subject_id IS NOT NULL;
+-- name: erase_subject_rows
+-- Erasure: the subject id leaves every stored event of the subject, and so do the
+-- personal values of version 2 records (their commitments stay); version 1 records keep
+-- what they hashed. How many rows changed.
+SELECT cmp_erase_subject_rows($1, $2);
 
 -- name: delete_state
 -- Erasure: the current state row goes.
 DELETE FROM consent_state WHERE site_id = $1 AND subject_id = $2;
+
+-- name: select_erasures
+-- The erasure records (version 2) of the subject whose digest is $2, in seq order: found
+-- by the commitment each holds to the digest, among the site's erasures.
+SELECT (cmp_record_text(e, true)).*
+FROM consent_events e
+WHERE site_id = $1 AND action = 'erased' AND v = 2
+  AND subject_digest_sha256 = sha256(subject_digest_salt || convert_to($2, 'UTF8'))
+ORDER BY seq;
 
 -- name: ensure_partition
 -- The log's partition for the month of $1 (made when missing: see cmp_event_partition).
 SELECT cmp_event_partition($1);
 
 -- name: insert_erased
--- Append the `erased` record (and its id) and advance the head.
+-- Append the `erased` record (and its id) and advance the head. Version 2 keeps no
+-- digest: a commitment to it ($8) and its salt ($9), which only the digest opens.
 WITH ev AS (
     INSERT INTO consent_events (site_id, seq, event_id, subject_id, subject_digest, action,
-                                received_at, prev_hash, hash)
-    VALUES ($1, $2, $3, NULL, $4, 'erased', $5, $6, $7)
+                                received_at, prev_hash, hash, v, subject_digest_sha256,
+                                subject_digest_salt)
+    VALUES ($1, $2, $3, NULL, $4, 'erased', $5, $6, $7, 2, $8, $9)
 ), id AS (
     INSERT INTO consent_event_ids (site_id, event_id) VALUES ($1, $3)
 )

@@ -1,7 +1,7 @@
 -- name: append_batch
 -- A whole group-commit batch in one statement, as one array of rows (cmp_append in
--- sql/schema/, the newest migration that defines it).
-SELECT cmp_append($1::cmp_new_event[]);
+-- sql/functions/append.sql).
+SELECT cmp_append($1::cmp_new_event_v2[]);
 
 -- name: select_states
 -- Latest event of many (site, subject) pairs at once: the batched state read.

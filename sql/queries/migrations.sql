@@ -17,3 +17,20 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 -- name: insert_applied_migration
 -- Record one migration, in the transaction that applied it.
 INSERT INTO schema_migrations (version, name) VALUES ($1, $2);
+
+-- name: create_functions_table
+-- What each file of sql/functions/ held when it was last applied.
+CREATE TABLE IF NOT EXISTS schema_functions (
+    name       text PRIMARY KEY,
+    sha256     text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- name: select_function_digests
+-- The digest of every function file as last applied.
+SELECT name, sha256 FROM schema_functions;
+
+-- name: upsert_function_digest
+-- Record one function file, in the transaction that applied it.
+INSERT INTO schema_functions (name, sha256) VALUES ($1, $2)
+ON CONFLICT (name) DO UPDATE SET sha256 = excluded.sha256, applied_at = now();

@@ -10,10 +10,12 @@ ORDER BY seq
 LIMIT $3;
 
 -- name: select_receipt_record
--- One record for a receipt: the event id and the subject digest must both match.
-SELECT seq, prev_hash, hash, received_at, (cmp_record_text(e, false)).*
+-- One record for a receipt: the event id and the subject digest must both match, and
+-- the subject is not erased; with its export row, which holds the disclosures.
+SELECT seq, prev_hash, hash, received_at, (cmp_record_text(e, false)).*,
+       cmp_record_text(e, true) AS row_parts
 FROM consent_events e
-WHERE site_id = $1 AND event_id = $2 AND subject_digest = $3;
+WHERE site_id = $1 AND event_id = $2 AND subject_digest = $3 AND subject_id IS NOT NULL;
 
 -- name: select_sites_to_integrate
 -- Sites whose chain is ahead of their tree, or whose tree is ahead of its newest

@@ -265,7 +265,11 @@ async def test_erasure_removes_the_id_everywhere_and_keeps_the_chain(
     assert verify_export(lines).ok
     erased = json.loads(lines[-1])
     assert erased["action"] == "erased" and erased["subject_id"] is None
-    assert erased["subject_digest"] == json.loads(lines[1])["subject_digest"]
+    # Nothing links the erasure to the records it erased: the digest is gone from all,
+    # and the erasure's commitment to it opens with no salt the export shows.
+    assert erased["subject_digest"] is None and erased["subject_digest_salt"] is None
+    assert json.loads(lines[1])["subject_digest"] is None
+    assert erased["subject_digest_sha256"] != json.loads(lines[1])["subject_digest_sha256"]
     assert gone not in str(
         await db.fetch("SELECT * FROM consent_state WHERE site_id = $1", site["id"])
     )

@@ -91,6 +91,7 @@ async def test_go_verifies_cmps_checkpoints_receipts_and_consistency(
                 "leaf_index": receipt["leaf_index"],
                 "checkpoint": receipt["checkpoint"],
                 "inclusion_proof": receipt["inclusion_proof"],
+                "disclosures": receipt.get("disclosures", {}),
             }
         )
     r = await client.get(f"/v1/sites/{site_id}/log/proof/consistency?from=37&to=337", headers=audit)
@@ -108,9 +109,11 @@ async def test_go_verifies_cmps_checkpoints_receipts_and_consistency(
     }
     done = check(tlogcheck, tmp_path, doc)
     assert done.returncode == 0, done.stderr
+    # Each version 2 receipt discloses the subject digest, IP prefix and agent, and the
+    # page URL where the event had one (the three of `second`): 2 × 3 + 3 × 4.
     assert done.stdout.strip() == (
         "go tlog verifier: 7 checkpoint signatures, 5 inclusion proofs, "
-        "1 consistency proofs verified"
+        "1 consistency proofs, 18 disclosures verified"
     )
     with capsys.disabled():
         print(f"\n{done.stdout.strip()}")
@@ -126,3 +129,11 @@ async def test_go_verifies_cmps_checkpoints_receipts_and_consistency(
     tampered = json.loads(json.dumps(doc))
     tampered["consistency"][0]["consistency_proof"][0] = base64.b64encode(b"\0" * 32).decode()
     assert "consistency" in check(tlogcheck, tmp_path, tampered).stderr
+    # A disclosed value that is not the committed one, or opened with another salt.
+    tampered = json.loads(json.dumps(doc))
+    tampered["receipts"][2]["disclosures"]["page_url"]["value"] = "https://shop.example/other"
+    assert "page_url and page_url_salt do not match" in check(tlogcheck, tmp_path, tampered).stderr
+    tampered = json.loads(json.dumps(doc))
+    other = doc["receipts"][3]["disclosures"]["user_agent"]["salt"]
+    tampered["receipts"][2]["disclosures"]["user_agent"]["salt"] = other
+    assert "user_agent and user_agent_salt" in check(tlogcheck, tmp_path, tampered).stderr

@@ -15,7 +15,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cmp.audit.chain import (
-    CHAIN_FIELDS,
     GENESIS,
     chain_record,
     erased_record,
@@ -27,6 +26,7 @@ from cmp.audit.chain import (
     record_hash,
     subject_digest,
 )
+from cmp.audit.record import CHAIN_FIELDS
 
 SECRET = b"site-secret-0123456789abcdef"
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "audit-log.md"
@@ -145,7 +145,8 @@ def test_chain_record_formats_datetimes_and_uuids() -> None:
         ("action", "maybe"),
         ("seq", 0),
         ("seq", True),
-        ("v", 2),
+        ("v", 3),
+        ("v", True),
         ("subject_digest", "A" * 64),
         ("policy_sha256", "abc"),
         ("purposes", {"statistics": "yes"}),

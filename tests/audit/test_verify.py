@@ -19,7 +19,6 @@ from hypothesis import strategies as st
 import cmp.audit.lines as lines_module
 import cmp.audit.parallel as parallel_module
 from cmp.audit.chain import (
-    CHAIN_FIELDS,
     GENESIS,
     chain_record,
     erased_record,
@@ -28,6 +27,7 @@ from cmp.audit.chain import (
     record_hash,
     subject_digest,
 )
+from cmp.audit.record import CHAIN_FIELDS
 from cmp.audit.signing import Signer
 from cmp.audit.verify import Result, verify_export
 from cmp.canonical import canonical_json, sha256_hex
@@ -290,7 +290,7 @@ def test_records_of_two_sites_in_one_export_are_refused(tmp_path: Path) -> None:
         ),
         (lambda line: line.replace(b'"language":"nb"', b'"language":NaN'), "malformed JSON"),
         (lambda line: line.replace(b'"v":1', b'"v":1.0'), "unsupported record version"),
-        (lambda line: line.replace(b'"v":1', b'"v":2'), "unsupported record version v=2"),
+        (lambda line: line.replace(b'"v":1', b'"v":3'), "unsupported record version v=3"),
         (lambda line: line.replace(b'"policy_version":1', b'"policy_version":1.5'), "float"),
         (lambda line: line.replace(b'"seq":3', b'"seq":"3"'), "seq must be a positive integer"),
         (lambda line: line.replace(b'"hash":"', b'"hash":"X'), "hash must be 64 lowercase hex"),

@@ -7,16 +7,17 @@ import hashlib
 import json
 import secrets
 import uuid
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 
-from cmp.audit.chain import chain_record, export_line
-from cmp.audit.record import STORED_FIELDS
+from cmp.audit.chain import chain_record, committed, export_line
+from cmp.audit.record import PERSONAL, RECORD_VERSION, SALT_BYTES, layout
 from cmp.canonical import utc_text
 from cmp.ingest.build import split_at_seq
-from cmp.store.events import NewEvent, Submission, write_batch
+from cmp.store.events import NEW_EVENT_COLUMNS, NewEvent, Submission, _row, write_batch
 
 
 def new_event(
@@ -25,6 +26,7 @@ def new_event(
     subject_id: str | None = None,
     action: str = "accept_all",
     purposes: dict[str, bool] | None = None,
+    version: int = RECORD_VERSION,
 ) -> NewEvent:
     subject_id = subject_id or f"s-{secrets.token_hex(6)}"
     record: dict[str, Any] = {
@@ -50,11 +52,58 @@ def new_event(
         "occurred_at": None,
         "received_at": utc_text(received_at),
     }
-    head, tail = split_at_seq(record)
     body = hashlib.sha256(record["event_id"].encode()).digest()[:16]
+    return event_of(record, subject_id, body, received_at, None, version)
+
+
+def event_of(
+    full: dict[str, Any],
+    subject_id: str,
+    body: bytes,
+    received_at: datetime,
+    occurred_at: datetime | None,
+    version: int = RECORD_VERSION,
+) -> NewEvent:
+    """A NewEvent of record `version` from a record written in version 1's shape (every
+    personal value in the clear), as the ingest pipeline would build it."""
+    disclosed = {f.name: full[f.name] for f in PERSONAL}
+    if version == 1:
+        record, salts = {**full, "v": 1}, {}
+    else:
+        salt_bytes = secrets.token_bytes(SALT_BYTES * len(PERSONAL))
+        record = {k: v for k, v in full.items() if k not in disclosed}
+        record.update(v=version, **committed(disclosed, salt_bytes))
+        salts = {
+            salt: salt_bytes[i * SALT_BYTES : (i + 1) * SALT_BYTES]
+            for i, (_, _, salt) in enumerate(layout(version).disclosures)
+        }
+    head, tail = split_at_seq(record)
     return NewEvent(
-        site_id, record["event_id"], subject_id, body, record, None, received_at, head, tail
+        full["site_id"],
+        full["event_id"],
+        subject_id,
+        body,
+        record,
+        occurred_at,
+        received_at,
+        head,
+        tail,
+        disclosed=disclosed,
+        salts=salts,
     )
+
+
+# The columns `cmp_new_event` had before record version 2 (sql/schema/0012).
+BEFORE_V2 = NEW_EVENT_COLUMNS.index("v")
+
+
+async def append_before_v2(conn: asyncpg.Connection, events: list[NewEvent]) -> list[str]:
+    """Store version 1 events as the previous release does (before 0012, or during a
+    rolling upgrade): through `cmp_append(cmp_new_event[])`."""
+    assert all(e.record["v"] == 1 for e in events)
+    rows = [_row(n, e)[:BEFORE_V2] for n, e in enumerate(events)]
+    outcomes: list[str] = await conn.fetchval("SELECT cmp_append($1::cmp_new_event[])", rows)
+    return outcomes
 
 
 async def append(conn: asyncpg.Connection, events: list[NewEvent]) -> list[str]:
@@ -86,13 +135,27 @@ async def insert_site(
         await conn.execute("INSERT INTO log_heads (site_id) VALUES ($1)", site_id)
 
 
-def record_of_row(row: asyncpg.Record) -> dict[str, Any]:
+def record_of_row(row: Mapping[str, Any]) -> dict[str, Any]:
     """The chain record a stored row holds, rebuilt in Python (the definition)."""
-    fields = {name: row[name] for name in STORED_FIELDS}
+    fields: dict[str, Any] = {}
+    version = row.get("v", 1)  # a table older than record version 2 holds version 1
+    for field in layout(version).fields:
+        value = version if field.kind == "version" else row[field.name]
+        fields[field.name] = value.hex() if isinstance(value, bytes) else value
     for name in ("purposes", "services"):
         if isinstance(fields[name], str):  # jsonb without a codec arrives as text
             fields[name] = json.loads(fields[name])
     return chain_record(**fields)
+
+
+def disclosures_of_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """What an export row adds for the personal values of a stored row's version: each
+    value, and its salt while the value is kept."""
+    out: dict[str, Any] = {}
+    for field, _, salt in layout(row.get("v", 1)).disclosures:
+        out[field.name] = row[field.name]
+        out[salt] = None if row[field.name] is None else row[salt].hex()
+    return out
 
 
 async def export_in_python(conn: asyncpg.Connection, site_id: str) -> list[str]:
@@ -105,6 +168,7 @@ async def export_in_python(conn: asyncpg.Connection, site_id: str) -> list[str]:
             prev_hash=row["prev_hash"],
             hash=row["hash"],
             subject_id=row["subject_id"],
+            **disclosures_of_row(row),
         ).decode("utf-8")[:-1]  # the store's lines come without their newline
         for row in rows
     ]

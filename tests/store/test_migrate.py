@@ -3,18 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
 
+import cmp.store.migrate as migrate_module
 from cmp.audit.verify import verify_export
 from cmp.store import audit as audit_store
 from cmp.store.audit import ExportFilter
 from cmp.store.migrate import SchemaAheadError, migrate, schema_status
-from cmp.store.sqlfiles import migration_files
-from tests.store.chainrows import append, export_in_python, insert_site, new_event
+from cmp.store.sqlfiles import function_files, migration_files
+from tests.store.chainrows import (
+    append,
+    append_before_v2,
+    export_in_python,
+    insert_site,
+    new_event,
+)
 
 
 async def test_fresh_database_gets_every_migration_then_rerun_is_a_noop(
@@ -23,7 +32,8 @@ async def test_fresh_database_gets_every_migration_then_rerun_is_a_noop(
     conn = await asyncpg.connect(await fresh_database())
     try:
         applied = await migrate(conn)
-        assert applied == [name for _, name, _ in migration_files()]
+        functions = [path.name for path in function_files()]
+        assert applied == [name for _, name, _ in migration_files()] + functions
         assert await migrate(conn) == []
         assert await schema_status(conn) == ([], [])
     finally:
@@ -35,12 +45,41 @@ async def test_concurrent_runners_take_turns(fresh_database: Any) -> None:
     conns = [await asyncpg.connect(dsn) for _ in range(4)]
     try:
         results = await asyncio.gather(*(migrate(c) for c in conns))
-        assert sorted(len(r) for r in results) == [0, 0, 0, len(migration_files())]
+        everything = len(migration_files()) + len(function_files())
+        assert sorted(len(r) for r in results) == [0, 0, 0, everything]
         count = await conns[0].fetchval("SELECT count(*) FROM schema_migrations")
         assert count == len(migration_files())
     finally:
         for c in conns:
             await c.close()
+
+
+async def test_a_changed_function_file_is_applied_again_and_alone(
+    fresh_database: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Functions live in sql/functions/, one live definition each, applied after the
+    migrations whenever a file's text changed (and only then)."""
+    conn = await asyncpg.connect(await fresh_database())
+    try:
+        await migrate(conn)
+        files = function_files()
+        copies = []
+        for path in files:
+            copy = tmp_path / path.name
+            copy.write_text(path.read_text("utf-8"), "utf-8")
+            copies.append(copy)
+        changed = copies[0]
+        changed.write_text(
+            changed.read_text("utf-8")
+            + "\nCREATE OR REPLACE FUNCTION cmp_probe() RETURNS int LANGUAGE sql AS 'SELECT 7';\n",
+            "utf-8",
+        )
+        monkeypatch.setattr(migrate_module, "function_files", lambda: copies)
+        assert await migrate(conn) == [changed.name]
+        assert await conn.fetchval("SELECT cmp_probe()") == 7
+        assert await migrate(conn) == []
+    finally:
+        await conn.close()
 
 
 async def test_database_ahead_of_code_is_refused(fresh_database: Any) -> None:
@@ -91,9 +130,11 @@ async def test_partitioning_a_populated_log_keeps_every_chain(fresh_database: An
         written = []
         for days in (95, 60, 31, 2, 0):  # several months, every site in each
             batch = [
-                new_event(s, now - timedelta(days=days, minutes=i)) for s in sites for i in range(4)
+                new_event(s, now - timedelta(days=days, minutes=i), version=1)
+                for s in sites
+                for i in range(4)
             ]
-            assert await append(conn, batch) == ["new"] * len(batch)
+            assert await append_before_v2(conn, batch) == ["new"] * len(batch)
             written.extend(batch)
         # The export's functions come with a later migration: the lines as the chain
         # rule writes them from the rows stand for the export before.
@@ -118,10 +159,14 @@ async def test_partitioning_a_populated_log_keeps_every_chain(fresh_database: An
         assert await conn.fetchval("SELECT count(*) FROM consent_event_ids") == len(written)
         # Retries of events stored before the migration are still recognised ...
         assert await append(conn, written[:3]) == ["duplicate"] * 3
-        # ... and every chain goes on where it stood.
+        # ... and every chain goes on where it stood, in record version 2, while a process
+        # of the previous release (a rolling upgrade) still appends version 1 records.
         assert await append(conn, [new_event(s, datetime.now(UTC)) for s in sites]) == ["new"] * 3
+        old = [new_event(s, datetime.now(UTC), version=1) for s in sites]
+        assert await append_before_v2(conn, old) == ["new"] * 3
         for site_id in sites:
             lines = await _export(conn, site_id)
-            assert len(lines) == 21 and verify_export(lines).ok
+            assert [json.loads(line)["v"] for line in lines[-3:]] == [1, 2, 1]
+            assert len(lines) == 22 and verify_export(lines).ok
     finally:
         await conn.close()

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import re
+import secrets
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,24 +27,33 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cmp.audit.chain import GENESIS, erased_record, export_line, record_hash
+from cmp.audit.chain import (
+    GENESIS,
+    commit,
+    disclosures_of,
+    erased_record,
+    export_line,
+    record_hash,
+)
 from cmp.audit.lines import parse_fast, parse_line
 from cmp.audit.record import (
     ACTIONS,
     CHAIN_FIELDS,
     FIELDS,
     LINK_FIELDS,
+    RECORD_VERSIONS,
     STORED_FIELDS,
     Field,
+    layout,
 )
 from cmp.audit.verify import verify_export
 from cmp.canonical import canonical_json, utc_text
-from cmp.ingest.build import SEQ_MARK, split_at_seq
+from cmp.ingest.build import SEQ_MARK
 from cmp.store import tree as tree_store
 from cmp.store.audit import ExportFilter, erase_subject, export_lines
 from cmp.store.events import NEW_EVENT_COLUMNS, NewEvent, Submission, _row, write_batch
 from cmp.store.sqlfiles import queries
-from tests.store.chainrows import insert_site, record_of_row
+from tests.store.chainrows import event_of, insert_site, record_of_row
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "audit-log.md"
 SIMPLE_NAME = re.compile(r"[a-z0-9_.:-]+")
@@ -115,8 +126,8 @@ def records(draw: st.DrawFn, site_id: str) -> dict[str, Any]:
     return record
 
 
-def new_event(record: dict[str, Any], subject_id: str) -> NewEvent:
-    head, tail = split_at_seq(record)
+def new_event(record: dict[str, Any], subject_id: str, version: int) -> NewEvent:
+    """The event of `version` for a record drawn in version 1's shape."""
 
     def at(name: str) -> datetime | None:
         text = record[name]
@@ -124,17 +135,21 @@ def new_event(record: dict[str, Any], subject_id: str) -> NewEvent:
 
     received = at("received_at")
     assert received is not None
-    return NewEvent(
-        site_id=record["site_id"],
-        event_id=record["event_id"],
-        subject_id=subject_id,
-        body_digest=hashlib.sha256(head.encode()).digest()[:16],
-        record=record,
-        occurred_at=at("occurred_at"),
-        received_at=received,
-        head=head,
-        tail=tail,
-    )
+    body = hashlib.sha256(canonical_json(record)).digest()[:16]
+    return event_of(record, subject_id, body, received, at("occurred_at"), version)
+
+
+def expected_line(event: NewEvent, seq: int, prev: str, digest: str, erased: bool) -> bytes:
+    """The export line of a stored event: its record, its links and (version 2) each
+    personal value with its salt, unless erased."""
+    record = {**event.record, "seq": seq}
+    extra: dict[str, Any] = {}
+    for field, _, salt in layout(record["v"]).disclosures:
+        value = None if erased else event.disclosed[field.name]
+        extra[field.name] = value
+        extra[salt] = None if value is None else event.salts[salt].hex()
+    subject = None if erased else event.subject_id
+    return export_line(record, prev_hash=prev, hash=digest, subject_id=subject, **extra)
 
 
 async def read_back(dsn: str, events: list[NewEvent], erase: bool) -> None:
@@ -147,41 +162,43 @@ async def read_back(dsn: str, events: list[NewEvent], erase: bool) -> None:
         submissions = [Submission([e]) for e in events]
         assert await write_batch(conn, submissions) == []
         assert [s.outcomes for s in submissions] == [["new"]] * len(events)
-        expected = [({**e.record, "seq": n}, e.subject_id) for n, e in enumerate(events, 1)]
+        gone = events[0].disclosed["subject_digest"]
+        erased_too = [erase and e.disclosed["subject_digest"] == gone for e in events]
+        erasure = None
         if erase:
-            gone = events[0].record["subject_digest"]
             erasure = await erase_subject(
                 conn, site_id, events[0].subject_id, gone, datetime.now(UTC)
             )
-            expected = [(r, None if r["subject_digest"] == gone else s) for r, s in expected]
-            row = await conn.fetchrow(
-                "SELECT event_id, received_at FROM consent_events WHERE site_id = $1 AND seq = $2",
-                site_id,
-                erasure.seq,
-            )
-            erased = erased_record(
-                site_id=site_id,
-                seq=erasure.seq,
-                event_id=row["event_id"],
-                subject_digest=gone,
-                received_at=row["received_at"],
-            )
-            expected.append((erased, None))
+            assert erasure is not None
 
         rows = await conn.fetch(
             "SELECT * FROM consent_events WHERE site_id = $1 ORDER BY seq", site_id
         )
-        leaves = await tree_store.select_leaves(conn, site_id, 0, len(expected) + 1)
+        leaves = await tree_store.select_leaves(conn, site_id, 0, len(rows) + 1)
         async with conn.transaction():
             lines = [
                 line async for chunk in export_lines(conn, ExportFilter(site_id)) for line in chunk
             ]
-        assert len(rows) == len(leaves) == len(lines) == len(expected)
+        assert len(rows) == len(leaves) == len(lines) == len(events) + erase
 
         prev = GENESIS
-        for (record, subject_id), row, leaf, line in zip(
-            expected, rows, leaves, lines, strict=True
-        ):
+        for n, (row, leaf, line) in enumerate(zip(rows, leaves, lines, strict=True)):
+            if n < len(events):
+                event = events[n]
+                record = {**event.record, "seq": n + 1}
+                want = expected_line(event, n + 1, prev, row["hash"], erased_too[n])
+            else:  # the erasure: a commitment to the digest, whose salt only it keeps
+                assert erasure is not None and row["seq"] == erasure.seq
+                commitment = row["subject_digest_sha256"].hex()
+                assert commit(row["subject_digest_salt"], gone) == commitment
+                record = erased_record(
+                    site_id=site_id,
+                    seq=erasure.seq,
+                    event_id=row["event_id"],
+                    subject_commitment=commitment,
+                    received_at=row["received_at"],
+                )
+                want = export_line(record, prev_hash=prev, hash=row["hash"], subject_id=None)
             hashed = canonical_json(record)
             # What the database hashed (the Python bytes) is what it stored, column by column.
             assert row["prev_hash"] == prev
@@ -189,12 +206,16 @@ async def read_back(dsn: str, events: list[NewEvent], erase: bool) -> None:
             assert record_of_row(row) == record
             # The record the database writes: Merkle leaf, receipt record, export line.
             assert leaf.data == hashed
-            receipt = await tree_store.select_receipt_record(
-                conn, site_id, uuid.UUID(record["event_id"]), record["subject_digest"]
-            )
-            assert receipt is not None and receipt.data == hashed
-            links = {"prev_hash": prev, "hash": row["hash"], "subject_id": subject_id}
-            assert line.encode() + b"\n" == export_line(record, **links)
+            if n < len(events):
+                receipt = await tree_store.select_receipt_record(
+                    conn, site_id, uuid.UUID(record["event_id"]), event.disclosed["subject_digest"]
+                )
+                if erased_too[n]:
+                    assert receipt is None  # an erased subject has no receipts
+                else:
+                    assert receipt is not None and receipt[0].data == hashed
+                    assert receipt[1] == disclosures_of(json.loads(want))
+            assert line.encode() + b"\n" == want
             # The verifier: the definition, and the fast path wherever it applies (a
             # line without escapes, whose choice maps have simple names).
             parsed = (record["seq"], site_id, prev, row["hash"], row["hash"])
@@ -214,7 +235,8 @@ async def read_back(dsn: str, events: list[NewEvent], erase: bool) -> None:
 def batches(draw: st.DrawFn) -> list[NewEvent]:
     site_id = f"rec-{uuid.uuid4().hex[:12]}"
     size = draw(st.integers(1, 6))
-    return [new_event(draw(records(site_id)), draw(texts)) for _ in range(size)]
+    versions = st.sampled_from(RECORD_VERSIONS)  # one chain may hold both
+    return [new_event(draw(records(site_id)), draw(texts), draw(versions)) for _ in range(size)]
 
 
 @settings(
@@ -232,23 +254,27 @@ def test_every_copy_of_the_record_writes_the_declared_bytes(
 async def test_the_appended_row_is_the_declared_record_plus_the_requests_own(
     db: asyncpg.Connection,
 ) -> None:
-    """NEW_EVENT_COLUMNS is the database's `cmp_new_event`; it and the log's table hold
+    """NEW_EVENT_COLUMNS is the database's `cmp_new_event_v2`; it and the log's table hold
     every stored field of the declaration; `_row` fills each column from its source."""
     type_columns = await db.fetchval(
         "SELECT array_agg(attname::text ORDER BY attnum) FROM pg_attribute"
-        " WHERE attrelid = 'cmp_new_event'::regclass AND attnum > 0 AND NOT attisdropped"
+        " WHERE attrelid = 'cmp_new_event_v2'::regclass AND attnum > 0 AND NOT attisdropped"
     )
     table_columns = await db.fetchval(
         "SELECT array_agg(attname::text ORDER BY attnum) FROM pg_attribute"
         " WHERE attrelid = 'consent_events'::regclass AND attnum > 0 AND NOT attisdropped"
     )
     assert tuple(type_columns) == NEW_EVENT_COLUMNS
-    # One append, over those rows (sql/schema/0006 replaced the two-layer form).
+    # One append over those rows (sql/functions/append.sql).
     appends = await db.fetch(
         "SELECT pg_get_function_identity_arguments(p.oid) AS args, l.lanname AS lang"
         " FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang WHERE p.proname = 'cmp_append'"
     )
-    assert [(r["args"], r["lang"]) for r in appends] == [("p_rows cmp_new_event[]", "plpgsql")]
+    # The previous release's overload stays for its processes during a rolling upgrade.
+    assert sorted((r["args"], r["lang"]) for r in appends) == [
+        ("p_rows cmp_new_event[]", "plpgsql"),
+        ("p_rows cmp_new_event_v2[]", "plpgsql"),
+    ]
     # seq comes from the database; the request brings the rest.
     own = {"req", "subject_id", "body_digest", "head", "tail"}
     assert set(NEW_EVENT_COLUMNS) == set(STORED_FIELDS) - {"seq"} | own
@@ -256,6 +282,11 @@ async def test_the_appended_row_is_the_declared_record_plus_the_requests_own(
 
     # Every source a distinct value: each column must hold its own.
     record = {name: f"<{name}>" for name in STORED_FIELDS}
+    commitments = {c for _, c, _ in layout(2).disclosures}
+    salts = {s for _, _, s in layout(2).disclosures}
+    personal = {f.name for f, _, _ in layout(2).disclosures}
+    for name in commitments:
+        record[name] = secrets.token_hex(32)
     event = NewEvent(
         *(f"<event.{name}>" for name in ("site_id", "event_id", "subject_id", "body_digest")),
         record=record,
@@ -263,11 +294,19 @@ async def test_the_appended_row_is_the_declared_record_plus_the_requests_own(
         received_at="<event.received_at>",
         head="<event.head>",
         tail="<event.tail>",
+        disclosed={name: f"<disclosed.{name}>" for name in personal},
+        salts={name: f"<salt.{name}>".encode() for name in salts},
     )
-    expected = []
+    expected: list[Any] = []
     for name in NEW_EVENT_COLUMNS:
         if name == "req":
             expected.append(7)
+        elif name in personal:  # version 2: the value beside the record, not in it
+            expected.append(event.disclosed[name])
+        elif name in salts:
+            expected.append(event.salts[name])
+        elif name in commitments:  # stored as bytes
+            expected.append(bytes.fromhex(record[name]))
         elif hasattr(event, name):  # the event's own, or the record's field as a column
             expected.append(getattr(event, name))
         elif name in ("purposes", "services"):

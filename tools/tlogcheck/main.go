@@ -1,11 +1,15 @@
 // tlogcheck verifies what cmp's transparency log produced with Go's own
 // golang.org/x/mod/sumdb/note (signed notes) and sumdb/tlog (RFC 6962 proofs):
 // an implementation nobody on cmp wrote. Input: one JSON file (see tests/api/test_go_verifier.py).
+// A record of version 2 commits to each personal value as hex sha256(salt || value);
+// a receipt's disclosures (value and hex salt per field) must open those commitments.
 // Built offline in GOPATH mode from Debian's golang-golang-x-mod-dev.
 package main
 
 import (
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -19,10 +23,14 @@ import (
 type input struct {
 	VerifierKey string `json:"verifier_key"`
 	Receipts    []struct {
-		Record     string   `json:"record"` // base64 of the leaf bytes
-		Index      int64    `json:"leaf_index"`
-		Checkpoint string   `json:"checkpoint"`
-		Proof      []string `json:"inclusion_proof"`
+		Record      string   `json:"record"` // base64 of the leaf bytes
+		Index       int64    `json:"leaf_index"`
+		Checkpoint  string   `json:"checkpoint"`
+		Proof       []string `json:"inclusion_proof"`
+		Disclosures map[string]struct {
+			Value string `json:"value"`
+			Salt  string `json:"salt"`
+		} `json:"disclosures"`
 	} `json:"receipts"`
 	Consistency []struct {
 		Old, New string
@@ -81,7 +89,7 @@ func main() {
 		fail("verifier key: %v", err)
 	}
 	known := note.VerifierList(verifier)
-	notes := 0
+	notes, disclosed := 0, 0
 	for i, r := range in.Receipts {
 		size, root := open(known, r.Checkpoint)
 		notes++
@@ -93,6 +101,25 @@ func main() {
 		if err != nil {
 			fail("receipt %d: inclusion proof: %v", i, err)
 		}
+		var fields map[string]any
+		if err := json.Unmarshal(record, &fields); err != nil {
+			fail("receipt %d: record is not a JSON object", i)
+		}
+		for name, d := range r.Disclosures {
+			commitment, ok := fields[name+"_sha256"].(string)
+			if !ok || fields["v"] != float64(2) {
+				fail("receipt %d: %s: the record commits to no such field", i, name)
+			}
+			salt, err := hex.DecodeString(d.Salt)
+			if err != nil || len(salt) != 16 {
+				fail("receipt %d: %s_salt is not 16 bytes of hex", i, name)
+			}
+			sum := sha256.Sum256(append(salt, []byte(d.Value)...))
+			if hex.EncodeToString(sum[:]) != commitment {
+				fail("receipt %d: %s and %s_salt do not match %s_sha256", i, name, name, name)
+			}
+			disclosed++
+		}
 	}
 	for i, c := range in.Consistency {
 		oldSize, oldRoot := open(known, c.Old)
@@ -103,6 +130,6 @@ func main() {
 			fail("consistency %d (%d -> %d): %v", i, oldSize, newSize, err)
 		}
 	}
-	fmt.Printf("go tlog verifier: %d checkpoint signatures, %d inclusion proofs, %d consistency proofs verified\n",
-		notes, len(in.Receipts), len(in.Consistency))
+	fmt.Printf("go tlog verifier: %d checkpoint signatures, %d inclusion proofs, %d consistency proofs, %d disclosures verified\n",
+		notes, len(in.Receipts), len(in.Consistency), disclosed)
 }
