@@ -45,6 +45,7 @@ ConsentSignal = Literal[
     "security_storage",
 ]
 CONSENT_SIGNALS: tuple[str, ...] = get_args(ConsentSignal)
+POLICY_TEXT_MAX_CHARS = 200_000  # one language's full policy text
 
 # Optional site fields for ISO/IEC TS 27560 records (docs/iso27560.md).
 ControllerText = Annotated[
@@ -139,7 +140,10 @@ class Texts(Strict):
     settings: ShortText
     save: ShortText
     policy_text: (
-        Annotated[str, StringConstraints(max_length=200_000, pattern=MULTILINE_PATTERN)] | None
+        Annotated[
+            str, StringConstraints(max_length=POLICY_TEXT_MAX_CHARS, pattern=MULTILINE_PATTERN)
+        ]
+        | None
     ) = None
 
 
