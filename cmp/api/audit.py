@@ -75,7 +75,14 @@ async def export_events(request: web.Request, ctx: SiteContext) -> web.StreamRes
     )
     # Set here: the request context adds it only after the headers have gone.
     response.headers["X-Request-Id"] = request[REQUEST_ID]
-    if "gzip" in request.headers.get("Accept-Encoding", ""):
+    gzip = "gzip" in request.headers.get("Accept-Encoding", "")
+    if request.method == "HEAD":
+        # GET's headers without running the export: aiohttp sends whatever a streamed
+        # answer writes, and a compressor's trailer, even to HEAD.
+        if gzip:
+            response.headers["Content-Encoding"] = "gzip"
+        return response
+    if gzip:
         response.enable_compression(web.ContentCoding.gzip)
     stream = PacedStream(request, response, request.app[SETTINGS].export_write_timeout_seconds)
     async with stream.guarded():

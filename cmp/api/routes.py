@@ -327,8 +327,13 @@ HOT_PATHS = (
 
 
 def setup_routes(app: web.Application, routes: Sequence[AnyRoute] = ROUTES) -> None:
-    """Register `routes` (tests pass a changed table), each behind its declared checks."""
+    """Register `routes` (tests pass a changed table), each behind its declared checks;
+    every GET also answers HEAD (RFC 9110 §9.3.2: probes and caches use it)."""
     app[ROUTE_TABLE] = tuple(routes)
     for route in sorted(routes, key=lambda r: r.path not in HOT_PATHS):
-        app.router.add_route(route.method, route.path, with_context(guarded(route), route.path))
+        handler = with_context(guarded(route), route.path)
+        app.router.add_route(route.method, route.path, handler)
+        if route.method == "GET":
+            # aiohttp sends a HEAD response's headers (Content-Length too) without its body.
+            app.router.add_route("HEAD", route.path, handler)
     app.router.add_route("*", "/{tail:.*}", with_context(unmatched, UNMATCHED))
