@@ -102,6 +102,11 @@ class Settings(BaseSettings):
     def signing_key_path(self) -> Path:
         return self.signing_key_file or self.data_dir / "signing-key.pem"
 
+    @property
+    def signing_key_variable(self) -> str:
+        """The variable an error about the signing key file names."""
+        return "CMP_SIGNING_KEY_FILE" if self.signing_key_file else "CMP_DATA_DIR"
+
 
 class ConfigError(Exception):
     """Start-up configuration is unusable; the message is one line naming the variable."""

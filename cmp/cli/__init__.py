@@ -11,6 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from cmp.audit.signing import KeyFileError
 from cmp.cli.admin import cmd_demo, cmd_key_create, cmd_migrate, cmd_site_apply
 from cmp.cli.audit import cmd_export, cmd_purge, cmd_stats_url, cmd_verify, cmd_verify_receipt
 from cmp.cli.database import load_demo, resolve_dsn
@@ -111,24 +112,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings()
     except ConfigError as exc:
-        print(f"cmpd: bad configuration: {exc}", file=sys.stderr)
-        return 2
+        return _fail(2, f"bad configuration: {exc}")
     setup_logging(settings.log_level, settings.log_format)
     try:
         return int(args.func(settings, args))
     except ConfigError as exc:
-        print(f"cmpd: bad configuration: {exc}", file=sys.stderr)
-        return 2
+        return _fail(2, f"bad configuration: {exc}")
+    except KeyFileError as exc:
+        return _fail(2, f"bad configuration: {settings.signing_key_variable}: {exc}")
     except SchemaAheadError as exc:
-        print(f"cmpd: {exc}", file=sys.stderr)
-        return 3
+        return _fail(3, str(exc))
     except DB_ERRORS as exc:
-        print(f"cmpd: database error: {exc}", file=sys.stderr)
-        return 1
+        return _fail(1, f"database error: {exc}")
     except Exception as exc:
         from cmp.sitefile import SiteFileError
 
         if isinstance(exc, SiteFileError):
-            print(f"cmpd: {exc}", file=sys.stderr)
-            return 2
+            return _fail(2, str(exc))
         raise
+
+
+def _fail(code: int, message: str) -> int:
+    """One line on stderr (a message with line breaks is joined), and `code`."""
+    print("cmpd: " + " ".join(message.split()), file=sys.stderr)
+    return code

@@ -29,14 +29,29 @@ def resolve_dsn(settings: Settings) -> str:
         )
     from cmp.store.db import start_embedded
 
-    _embedded = start_embedded(settings.data_dir)
+    try:
+        _embedded = start_embedded(settings.data_dir)
+    except OSError as exc:
+        raise ConfigError(
+            f"CMP_DATA_DIR: cannot hold the embedded PostgreSQL in {settings.data_dir}: {exc}"
+        ) from None
     return str(_embedded.get_uri())
 
 
-async def open_connection(dsn: str) -> asyncpg.Connection:
-    from cmp.store.db import connect
+class DatabaseUnreachable(ConnectionError):
+    """The first connection of a command failed; the message names where it was to go."""
 
-    return await connect(dsn)
+
+async def open_connection(dsn: str) -> asyncpg.Connection:
+    from cmp.store.db import DB_ERRORS_OR_TIMEOUT, connect
+
+    where = "the embedded PostgreSQL" if _embedded is not None else "CMP_DATABASE_URL"
+    try:
+        return await connect(dsn)
+    except (asyncpg.ClientConfigurationError, ValueError, OverflowError) as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    except DB_ERRORS_OR_TIMEOUT as exc:
+        raise DatabaseUnreachable(f"cannot connect to {where}: {exc}") from None
 
 
 def with_connection(dsn: str, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:

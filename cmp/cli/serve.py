@@ -7,15 +7,20 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 
+from cmp.audit.signing import Signer
 from cmp.cli.database import prepare_database, resolve_dsn
-from cmp.config import Settings
+from cmp.config import ConfigError, Settings
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     demo = args.demo or settings.demo
+    # What the configuration names is checked before the database is touched.
+    Signer.load_or_create(settings.signing_key_path)
+    _check_listen(settings, reuse_port=args.worker or args.workers > 1)
     if not args.worker:
         dsn = resolve_dsn(settings)
         # Migrations take a session advisory lock: the direct URL, not the pooler.
@@ -26,6 +31,20 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         return _supervise(settings, dsn, args.workers, demo)
     _run_server(settings, dsn, reuse_port=args.worker, demo=demo)
     return 0
+
+
+def _check_listen(settings: Settings, *, reuse_port: bool) -> None:
+    """Bind the listen address once, so a taken port or a bad host is one line."""
+    address = (settings.host, settings.port)
+    try:
+        family = socket.getaddrinfo(*address, type=socket.SOCK_STREAM)[0][0]
+        with socket.create_server(address, family=family, reuse_port=reuse_port):
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            f"CMP_HOST/CMP_PORT: cannot listen on {settings.host}:{settings.port}:"
+            f" {exc.strerror or exc}"
+        ) from None
 
 
 def _run_server(settings: Settings, dsn: str, *, reuse_port: bool, demo: bool) -> None:
