@@ -61,10 +61,10 @@ class Settings(BaseSettings):
     rate_per_second: float = Field(default=50.0, gt=0)
     rate_burst: int = Field(default=200, ge=1)
     purge_interval_seconds: int = Field(default=86_400, ge=1)
-    # Fault isolation (SPEC §3.7): every wait for a database connection is bounded (503);
-    # long reads (exports, subject history, stats) have their own small pool, a cap per
-    # site, and must be taken by the client at a minimum pace; bodies and headers that
-    # stall are cut off.
+    # Fault isolation (docs/api.md, Operations): every wait for a database connection is
+    # bounded (503); long reads (exports, subject history, stats) have their own small
+    # pool, a cap per site, and must be taken by the client at a minimum pace; bodies and
+    # headers that stall are cut off.
     acquire_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     long_read_pool_size: int = Field(default=3, ge=1, le=50)
     long_reads_per_site: int = Field(default=2, ge=1, le=50)

@@ -2,7 +2,7 @@
 
 `PolicyView` is a policy version compiled for the hot paths (validation and state);
 the choice rules (`resolve_choice`, `resolve_services`, `apply_gpc`) turn what a banner
-sent into what is recorded (SPEC §3.3); `derive_state` turns a stored latest event into
+sent into what is recorded (docs/api.md, Collect); `derive_state` turns a stored latest event into
 the state tag managers read. Fail closed: anything but a valid consent grants only
 required purposes.
 """
@@ -91,7 +91,7 @@ def derive_state(
     choice_view: PolicyView | None,
     now: datetime,
 ) -> dict[str, Any]:
-    """The state document of SPEC §3.4."""
+    """The state document (docs/api.md, Consent state)."""
     current_version = current.version if current else None
     if choice is None:
         status = "none"
@@ -130,13 +130,13 @@ def derive_state(
     }
 
 
-# --- the choice rules of SPEC §3.3 -------------------------------------------------
+# --- the choice rules (docs/api.md, Collect) ----------------------------------------
 
 
 def resolve_choice(
     view: PolicyView, event: EventIn, at: str, errors: list[dict[str, str]]
 ) -> dict[str, bool]:
-    """The purposes an event grants under its policy version (SPEC §3.3 rules)."""
+    """The purposes an event grants under its policy version (docs/api.md, Collect)."""
     sent = event.purposes or {}
     for key in sent:
         if key not in view.signals:

@@ -248,7 +248,7 @@ EventId = Annotated[
 
 
 class EventIn(BaseModel):
-    """One consent action as a banner posts it (SPEC §3.3)."""
+    """One consent action as a banner posts it (docs/api.md, Collect)."""
 
     model_config = ConfigDict(extra="forbid")
 

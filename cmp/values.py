@@ -1,4 +1,4 @@
-"""Values from outside, and the one rule each is held to (SPEC §3.3 "Hostile input").
+"""Values from outside, and the one rule each is held to (docs/api.md, "Hostile input").
 
 Every pattern is anchored and read with `fullmatch` in Python (`re.match` with `$`
 accepts a trailing newline); pydantic's own regex engine has no such gap, and the same

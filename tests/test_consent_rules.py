@@ -1,4 +1,4 @@
-"""The choice rules of SPEC §3.3 as a table, without a database or HTTP.
+"""The choice rules (docs/api.md, Collect) as a table, without a database or HTTP.
 
 Each row: what the banner sent, and either the purposes and services recorded or the
 pointers of the errors.

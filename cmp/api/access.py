@@ -32,7 +32,7 @@ from cmp.values import SITE_ID_RE
 # admin | read | audit: a key of that scope (admin holds every scope) for the path's site,
 #   or the root key; 401 without a valid key, 404 for another site's key, 403 otherwise.
 # origin: a browser's Origin must be one of the site's origins (403); a request without
-#   Origin is a server-to-server import and needs an admin key (SPEC §3.1).
+#   Origin is a server-to-server import and needs an admin key (docs/api.md).
 # preflight: a CORS preflight; 403 unless the Origin is one of the site's origins (a
 #   missing site too: a preflight says nothing about which sites exist).
 # signed-link: a link signed by `cmpd stats-url`; 403 before anything about the site.

@@ -1,4 +1,4 @@
-"""Bearer-key authentication and tenancy (SPEC §3.1).
+"""Bearer-key authentication and tenancy (docs/api.md).
 
 401 without a key or with a bad/revoked one; 404 (not 403) for a key of another site,
 so nothing leaks about other tenants; 403 for the right site but the wrong scope.

@@ -1,4 +1,4 @@
-"""`GET /v1/sites/{site_id}/banner.js`: the product's own consent banner (SPEC §3.6).
+"""`GET /v1/sites/{site_id}/banner.js`: the product's own consent banner (docs/banner.md).
 
 The script is one static file (`cmp/static/banner.js`, read once) with a placeholder that
 is replaced by the site's configuration, built from the catalogue: languages, validity,

@@ -1,4 +1,4 @@
-"""aiohttp's own server log, without personal data (SPEC §3.7).
+"""aiohttp's own server log, without personal data (docs/api.md, Operations).
 
 aiohttp logs every request it cannot parse (a header without a colon, a bad
 Content-Length, TLS on the plain port) as "Error handling request from <client IP>",

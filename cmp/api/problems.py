@@ -110,7 +110,7 @@ def problem_for(request: web.Request, exc: Exception) -> web.Response:
         headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         return problem_response(exc.status, detail, headers=headers)
     if isinstance(exc, PoolBusy):
-        # Every connection of the share this request may use is taken (SPEC §3.7).
+        # Every connection of the share this request may use is taken (docs/api.md, Operations).
         return problem_response(
             503,
             f"{exc}; retry later",

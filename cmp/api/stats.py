@@ -1,4 +1,4 @@
-"""Consent statistics (SPEC §3.5): JSON for `audit` keys, an HTML page behind signed links.
+"""Consent statistics (docs/api.md): JSON for `audit` keys, an HTML page behind signed links.
 
 Both answer the same question — events per action and opt-in rate per purpose per
 UTC day/week/month over [from, to) — from the same single aggregate query.

@@ -62,7 +62,7 @@ class PoolBusy(TimeoutError):
 class BoundedPool(asyncpg.Pool):  # type: ignore[misc]  # asyncpg ships no type stubs
     """asyncpg's pool, except that every `acquire()` waits at most `acquire_timeout`.
 
-    The one home of "every wait for a connection is bounded" (SPEC §3.7): a default of
+    The one home of "every wait for a connection is bounded" (docs/api.md): a default of
     the pool rather than an argument at each call site, so no caller can forget it
     (HeldConnections, the catalog and `pool.fetch*` go through `acquire` too). A wait
     that runs out raises `PoolBusy`, a TimeoutError, which callers already map to 503.

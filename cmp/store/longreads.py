@@ -1,4 +1,4 @@
-"""The share of database connections long reads may take (SPEC §3.7).
+"""The share of database connections long reads may take (docs/api.md, Operations).
 
 Exports, subject histories and statistics run at their client's pace or scan a lot; on
 the shared pool, nine slow exports took every connection and ingest, admin calls and

@@ -1,4 +1,4 @@
-"""The auth matrix of SPEC §3.1, generated from the route table: every route, every kind
+"""The auth matrix (docs/api.md), generated from the route table: every route, every kind
 of caller, the status its declared scope promises, against the real server.
 
 A route added to the table is covered without touching this file; a server that

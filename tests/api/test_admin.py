@@ -1,4 +1,4 @@
-"""Admin API and the auth matrix of SPEC §3.1/§3.2."""
+"""Admin API and the auth matrix (docs/api.md)."""
 
 from __future__ import annotations
 

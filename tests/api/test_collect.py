@@ -1,4 +1,4 @@
-"""Ingest (SPEC §3.3): a test per rule, through real HTTP against real PostgreSQL."""
+"""Ingest (docs/api.md, Collect): a test per rule, through real HTTP against real PostgreSQL."""
 
 from __future__ import annotations
 

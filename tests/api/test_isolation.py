@@ -1,4 +1,4 @@
-"""One tenant cannot starve another, and a client cannot hold the server (SPEC §3.7).
+"""One tenant cannot starve another, and a client cannot hold the server (docs/api.md, Operations).
 
 Real server on a real port, raw sockets where a well-behaved client library would not
 do what an attacker does (stop reading, stall a body, stall the headers). Nothing here

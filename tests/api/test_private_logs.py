@@ -1,4 +1,4 @@
-"""Logs hold no personal data (SPEC §3.7): no raw client IP, not even in aiohttp's own
+"""Logs hold no personal data (docs/api.md, Operations): no raw client IP, not even in aiohttp's own
 parser-error lines; no row contents from database errors; no client-chosen request id
 that is not plain and short."""
 

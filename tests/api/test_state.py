@@ -1,4 +1,4 @@
-"""Consent state (SPEC §3.4): status, fail-closed, Consent Mode v2, ETag, lookup."""
+"""Consent state (docs/api.md): status, fail-closed, Consent Mode v2, ETag, lookup."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Consent statistics (SPEC §3.5): counts and opt-in rates per bucket, the range
+"""Consent statistics (docs/api.md): counts and opt-in rates per bucket, the range
 parameters, the audit scope, and the HTML page behind signed links.
 
 Events can only be recorded "now" through the API (the log is append-only and

@@ -383,7 +383,7 @@ def test_schemathesis_finds_nothing(
         print("\n".join(shown), flush=True)
     records = log_records(live_server.log.read_text(errors="replace"))
     assert not [r for r in records if "Traceback" in r], records[:5]
-    # No raw client address in the log (SPEC §3.7), not even in aiohttp's parser errors.
+    # No raw client address in the log (docs/api.md), not even in aiohttp's parser errors.
     assert not [r for r in records if "127.0.0.1" in r], records[:5]
     assert by_class["5xx"] == 0, {k: v for k, v in served.items() if k[2].startswith("5")}
     assert run.returncode == 0, run.stderr[-5000:]
