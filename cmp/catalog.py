@@ -30,6 +30,9 @@ from cmp.store.sites import StoredSite
 log = logging.getLogger(__name__)
 
 POLICY_CACHE_MAX = 4096
+# Keys that authenticated lately, least recently used dropped first: a key past it costs
+# one indexed query when next used; without it, every key ever used stayed in memory.
+KEY_CACHE_MAX = 10_000
 MISSING_SECONDS = 2.0
 MISSING_MAX = 10_000
 
@@ -48,7 +51,8 @@ class Catalog:
         self._policies: OrderedDict[tuple[str, int], tuple[PolicyVersion, PolicyView]] = (
             OrderedDict()
         )
-        self._keys: dict[str, KeyAuth] = {}
+        self._keys: OrderedDict[str, KeyAuth] = OrderedDict()
+        self._key_cache_max = KEY_CACHE_MAX
         self._listener: asyncpg.Connection | None = None
         # Ids of keys that authenticated since the last flush (api_keys.last_used_at).
         self.used_keys: set[str] = set()
@@ -194,13 +198,22 @@ class Catalog:
 
     async def key(self, key_id: str) -> KeyAuth | None:
         found = self._keys.get(key_id)
+        if found is not None:
+            self._keys.move_to_end(key_id)
+            return found
+        if self._missed("key", key_id):
+            return None
+        async with self._pool.acquire() as conn:
+            found = await key_store.select_key_for_auth(conn, key_id)
         if found is None:
-            if self._missed("key", key_id):
-                return None
-            async with self._pool.acquire() as conn:
-                found = await key_store.select_key_for_auth(conn, key_id)
-            if found is not None:
-                self._keys[key_id] = found
-            else:
-                self._miss("key", key_id)
+            self._miss("key", key_id)
+            return None
+        self._keys[key_id] = found
+        while len(self._keys) > self._key_cache_max:
+            self._keys.popitem(last=False)
         return found
+
+    @property
+    def cached_keys(self) -> int:
+        """How many keys the cache holds (at most KEY_CACHE_MAX)."""
+        return len(self._keys)

@@ -1,4 +1,5 @@
-"""API keys of a site: create (shown once), list (no secrets), revoke (admin)."""
+"""API keys of a site: create (shown once, at most MAX_ACTIVE_KEYS active), list (no
+secrets, paginated), revoke (admin)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from aiohttp import web
 
 from cmp.api.access import SiteContext
 from cmp.api.json import json_response
+from cmp.api.paging import Listing, page_body, page_query
 from cmp.api.problems import Problem
 from cmp.api.validation import parse_json
 from cmp.appkeys import CATALOG, POOL
@@ -13,18 +15,33 @@ from cmp.models import KeyIn
 from cmp.store import keys as key_store
 from cmp.values import API_KEY_ID_RE
 
+KEY_LISTING = Listing(default=100, maximum=1000, after=API_KEY_ID_RE)
+
 
 async def post_key(request: web.Request, ctx: SiteContext) -> web.Response:
     body = await parse_json(request, KeyIn)
-    async with request.app[POOL].acquire() as conn:
-        created = await key_store.insert_key(conn, ctx.site.site_id, body.scope)
+    try:
+        async with request.app[POOL].acquire() as conn:
+            created = await key_store.insert_key(conn, ctx.site.site_id, body.scope)
+    except key_store.KeyLimitReached as exc:
+        detail = f"{exc} (DELETE /v1/sites/{{site_id}}/keys/{{id}})"
+        raise Problem(
+            422,
+            "the site holds the most active keys it may",
+            code="validation",
+            errors=[{"pointer": "", "detail": detail}],
+        ) from None
     return json_response(created.model_dump(mode="json"), status=201)
 
 
 async def list_keys(request: web.Request, ctx: SiteContext) -> web.Response:
+    page = page_query(request, KEY_LISTING)
     async with request.app[POOL].acquire() as conn:
-        found = await key_store.select_keys(conn, ctx.site.site_id)
-    return json_response({"keys": [k.model_dump(mode="json") for k in found]})
+        found = await key_store.select_keys(
+            conn, ctx.site.site_id, after=page.after, limit=page.limit + 1
+        )
+    items = [k.model_dump(mode="json") for k in found]
+    return json_response(page_body(request, "keys", items, page, "id"))
 
 
 async def delete_key(request: web.Request, ctx: SiteContext) -> web.Response:

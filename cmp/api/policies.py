@@ -8,13 +8,17 @@ from aiohttp import web
 
 from cmp.api.access import SiteContext
 from cmp.api.json import json_response
+from cmp.api.paging import Listing, page_body, page_query
 from cmp.api.problems import Problem
 from cmp.api.validation import parse_json
 from cmp.appkeys import CATALOG, POOL
 from cmp.models import PolicyIn, PolicyVersion
 from cmp.store import sites as site_store
 from cmp.store.sites import StoredSite
-from cmp.values import version_number
+from cmp.values import VERSION_RE, version_number
+
+# A version may carry a long policy text per language: pages are short.
+POLICY_LISTING = Listing(default=20, maximum=100, after=VERSION_RE)
 
 
 def policy_json(policy: PolicyVersion) -> dict[str, Any]:
@@ -50,9 +54,13 @@ async def post_policy(request: web.Request, ctx: SiteContext) -> web.Response:
 
 
 async def list_policies(request: web.Request, ctx: SiteContext) -> web.Response:
+    page = page_query(request, POLICY_LISTING)
     async with request.app[POOL].acquire() as conn:
-        policies = await site_store.select_policies(conn, ctx.site.site_id)
-    return json_response({"policies": [policy_json(p) for p in policies]})
+        policies = await site_store.select_policies(
+            conn, ctx.site.site_id, after=int(page.after or 0), limit=page.limit + 1
+        )
+    items = [policy_json(p) for p in policies]
+    return json_response(page_body(request, "policies", items, page, "version"))
 
 
 async def get_policy(request: web.Request, ctx: SiteContext) -> web.Response:

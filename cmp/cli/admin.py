@@ -51,7 +51,7 @@ def cmd_site_apply(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_key_create(settings: Settings, args: argparse.Namespace) -> int:
-    from cmp.store.keys import insert_key
+    from cmp.store.keys import KeyLimitReached, insert_key
     from cmp.store.sites import select_site
 
     dsn = resolve_dsn(settings)
@@ -60,7 +60,11 @@ def cmd_key_create(settings: Settings, args: argparse.Namespace) -> int:
         if await select_site(conn, args.site) is None:
             print(f"cmpd: no site {args.site!r}", file=sys.stderr)
             return 1
-        created = await insert_key(conn, args.site, args.scope)
+        try:
+            created = await insert_key(conn, args.site, args.scope)
+        except KeyLimitReached as exc:
+            print(f"cmpd: {exc}", file=sys.stderr)
+            return 1
         print(created.key)
         return 0
 

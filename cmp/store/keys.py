@@ -16,6 +16,19 @@ from cmp.store.sqlfiles import queries
 SQL = queries("keys")
 PREFIX = "cmp_live_"
 ROOT_ID = "root"
+# Active (unrevoked) keys one site may hold (README, API overview): a key per client
+# and per person is far below it, and the catalogue's key cache stays small.
+MAX_ACTIVE_KEYS = 100
+
+
+class KeyLimitReached(Exception):
+    """The site holds MAX_ACTIVE_KEYS active keys already: revoke one first."""
+
+    def __init__(self, site_id: str) -> None:
+        super().__init__(
+            f"site {site_id} holds {MAX_ACTIVE_KEYS} active keys, the most a site may hold;"
+            " revoke one first"
+        )
 
 
 def hash_secret(key: str) -> bytes:
@@ -60,9 +73,15 @@ def _key(record: asyncpg.Record) -> ApiKey:
 
 
 async def insert_key(conn: asyncpg.Connection, site_id: str, scope: Scope) -> CreatedKey:
+    """A new key of the site; KeyLimitReached when it holds MAX_ACTIVE_KEYS already."""
     key_id, key = new_key()
-    record = await conn.fetchrow(SQL["insert_key"], key_id, site_id, scope, hash_secret(key))
-    assert record is not None
+    async with conn.transaction():
+        await conn.execute(SQL["lock_site_keys"], site_id)
+        record = await conn.fetchrow(
+            SQL["insert_key"], key_id, site_id, scope, hash_secret(key), MAX_ACTIVE_KEYS
+        )
+    if record is None:
+        raise KeyLimitReached(site_id)
     return CreatedKey(**_key(record).model_dump(), key=key)
 
 
@@ -95,8 +114,11 @@ async def select_key_for_auth(conn: asyncpg.Connection, key_id: str) -> KeyAuth 
     )
 
 
-async def select_keys(conn: asyncpg.Connection, site_id: str) -> list[ApiKey]:
-    return [_key(r) for r in await conn.fetch(SQL["select_keys"], site_id)]
+async def select_keys(
+    conn: asyncpg.Connection, site_id: str, *, after: str | None = None, limit: int | None = None
+) -> list[ApiKey]:
+    """The site's keys after the key `after`, oldest first, at most `limit` (None: all)."""
+    return [_key(r) for r in await conn.fetch(SQL["select_keys"], site_id, after, limit)]
 
 
 async def revoke_key(conn: asyncpg.Connection, site_id: str, key_id: str) -> bool:

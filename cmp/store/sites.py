@@ -140,8 +140,12 @@ async def select_policy(
     return _policy(record) if record else None
 
 
-async def select_policies(conn: asyncpg.Connection, site_id: str) -> list[PolicyVersion]:
-    return [_policy(r) for r in await conn.fetch(POLICY_SQL["select_policies"], site_id)]
+async def select_policies(
+    conn: asyncpg.Connection, site_id: str, *, after: int = 0, limit: int | None = None
+) -> list[PolicyVersion]:
+    """The site's versions after `after`, oldest first, at most `limit` (None: all)."""
+    records = await conn.fetch(POLICY_SQL["select_policies"], site_id, after, limit)
+    return [_policy(r) for r in records]
 
 
 async def select_policy_versions(conn: asyncpg.Connection, site_id: str) -> tuple[int, int]:

@@ -1,7 +1,14 @@
+-- name: lock_site_keys
+-- Serialise key creation per site (the cap below counts in a later statement, so a
+-- concurrent creator's key is seen); NO KEY UPDATE leaves foreign-key checks alone.
+SELECT site_id FROM sites WHERE site_id = $1 FOR NO KEY UPDATE;
+
 -- name: insert_key
--- A new API key; only the hash of its secret is stored.
+-- A new API key while the site has fewer than $5 active ones; only the hash of its
+-- secret is stored. No row: the site is at its cap.
 INSERT INTO api_keys (id, site_id, scope, secret_hash)
-VALUES ($1, $2, $3, $4)
+SELECT $1, $2, $3, $4
+WHERE (SELECT count(*) FROM api_keys WHERE site_id = $2 AND revoked_at IS NULL) < $5
 RETURNING id, site_id, scope, created_at, revoked_at, last_used_at;
 
 -- name: select_key_for_auth
@@ -9,9 +16,15 @@ RETURNING id, site_id, scope, created_at, revoked_at, last_used_at;
 SELECT id, site_id, scope, secret_hash, revoked_at FROM api_keys WHERE id = $1;
 
 -- name: select_keys
--- A site's keys, without secrets.
+-- A page of a site's keys, without secrets, oldest first: at most $3 after the key $2
+-- (NULL: from the first; a key id not of this site: nothing).
 SELECT id, site_id, scope, created_at, revoked_at, last_used_at
-FROM api_keys WHERE site_id = $1 ORDER BY created_at, id;
+FROM api_keys
+WHERE site_id = $1
+  AND ($2::text IS NULL
+       OR (created_at, id) > (SELECT created_at, id FROM api_keys WHERE site_id = $1 AND id = $2))
+ORDER BY created_at, id
+LIMIT $3;
 
 -- name: revoke_key
 -- Revoke a key of a site at once; returns the key when it existed.

@@ -22,9 +22,9 @@ SELECT site_id, version, material, document, content_sha256, published_at
 FROM policy_versions WHERE site_id = $1 ORDER BY version DESC LIMIT 1;
 
 -- name: select_policies
--- Every version of a site, oldest first.
+-- A page of a site's versions, oldest first: at most $3 after version $2.
 SELECT site_id, version, material, document, content_sha256, published_at
-FROM policy_versions WHERE site_id = $1 ORDER BY version;
+FROM policy_versions WHERE site_id = $1 AND version > $2 ORDER BY version LIMIT $3;
 
 -- name: select_policy_versions
 -- Current and newest material version of a site.

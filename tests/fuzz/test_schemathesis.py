@@ -73,6 +73,7 @@ VALID_BUT_REFUSED: dict[str, tuple[list[int], str]] = {
         " not); a range rule on the converted instant",
     ),
     "delete_key": ([404], "a key id that does not exist"),
+    "post_key": ([422], "a site holds at most 100 active keys (stored state)"),
     "get_stats": ([422], "'from' must be before 'to' (default now), a daily range ≤ 731 days"),
     "get_inclusion": (
         [422, 429],

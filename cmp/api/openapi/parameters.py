@@ -6,6 +6,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from cmp.api.keys import KEY_LISTING
+from cmp.api.paging import Listing
+from cmp.api.policies import POLICY_LISTING
 from cmp.values import API_KEY_ID_PATTERN, SITE_ID_PATTERN, SUBJECT_ID_PATTERN, VERSION_PATTERN
 
 PARAM = re.compile(r"{(\w+)}")
@@ -41,8 +44,22 @@ def query(name: str, schema: dict[str, Any], required: bool = False) -> dict[str
     return {"name": name, "in": "query", "required": required, "schema": schema}
 
 
+def limit(listing: Listing) -> dict[str, Any]:
+    """A paginated listing's page size (cmp/api/paging.py)."""
+    schema = {"type": "integer", "minimum": 1, "maximum": listing.maximum}
+    return query("limit", {**schema, "description": f"default {listing.default}"})
+
+
 # Query parameters, by operation id.
 QUERY: dict[str, list[dict[str, Any]]] = {
+    "list_keys": [
+        limit(KEY_LISTING),
+        query("after", {"type": "string", "pattern": API_KEY_ID_PATTERN}),
+    ],
+    "list_policies": [
+        limit(POLICY_LISTING),
+        query("after", {"type": "string", "pattern": VERSION_PATTERN}),
+    ],
     "export_events": [
         query("from", STAMP_OR_EMPTY),
         query("to", STAMP_OR_EMPTY),

@@ -10,6 +10,7 @@ from cmp.api.openapi.schemas import (
     ACCEPTED,
     CHECKPOINT,
     INT,
+    NULLABLE_STRING,
     RETRY_AFTER,
     STATE,
     STRING,
@@ -31,16 +32,25 @@ SUCCESS: dict[str, dict[int, tuple[str, dict[str, Any] | None]]] = {
     "post_policy": {201: ("published", json_body(ref("PolicyVersion")))},
     "list_policies": {
         200: (
-            "every version",
-            json_body(obj({"policies": {"type": "array", "items": ref("PolicyVersion")}})),
+            "a page of versions, oldest first; `next`: the following page, or null",
+            json_body(
+                obj(
+                    {
+                        "policies": {"type": "array", "items": ref("PolicyVersion")},
+                        "next": NULLABLE_STRING,
+                    }
+                )
+            ),
         )
     },
     "get_policy": {200: ("the version", json_body(ref("PolicyVersion")))},
     "post_key": {201: ("the key, shown once", json_body(ref("CreatedKey")))},
     "list_keys": {
         200: (
-            "keys without secrets",
-            json_body(obj({"keys": {"type": "array", "items": ref("ApiKey")}})),
+            "a page of keys without secrets, oldest first; `next`: the following page, or null",
+            json_body(
+                obj({"keys": {"type": "array", "items": ref("ApiKey")}, "next": NULLABLE_STRING})
+            ),
         )
     },
     "delete_key": {204: ("revoked", None)},
@@ -228,6 +238,15 @@ def problem(status: int) -> dict[str, Any]:
 # Collect endpoints read a body of their own format (not the table's `body`).
 COLLECT = ("post_events", "post_cookieconsent", "post_klaro_submit")
 TREE = ("get_inclusion", "get_consistency", "get_receipt")
+# Routes whose query parameters are checked (TREE's too).
+QUERIED = (
+    "export_events",
+    "get_stats",
+    "get_stats_page",
+    "public_key",
+    "list_keys",
+    "list_policies",
+)
 
 
 def access_statuses(route: AnyRoute) -> set[int]:
@@ -258,7 +277,7 @@ def error_statuses(route: AnyRoute) -> set[int]:
         statuses.add(403)  # Origin not allowed
     if "{subject_id}" in route.path:
         statuses.add(400)
-    if name in ("export_events", "get_stats", "get_stats_page", "public_key") or name in TREE:
+    if name in QUERIED or name in TREE:
         statuses.add(422)  # query parameters
     if name in TREE:
         statuses.add(429)  # too many new checkpoint sizes at once; receipts' own rate
