@@ -22,13 +22,13 @@ from pydantic import (
 
 from cmp.values import (
     MULTILINE_PATTERN,
-    ORIGIN_PATTERN,
     SUBJECT_ID_PATTERN,
     TEXT_PATTERN,
     Key,
     Lang,
     LongText,
     OccurredAt,
+    Origin,
     PageUrl,
     ShortText,
 )
@@ -68,9 +68,8 @@ class SiteIn(Strict):
     """Body of `PUT /v1/sites/{site_id}`."""
 
     name: Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=TEXT_PATTERN)]
-    origins: list[Annotated[str, StringConstraints(pattern=ORIGIN_PATTERN)]] = Field(
-        default_factory=list, max_length=50
-    )
+    # Stored and answered in normal form (`cmp.values.normal_origin`).
+    origins: list[Origin] = Field(default_factory=list, max_length=50)
     languages: list[Lang] = Field(min_length=1, max_length=20)
     default_language: Lang
     consent_validity_days: int = Field(default=365, ge=1, le=3650)

@@ -9,10 +9,13 @@ payloads of `cmp.integrations` are built from: one edge for every way in.
 
 from __future__ import annotations
 
+import ipaddress
 import re
+from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import Annotated
 
+import idna
 from pydantic import AfterValidator, AwareDatetime, StringConstraints
 
 SITE_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{1,62}$"
@@ -61,8 +64,15 @@ URL_PATH_PATTERN = rf"^/[^{_CONTROLS}\u0020?#]*$"
 # exactly (asyncpg turns datetime.min into -infinity; year 1 with an offset overflows).
 OCCURRED_FLOOR = datetime(2000, 1, 1, tzinfo=UTC)
 
-# What a browser sends as Origin: scheme, host (name or [IPv6]) and optional port.
-ORIGIN_PATTERN = r"^https?://([A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?$"
+# A site's origin as an admin may write it: http(s) in any case, a host name (Unicode
+# too) or [IPv6], an optional port and at most a trailing slash; never a path, query,
+# fragment or userinfo. `normal_origin` turns it into the form a browser sends.
+ORIGIN_PATTERN = (
+    r"^[Hh][Tt][Tt][Pp][Ss]?://"
+    r"([^\u0000-\u0020\u007F-\u009F/?#@\[\]:\\]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?/?$"
+)
+ORIGIN_RE = re.compile(ORIGIN_PATTERN)
+DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 Key = Annotated[str, StringConstraints(pattern=KEY_PATTERN)]
@@ -78,6 +88,45 @@ def page_url(value: str) -> str:
         raise ValueError("not an http(s) URL")
     scheme, host, port, path = found.group(1, 2, 3, 4)
     return f"{scheme}://{host}{port or ''}{path or ''}"
+
+
+def normal_origin(value: str) -> str:
+    """An origin in the one form a browser sends it (RFC 6454 serialisation): scheme and
+    host lower-case, an international name as punycode (UTS #46, as browsers map it), an
+    IPv6 address compressed, the scheme's default port and a trailing slash dropped.
+    ValueError when it is not an http(s) origin with a valid host and port."""
+    found = ORIGIN_RE.fullmatch(value)
+    if found is None:
+        raise ValueError("must be http(s)://host[:port], without path, query or fragment")
+    scheme = value.partition(":")[0].lower()
+    host, port = found.group(1), found.group(2)
+    if host.startswith("["):
+        try:
+            host = f"[{ipaddress.IPv6Address(host[1:-1]).compressed}]"
+        except ValueError:
+            raise ValueError("not a valid IPv6 address") from None
+    else:
+        try:
+            host = idna.encode(host, uts46=True).decode("ascii")
+        except idna.IDNAError:
+            raise ValueError("not a valid host name") from None
+    number = int(port[1:]) if port else DEFAULT_PORTS[scheme]
+    if not 0 < number < 65536:
+        raise ValueError("port must be between 1 and 65535")
+    return (
+        f"{scheme}://{host}" if number == DEFAULT_PORTS[scheme] else f"{scheme}://{host}:{number}"
+    )
+
+
+def origin_allowed(origins: Collection[str], origin: str) -> bool:
+    """Whether a request's Origin header is one of a site's origins (stored in normal
+    form): as sent when it matches (what browsers send), else in its normal form."""
+    if origin in origins:
+        return True
+    try:
+        return normal_origin(origin) in origins
+    except ValueError:
+        return False
 
 
 def occurred_in_window(value: datetime) -> datetime:
@@ -97,3 +146,6 @@ PageUrl = Annotated[
     AfterValidator(page_url),
 ]
 OccurredAt = Annotated[AwareDatetime, AfterValidator(occurred_in_window)]
+Origin = Annotated[
+    str, StringConstraints(max_length=300, pattern=ORIGIN_PATTERN), AfterValidator(normal_origin)
+]

@@ -27,7 +27,7 @@ from cmp.models import Scope
 from cmp.stats_links import SIGNED_PARAMS, link_problem
 from cmp.store.keys import KeyAuth
 from cmp.store.sites import StoredSite
-from cmp.values import SITE_ID_RE
+from cmp.values import SITE_ID_RE, origin_allowed
 
 # admin | read | audit: a key of that scope (admin holds every scope) for the path's site,
 #   or the root key; 401 without a valid key, 404 for another site's key, 403 otherwise.
@@ -155,12 +155,12 @@ def _admitted(request: web.Request, scope: RouteScope, site: StoredSite | None) 
     """The site, when the scope's site-dependent checks pass."""
     origin = request.headers.get("Origin")
     if scope == "preflight":
-        if site is None or origin is None or origin not in site.origins:
+        if site is None or origin is None or not origin_allowed(site.origins, origin):
             raise Problem(403, "origin not allowed", code="origin")
         return site
     if site is None:
         raise no_such_site()
-    if scope == "origin" and origin is not None and origin not in site.origins:
+    if scope == "origin" and origin is not None and not origin_allowed(site.origins, origin):
         request.app[METRICS].rejections.labels("origin").inc()
         raise Problem(403, f"origin {origin} is not allowed for this site", code="origin")
     return site

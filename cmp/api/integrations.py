@@ -14,6 +14,7 @@ from cmp.api.problems import Problem
 from cmp.appkeys import CATALOG
 from cmp.ingest import Ingest
 from cmp.integrations import klaro_config
+from cmp.values import origin_allowed
 
 
 async def post_cookieconsent(request: web.Request, ctx: SiteContext) -> web.Response:
@@ -39,7 +40,7 @@ async def get_klaro_config(request: web.Request, ctx: SiteContext) -> web.Respon
     site_id = site.site_id
     catalog = request.app[CATALOG]
     origin = request.headers.get("Origin")
-    if origin is not None and origin not in site.origins:
+    if origin is not None and not origin_allowed(site.origins, origin):
         raise Problem(403, f"origin {origin} is not allowed for this site", code="origin")
     policy = await catalog.current_policy(site_id)
     if policy is None:

@@ -26,7 +26,7 @@ from cmp.store import audit as audit_store
 from cmp.store.audit import ExportFilter
 from cmp.store.sites import StoredSite
 from cmp.treelog import NotIntegrated, TooManyTreeHeads
-from cmp.values import SITE_ID_RE, SUBJECT_ID_RE
+from cmp.values import SITE_ID_RE, SUBJECT_ID_RE, origin_allowed
 
 MAX_SIZE = 1 << 62
 
@@ -144,7 +144,7 @@ async def get_receipt(request: web.Request, ctx: Context) -> web.Response:
     assert site_id is not None  # the route's path names the site (routes.py)
     site = await request.app[CATALOG].site(site_id)
     headers: dict[str, str] = {"Cache-Control": "no-store"}
-    if site is not None and origin is not None and origin in site.origins:
+    if site is not None and origin is not None and origin_allowed(site.origins, origin):
         headers.update(cors_headers(origin))
     not_found = Problem(404, "no such receipt", code="not-found", headers=headers)
     fmt = request.query.get("format", "json")

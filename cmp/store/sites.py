@@ -11,6 +11,7 @@ from cmp.canonical import content_sha256
 from cmp.models import PolicyIn, PolicyVersion, Site, SiteIn
 from cmp.store.coordination import notify_change
 from cmp.store.sqlfiles import queries
+from cmp.values import normal_origin
 
 SITE_SQL = queries("sites")
 POLICY_SQL = queries("policies")
@@ -32,13 +33,22 @@ class StoredSite(Site):
     subject_key: bytes = Field(exclude=True, repr=False)
 
 
+def _origin(stored: str) -> str:
+    """A stored origin in normal form: rows written before origins were normalised hold
+    them as given (one that does not parse stays as it is, and matches no browser)."""
+    try:
+        return normal_origin(stored)
+    except ValueError:
+        return stored
+
+
 def _site(record: asyncpg.Record) -> StoredSite:
     # Not validated again: the row was checked by the rules in force when it was written,
     # and a rule made stricter since (origins, retention) must not stop a site loading.
     return StoredSite.model_construct(
         site_id=record["site_id"],
         name=record["name"],
-        origins=list(record["origins"]),
+        origins=[_origin(o) for o in record["origins"]],
         languages=list(record["languages"]),
         default_language=record["default_language"],
         consent_validity_days=record["consent_validity_days"],

@@ -46,7 +46,8 @@ VALID_BUT_REFUSED: dict[str, tuple[list[int], str]] = {
     "put_site": (
         [422],
         "default_language must be one of languages, retention_days at least"
-        " consent_validity_days (cross-field)",
+        " consent_validity_days (cross-field); an origin's host must be a valid (IDNA) name"
+        " and its port 1–65535, and two spellings of one origin repeat it",
     ),
     "post_policy": (
         [422],
