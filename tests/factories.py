@@ -118,6 +118,17 @@ async def make_site(client: TestClient, *, policy: bool = True, **extra: Any) ->
     return site_id
 
 
+async def stats_link(client: TestClient, site_id: str, **kwargs: Any) -> str:
+    """A link to the site's statistics page signed as `cmpd stats-url` signs it (a missing
+    site: with a key of no site)."""
+    from cmp.appkeys import CATALOG
+    from cmp.stats_links import signed_stats_url
+
+    site = await client.app[CATALOG].site(site_id)  # type: ignore[index]
+    key = site.stats_link_key if site is not None else secrets.token_bytes(32)
+    return signed_stats_url(key, "", site_id, **kwargs)
+
+
 async def make_key(client: TestClient, site_id: str, scope: str) -> dict[str, str]:
     r = await client.post(f"/v1/sites/{site_id}/keys", json={"scope": scope}, headers=ADMIN)
     assert r.status == 201, await r.text()

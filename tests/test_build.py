@@ -33,6 +33,7 @@ def _site() -> StoredSite:
             "created_at": NOW,
             "updated_at": NOW,
             "subject_key": b"k" * 32,
+            "stats_link_key": b"l" * 32,
         }
     )
 

@@ -3,9 +3,10 @@ its handler runs, and the typed context the handler receives.
 
 A route declares its scope once (`RouteScope`). `guarded` turns the declaration into
 checks, always in this order: the path's site id (404 when it cannot be one), the
-caller (a key, an Origin, a link signature), then the site itself for a `SiteRoute`
-(404 when missing — for another tenant's key it is 404 before that, so the two cannot
-be told apart). A handler never checks access: it receives what was established, once
+caller (a key, an Origin), then the site itself for a `SiteRoute` (404 when missing —
+for another tenant's key it is 404 before that, so the two cannot be told apart; a
+signed link is checked with the site's own key, and a missing site is 403 like a
+forged link). A handler never checks access: it receives what was established, once
 per request, with the same catalogue lookups a handler made itself before.
 """
 
@@ -22,9 +23,9 @@ from pydantic import BaseModel
 from cmp.api.auth import authorize
 from cmp.api.problems import Handler as WebHandler
 from cmp.api.problems import Problem
-from cmp.appkeys import CATALOG, METRICS, SIGNER
+from cmp.appkeys import CATALOG, METRICS
 from cmp.models import Scope
-from cmp.stats_links import SIGNED_PARAMS, link_problem
+from cmp.stats_links import NOT_VALID, SIGNED_PARAMS, link_problem
 from cmp.store.keys import KeyAuth
 from cmp.store.sites import StoredSite
 from cmp.values import SITE_ID_RE, origin_allowed
@@ -35,7 +36,8 @@ from cmp.values import SITE_ID_RE, origin_allowed
 #   Origin is a server-to-server import and needs an admin key (docs/api.md).
 # preflight: a CORS preflight; 403 unless the Origin is one of the site's origins (a
 #   missing site too: a preflight says nothing about which sites exist).
-# signed-link: a link signed by `cmpd stats-url`; 403 before anything about the site.
+# signed-link: a link signed by `cmpd stats-url` with the site's stats-link key; 403 for
+#   a link that does not verify, and for a missing site alike (nothing about it leaks).
 # public: anyone. ops: anyone, operations (no site, nothing stored).
 RouteScope = Literal[
     "admin", "read", "audit", "origin", "preflight", "signed-link", "public", "ops"
@@ -136,17 +138,14 @@ async def _caller(request: web.Request, scope: RouteScope, site_id: str | None) 
         return await authorize(request, key_scope, site_id)
     if scope == "origin" and "Origin" not in request.headers:
         return await authorize(request, "admin", site_id)  # a server-to-server import
-    if scope == "signed-link" and site_id is not None:  # a SiteRoute: always a site id
-        _check_link(request, site_id)
     return None
 
 
-def _check_link(request: web.Request, site_id: str) -> None:
+def _check_link(request: web.Request, site_id: str, site: StoredSite | None) -> None:
     repeated = any(len(request.query.getall(name, ())) > 1 for name in SIGNED_PARAMS)
-    reason = "the link's signature is not valid" if repeated else None
-    reason = reason or link_problem(
-        request.app[SIGNER].public_key, site_id, request.query, time.time()
-    )
+    reason = NOT_VALID if repeated else None
+    key = site.stats_link_key if site is not None else None
+    reason = reason or link_problem(key, site_id, request.query, time.time())
     if reason is not None:
         raise Problem(403, reason, code="forbidden")
 
@@ -154,6 +153,8 @@ def _check_link(request: web.Request, site_id: str) -> None:
 def _admitted(request: web.Request, scope: RouteScope, site: StoredSite | None) -> StoredSite:
     """The site, when the scope's site-dependent checks pass."""
     origin = request.headers.get("Origin")
+    if scope == "signed-link":
+        _check_link(request, request.match_info["site_id"], site)
     if scope == "preflight":
         if site is None or origin is None or not origin_allowed(site.origins, origin):
             raise Problem(403, "origin not allowed", code="origin")

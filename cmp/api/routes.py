@@ -286,6 +286,15 @@ ROUTES: tuple[AnyRoute, ...] = (
         summary="Consent statistics as an HTML page with a chart, authorized by a signed link "
         "(query: from, to, interval, expires, sig; minted by `cmpd stats-url`)",
     ),
+    SiteRoute(
+        method="DELETE",
+        path=f"{SITE_PATH}/stats-links",
+        handler=stats.revoke_stats_links,
+        scope="admin",
+        tag="admin",
+        summary="Revoke every signed link to the site's statistics page (the site's"
+        " stats-link key is replaced; links minted after work)",
+    ),
     Route(
         method="GET",
         path="/healthz",

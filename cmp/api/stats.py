@@ -1,4 +1,5 @@
-"""Consent statistics (docs/api.md): JSON for `audit` keys, an HTML page behind signed links.
+"""Consent statistics (docs/api.md): JSON for `audit` keys, an HTML page behind signed links
+(revoked all at once by an admin).
 
 Both answer the same question — events per action and opt-in rate per purpose per
 UTC day/week/month over [from, to) — from the same single aggregate query.
@@ -16,7 +17,8 @@ from cmp.api.access import SiteContext
 from cmp.api.json import json_response
 from cmp.api.stats_page import columns, page_headers, render_page
 from cmp.api.validation import query_problem
-from cmp.appkeys import CATALOG, LONG_READS
+from cmp.appkeys import CATALOG, LONG_READS, POOL
+from cmp.store import sites as site_store
 from cmp.store import stats as stats_store
 from cmp.store.stats import Tally
 from cmp.timerange import RangeError, StatsRange, format_instant, stats_range
@@ -85,3 +87,12 @@ async def get_stats_page(request: web.Request, ctx: SiteContext) -> web.Response
     return web.Response(
         text=page, content_type="text/html", charset="utf-8", headers=page_headers()
     )
+
+
+async def revoke_stats_links(request: web.Request, ctx: SiteContext) -> web.Response:
+    """Every stats link of the site stops working: the site gets a new stats-link key."""
+    site_id = ctx.site.site_id
+    async with request.app[POOL].acquire() as conn:
+        await site_store.rotate_stats_link_key(conn, site_id)
+    request.app[CATALOG].invalidate(f"site:{site_id}")
+    return web.Response(status=204)

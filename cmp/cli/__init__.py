@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--ttl", type=int, default=900, help="seconds the link stays valid (max 604800)"
     )
     stats_url.add_argument("--base-url", help="public URL of the service")
+    stats_url.add_argument(
+        "--revoke", action="store_true", help="revoke every link to the site's page instead"
+    )
     stats_url.set_defaults(func=cmd_stats_url)
     verify = sub.add_parser(
         "verify",

@@ -69,28 +69,41 @@ def cmd_purge(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_stats_url(settings: Settings, args: argparse.Namespace) -> int:
-    from cmp.audit.signing import Signer
+    """Print a signed link to a site's statistics page, or with --revoke revoke them all;
+    2 with one line for an unknown site or a range the page would refuse."""
     from cmp.stats_links import signed_stats_url
+    from cmp.store.sites import rotate_stats_link_key, select_stats_link_key
 
-    # The server's key: the same CMP_SIGNING_KEY_FILE / CMP_DATA_DIR as `cmpd serve`.
-    signer = Signer.load_or_create(settings.signing_key_path)
     base = args.base_url or f"http://{settings.host}:{settings.port}"
-    try:
-        print(
-            signed_stats_url(
-                signer,
-                base,
-                args.site,
-                ttl_seconds=args.ttl,
-                from_=args.from_,
-                to=args.to,
-                interval=args.interval,
-            )
+
+    async def mint(conn: asyncpg.Connection) -> int:
+        if args.revoke:
+            if not await rotate_stats_link_key(conn, args.site):
+                print(f"cmpd stats-url: no site {args.site!r}", file=sys.stderr)
+                return 2
+            print(f"{args.site}: every stats link minted before is revoked")
+            return 0
+        key = await select_stats_link_key(conn, args.site)
+        if key is None:
+            print(f"cmpd stats-url: no site {args.site!r}", file=sys.stderr)
+            return 2
+        link = signed_stats_url(
+            key,
+            base,
+            args.site,
+            ttl_seconds=args.ttl,
+            from_=args.from_,
+            to=args.to,
+            interval=args.interval,
         )
+        print(link)
+        return 0
+
+    try:
+        return with_connection(resolve_dsn(settings), mint)
     except ValueError as exc:
         print(f"cmpd stats-url: {exc}", file=sys.stderr)
         return 2
-    return 0
 
 
 def cmd_verify(settings: Settings | None, args: argparse.Namespace) -> int:

@@ -27,10 +27,12 @@ class FirstVersionNotMaterial(Exception):
 
 
 class StoredSite(Site):
-    """A site as stored: the site with its private subject key, which never leaves the
-    server (excluded from every dump and repr, so answering with the site is safe)."""
+    """A site as stored: the site with its private subject key and stats-link key, which
+    never leave the server (excluded from every dump and repr, so answering with the site
+    is safe)."""
 
     subject_key: bytes = Field(exclude=True, repr=False)
+    stats_link_key: bytes = Field(exclude=True, repr=False)
 
 
 def _origin(stored: str) -> str:
@@ -60,6 +62,7 @@ def _site(record: asyncpg.Record) -> StoredSite:
         jurisdiction=record["jurisdiction"],
         withdrawal_url=record["withdrawal_url"],
         subject_key=bytes(record["subject_key"]),
+        stats_link_key=bytes(record["stats_link_key"]),
     )
 
 
@@ -95,6 +98,24 @@ async def select_site(conn: asyncpg.Connection, site_id: str) -> StoredSite | No
 
 async def select_sites(conn: asyncpg.Connection) -> list[StoredSite]:
     return [_site(r) for r in await conn.fetch(SITE_SQL["select_sites"])]
+
+
+async def select_stats_link_key(conn: asyncpg.Connection, site_id: str) -> bytes | None:
+    """The key the site's statistics links are signed with; None when there is no site."""
+    key = await conn.fetchval(SITE_SQL["select_stats_link_key"], site_id)
+    return bytes(key) if key is not None else None
+
+
+async def rotate_stats_link_key(conn: asyncpg.Connection, site_id: str) -> bool:
+    """Give the site a new stats-link key, revoking every link signed with the old one,
+    and announce it; False when there is no such site."""
+    async with conn.transaction():
+        found = await conn.fetchval(
+            SITE_SQL["update_stats_link_key"], site_id, secrets.token_bytes(32)
+        )
+        if found is not None:
+            await notify_change(conn, "site", site_id)
+    return found is not None
 
 
 def _policy(record: asyncpg.Record) -> PolicyVersion:

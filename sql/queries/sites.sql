@@ -15,7 +15,7 @@ WITH up AS (
             jurisdiction = excluded.jurisdiction, withdrawal_url = excluded.withdrawal_url,
             updated_at = now()
     RETURNING site_id, name, origins, languages, default_language, consent_validity_days,
-              retention_days, subject_key, created_at, updated_at, controller_name,
+              retention_days, subject_key, stats_link_key, created_at, updated_at, controller_name,
               controller_contact, jurisdiction, withdrawal_url, (xmax = 0) AS created
 ), head AS (
     INSERT INTO log_heads (site_id) SELECT site_id FROM up WHERE created
@@ -26,13 +26,21 @@ SELECT * FROM up;
 -- name: select_site
 -- One site by id.
 SELECT site_id, name, origins, languages, default_language, consent_validity_days,
-       retention_days, subject_key, created_at, updated_at, controller_name,
+       retention_days, subject_key, stats_link_key, created_at, updated_at, controller_name,
        controller_contact, jurisdiction, withdrawal_url
 FROM sites WHERE site_id = $1;
 
 -- name: select_sites
 -- Every site (small: one row per customer website).
 SELECT site_id, name, origins, languages, default_language, consent_validity_days,
-       retention_days, subject_key, created_at, updated_at, controller_name,
+       retention_days, subject_key, stats_link_key, created_at, updated_at, controller_name,
        controller_contact, jurisdiction, withdrawal_url
 FROM sites ORDER BY site_id;
+
+-- name: select_stats_link_key
+-- The key a site's statistics links are signed with (none: no such site).
+SELECT stats_link_key FROM sites WHERE site_id = $1;
+
+-- name: update_stats_link_key
+-- Replace a site's stats-link key, revoking every link signed with the old one.
+UPDATE sites SET stats_link_key = $2 WHERE site_id = $1 RETURNING site_id;

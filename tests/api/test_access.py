@@ -20,10 +20,8 @@ from aiohttp.test_utils import TestClient
 import cmp.app
 from cmp.api.access import KEY_SCOPES, ROUTE_TABLE, AnyRoute, RouteScope
 from cmp.api.routes import ROUTES, setup_routes
-from cmp.appkeys import SIGNER
 from cmp.config import Settings
-from cmp.stats_links import signed_stats_url
-from tests.factories import ADMIN, ORIGIN, make_key, make_site, new_site_id
+from tests.factories import ADMIN, ORIGIN, make_key, make_site, new_site_id, stats_link
 
 ALLOWED = 0  # not a status: "let through", i.e. neither 401 nor 403
 BAD_KEY = {"Authorization": "Bearer cmp_live_0000000000000000_notakey"}
@@ -83,7 +81,7 @@ def callers_for(route: AnyRoute, keys: Mapping[str, dict[str, str]]) -> list[Cal
     return found
 
 
-def url_of(client: TestClient, route: AnyRoute, site_id: str, caller: Caller) -> str:
+async def url_of(client: TestClient, route: AnyRoute, site_id: str, caller: Caller) -> str:
     values = {
         "site_id": site_id,
         "subject_id": "s-matrix",
@@ -92,7 +90,7 @@ def url_of(client: TestClient, route: AnyRoute, site_id: str, caller: Caller) ->
         "event_id": str(uuid.uuid4()),
     }
     if caller.signed:
-        return signed_stats_url(client.app[SIGNER], "", site_id)  # type: ignore[index]
+        return await stats_link(client, site_id)
     return route.path.format(**values)
 
 
@@ -113,7 +111,9 @@ async def mismatches(
     """Every caller for whom the server does not do what `declared` promises."""
     wrong = []
     for caller in callers_for(route, keys):
-        status, detail = await call(client, route, url_of(client, route, site_id, caller), caller)
+        status, detail = await call(
+            client, route, await url_of(client, route, site_id, caller), caller
+        )
         want = expected(declared, caller)
         label = f"{route.method} {route.path} as {caller.name}"
         if want == ALLOWED:
@@ -150,8 +150,8 @@ async def test_another_tenants_key_cannot_tell_its_site_from_a_missing_one(
     keyed = [r for r in ROUTES if r.scope in KEY_SCOPES and "{site_id}" in r.path]
     assert keyed, "the table has key-scoped site routes"
     for route in keyed:
-        existing = url_of(client, route, tenancy["site_id"], other)
-        missing = url_of(client, route, new_site_id(), other)
+        existing = await url_of(client, route, tenancy["site_id"], other)
+        missing = await url_of(client, route, new_site_id(), other)
         answers = [await call(client, route, url, other) for url in (existing, missing)]
         assert answers[0] == answers[1] == (404, TENANCY_404), (route.method, route.path)
 

@@ -21,11 +21,10 @@ from aiohttp.test_utils import TestClient
 from cmp.api.problems import Problem
 from cmp.api.stats import resolve_range
 from cmp.api.stats_page import Column, render_page
-from cmp.appkeys import SIGNER
 from cmp.stats_links import signed_stats_url
 from cmp.store.stats import Tally, bucket_start
 from cmp.timerange import parse_instant
-from tests.factories import ADMIN, ORIGIN, event, make_key, make_site, policy_body
+from tests.factories import ADMIN, ORIGIN, event, make_key, make_site, policy_body, stats_link
 
 HDR = {"Origin": ORIGIN}
 NOW = datetime(2026, 11, 21, 10, 30, tzinfo=UTC)
@@ -311,15 +310,15 @@ async def test_stats_need_an_audit_key_of_that_site(
 # --- the HTML page -------------------------------------------------------------------
 
 
-def page_url(client: TestClient, site_id: str, **kwargs: Any) -> str:
-    return signed_stats_url(client.app[SIGNER], "", site_id, **kwargs)
+async def page_url(client: TestClient, site_id: str, **kwargs: Any) -> str:
+    return await stats_link(client, site_id, **kwargs)
 
 
 async def test_a_signed_link_shows_table_and_one_line_per_optional_purpose(
     client: TestClient, site: dict[str, Any]
 ) -> None:
     await record(client, site["id"], *mix())
-    r = await client.get(page_url(client, site["id"], interval="week"))
+    r = await client.get(await page_url(client, site["id"], interval="week"))
     assert r.status == 200, await r.text()
     assert r.content_type == "text/html" and r.charset == "utf-8"
     assert "script-src" not in r.headers["Content-Security-Policy"]  # default-src 'none'
@@ -332,7 +331,9 @@ async def test_a_signed_link_shows_table_and_one_line_per_optional_purpose(
 
 
 async def test_the_page_has_an_empty_state(client: TestClient, site: dict[str, Any]) -> None:
-    r = await client.get(page_url(client, site["id"], from_=date(2020, 1, 1), to="2020-02-01"))
+    r = await client.get(
+        await page_url(client, site["id"], from_=date(2020, 1, 1), to="2020-02-01")
+    )
     assert r.status == 200
     html = await r.text()
     assert "No consent events in this range" in html and "<polyline" not in html
@@ -345,7 +346,7 @@ async def test_the_page_escapes_purpose_titles(client: TestClient, site: dict[st
     r = await client.post(f"/v1/sites/{site['id']}/policies", json=body, headers=ADMIN)
     assert r.status == 201
     await record(client, site["id"], event(policy_version=2))
-    html = await (await client.get(page_url(client, site["id"]))).text()
+    html = await (await client.get(await page_url(client, site["id"]))).text()
     assert "<script" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
 
@@ -353,7 +354,7 @@ async def test_the_page_escapes_purpose_titles(client: TestClient, site: dict[st
 async def test_the_page_escapes_the_site_name(client: TestClient) -> None:
     name = '</title><script>alert("name")</script>'
     site_id = await make_site(client, name=name)
-    html = await (await client.get(page_url(client, site_id))).text()
+    html = await (await client.get(await page_url(client, site_id))).text()
     assert "<script" not in html and "</title><script" not in html
     assert "&lt;/title&gt;&lt;script&gt;alert(&quot;name&quot;)&lt;/script&gt;" in html
     assert html.count("&lt;script&gt;") == 2  # the title and the heading
@@ -388,7 +389,7 @@ def tamper(url: str, **changes: str) -> str:
 
 
 async def test_a_changed_or_expired_link_is_403(client: TestClient, site: dict[str, Any]) -> None:
-    url = page_url(client, site["id"], from_="2026-01-01", interval="month")
+    url = await page_url(client, site["id"], from_="2026-01-01", interval="month")
     sig = parse_qs(urlsplit(url).query)["sig"][0]
     other = await make_site(client)
     bad = [
@@ -401,7 +402,7 @@ async def test_a_changed_or_expired_link_is_403(client: TestClient, site: dict[s
         url.replace(site["id"], other),  # another site's page with this site's link
         url + "&from=2020-01-01",  # a second value for a signed parameter
         f"/v1/sites/{site['id']}/stats.html",
-        page_url(client, site["id"], ttl_seconds=60, now=time.time() - 61),
+        await page_url(client, site["id"], ttl_seconds=60, now=time.time() - 61),
     ]
     for link in bad:
         r = await client.get(link)
@@ -414,13 +415,15 @@ async def test_a_changed_or_expired_link_is_403(client: TestClient, site: dict[s
     assert (await client.get(url)).status == 200
 
 
-async def test_a_valid_link_to_an_unknown_site_is_404(client: TestClient) -> None:
-    assert (await client.get(page_url(client, "no-such-site"))).status == 404
+async def test_a_link_to_an_unknown_site_is_403_like_a_forged_one(client: TestClient) -> None:
+    r = await client.get(await page_url(client, "no-such-site"))
+    assert r.status == 403
+    assert (await r.json())["detail"] == "the link's signature is not valid"
 
 
-def test_signed_stats_url_refuses_what_the_page_would(client: TestClient) -> None:
-    signer = client.app[SIGNER]
-    url = signed_stats_url(signer, "https://cmp.example/", "shop", from_="2026-01-01")
+def test_signed_stats_url_refuses_what_the_page_would() -> None:
+    key = b"k" * 32
+    url = signed_stats_url(key, "https://cmp.example/", "shop", from_="2026-01-01")
     assert url.startswith("https://cmp.example/v1/sites/shop/stats.html?from=2026-01-01&")
     bad: list[dict[str, Any]] = [
         {"site_id": "Not A Site"},
@@ -429,7 +432,10 @@ def test_signed_stats_url_refuses_what_the_page_would(client: TestClient) -> Non
         {"ttl_seconds": 8 * 86400},
         {"from_": "yesterday"},
         {"to": datetime(2026, 1, 1)},  # naive
+        {"from_": "2026-02-01", "to": "2026-01-01"},  # from after to
+        {"from_": "2020-01-01", "to": "2026-01-01"},  # more than 731 days per day
+        {"from_": "2999-01-01"},  # after now, the default `to`
     ]
     for kwargs in bad:
         with pytest.raises(ValueError):
-            signed_stats_url(signer, "", **({"site_id": "shop"} | kwargs))
+            signed_stats_url(key, "", **({"site_id": "shop"} | kwargs))

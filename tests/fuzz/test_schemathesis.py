@@ -280,10 +280,10 @@ def config(
         # except `PUT /v1/sites/{site_id}`: it creates (then updates) a site of its own and
         # must not rewrite this one's origins and languages under the other operations
         # (schemathesis feeds ids seen in responses back into generated requests).
+        # So does revoking the stats links: the real site's signed link must keep working.
         if "site_id" in op["path_params"]:
-            parameters["'path.site_id'"] = toml_str(
-                site if op["id"] != "put_site" else f"{site}-put"
-            )
+            own = {"put_site": f"{site}-put", "revoke_stats_links": f"{site}-links"}
+            parameters["'path.site_id'"] = toml_str(own.get(op["id"], site))
         if op["id"] == "get_stats_page":
             # The page answers only a link the server signed: this one reaches it.
             parameters.update({f"'query.{k}'": toml_str(v) for k, v in link.items()})
@@ -319,6 +319,7 @@ def test_schemathesis_finds_nothing(
     site = f"fz-{secrets.token_hex(4)}"
     call(base, "PUT", f"/v1/sites/{site}", site_body(), ADMIN)
     call(base, "POST", f"/v1/sites/{site}/policies", policy_body(), ADMIN)
+    call(base, "PUT", f"/v1/sites/{site}-links", site_body(), ADMIN)
     keys = {
         scope: call(base, "POST", f"/v1/sites/{site}/keys", {"scope": scope}, ADMIN)["key"]
         for scope in ("read", "audit")

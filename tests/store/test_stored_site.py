@@ -9,6 +9,7 @@ from cmp.models import Site
 from cmp.store.sites import StoredSite
 
 KEY = bytes(range(32))
+LINK_KEY = bytes(range(32, 64))
 
 
 def stored() -> StoredSite:
@@ -28,6 +29,7 @@ def stored() -> StoredSite:
         jurisdiction=None,
         withdrawal_url=None,
         subject_key=KEY,
+        stats_link_key=LINK_KEY,
     )
 
 
@@ -39,6 +41,14 @@ def test_the_subject_key_is_in_no_dump_or_repr() -> None:
     assert b"subject_key" not in site.model_dump_json().encode()
     assert b"subject_key" not in dumps(site)
     assert KEY.hex() not in repr(site) and repr(KEY) not in repr(site)
+
+
+def test_the_stats_link_key_is_in_no_dump_or_repr() -> None:
+    site = stored()
+    assert site.stats_link_key == LINK_KEY
+    assert "stats_link_key" not in site.model_dump(mode="json")
+    assert b"stats_link_key" not in dumps(site)
+    assert LINK_KEY.hex() not in repr(site) and repr(LINK_KEY) not in repr(site)
 
 
 def test_a_stored_site_dumps_exactly_the_fields_of_a_site() -> None:

@@ -205,6 +205,7 @@ SUCCESS: dict[str, dict[int, tuple[str, dict[str, Any] | None]]] = {
         )
     },
     "get_stats_page": {200: ("the statistics page", text_body("text/html"))},
+    "revoke_stats_links": {204: ("every link minted before is revoked", None)},
     "healthz": {200: ("alive", json_body(obj({"status": {"const": "ok"}})))},
     "readyz": {200: ("ready", json_body(obj({"status": {"const": "ready"}})))},
     "metrics": {200: ("Prometheus text format", text_body("text/plain"))},
