@@ -24,6 +24,9 @@ EXPORT_CHUNK = 2000
 # time even to a slow client.
 CSV_WINDOW = 2000
 LAST_SEQ = 2**63 - 1
+# The export's columns of text from outside: cmp_csv_cell neutralises their formulas and
+# COPY quotes each of their cells (OWASP "CSV Injection": prefix and quote).
+CSV_OUTSIDE_TEXT = ("language", "source", "page_url", "origin", "user_agent", "subject_id")
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +74,8 @@ async def export_csv(
     window: int = CSV_WINDOW,
 ) -> None:
     """CSV with a header row, streamed by COPY … TO STDOUT straight into `write`: one
-    COPY per window of `window` records, in seq order.
+    COPY per window of `window` records, in seq order. No cell starts a spreadsheet
+    formula (CSV_OUTSIDE_TEXT).
 
     One COPY of a whole site ran under one command timeout, writes to the client
     included, and a large site or a slow client outlived it mid-stream. The caller's
@@ -88,6 +92,7 @@ async def export_csv(
             LAST_SEQ if end is None else end,
             output=write,
             format="csv",
+            force_quote=list(CSV_OUTSIDE_TEXT),
             header=after == 0,  # the first window; an empty export is its header
         )
         if end is None:

@@ -16,12 +16,15 @@ ORDER BY seq;
 -- name: export_csv
 -- The same records as CSV columns (purposes/services as JSON text), for COPY TO STDOUT,
 -- those with seq in ($6, $7]: one statement per window (export_csv_window_end), each
--- under the command timeout.
+-- under the command timeout. Every text that came from outside goes through
+-- cmp_csv_cell, so that no cell starts a spreadsheet formula (the JSONL is exact).
 SELECT v, site_id, seq, event_id, subject_digest, policy_version, policy_sha256, action,
-    purposes::text AS purposes, services::text AS services, gpc, language, source, page_url,
-    origin, ip_prefix, user_agent,
+    purposes::text AS purposes, services::text AS services, gpc,
+    cmp_csv_cell(language) AS language, cmp_csv_cell(source) AS source,
+    cmp_csv_cell(page_url) AS page_url, cmp_csv_cell(origin) AS origin, ip_prefix,
+    cmp_csv_cell(user_agent) AS user_agent,
     cmp_utc_text(occurred_at) AS occurred_at, cmp_utc_text(received_at) AS received_at,
-    prev_hash, hash, subject_id,
+    prev_hash, hash, cmp_csv_cell(subject_id) AS subject_id,
     -- version 2: each personal value's commitment, and its salt while the value is kept
     encode(subject_digest_sha256, 'hex') AS subject_digest_sha256,
     CASE WHEN subject_digest IS NOT NULL THEN encode(subject_digest_salt, 'hex') END

@@ -216,6 +216,37 @@ async def test_export_gzip_and_csv(client: TestClient, site: dict[str, Any]) -> 
     assert json.loads(rows[0]["purposes"])["necessary"] is True
 
 
+async def test_csv_cells_never_start_a_formula_and_the_jsonl_stays_exact(
+    client: TestClient, site: dict[str, Any], tmp_path: Path
+) -> None:
+    formulas = ['=HYPERLINK("http://x")', "@SUM(1)", "+1", "-1", "=cmd|' /C calc'!A0"]
+    for n, text in enumerate(formulas):
+        r = await client.post(
+            f"/v1/sites/{site['id']}/events",
+            json=event(f"-{n}", source=text),  # subject ids may start with "-"
+            headers={**HDR, "User-Agent": text},
+        )
+        assert r.status == 201, await r.text()
+    r = await client.get(f"/v1/sites/{site['id']}/events?format=csv", headers=site["audit"])
+    text = await r.text()
+    rows = list(csv.DictReader(io.StringIO(text, newline="")))
+    assert [(row["source"], row["user_agent"], row["subject_id"]) for row in rows] == [
+        (f"'{t}", f"'{t}", f"'-{n}") for n, t in enumerate(formulas)
+    ]
+    assert '"\'=HYPERLINK(""http://x"")"' in text  # prefixed and quoted (OWASP)
+    # The JSONL holds the values exactly as they came, and verifies.
+    lines = await export(client, site)
+    records = [json.loads(line) for line in lines]
+    assert [(x["source"], x["user_agent"], x["subject_id"]) for x in records] == [
+        (t, t, f"-{n}") for n, t in enumerate(formulas)
+    ]
+    export_file = tmp_path / "log.jsonl"
+    export_file.write_text("\n".join(lines) + "\n")
+    from cmp.cli import main
+
+    assert main(["verify", str(export_file)]) == 0
+
+
 async def test_export_needs_audit_scope(client: TestClient, site: dict[str, Any]) -> None:
     path = f"/v1/sites/{site['id']}/events"
     assert (await client.get(path)).status == 401

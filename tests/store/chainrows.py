@@ -27,7 +27,10 @@ def new_event(
     action: str = "accept_all",
     purposes: dict[str, bool] | None = None,
     version: int = RECORD_VERSION,
+    **fields: Any,
 ) -> NewEvent:
+    """An event as the pipeline builds it; `fields` replace record fields (the texts
+    from outside, say, as no request could send them)."""
     subject_id = subject_id or f"s-{secrets.token_hex(6)}"
     record: dict[str, Any] = {
         "v": 1,
@@ -51,6 +54,7 @@ def new_event(
         "user_agent": "test",
         "occurred_at": None,
         "received_at": utc_text(received_at),
+        **fields,
     }
     body = hashlib.sha256(record["event_id"].encode()).digest()[:16]
     return event_of(record, subject_id, body, received_at, None, version)

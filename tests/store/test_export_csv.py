@@ -5,6 +5,8 @@ ran under one command timeout, writes to the client included)."""
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -129,3 +131,53 @@ async def test_a_window_holds_its_count_of_records_however_sparse_the_filter(
     assert len(lines) == 1 + records
     # Four full windows and the last, empty one: not a window per 5 seqs of the site.
     assert len(ends) == records // 5 + 1
+
+
+# Cells that a spreadsheet would read as a formula (OWASP "CSV Injection"), as texts from
+# outside; tab, CR and LF cannot come through a request (header values are stripped and
+# made safe, body texts refuse controls) but are neutralised all the same.
+FORMULA_STARTS = [
+    '=HYPERLINK("http://x")',
+    "@SUM(1)",
+    "+1",
+    "-1",
+    "\t=1+1",
+    "\r=1+1",
+    "\n=1+1",
+    "\uff1d1+1",  # full-width =
+    "\uff0b1",
+    "\uff0d1",
+    "\uff20SUM(1)",
+]
+
+
+async def test_no_cell_starts_a_formula_and_texts_from_outside_are_quoted(
+    fresh: asyncpg.Connection,
+) -> None:
+    await insert_site(fresh, SITE)
+    now = datetime.now(UTC)
+    events = [
+        new_event(SITE, now, f"-{n}", user_agent=text, source=text, language=text)
+        for n, text in enumerate(FORMULA_STARTS)
+    ]
+    plain = new_event(SITE, now, "plain", user_agent="Mozilla/5.0 a=b", source=None)
+    assert await append(fresh, [*events, plain]) == ["new"] * (len(events) + 1)
+    text = (await csv_of(fresh, ExportFilter(SITE), window=5)).decode()
+    rows = list(csv.DictReader(io.StringIO(text, newline="")))
+    for row, value in zip(rows, FORMULA_STARTS, strict=False):
+        for column in ("user_agent", "source", "language"):
+            assert row[column] == "'" + value, (column, value)
+        assert row["subject_id"].startswith("'-")
+    last = rows[-1]
+    assert last["user_agent"] == "Mozilla/5.0 a=b" and last["subject_id"] == "plain"
+    assert last["source"] == ""  # NULL stays an empty, unquoted cell
+    for row in rows:
+        for cell in row.values():
+            assert cell[:1] not in STARTS, (row, cell)
+    # Every text from outside is a quoted cell, whatever it starts with.
+    lines = text.splitlines()
+    assert ',"Mozilla/5.0 a=b",' in lines[-1] and ',"plain"' in lines[-1]
+    assert ',"nb",,"https://shop.example/p",' in lines[-1]  # the NULL source: no quotes
+
+
+STARTS = frozenset("=+-@\t\r\n\uff1d\uff0b\uff0d\uff20")
