@@ -103,8 +103,17 @@ def site_iri(site_id: str) -> str:
     return f"urn:cmp:site:{site_id}"
 
 
+def _subject_iri(record: Mapping[str, Any]) -> str:
+    """Never the subject id: the keyed digest (version 1), or the record's salted
+    commitment to it (version 2), which names no subject outside this one record and
+    stays the same after erasure."""
+    if record["v"] == 1:
+        return f"urn:cmp:subject:{record['subject_digest']}"
+    return f"urn:cmp:subject-commitment:{record['subject_digest_sha256']}"
+
+
 def consent_record(record: Mapping[str, Any], controller: Controller) -> dict[str, Any]:
-    """The 27560 document of one log record (the 19 chain fields)."""
+    """The 27560 document of one log record (the chain fields of its version)."""
     site = site_iri(record["site_id"])
     doc: dict[str, Any] = {
         "@context": CONTEXT,
@@ -113,11 +122,7 @@ def consent_record(record: Mapping[str, Any], controller: Controller) -> dict[st
         "dct:identifier": record["event_id"],
         "dct:conformsTo": [STANDARD, {"@id": PROFILE}],
         "dct:date": record["received_at"],
-        "dpv:hasDataSubject": {
-            # The keyed digest, never the subject id: the record stays pseudonymous.
-            "@id": f"urn:cmp:subject:{record['subject_digest']}",
-            "@type": "dpv:DataSubject",
-        },
+        "dpv:hasDataSubject": {"@id": _subject_iri(record), "@type": "dpv:DataSubject"},
         "dpv:hasConsentStatus": STATUS[record["action"]],
         "dpv:hasLegalBasis": GDPR_CONSENT if controller.under_gdpr() else EXPRESSED_CONSENT,
     }
@@ -186,9 +191,9 @@ def _event(record: Mapping[str, Any]) -> dict[str, Any]:
     for name, term in (
         ("occurred_at", "cmp:occurredAt"),
         ("source", "cmp:collectionMethod"),
-        ("page_url", "cmp:pageUrl"),
+        ("page_url", "cmp:pageUrl"),  # version 1 only: version 2 commits to it
         ("gpc", "cmp:globalPrivacyControl"),
     ):
-        if record[name] is not None:
+        if record.get(name) is not None:
             event[term] = record[name]
     return event

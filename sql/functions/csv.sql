@@ -10,7 +10,7 @@
 --
 -- A plain SQL function, so the planner inlines it (it must stay LANGUAGE sql and not
 -- STRICT for that, as cmp_record_text); NULL stays NULL.
-CREATE FUNCTION cmp_csv_cell(p_text text) RETURNS text
+CREATE OR REPLACE FUNCTION cmp_csv_cell(p_text text) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT CASE
         WHEN left(p_text, 1) = ANY (ARRAY[
