@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .PHONY: run test test-faults lint typecheck bench bench-receipts bench-atsize bench-atsize-clean \
-	e2e-deps deploy-check clean
+	e2e-deps deploy-check image-test clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,11 @@ $(DEPLOY_STAMP): $(STAMP)
 deploy-check: $(DEPLOY_STAMP)
 	$(BIN)/ruff check deploy
 	$(BIN)/python deploy/check.py
+
+# deploy/Dockerfile built by podman (on a debootstrap stand-in for its Debian base) and
+# run against a real PostgreSQL: deploy/image_check.py. Root, podman and debootstrap.
+image-test: $(STAMP)
+	$(BIN)/python deploy/image_check.py
 
 bench: $(STAMP)
 	$(BIN)/python -m loadtest
