@@ -70,11 +70,13 @@ def cases(t: Target) -> list[Case]:
             (t.site, None, None, None, t.digest),
             no_sort=True,
         ),
+        # The erasure's UPDATE runs inside cmp_erase_subject_rows (its plan is checked
+        # by tests/store/test_plans.py); the erased subject's access request finds its
+        # erasure records here.
         Case(
-            "erasure (audit.erase_subject_ids)",
-            au["erase_subject_ids"],
+            "erasure records of a subject (audit.select_erasures)",
+            au["select_erasures"],
             (t.site, t.digest),
-            writes=True,
         ),
         Case(
             "export, newest month (audit.export_lines)",

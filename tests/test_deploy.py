@@ -117,7 +117,8 @@ def test_without_the_embedded_extra_no_database_url_stops_with_one_line(tmp_path
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, done.stderr
     assert "CMP_DATABASE_URL" in lines[0] and "cmp[embedded]" in lines[0]
-    assert not (tmp_path / "data").exists()
+    # The signing key is checked (and made) before the database; no database was made.
+    assert not (tmp_path / "data" / "pg").exists()
 
 
 def _healthcheck_argv() -> list[str]:

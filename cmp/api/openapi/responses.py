@@ -107,7 +107,6 @@ SUCCESS: dict[str, dict[int, tuple[str, dict[str, Any] | None]]] = {
                 obj(
                     {
                         "site_id": STRING,
-                        "subject_digest": STRING,
                         "erased_events": INT,
                         "erased_record_seq": INT,
                     }
