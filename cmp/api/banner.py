@@ -163,10 +163,15 @@ def _q_value(text: str) -> float:
 
 
 def not_modified(request: web.Request, rendered: Rendered) -> bool:
-    """If-None-Match uses the weak comparison; either representation's tag matches."""
+    """Either representation's tag matches."""
+    return matches_etag(request, {rendered.etag, rendered.gzip_etag})
+
+
+def matches_etag(request: web.Request, etags: set[str]) -> bool:
+    """Whether If-None-Match names one of `etags` (the weak comparison) or is `*`."""
     header = request.headers.get("If-None-Match", "")
     tags = {t.strip().removeprefix("W/") for t in header.split(",") if t.strip()}
-    return "*" in tags or bool(tags & {rendered.etag, rendered.gzip_etag})
+    return "*" in tags or bool(tags & etags)
 
 
 async def get_banner(request: web.Request, ctx: SiteContext) -> web.Response:

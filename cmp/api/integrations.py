@@ -1,20 +1,35 @@
 """Drop-in endpoints for banners sites already use: vanilla-cookieconsent v3 and Klaro 0.7.
 
-Same storage, same rules, same origin check as the native collect endpoint.
+Same storage, same rules, same origin check as the native collect endpoint. Klaro's
+config is public and can be megabytes for a large policy: it is built once per change of
+the site or its policy and cached like `banner.js` (strong ETag, 304 on a match), and each
+request takes a token of the client network's bucket first.
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import datetime
+
 from aiohttp import web
 
 from cmp.api.access import SiteContext
-from cmp.api.collect import collect, cors_headers
-from cmp.api.json import json_response
+from cmp.api.banner import matches_etag
+from cmp.api.collect import client_ip, collect, cors_headers
+from cmp.api.json import dumps, json_response
 from cmp.api.problems import Problem
-from cmp.appkeys import CATALOG
+from cmp.appkeys import CATALOG, LIMITER
 from cmp.ingest import Ingest
+from cmp.ingest.facts import ip_prefix
 from cmp.integrations import klaro_config
+from cmp.store.sites import StoredSite
 from cmp.values import origin_allowed
+
+KLARO_CACHE_CONTROL = "public, max-age=60"
+KLARO_BUILT_MAX = 512
+KLARO_NAME_MAX = 100
 
 
 async def post_cookieconsent(request: web.Request, ctx: SiteContext) -> web.Response:
@@ -35,23 +50,85 @@ async def post_klaro_submit(request: web.Request, ctx: SiteContext) -> web.Respo
     )
 
 
+@dataclass(frozen=True, slots=True)
+class KlaroConfig:
+    """A site's Klaro config as JSON, all but the `name` Klaro asks for (`?name=`),
+    which goes last: one build serves every name."""
+
+    head: bytes  # the object up to the name's value
+    digest: str
+
+    def body(self, name: str) -> bytes:
+        return b"%s%s}" % (self.head, dumps(name))
+
+    def etag(self, name: str) -> str:
+        named = hashlib.sha256(name.encode()).hexdigest()[:16]
+        return f'"{self.digest}-{named}"'
+
+
+class KlaroConfigs:
+    """Built configs by (site, its last change, current policy version): every input is in
+    the key, so an entry is never stale, and other processes see a change through the
+    catalogue's invalidation (cmp/catalog.py) like `banner.js` does. `builds` counts
+    what was built, for the tests that show one build serves many requests."""
+
+    def __init__(self) -> None:
+        self._built: OrderedDict[tuple[str, datetime, int], KlaroConfig] = OrderedDict()
+        self.builds = 0
+
+    async def get(self, request: web.Request, site: StoredSite) -> KlaroConfig:
+        catalog = request.app[CATALOG]
+        current, _ = await catalog.policy_versions(site.site_id)
+        key = (site.site_id, site.updated_at, current)
+        found = self._built.get(key)
+        if found is not None:
+            self._built.move_to_end(key)
+            return found
+        policy = await catalog.policy(site.site_id, current) if current else None
+        if policy is None:
+            raise Problem(404, "the site has no published policy", code="not-found")
+        config = klaro_config(
+            site.languages, site.default_language, site.consent_validity_days, policy, ""
+        )
+        del config["name"]
+        text = dumps(config)
+        found = KlaroConfig(
+            head=text[:-1] + b',"name":',
+            digest=hashlib.sha256(text).hexdigest()[:32],
+        )
+        self.builds += 1
+        self._built[key] = found
+        if len(self._built) > KLARO_BUILT_MAX:
+            self._built.popitem(last=False)
+        return found
+
+
+KLARO_CONFIGS = KlaroConfigs()
+
+
+def take_token(request: web.Request, site_id: str, bucket: str, headers: dict[str, str]) -> None:
+    """One token of the client network's `bucket` for the site, or 429."""
+    prefix = ip_prefix(client_ip(request)) or "-"
+    wait = request.app[LIMITER].take(site_id, f"{bucket} {prefix}")
+    if wait > 0:
+        raise Problem(
+            429,
+            "too many requests from this network for this site",
+            code="rate-limited",
+            headers={**headers, "Retry-After": str(int(wait) + 1)},
+        )
+
+
 async def get_klaro_config(request: web.Request, ctx: SiteContext) -> web.Response:
     site = ctx.site
-    site_id = site.site_id
-    catalog = request.app[CATALOG]
     origin = request.headers.get("Origin")
     if origin is not None and not origin_allowed(site.origins, origin):
         raise Problem(403, f"origin {origin} is not allowed for this site", code="origin")
-    policy = await catalog.current_policy(site_id)
-    if policy is None:
-        raise Problem(404, "the site has no published policy", code="not-found")
-    config = klaro_config(
-        site.languages,
-        site.default_language,
-        site.consent_validity_days,
-        policy,
-        request.query.get("name", "default")[:100],
-    )
-    return json_response(
-        config, headers={**cors_headers(origin), "Cache-Control": "public, max-age=60"}
-    )
+    cors = cors_headers(origin)
+    take_token(request, site.site_id, "klaro-config", cors)
+    built = await KLARO_CONFIGS.get(request, site)
+    name = request.query.get("name", "default")[:KLARO_NAME_MAX]
+    headers = {**cors, "ETag": built.etag(name), "Cache-Control": KLARO_CACHE_CONTROL}
+    if matches_etag(request, {headers["ETag"]}):
+        return web.Response(status=304, headers=headers)
+    return web.Response(body=built.body(name), content_type="application/json", headers=headers)

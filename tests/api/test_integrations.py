@@ -8,6 +8,7 @@ Klaro 0.7.22 in API mode sent them from headless Chromium 156, on the page origi
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -16,10 +17,20 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
+from cmp.api.integrations import KLARO_CONFIGS
+from cmp.app import create_app
 from tests.factories import ADMIN, make_key, new_site_id, policy_body
 
 CAPTURED = Path(__file__).resolve().parents[1] / "fixtures" / "clients" / "captured-requests.jsonl"
 ORIGIN = "http://localhost:18000"
+TEXTS = {
+    "title": "Cookies",
+    "body": "We use cookies.",
+    "accept_all": "Accept all",
+    "reject_all": "Reject all",
+    "settings": "Settings",
+    "save": "Save",
+}
 
 
 def captured() -> list[dict[str, Any]]:
@@ -51,16 +62,7 @@ async def make_integration_site(client: TestClient, purposes: list[dict[str, Any
         },
     )
     assert r.status == 201
-    texts = {
-        "en": {
-            "title": "Cookies",
-            "body": "We use cookies.",
-            "accept_all": "Accept all",
-            "reject_all": "Reject all",
-            "settings": "Settings",
-            "save": "Save",
-        }
-    }
+    texts = {"en": TEXTS}
     r = await client.post(
         f"/v1/sites/{site_id}/policies",
         headers=ADMIN,
@@ -239,3 +241,92 @@ async def test_klaro_config_uses_klaros_language_codes(client: TestClient) -> No
     assert config["lang"] == "no" and config["fallbackLang"] == "en"
     assert set(config["translations"]) == {"no", "en"}
     assert all(set(s["translations"]) == {"no", "en"} for s in config["services"])
+
+
+def klaro_config_path(site_id: str) -> str:
+    return f"/v1/privacy-managers/{site_id}/config.json"
+
+
+async def test_klaro_config_has_an_etag_and_answers_304(client: TestClient) -> None:
+    site_id = await make_integration_site(client, [purpose("essential", required=True)])
+    r = await client.get(klaro_config_path(site_id), headers={"Origin": ORIGIN})
+    assert r.status == 200 and r.headers["Access-Control-Allow-Origin"] == ORIGIN
+    etag = r.headers["ETag"]
+    assert (await r.json())["name"] == "default"
+    for sent in (etag, f"W/{etag}", f'"other", {etag}', "*"):
+        again = await client.get(
+            klaro_config_path(site_id), headers={"Origin": ORIGIN, "If-None-Match": sent}
+        )
+        assert again.status == 304, sent
+        assert again.headers["ETag"] == etag and await again.read() == b""
+    named = await client.get(klaro_config_path(site_id) + "?name=testing")
+    assert named.status == 200 and named.headers["ETag"] != etag
+    assert (await named.json())["name"] == "testing"
+
+
+async def test_klaro_config_is_built_once_per_change_of_the_site_or_policy(
+    client: TestClient,
+) -> None:
+    site_id = await make_integration_site(client, [purpose("essential", required=True)])
+    path = klaro_config_path(site_id)
+    before = KLARO_CONFIGS.builds
+    bodies = {await (await client.get(path + f"?name=n{i % 3}")).read() for i in range(30)}
+    assert KLARO_CONFIGS.builds == before + 1 and len(bodies) == 3
+    old = await (await client.get(path)).json()
+
+    policy = {"material": True, "policy_url": "https://example.com/privacy-2"}
+    policy |= {"purposes": [purpose("essential", required=True)], "texts": {"en": TEXTS}}
+    r = await client.post(f"/v1/sites/{site_id}/policies", headers=ADMIN, json=policy)
+    assert r.status == 201, await r.text()
+    for _ in range(5):
+        new = await (await client.get(path)).json()
+    assert old["privacyPolicy"] != new["privacyPolicy"] == "https://example.com/privacy-2"
+    assert KLARO_CONFIGS.builds == before + 2
+
+    site = {"name": "Captured", "origins": [ORIGIN], "languages": ["en"]}
+    site |= {"default_language": "en", "consent_validity_days": 30}
+    r = await client.put(f"/v1/sites/{site_id}", headers=ADMIN, json=site)
+    assert r.status == 200, await r.text()
+    assert (await (await client.get(path)).json())["cookieExpiresAfterDays"] == 30
+    assert KLARO_CONFIGS.builds == before + 3
+
+
+async def test_another_instance_serves_the_new_klaro_config_after_a_publish(
+    aiohttp_client: Any, settings: Any, db_dsn: str, client: TestClient
+) -> None:
+    """Two apps on one database: the one that did not publish follows the catalogue's
+    invalidation, and its cached config is not served past the change."""
+    other: TestClient = await aiohttp_client(create_app(settings, db_dsn))
+    site_id = await make_integration_site(client, [purpose("essential", required=True)])
+    path = klaro_config_path(site_id)
+    first = await other.get(path)
+    etag = first.headers["ETag"]
+    assert (await first.json())["privacyPolicy"] == "https://example.com/privacy"
+    policy = {"material": True, "policy_url": "https://example.com/privacy-2"}
+    policy |= {"purposes": [purpose("essential", required=True)], "texts": {"en": TEXTS}}
+    r = await client.post(f"/v1/sites/{site_id}/policies", headers=ADMIN, json=policy)
+    assert r.status == 201, await r.text()
+    deadline = asyncio.get_running_loop().time() + 5
+    while True:
+        r = await other.get(path, headers={"If-None-Match": etag})
+        if r.status == 200 or asyncio.get_running_loop().time() > deadline:
+            break
+        await asyncio.sleep(0.02)
+    assert r.status == 200 and r.headers["ETag"] != etag
+    assert (await r.json())["privacyPolicy"] == "https://example.com/privacy-2"
+
+
+async def test_klaro_config_is_rate_limited_per_network(
+    aiohttp_client: Any, settings: Any, db_dsn: str
+) -> None:
+    strict = settings.model_copy(update={"rate_per_second": 0.01, "rate_burst": 3})
+    client = await aiohttp_client(create_app(strict, db_dsn))
+    site_id = await make_integration_site(client, [purpose("essential", required=True)])
+    statuses = []
+    for _ in range(5):
+        r = await client.get(klaro_config_path(site_id), headers={"Origin": ORIGIN})
+        statuses.append(r.status)
+    assert statuses == [200, 200, 200, 429, 429]
+    assert int(r.headers["Retry-After"]) >= 1
+    assert r.headers["Access-Control-Allow-Origin"] == ORIGIN
+    assert (await r.json())["status"] == 429

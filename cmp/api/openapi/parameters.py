@@ -105,6 +105,7 @@ HEADERS: dict[str, list[dict[str, Any]]] = {
     "get_consent": [IF_NONE_MATCH],
     "post_lookup": [IF_NONE_MATCH],
     "get_banner": [IF_NONE_MATCH],
+    "get_klaro_config": [IF_NONE_MATCH],
 }
 
 

@@ -57,7 +57,10 @@ SUCCESS: dict[str, dict[int, tuple[str, dict[str, Any] | None]]] = {
     "post_events": {201: ("committed", json_body(ACCEPTED))},
     "preflight": {204: ("CORS preflight allowed", None)},
     "post_cookieconsent": {201: ("committed", json_body(ACCEPTED))},
-    "get_klaro_config": {200: ("a Klaro config", json_body({"type": "object"}))},
+    "get_klaro_config": {
+        200: ("a Klaro config", json_body({"type": "object"})),
+        304: ("not modified (If-None-Match)", None),
+    },
     "post_klaro_submit": {
         201: (
             "committed",
@@ -274,7 +277,7 @@ def error_statuses(route: AnyRoute) -> set[int]:
     if name in COLLECT:
         statuses |= {409, 429}  # an event id re-sent with another body; the rate limit
     if name == "get_klaro_config":
-        statuses.add(403)  # Origin not allowed
+        statuses |= {403, 429}  # Origin not allowed; its own rate
     if "{subject_id}" in route.path:
         statuses.add(400)
     if name in QUERIED or name in TREE:
