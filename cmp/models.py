@@ -6,20 +6,24 @@ Request models validate at the edge; the same models describe what is stored.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ModelWrapValidatorHandler,
     StrictBool,
     StrictInt,
     StringConstraints,
     ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
     field_validator,
     model_validator,
 )
 
+from cmp.errorcap import few_unknown_fields, within_budget
 from cmp.values import (
     MULTILINE_PATTERN,
     SUBJECT_ID_PATTERN,
@@ -255,18 +259,35 @@ class EventIn(BaseModel):
     subject_id: SubjectId
     policy_version: StrictInt = Field(ge=1, le=MAX_VERSION)
     action: Action
-    purposes: dict[Key, StrictBool] | None = None
-    services: dict[Key, StrictBool] | None = None
+    # The first bad entry of a map is enough: a map is as long as a body allows.
+    purposes: dict[Key, StrictBool] | None = Field(default=None, fail_fast=True)
+    services: dict[Key, StrictBool] | None = Field(default=None, fail_fast=True)
     language: Lang | None = None
     occurred_at: OccurredAt | None = None
     source: Annotated[str, StringConstraints(max_length=64, pattern=TEXT_PATTERN)] | None = None
     page_url: PageUrl | None = None
 
 
+def _checked_event(value: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo) -> Any:
+    return within_budget(few_unknown_fields(value, EventIn.model_fields), handler, info)
+
+
 class EventBatch(BaseModel):
+    """`{"events": [...]}` as documented, checked so that its errors stay few
+    (cmp/errorcap.py); cmp/ingest/parse.py tries a faster model first."""
+
     model_config = ConfigDict(extra="forbid")
 
-    events: list[EventIn] = Field(min_length=1, max_length=100)
+    events: list[Annotated[EventIn, WrapValidator(_checked_event)]] = Field(
+        min_length=1, max_length=100
+    )
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _few_unknown_fields(
+        cls, value: Any, handler: ModelWrapValidatorHandler[EventBatch]
+    ) -> EventBatch:
+        return handler(few_unknown_fields(value, cls.model_fields))
 
 
 class LookupIn(Strict):

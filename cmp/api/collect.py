@@ -107,7 +107,12 @@ async def collect(request: web.Request, site: StoredSite, entry: Entry) -> Accep
         if exc.retry_after is not None:
             headers["Retry-After"] = str(int(exc.retry_after) + 1)
         raise Problem(
-            exc.status, exc.detail, code=exc.reason, errors=exc.errors, headers=headers
+            exc.status,
+            exc.detail,
+            code=exc.reason,
+            errors=exc.errors,
+            headers=headers,
+            errors_omitted=exc.errors_omitted,
         ) from None
     except Unavailable as exc:
         metrics.rejections.labels(f"unavailable-{exc.reason}").inc()

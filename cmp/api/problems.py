@@ -16,6 +16,7 @@ import asyncpg
 from aiohttp import web
 
 from cmp.appkeys import REQUEST_ID
+from cmp.errorcap import ERRORS_MAX
 from cmp.store.db import DB_ERRORS, PoolBusy, database_unavailable, db_error_text
 
 log = logging.getLogger("cmp.api")
@@ -50,6 +51,7 @@ class Problem(Exception):
         code: str | None = None,
         errors: list[dict[str, str]] | None = None,
         headers: dict[str, str] | None = None,
+        errors_omitted: int = 0,
     ) -> None:
         super().__init__(detail)
         self.status = status
@@ -57,10 +59,16 @@ class Problem(Exception):
         self.code = code or TITLES.get(status, "error").lower().replace(" ", "-")
         self.errors = errors
         self.headers = headers or {}
+        self.errors_omitted = errors_omitted
 
     def response(self) -> web.Response:
         return problem_response(
-            self.status, self.detail, code=self.code, errors=self.errors, headers=self.headers
+            self.status,
+            self.detail,
+            code=self.code,
+            errors=self.errors,
+            headers=self.headers,
+            errors_omitted=self.errors_omitted,
         )
 
 
@@ -71,7 +79,10 @@ def problem_response(
     code: str | None = None,
     errors: list[dict[str, str]] | None = None,
     headers: dict[str, str] | None = None,
+    errors_omitted: int = 0,
 ) -> web.Response:
+    """The problem+json answer; `errors` lists at most ERRORS_MAX, and `errors_omitted`
+    (present only when above 0) counts the further errors found but not listed."""
     body: dict[str, Any] = {
         "type": f"https://cmp.dev/problems/{code or status}",
         "title": TITLES.get(status, "Error"),
@@ -79,7 +90,10 @@ def problem_response(
         "detail": detail,
     }
     if errors is not None:
-        body["errors"] = errors
+        errors_omitted += max(0, len(errors) - ERRORS_MAX)
+        body["errors"] = errors[:ERRORS_MAX]
+    if errors_omitted:
+        body["errors_omitted"] = errors_omitted
     return web.Response(
         status=status,
         body=json.dumps(body, ensure_ascii=False).encode("utf-8"),

@@ -74,4 +74,10 @@ async def parse_json(
     try:
         return parse_model(raw, model, reason="validation")
     except Rejected as exc:
-        raise Problem(exc.status, exc.detail, code=exc.reason, errors=exc.errors) from None
+        raise Problem(
+            exc.status,
+            exc.detail,
+            code=exc.reason,
+            errors=exc.errors,
+            errors_omitted=exc.errors_omitted,
+        ) from None

@@ -20,6 +20,7 @@ from datetime import timedelta
 from cmp.catalog import Catalog
 from cmp.commit import GroupCommitter, Refused
 from cmp.consent import PolicyView, apply_gpc, resolve_choice, resolve_services
+from cmp.errorcap import ERRORS_MAX
 from cmp.ingest.build import build
 from cmp.ingest.facts import Facts
 from cmp.ingest.parse import Rejected, mapped, parse_events, parse_model
@@ -136,6 +137,8 @@ async def prepare(
         before = len(errors)
         purposes = resolve_choice(view, event, at, errors)
         services = resolve_services(view, purposes, event, at, errors)
+        if len(errors) > ERRORS_MAX:
+            break  # the request is refused anyway: later events are not checked
         if len(errors) > before:
             continue
         if facts.gpc:
@@ -143,7 +146,13 @@ async def prepare(
             services = view.services_for(purposes, event.services or {})
         built.append(build(site, view, event, purposes, services, facts))
     if errors:
-        raise Rejected(422, "invalid-event", "request body failed validation", errors)
+        raise Rejected(
+            422,
+            "invalid-event",
+            "request body failed validation",
+            errors[:ERRORS_MAX],
+            errors_omitted=max(0, len(errors) - ERRORS_MAX),
+        )
     return built
 
 

@@ -18,6 +18,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from cmp.audit.verify import verify_export
+from cmp.errorcap import ERRORS_MAX
 from tests.factories import ADMIN, ORIGIN, event, make_key, make_site
 
 HDR = {"Origin": ORIGIN}
@@ -322,3 +323,91 @@ async def test_the_rate_token_is_taken_before_the_body_is_parsed(
     batch = {"events": [event(policy_version=1000 + i) for i in range(6)]}
     status, body = await send(client, await make_site(client), Case("batch", batch, 429))
     assert status == 429, body
+
+
+async def post_raw(client: TestClient, site: str, raw: bytes) -> tuple[int, bytes]:
+    r = await client.post(
+        f"/v1/sites/{site}/events",
+        data=raw,
+        headers={**HDR, "Content-Type": "application/json"},
+    )
+    return r.status, await r.read()
+
+
+async def test_errors_of_many_empty_events_are_capped_and_counted(
+    client: TestClient, site: str
+) -> None:
+    raw = json.dumps({"events": [{}] * 100}, separators=(",", ":")).encode()
+    assert len(raw) == 312
+    status, answer = await post_raw(client, site, raw)
+    assert status == 422
+    body = json.loads(answer)
+    # Four missing fields per event: checking stops past ERRORS_MAX (the sixth event).
+    assert [e["pointer"] for e in body["errors"]][:4] == [
+        "/events/0/event_id",
+        "/events/0/subject_id",
+        "/events/0/policy_version",
+        "/events/0/action",
+    ]
+    assert len(body["errors"]) == ERRORS_MAX and body["errors_omitted"] == 4
+    assert len(answer) < 2048
+
+
+async def test_errors_of_unknown_keys_are_capped_and_checking_stops(
+    client: TestClient, site: str
+) -> None:
+    """100 events of 75 unknown keys each: 7,900 errors if every event were checked."""
+    events = [{f"k{j}": 0 for j in range(75)} for _ in range(100)]
+    raw = json.dumps({"events": events}, separators=(",", ":")).encode()
+    assert len(raw) < 64 * 1024
+    status, answer = await post_raw(client, site, raw)
+    assert status == 422
+    body = json.loads(answer)
+    assert len(body["errors"]) == ERRORS_MAX
+    assert all(e["pointer"].startswith("/events/0/") for e in body["errors"])
+    # The first event's 4 missing fields and the first ERRORS_MAX + 1 of its unknown
+    # keys: checking stopped there, and no later event was checked.
+    assert body["errors_omitted"] == 4 + ERRORS_MAX + 1 - ERRORS_MAX
+    assert len(answer) < 4096
+
+
+async def test_rule_errors_across_a_batch_are_capped(client: TestClient, site: str) -> None:
+    """Events that parse but break the policy's rules: the pipeline stops past the cap."""
+    batch = {"events": [event(language="xx") for _ in range(100)]}
+    status, body = await send(client, site, Case("rules", batch, 422))
+    assert status == 422
+    assert [e["pointer"] for e in body["errors"]] == [
+        f"/events/{i}/language" for i in range(ERRORS_MAX)
+    ]
+    assert body["errors_omitted"] == 1
+
+
+async def test_a_single_event_with_thousands_of_unknown_keys_gets_a_small_answer(
+    client: TestClient, site: str
+) -> None:
+    raw = json.dumps({f"k{j}": 0 for j in range(6000)}, separators=(",", ":")).encode()
+    assert len(raw) < 64 * 1024
+    status, answer = await post_raw(client, site, raw)
+    assert status == 422
+    body = json.loads(answer)
+    assert len(body["errors"]) == ERRORS_MAX and body["errors_omitted"] == 5
+    assert [e["pointer"] for e in body["errors"]][3:6] == ["/action", "/k0", "/k1"]
+    assert len(answer) < 4096
+
+
+async def test_a_map_of_bad_names_stops_at_the_first_and_junk_beside_events_is_capped(
+    client: TestClient, site: str
+) -> None:
+    raw = json.dumps(event(purposes={f"Bad {j}": True for j in range(3000)})).encode()
+    status, answer = await post_raw(client, site, raw)
+    assert status == 422
+    body = json.loads(answer)
+    assert [e["pointer"] for e in body["errors"]] == ["/purposes/Bad 0/[key]"]
+    assert "errors_omitted" not in body
+
+    junk = {"events": [event()], **{f"k{j}": 0 for j in range(3000)}}
+    status, answer = await post_raw(client, site, json.dumps(junk).encode())
+    assert status == 422
+    body = json.loads(answer)
+    assert [e["pointer"] for e in body["errors"]] == [f"/k{j}" for j in range(ERRORS_MAX)]
+    assert body["errors_omitted"] == 1 and len(answer) < 4096

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from cmp.errorcap import ERRORS_MAX
 from cmp.models import CONSENT_SIGNALS
 
 REF = "#/components/schemas/{model}"
@@ -95,7 +96,9 @@ PROBLEM = {
                 "properties": {"pointer": {"type": "string"}, "detail": {"type": "string"}},
                 "required": ["pointer", "detail"],
             },
+            "maxItems": ERRORS_MAX,
         },
+        "errors_omitted": {"type": "integer", "minimum": 1},
     },
     "required": ["type", "title", "status", "detail"],
 }
