@@ -58,6 +58,12 @@ class Metrics:
         self.registry = CollectorRegistry()
         self.http = RequestStats()
         self.registry.register(self.http)
+        self.client_aborts = Counter(
+            "cmp_http_client_aborts",
+            "Requests whose client closed the connection before its body arrived",
+            ["route", "method"],
+            registry=self.registry,
+        )
         self.events = Counter(
             "cmp_events", "Consent events by outcome", ["outcome"], registry=self.registry
         )

@@ -8,7 +8,8 @@ faster"). Requests no route matches reach `unmatched`, the last route, which ans
 
 aiohttp's own access log is off (its cost is in the same table); the wrapper logs instead,
 with bound context, at DEBUG for 2xx/3xx so production (INFO) logs only failures, and
-records latency by route template.
+records latency by route template. A client that hangs up before its body arrived
+(`ClientGone`) is the client's doing: counted apart, logged at INFO, never a 5xx.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import time
 
 from aiohttp import web
 
-from cmp.api.problems import Handler, problem_for
+from cmp.api.problems import ClientGone, Handler, problem_for
 from cmp.api.streaming import StreamAborted
 from cmp.appkeys import METRICS, REQUEST_ID
 
@@ -53,6 +54,8 @@ def with_context(handler: Handler, route: str) -> Handler:
             response = await handler(request)
         except StreamAborted as exc:
             response = exc.response  # headers sent, transport aborted: nothing more to say
+        except ClientGone:
+            return _client_gone(request, route, started, request_id)
         except Exception as exc:
             response = problem_for(request, exc)
         elapsed = time.perf_counter() - started
@@ -84,6 +87,22 @@ def _log(
             "latency_ms": round(elapsed * 1000, 2),
         },
     )
+
+
+def _client_gone(request: web.Request, route: str, started: float, request_id: str) -> web.Response:
+    """A request its client abandoned: counted apart from the answered ones (it has no
+    status) and logged at INFO, like any refused request."""
+    request.app[METRICS].client_aborts.labels(route, request.method).inc()
+    elapsed = time.perf_counter() - started
+    log.info(
+        "%s %s client went away %.1fms",
+        request.method,
+        route,
+        elapsed * 1000,
+        extra={"request_id": request_id, "site_id": request.match_info.get("site_id")},
+    )
+    # Nobody reads it: aiohttp finds the connection closed and drops it.
+    return web.Response(status=400, headers={"X-Request-Id": request_id})
 
 
 async def unmatched(request: web.Request) -> web.StreamResponse:

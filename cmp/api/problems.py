@@ -102,6 +102,11 @@ def problem_response(
     )
 
 
+class ClientGone(Exception):
+    """The client closed its connection before its request body arrived: its own
+    doing, counted and logged as such by the request context, never as a server error."""
+
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 

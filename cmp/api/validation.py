@@ -12,7 +12,7 @@ from typing import TypeVar
 from aiohttp import web
 from pydantic import BaseModel
 
-from cmp.api.problems import Problem
+from cmp.api.problems import ClientGone, Problem
 from cmp.appkeys import SETTINGS
 from cmp.ingest.parse import Rejected, parse_model
 
@@ -51,6 +51,10 @@ async def read_bytes(request: web.Request, headers: dict[str, str] | None = None
         raise Problem(
             408, f"the request body did not arrive within {limit:g} s", headers=headers
         ) from None
+    except ConnectionError:
+        # aiohttp ends the body with ConnectionResetError when the client hangs up; left
+        # alone it would read as a lost database connection (a 503 and a warning).
+        raise ClientGone from None
 
 
 def check_content_type(
