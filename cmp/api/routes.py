@@ -213,7 +213,7 @@ ROUTES: tuple[AnyRoute, ...] = (
         handler=audit.erase_subject,
         scope="admin",
         tag="audit",
-        summary="Erase a subject: its personal values leave the log, state gone, erased record appended",
+        summary="Erase a subject: its personal values leave the log, erased record appended",
     ),
     SiteRoute(
         method="GET",
