@@ -1,4 +1,4 @@
-"""Validation that stops past a cap of errors (SPEC §3.7: "error lists are capped").
+"""Validation that stops past a cap of errors (docs/api.md: error lists are capped).
 
 A problem lists at most ERRORS_MAX errors and counts the rest (`errors_omitted`, rendered
 by cmp/api/problems.py). Pydantic finds every error of a body before it reports any, so a
