@@ -32,7 +32,7 @@ Everything that writes or reads a record is derived from `FIELDS` or checked aga
 it: the chain rule (`cmp.audit.chain`: field list, checks, hash), the verifier's fast
 path (`cmp.audit.lines`: one pattern per kind), the row the log appends
 (`cmp.store.events.NEW_EVENT_COLUMNS`), and the record the database writes for the
-export, the Merkle leaves and receipts (`cmp_record_text`, sql/schema/0007).
+export, the Merkle leaves and receipts (`cmp_record_text`, sql/functions/record.sql).
 tests/store/test_record.py stores generated records through the real write path and
 checks every one of those against the canonical JSON of `FIELDS`, byte for byte.
 """

@@ -1,6 +1,6 @@
 """The consent log: append a group-committed batch, read latest states.
 
-`write_batch` is one statement, `SELECT cmp_append(rows)` (sql/schema/*_partition_events):
+`write_batch` is one statement, `SELECT cmp_append(rows)` (sql/functions/append.sql):
 it locks the chain heads of the batch's sites, finds retries, gives each new event its
 site's next `seq` and chain hash, inserts the events and upserts the states — one round
 trip, committed by the statement itself (`synchronous_commit` on).

@@ -1,5 +1,5 @@
 """A record's canonical JSON from the parts the database writes (`cmp_record_text`,
-sql/schema/0007): the database writes everything but the two choice maps, which jsonb
+sql/functions/record.sql): the database writes everything but the two choice maps, which jsonb
 prints with spaces and in its own key order; they are put in canonical form here."""
 
 from __future__ import annotations

@@ -12,6 +12,10 @@
 -- retry check planned at each flush), 0012 (record version 2's columns, over rows of
 -- cmp_new_event_v2; 0008's overload over cmp_new_event stays for the previous
 -- release's processes during a rolling upgrade).
+--
+-- That overload, cmp_append(cmp_new_event[]), is the one function not defined here: it
+-- is frozen as sql/schema/0008_append_probe_ids.sql left it (the previous release's
+-- processes call it while they are replaced), and a later migration drops it.
 
 CREATE OR REPLACE FUNCTION cmp_append(p_rows cmp_new_event_v2[]) RETURNS text[] LANGUAGE plpgsql AS $$
 DECLARE

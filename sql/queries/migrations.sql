@@ -30,6 +30,11 @@ CREATE TABLE IF NOT EXISTS schema_functions (
 -- The digest of every function file as last applied.
 SELECT name, sha256 FROM schema_functions;
 
+-- name: set_local_no_body_checks
+-- A function file's bodies are checked when called, not when created: a LANGUAGE sql
+-- body may call a function that a later file defines.
+SET LOCAL check_function_bodies = off;
+
 -- name: upsert_function_digest
 -- Record one function file, in the transaction that applied it.
 INSERT INTO schema_functions (name, sha256) VALUES ($1, $2)
