@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -164,3 +165,23 @@ def test_settings_are_read_from_a_secrets_dir(
     assert settings.admin_key is not None
     monkeypatch.setenv("CMP_ADMIN_KEY", "cmp_live_root_" + "e" * 43)
     assert load_settings().admin_key.get_secret_value() == "cmp_live_root_" + "e" * 43  # type: ignore[union-attr]
+
+
+def test_the_image_lock_pins_what_pyproject_pins() -> None:
+    """deploy/requirements.lock must agree with every pin of cmp's own dependencies (the
+    image build's `pip check` fails on a gap, minutes into a build)."""
+    project = tomllib.loads((DEPLOY.parent / "pyproject.toml").read_text("utf-8"))["project"]
+    def norm(name: str) -> str:
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    locked = {
+        norm(name): version
+        for name, version in (
+            line.split("==", 1)
+            for line in (DEPLOY / "requirements.lock").read_text("utf-8").splitlines()
+            if "==" in line and not line.startswith("#")
+        )
+    }
+    for requirement in project["dependencies"]:
+        name, _, version = requirement.split(";")[0].strip().partition("==")
+        assert locked.get(norm(name)) == version, (name, version, locked.get(norm(name)))
