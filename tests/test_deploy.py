@@ -171,6 +171,7 @@ def test_the_image_lock_pins_what_pyproject_pins() -> None:
     """deploy/requirements.lock must agree with every pin of cmp's own dependencies (the
     image build's `pip check` fails on a gap, minutes into a build)."""
     project = tomllib.loads((DEPLOY.parent / "pyproject.toml").read_text("utf-8"))["project"]
+
     def norm(name: str) -> str:
         return re.sub(r"[-_.]+", "-", name).lower()
 

@@ -26,12 +26,13 @@ chains personal values as they are. Version 2 (`RECORD_VERSION`) chains each as 
 commitment: the record holds `<name>_sha256` = sha256(salt ‖ UTF-8 value) (null for a null
 value), and the export row carries the value and `<name>_salt` beside it (the disclosure of
 IETF SD-JWT, RFC 9901). Erasure deletes value and salt; the commitment keeps the chain
-verifying. `layout(v)` is everything a version's record and export row are made of.
+verifying. `layout(v)` is everything a version's record and export row are made of;
+a field added to version 2 says `since=2`, and version 1 stays as it was.
 
 Everything that writes or reads a record is derived from `FIELDS` or checked against
 it: the chain rule (`cmp.audit.chain`: field list, checks, hash), the verifier's fast
 path (`cmp.audit.lines`: one pattern per kind), the row the log appends
-(`cmp.store.events.NEW_EVENT_COLUMNS`), and the record the database writes for the
+(`cmp.store.events`, by name), and the record the database writes for the
 export, the Merkle leaves and receipts (`cmp_record_text`, sql/functions/record.sql).
 tests/store/test_record.py stores generated records through the real write path and
 checks every one of those against the canonical JSON of `FIELDS`, byte for byte.
@@ -58,6 +59,7 @@ class Field(NamedTuple):
     kind: Kind
     presence: Presence
     personal: bool = False
+    since: int = 1  # the first record version that has the field
 
 
 # Order is the documentation order (docs/audit-log.md); the hash does not depend on it
@@ -125,7 +127,7 @@ _CHAIN_LINKS: Final = (
 def layout(version: int) -> Layout:
     """Version `version`'s record and export row (KeyError for a version never made)."""
     if version == 1:
-        return Layout(1, FIELDS, _CHAIN_LINKS, ())
+        return Layout(1, tuple(f for f in FIELDS if f.since == 1), _CHAIN_LINKS, ())
     if version != 2:
         raise KeyError(version)
     fields, disclosures = [], []
@@ -143,11 +145,11 @@ def layout(version: int) -> Layout:
 
 # Version 1's names, which existing logs are made of.
 LINKS: Final = _CHAIN_LINKS
-CHAIN_FIELDS: Final = tuple(f.name for f in FIELDS)
+CHAIN_FIELDS: Final = layout(1).names
 CHAIN_FIELD_SET: Final = frozenset(CHAIN_FIELDS)
 LINK_FIELDS: Final = tuple(f.name for f in LINKS)
 # Null on an `erased` record.
-CONSENT_FIELDS: Final = tuple(f.name for f in FIELDS if f.presence != "always")
+CONSENT_FIELDS: Final = tuple(f.name for f in layout(1).fields if f.presence != "always")
 # Every column of the log's table that holds a record field (`v` included since both
 # versions share the table), and the personal columns erasure empties.
 STORED_FIELDS: Final = tuple(

@@ -16,44 +16,18 @@ from typing import Any
 import asyncpg
 import orjson
 
-from cmp.audit.record import FIELDS, PERSONAL, layout
+from cmp.audit.record import FIELDS, PERSONAL, STORED_FIELDS, layout
 from cmp.consent import StoredChoice
 from cmp.store.sqlfiles import queries
 
 SQL = queries("events")
 
-# One appended row (the composite type `cmp_new_event_v2`, sql/schema/0012), in order:
-# the record's stored fields (`cmp.audit.record.STORED_FIELDS`, each in its column) with
-# the request's number in the batch, the subject id, the body digest and the record's
-# canonical JSON split around seq, then the columns record version 2 added.
-# tests/store/test_record.py checks this list against the database's type and the
-# record declaration.
-NEW_EVENT_COLUMNS: tuple[str, ...] = (
-    "site_id",
-    "req",
-    "event_id",
-    "subject_id",
-    "subject_digest",
-    "policy_version",
-    "policy_sha256",
-    "action",
-    "purposes",
-    "services",
-    "gpc",
-    "language",
-    "source",
-    "page_url",
-    "origin",
-    "user_agent",
-    "ip_prefix",
-    "occurred_at",
-    "received_at",
-    "body_digest",
-    "head",
-    "tail",
-    "v",
-    *(name for _, c, s in layout(2).disclosures for name in (c, s)),
-)
+# One appended row is the composite type `cmp_new_event_v2` (sql/schema/0012, and the
+# migrations after it that add a record field): its attributes are read from the
+# database once, and each is filled from the event by its name (`_column`), so that a
+# field added to the record needs no list here. An attribute nothing here can fill
+# stops the first append (tests/store/test_record.py checks every one).
+ROW_TYPE = "cmp_new_event_v2"
 
 NEW, DUPLICATE, CONFLICT, SKIPPED = "new", "duplicate", "conflict", "skipped"
 # Months of log partitions kept ready beyond the current one (made by `cmpd migrate`
@@ -125,7 +99,9 @@ def _column(name: str) -> Callable[[int, NewEvent], Any]:
         return lambda number, event: event.disclosed[name]
     if name in _CHOICES:
         return lambda number, event: _json_text(event.record[name])
-    return lambda number, event: event.record[name]
+    if name in _RECORD:
+        return lambda number, event: event.record.get(name)  # absent: not in its version
+    raise LookupError(f"{ROW_TYPE} has an attribute {name!r} no record field declares")
 
 
 def _hex_bytes(value: str | None) -> bytes | None:
@@ -149,18 +125,41 @@ _SALTS = frozenset(s for _, _, s in layout(2).disclosures)
 _COMMITMENTS = frozenset(c for _, c, _ in layout(2).disclosures)
 _PERSONAL = frozenset(f.name for f in PERSONAL)
 _CHOICES = frozenset(f.name for f in FIELDS if f.kind == "choices")
-_COLUMNS = tuple(_column(name) for name in NEW_EVENT_COLUMNS)
+_RECORD = frozenset(STORED_FIELDS)
 
 
-def _row(number: int, event: NewEvent) -> tuple[Any, ...]:
-    """The event as a `cmp_new_event_v2`, in the order of NEW_EVENT_COLUMNS."""
-    return tuple(column(number, event) for column in _COLUMNS)
+Getters = tuple[Callable[[int, NewEvent], Any], ...]
+_getters: dict[str, Getters] = {}
+
+
+async def row_columns(conn: asyncpg.Connection, row_type: str = ROW_TYPE) -> list[str]:
+    """The attributes of the append's row type, in order, as the database has them."""
+    names: list[str] = await conn.fetchval(SQL["select_row_columns"], row_type)
+    return names
+
+
+async def row_getters(conn: asyncpg.Connection, row_type: str = ROW_TYPE) -> Getters:
+    """One getter per attribute of `row_type` (asked of the database once per process)."""
+    known = _getters.get(row_type)
+    if known is None:
+        known = _getters[row_type] = tuple(
+            _column(name) for name in await row_columns(conn, row_type)
+        )
+    return known
+
+
+def as_row(getters: Getters, number: int, event: NewEvent) -> tuple[Any, ...]:
+    """The event as a row of the append's type, numbered in its batch."""
+    return tuple(get(number, event) for get in getters)
 
 
 async def write_batch(conn: asyncpg.Connection, batch: Sequence[Submission]) -> list[Submission]:
     """Store a batch in one statement; sets outcomes, returns the submissions deferred."""
     now, later = split_repeats(batch)
-    rows = [_row(n, event) for n, submission in enumerate(now) for event in submission.events]
+    getters = await row_getters(conn)
+    rows = [
+        as_row(getters, n, event) for n, submission in enumerate(now) for event in submission.events
+    ]
     outcomes: list[str] = await conn.fetchval(SQL["append_batch"], rows)
     at = 0
     for submission in now:

@@ -58,7 +58,9 @@ async def migrate(conn: asyncpg.Connection) -> list[str]:
                 await conn.execute(SQL["insert_applied_migration"], number, name)
             log.info("applied migration %s", name)
             done.append(name)
-        done += await apply_functions(conn)
+        # After a migration every file is applied again: one that dropped a type or a
+        # table (CASCADE) may have taken functions with it.
+        done += await apply_functions(conn, every=bool(done))
         # The log's coming months: the maintenance task keeps this up to date after.
         await make_partitions_ahead(conn)
         return done
@@ -66,9 +68,10 @@ async def migrate(conn: asyncpg.Connection) -> list[str]:
         await unlock_session(conn, MIGRATION_LOCK)
 
 
-async def apply_functions(conn: asyncpg.Connection) -> list[str]:
+async def apply_functions(conn: asyncpg.Connection, *, every: bool = False) -> list[str]:
     """(Re)define the functions of every `sql/functions/` file whose text changed since it
-    was last applied (the caller holds the migration lock); return the names applied.
+    was last applied, or of every file (`every`); the caller holds the migration lock.
+    Returns the names applied.
 
     Migrations keep the schema's history; these files are each function's one live
     definition, so a reader finds today's `cmp_append` in one place. Bodies are not
@@ -82,7 +85,7 @@ async def apply_functions(conn: asyncpg.Connection) -> list[str]:
     for path in function_files():
         text = path.read_text("utf-8")
         digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
-        if applied.get(path.name) == digest:
+        if applied.get(path.name) == digest and not every:
             continue
         async with conn.transaction():
             await conn.execute(SQL["set_local_no_body_checks"])

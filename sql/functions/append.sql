@@ -101,22 +101,8 @@ BEGIN
             PERFORM cmp_event_partition(r.m);
         END IF;
     END LOOP;
-    INSERT INTO consent_events (site_id, seq, event_id, subject_id, subject_digest,
-        policy_version, policy_sha256, action, purposes, services, gpc, language, source,
-        page_url, origin, user_agent, ip_prefix, occurred_at, received_at, prev_hash, hash,
-        v, subject_digest_sha256, subject_digest_salt, page_url_sha256, page_url_salt,
-        ip_prefix_sha256, ip_prefix_salt, user_agent_sha256, user_agent_salt)
-    SELECT k.site_id, c.seq, k.event_id, k.subject_id, k.subject_digest, k.policy_version,
-        k.policy_sha256, k.action, k.purposes::jsonb, k.services::jsonb, k.gpc, k.language,
-        k.source, k.page_url, k.origin, k.user_agent, k.ip_prefix, k.occurred_at,
-        k.received_at, c.prev_hash, c.hash,
-        k.v, k.subject_digest_sha256, k.subject_digest_salt, k.page_url_sha256,
-        k.page_url_salt, k.ip_prefix_sha256, k.ip_prefix_salt, k.user_agent_sha256,
-        k.user_agent_salt
-    FROM unnest(p_rows) WITH ORDINALITY AS k
-    JOIN unnest(seqs, prevs, hashes) WITH ORDINALITY AS c (seq, prev_hash, hash, i)
-        ON c.i = k.ordinality
-    WHERE c.seq IS NOT NULL;
+    -- Every stored column, generated from the record's declaration (sql/functions/record.sql).
+    PERFORM cmp_insert_events(p_rows, seqs, prevs, hashes);
     INSERT INTO consent_event_ids (site_id, event_id, body_digest)
     SELECT k.site_id, k.event_id, k.body_digest
     FROM unnest(p_rows) WITH ORDINALITY AS k

@@ -184,3 +184,27 @@ RETURNS bigint LANGUAGE sql AS $$
     )
     SELECT count(*) FROM erased
 $$;
+
+-- The append's INSERT (sql/functions/append.sql).
+CREATE OR REPLACE FUNCTION cmp_insert_events(
+    p_rows cmp_new_event_v2[], p_seqs bigint[], p_prevs text[], p_hashes text[]
+) RETURNS void LANGUAGE sql AS $$
+    INSERT INTO consent_events (
+        v, site_id, seq, event_id, subject_digest, policy_version, policy_sha256,
+        action, purposes, services, gpc, language, source, page_url, origin,
+        ip_prefix, user_agent, occurred_at, received_at, subject_digest_sha256,
+        subject_digest_salt, page_url_sha256, page_url_salt, ip_prefix_sha256,
+        ip_prefix_salt, user_agent_sha256, user_agent_salt, subject_id, prev_hash,
+        hash)
+    SELECT
+        k.v, k.site_id, c.seq, k.event_id, k.subject_digest, k.policy_version,
+        k.policy_sha256, k.action, k.purposes::jsonb, k.services::jsonb, k.gpc,
+        k.language, k.source, k.page_url, k.origin, k.ip_prefix, k.user_agent,
+        k.occurred_at, k.received_at, k.subject_digest_sha256, k.subject_digest_salt,
+        k.page_url_sha256, k.page_url_salt, k.ip_prefix_sha256, k.ip_prefix_salt,
+        k.user_agent_sha256, k.user_agent_salt, k.subject_id, c.prev_hash, c.hash
+    FROM unnest(p_rows) WITH ORDINALITY AS k
+    JOIN unnest(p_seqs, p_prevs, p_hashes) WITH ORDINALITY AS c (seq, prev_hash, hash, i)
+        ON c.i = k.ordinality
+    WHERE c.seq IS NOT NULL
+$$;

@@ -3,6 +3,12 @@
 -- sql/functions/append.sql).
 SELECT cmp_append($1::cmp_new_event_v2[]);
 
+-- name: select_row_columns
+-- The attributes of the append's row type $1, in order (cmp.store.events fills each).
+SELECT array_agg(attname::text ORDER BY attnum) FROM pg_attribute
+WHERE attrelid = (SELECT typrelid FROM pg_type WHERE oid = $1::regtype)
+  AND attnum > 0 AND NOT attisdropped;
+
 -- name: select_states
 -- Latest event of many (site, subject) pairs at once: the batched state read.
 SELECT s.site_id, s.subject_id, s.event_id::text AS event_id, s.policy_version, s.action,

@@ -17,7 +17,7 @@ from cmp.audit.chain import chain_record, committed, export_line
 from cmp.audit.record import PERSONAL, RECORD_VERSION, SALT_BYTES, layout
 from cmp.canonical import utc_text
 from cmp.ingest.build import split_at_seq
-from cmp.store.events import NEW_EVENT_COLUMNS, NewEvent, Submission, _row, write_batch
+from cmp.store.events import NewEvent, Submission, as_row, row_getters, write_batch
 
 
 def new_event(
@@ -97,15 +97,12 @@ def event_of(
     )
 
 
-# The columns `cmp_new_event` had before record version 2 (sql/schema/0012).
-BEFORE_V2 = NEW_EVENT_COLUMNS.index("v")
-
-
 async def append_before_v2(conn: asyncpg.Connection, events: list[NewEvent]) -> list[str]:
     """Store version 1 events as the previous release does (before 0012, or during a
     rolling upgrade): through `cmp_append(cmp_new_event[])`."""
     assert all(e.record["v"] == 1 for e in events)
-    rows = [_row(n, e)[:BEFORE_V2] for n, e in enumerate(events)]
+    getters = await row_getters(conn, "cmp_new_event")  # the type before 0012
+    rows = [as_row(getters, n, e) for n, e in enumerate(events)]
     outcomes: list[str] = await conn.fetchval("SELECT cmp_append($1::cmp_new_event[])", rows)
     return outcomes
 

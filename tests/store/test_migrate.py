@@ -78,6 +78,14 @@ async def test_a_changed_function_file_is_applied_again_and_alone(
         assert await migrate(conn) == [changed.name]
         assert await conn.fetchval("SELECT cmp_probe()") == 7
         assert await migrate(conn) == []
+        # A migration may drop what a function needs (a type, CASCADE): after one, every
+        # file is applied again, changed or not.
+        dropping = tmp_path / "9999_drop_probe.sql"
+        dropping.write_text("DROP FUNCTION cmp_probe();", "utf-8")
+        files = [*migration_files(), (9999, dropping.stem, dropping)]
+        monkeypatch.setattr(migrate_module, "migration_files", lambda: files)
+        assert await migrate(conn) == [dropping.stem] + [path.name for path in copies]
+        assert await conn.fetchval("SELECT cmp_probe()") == 7
     finally:
         await conn.close()
 

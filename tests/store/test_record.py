@@ -51,7 +51,7 @@ from cmp.canonical import canonical_json, utc_text
 from cmp.ingest.build import SEQ_MARK
 from cmp.store import tree as tree_store
 from cmp.store.audit import ExportFilter, erase_subject, export_lines
-from cmp.store.events import NEW_EVENT_COLUMNS, NewEvent, Submission, _row, write_batch
+from cmp.store.events import NewEvent, Submission, as_row, row_columns, row_getters, write_batch
 from cmp.store.sqlfiles import queries
 from tests.store.chainrows import event_of, insert_site, record_of_row
 
@@ -254,17 +254,13 @@ def test_every_copy_of_the_record_writes_the_declared_bytes(
 async def test_the_appended_row_is_the_declared_record_plus_the_requests_own(
     db: asyncpg.Connection,
 ) -> None:
-    """NEW_EVENT_COLUMNS is the database's `cmp_new_event_v2`; it and the log's table hold
-    every stored field of the declaration; `_row` fills each column from its source."""
-    type_columns = await db.fetchval(
-        "SELECT array_agg(attname::text ORDER BY attnum) FROM pg_attribute"
-        " WHERE attrelid = 'cmp_new_event_v2'::regclass AND attnum > 0 AND NOT attisdropped"
-    )
+    """The append's row type and the log's table hold every stored field of the
+    declaration; the write path fills each attribute of the type from its source."""
+    type_columns = await row_columns(db)
     table_columns = await db.fetchval(
         "SELECT array_agg(attname::text ORDER BY attnum) FROM pg_attribute"
         " WHERE attrelid = 'consent_events'::regclass AND attnum > 0 AND NOT attisdropped"
     )
-    assert tuple(type_columns) == NEW_EVENT_COLUMNS
     # One append over those rows (sql/functions/append.sql).
     appends = await db.fetch(
         "SELECT pg_get_function_identity_arguments(p.oid) AS args, l.lanname AS lang"
@@ -277,7 +273,7 @@ async def test_the_appended_row_is_the_declared_record_plus_the_requests_own(
     ]
     # seq comes from the database; the request brings the rest.
     own = {"req", "subject_id", "body_digest", "head", "tail"}
-    assert set(NEW_EVENT_COLUMNS) == set(STORED_FIELDS) - {"seq"} | own
+    assert set(type_columns) == set(STORED_FIELDS) - {"seq"} | own
     assert set(table_columns) == set(STORED_FIELDS) | set(LINK_FIELDS)
 
     # Every source a distinct value: each column must hold its own.
@@ -298,7 +294,7 @@ async def test_the_appended_row_is_the_declared_record_plus_the_requests_own(
         salts={name: f"<salt.{name}>".encode() for name in salts},
     )
     expected: list[Any] = []
-    for name in NEW_EVENT_COLUMNS:
+    for name in type_columns:
         if name == "req":
             expected.append(7)
         elif name in personal:  # version 2: the value beside the record, not in it
@@ -313,7 +309,7 @@ async def test_the_appended_row_is_the_declared_record_plus_the_requests_own(
             expected.append(f'"<{name}>"')  # as JSON text
         else:
             expected.append(record[name])
-    assert _row(7, event) == tuple(expected)
+    assert as_row(await row_getters(db), 7, event) == tuple(expected)
 
 
 @pytest.mark.parametrize(
