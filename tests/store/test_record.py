@@ -49,6 +49,7 @@ from cmp.audit.record import (
 from cmp.audit.verify import verify_export
 from cmp.canonical import canonical_json, utc_text
 from cmp.ingest.build import SEQ_MARK
+from cmp.store import recordsql
 from cmp.store import tree as tree_store
 from cmp.store.audit import ExportFilter, erase_subject, export_lines
 from cmp.store.events import NewEvent, Submission, as_row, row_columns, row_getters, write_batch
@@ -352,3 +353,10 @@ def test_the_auditors_table_lists_the_declared_fields_in_order() -> None:
     documented = re.findall(r"^\| `(\w+)` \|", table, re.MULTILINE)
     assert tuple(documented) == CHAIN_FIELDS
     assert f"exactly these {len(CHAIN_FIELDS)} keys" in text
+
+
+def test_the_generated_sql_is_what_the_declaration_generates() -> None:
+    """sql/functions/record.sql is `python -m cmp.store.recordsql`'s output: a field added
+    to the declaration without regenerating it fails here."""
+    generated = DOCS.parents[1] / "sql" / "functions" / "record.sql"
+    assert generated.read_text("utf-8") == recordsql.generated()
