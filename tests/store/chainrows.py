@@ -14,10 +14,12 @@ from typing import Any
 import asyncpg
 
 from cmp.audit.chain import chain_record, committed, export_line
-from cmp.audit.record import PERSONAL, RECORD_VERSION, SALT_BYTES, layout
+from cmp.audit.record import FIELDS, PERSONAL, RECORD_VERSION, SALT_BYTES, layout
 from cmp.canonical import utc_text
 from cmp.ingest.build import split_at_seq
 from cmp.store.events import NewEvent, Submission, as_row, row_getters, write_batch
+
+FIELD_NAMES = frozenset(f.name for f in FIELDS)
 
 
 def new_event(
@@ -68,15 +70,15 @@ def event_of(
     occurred_at: datetime | None,
     version: int = RECORD_VERSION,
 ) -> NewEvent:
-    """A NewEvent of record `version` from a record written in version 1's shape (every
-    personal value in the clear), as the ingest pipeline would build it."""
+    """A NewEvent of record `version` from every declared field's value (each personal
+    value in the clear; a field `full` lacks is null), as the ingest pipeline builds it."""
     disclosed = {f.name: full[f.name] for f in PERSONAL}
+    plain = {f.name: full.get(f.name) for f in layout(version).fields if f.name in FIELD_NAMES}
     if version == 1:
-        record, salts = {**full, "v": 1}, {}
+        record, salts = {**plain, "v": 1}, {}
     else:
         salt_bytes = secrets.token_bytes(SALT_BYTES * len(PERSONAL))
-        record = {k: v for k, v in full.items() if k not in disclosed}
-        record.update(v=version, **committed(disclosed, salt_bytes))
+        record = {**plain, "v": version, **committed(disclosed, salt_bytes)}
         salts = {
             salt: salt_bytes[i * SALT_BYTES : (i + 1) * SALT_BYTES]
             for i, (_, _, salt) in enumerate(layout(version).disclosures)
