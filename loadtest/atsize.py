@@ -44,7 +44,9 @@ from loadtest.report import say
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = Path(os.environ.get("CMP_ATSIZE_DATA", "/work/atsize-data"))
 MARKER = "atsize.json"
-# Bumped when the generator changes what a filled database holds.
+# Bumped when a filled database can no longer be measured. Not for a new record version:
+# a point's `record_version` says which one its fill wrote (absent: 1), and a fill of
+# version 1 records, migrated, is a log of both versions, as a real upgraded one is.
 FILL_VERSION = 1
 SAMPLE_SITE = 10  # a mid-size site of the skewed tail: exported and verified every run
 
@@ -130,14 +132,18 @@ def _export_and_verify(dsn: str, site: str, out: Path) -> dict[str, Any]:
         [*run, "verify", str(out)], env=env, capture_output=True, text=True, timeout=1800
     )
     leaves = []
+    versions: dict[str, int] = {}
     with out.open("rb") as fh:
         for line in fh:
-            leaves.append(merkle.leaf_hash(canonical_json(hashed_part(json.loads(line)))))
+            row = json.loads(line)
+            leaves.append(merkle.leaf_hash(canonical_json(hashed_part(row))))
+            versions[str(row["v"])] = versions.get(str(row["v"]), 0) + 1
     out.unlink()
     root = merkle.tree_root(len(leaves), merkle.list_getter(leaves)) if leaves else None
     return {
         "site": site,
         "records": len(leaves),
+        "record_versions": versions,
         "export_exit": export.returncode,
         "verify_exit": verify.returncode,
         "verify_says": verify.stdout.strip()[-300:],
@@ -193,7 +199,7 @@ async def main_async(args: argparse.Namespace, procs: servers.Processes) -> int:
         if info and info["database"] in existing:
             say(
                 f"atsize: {events:,} events: reusing database {info['database']} "
-                f"(filled {info['filled_at']})"
+                f"(filled {info['filled_at']}, record version {info.get('record_version', 1)})"
             )
             continue
         space = disk(data_dir)
@@ -237,8 +243,8 @@ async def main_async(args: argparse.Namespace, procs: servers.Processes) -> int:
             )
             say(
                 f"atsize: {info['database']}: sample {check['site']} ({check['records']:,} "
-                f"records): cmpd verify exit {check['verify_exit']}, tree root matches: "
-                f"{check['tree_root_matches']}"
+                f"records, versions {check['record_versions']}): cmpd verify exit "
+                f"{check['verify_exit']}, tree root matches: {check['tree_root_matches']}"
             )
             checks.append(check)
     if any(c["verify_exit"] or not c["tree_root_matches"] for c in checks):

@@ -28,33 +28,11 @@ from typing import Any
 import aiohttp
 import asyncpg
 
+from cmp.audit.record import RECORD_VERSION
 from loadtest import atsize_gen as gen
 from loadtest import seed, servers
 from loadtest.report import say
 
-EVENT_COLS = (
-    "site_id",
-    "seq",
-    "event_id",
-    "subject_id",
-    "subject_digest",
-    "policy_version",
-    "policy_sha256",
-    "action",
-    "purposes",
-    "services",
-    "gpc",
-    "language",
-    "source",
-    "page_url",
-    "origin",
-    "user_agent",
-    "ip_prefix",
-    "occurred_at",
-    "received_at",
-    "prev_hash",
-    "hash",
-)
 STATE_COLS = (
     "site_id",
     "subject_id",
@@ -128,9 +106,17 @@ def plans_of(
             start,
             end,
             seed_value,
+            heavy_subjects(i, n),
         )
         for i, n in enumerate(sizes)
     ]
+
+
+def heavy_subjects(index: int, events: int) -> int:
+    """The big site (the first) has `HEAVY_SUBJECTS` subjects of `HEAVY_RECORDS` records
+    (the erasures measured) when it is big enough."""
+    enough = index == 0 and events >= 4 * gen.HEAVY_SUBJECTS * gen.HEAVY_RECORDS
+    return gen.HEAVY_SUBJECTS if enough else 0
 
 
 def split_work(plans: list[gen.SitePlan], workers: int) -> list[list[gen.SitePlan]]:
@@ -159,7 +145,7 @@ async def _fill_sites(dsn: str, plans: list[gen.SitePlan], name: str) -> list[di
     async def flush(month: str | None = None) -> None:
         for key in [month] if month else list(months):
             await conn.copy_records_to_table(
-                f"consent_events_{key}", records=months.pop(key), columns=EVENT_COLS
+                f"consent_events_{key}", records=months.pop(key), columns=gen.EVENT_COLUMNS
             )
         if month is None or len(ids) >= FLUSH_ROWS:
             await conn.copy_records_to_table(
@@ -201,7 +187,15 @@ async def _fill_sites(dsn: str, plans: list[gen.SitePlan], name: str) -> list[di
                     s.root,
                     s.hash,
                 )
-            out.append({"site_id": s.site_id, "events": s.seq, "subjects": s.subjects})
+            out.append(
+                {
+                    "site_id": s.site_id,
+                    "events": s.seq,
+                    "subjects": s.subjects,
+                    "heavy_subjects": s.heavy,
+                    "heavy_records": gen.HEAVY_RECORDS,
+                }
+            )
             if time.perf_counter() >= next_report:
                 next_report += 30
                 say(f"  {name}: {done:,} events in {time.perf_counter() - started:.0f} s")
@@ -326,11 +320,12 @@ async def fill(
     big = (
         max(out, key=lambda s: s["events"])
         if out
-        else {"site_id": site_id(0), "events": 0, "subjects": 0}
+        else {"site_id": site_id(0), "events": 0, "subjects": 0, "heavy_subjects": 0}
     )
     return {
         "database": db_name,
         "events": total,
+        "record_version": RECORD_VERSION,
         "sites": sites,
         "subjects": sum(s["subjects"] for s in out),
         "big_site": big,

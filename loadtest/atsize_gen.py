@@ -2,17 +2,21 @@
 
 Deterministic from (seed, site): which subject each record is for, its action, its
 time within the months, its event id. Each record is the chain record the ingest
-pipeline builds (`cmp.ingest.build`: the same fields, the subject digest by the site's
-key, the purposes and services derived as `cmp.consent` derives them for the bench
-policy), hashed by the chain rule of `cmp.audit.chain` (the first record of every site
-is checked against `record_hash` itself), and its Merkle leaf put into tiles by
-`cmp.audit.tiles`, so the server's tree job finds the tree caught up.
+pipeline builds (`cmp.ingest.build`: record version `RECORD_VERSION`, the subject digest
+by the site's key, each personal value committed to with a fresh random salt by
+`cmp.audit.chain.committed`, the purposes and services derived as `cmp.consent` derives
+them for the bench policy), hashed by the chain rule of `cmp.audit.chain` (the first
+record of every site is checked against `record_hash` itself), and its Merkle leaf put
+into tiles by `cmp.audit.tiles`, so the server's tree job finds the tree caught up.
+Its row holds every column the declaration gives the log (`EVENT_COLUMNS`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import operator
 import random
+import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -20,7 +24,8 @@ from types import SimpleNamespace
 from typing import Any
 
 from cmp.audit import merkle, tiles
-from cmp.audit.chain import GENESIS, record_hash, subject_digest
+from cmp.audit.chain import GENESIS, check_record, committed, record_hash, subject_digest
+from cmp.audit.record import PERSONAL, RECORD_VERSION, SALT_BYTES, STORED_FIELDS, layout
 from cmp.canonical import canonical_json, utc_text
 from cmp.ingest.build import body_digest
 
@@ -31,7 +36,24 @@ CUSTOM_SENT = {"preferences": True, "statistics": False, "marketing": False}
 ACTIONS = ("accept_all", "reject_all", "custom")
 SOURCE = "cmp-banner/1.0"
 USER_AGENT = "Mozilla/5.0 (X11; Linux x86_64) atsize"
+IP_PREFIX = "203.0.113.0/24"
 EVENTS_PER_SUBJECT = 3.5
+# The big site's subjects with `HEAVY_RECORDS` records each (`SitePlan.heavy`): the ones
+# the at-size run erases.
+HEAVY_SUBJECTS, HEAVY_RECORDS = 20, 10
+
+SHAPE = layout(RECORD_VERSION)
+# The log's columns a record fills: every stored record field (`STORED_FIELDS`, each in
+# its column) and the current version's links (chain hashes, subject id; the disclosed
+# values and salts are stored fields already). tests/loadtest checks them against the table.
+EVENT_COLUMNS = tuple(dict.fromkeys((*STORED_FIELDS, *SHAPE.link_names)))
+_ROW = operator.itemgetter(*EVENT_COLUMNS)
+# (commitment, salt column, offset of its salt) of each personal field, as `committed`
+# slices one draw of salts.
+_DISCLOSED = tuple(
+    (commitment, salt, i * SALT_BYTES) for i, (_, commitment, salt) in enumerate(SHAPE.disclosures)
+)
+_SALT_DRAW = SALT_BYTES * len(PERSONAL)
 
 
 def _choices(action: str) -> tuple[dict[str, bool], dict[str, bool]]:
@@ -71,6 +93,7 @@ class SitePlan:
     start: datetime  # first month's start (UTC)
     end: datetime  # the month after the last one
     seed: int
+    heavy: int = 0  # subjects with HEAVY_RECORDS records each: the top of the range
 
 
 @dataclass
@@ -83,6 +106,20 @@ class SiteOut:
     root: bytes
     tiles: dict[tiles.TileKey, bytes]
     subjects: int
+    heavy: int
+
+
+def owners(n: int, subjects: int, heavy: int, rng: random.Random) -> list[int]:
+    """Whose each of `n` records is: the last `heavy` subjects have `HEAVY_RECORDS`
+    each, the others share the rest evenly (3 or 4 each at 3.5), in shuffled order."""
+    many = heavy * HEAVY_RECORDS
+    if heavy and (heavy >= subjects or n - many < subjects - heavy):
+        raise ValueError(f"{n} records cannot give {heavy} of {subjects} subjects {HEAVY_RECORDS}")
+    light = subjects - heavy
+    owner = [i % light for i in range(n - many)] if n else []
+    owner += [light + j for j in range(heavy) for _ in range(HEAVY_RECORDS)]
+    rng.shuffle(owner)  # spread over the months
+    return owner
 
 
 def month_key(at: datetime) -> str:
@@ -112,8 +149,7 @@ class SiteFill:
         n, site = plan.events, plan.site_id
         rng = random.Random(f"{plan.seed}/{site}")
         k_subjects = subjects_for(n)
-        owner = [i % k_subjects for i in range(n)] if n else []
-        rng.shuffle(owner)  # every subject has 3 or 4 records, spread over the months
+        owner = owners(n, k_subjects, plan.heavy, rng)
         last = [0] * k_subjects
         span_us = (plan.end - plan.start) // timedelta(microseconds=1)
         origin = f"https://{site}.example"
@@ -142,12 +178,18 @@ class SiteFill:
                 month, next_month = month_key(at), month_start(at, -1)
             seq = k + 1
             event_id = event_uuid(site, seq)
+            disclosed = {
+                "subject_digest": digest,
+                "page_url": page,
+                "ip_prefix": IP_PREFIX,
+                "user_agent": USER_AGENT,
+            }
+            salts = secrets.token_bytes(_SALT_DRAW)  # a fresh salt per field, as ingest
             record = {
-                "v": 1,
+                "v": RECORD_VERSION,
                 "site_id": site,
                 "seq": seq,
                 "event_id": event_id,
-                "subject_digest": digest,
                 "policy_version": 1,
                 "policy_sha256": plan.policy_sha256,
                 "action": action,
@@ -156,16 +198,15 @@ class SiteFill:
                 "gpc": False,
                 "language": "nb",
                 "source": SOURCE,
-                "page_url": page,
                 "origin": origin,
-                "ip_prefix": "203.0.113.0/24",
-                "user_agent": USER_AGENT,
                 "occurred_at": None,
                 "received_at": utc_text(at),
+                **committed(disclosed, salts),
             }
             data = canonical_json(record)
             digest_hex = hashlib.sha256(prev.encode("ascii") + data).hexdigest()
-            if k == 0:  # the chain rule, from its one definition
+            if k == 0:  # the record and the chain rule, from their one definition
+                check_record(record)
                 assert digest_hex == record_hash(prev, record)
             leaves.append(merkle.leaf_hash(data))
             sent = SimpleNamespace(
@@ -181,33 +222,24 @@ class SiteFill:
                 page_url=page,
             )
             p_text, s_text = CHOICE_TEXT[action]
-            yield (
-                month,
-                (
-                    site,
-                    seq,
-                    event_id,
-                    subject,
-                    digest,
-                    1,
-                    plan.policy_sha256,
-                    action,
-                    p_text,
-                    s_text,
-                    False,
-                    "nb",
-                    SOURCE,
-                    page,
-                    origin,
-                    USER_AGENT,
-                    "203.0.113.0/24",
-                    None,
-                    at,
-                    prev,
-                    digest_hex,
-                ),
-                (site, event_id, body_digest(sent)),
-            )
+            row = {
+                **record,
+                **disclosed,
+                "purposes": p_text,
+                "services": s_text,
+                "received_at": at,
+                "subject_id": subject,
+                "prev_hash": prev,
+                "hash": digest_hex,
+            }
+            for commitment, salt, at_byte in _DISCLOSED:
+                hex_commitment = record[commitment]
+                if hex_commitment is None:  # a null value: no commitment, no salt
+                    row[salt] = None
+                else:
+                    row[commitment] = bytes.fromhex(hex_commitment)
+                    row[salt] = salts[at_byte : at_byte + SALT_BYTES]
+            yield month, _ROW(row), (site, event_id, body_digest(sent))
             prev = digest_hex
         for s in range(k_subjects):
             k = last[s]
@@ -229,7 +261,7 @@ class SiteFill:
             )
         size, made = tiles.append(0, {}, leaves)
         root = merkle.tree_root(size, lambda lv, ix: tiles.node_from(made, lv, ix))
-        self.out = SiteOut(site, n, prev, root, made, k_subjects)
+        self.out = SiteOut(site, n, prev, root, made, k_subjects, plan.heavy)
 
 
 def months_between(start: datetime, end: datetime) -> list[datetime]:

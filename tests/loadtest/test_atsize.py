@@ -4,7 +4,9 @@ then measured without wrk (the HTTP, export, EXPLAIN and purge parts)."""
 
 from __future__ import annotations
 
+import random
 import secrets
+from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,6 +15,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from cmp.audit.record import PERSONAL, RECORD_VERSION
 from loadtest import atsize_fill, atsize_measure, servers
 from loadtest import atsize_gen as gen
 from loadtest.atsize import bring_up_to_date, check_sample
@@ -59,6 +62,18 @@ def test_sizes_are_skewed_and_exact() -> None:
     assert sum(gen.subjects_for(n) for n in sizes) >= 5_000_000
 
 
+def test_the_heavy_subjects_have_ten_records_and_the_others_three_or_four() -> None:
+    n = 5_000
+    k = gen.subjects_for(n)
+    counts = Counter(gen.owners(n, k, gen.HEAVY_SUBJECTS, random.Random(1)))
+    heavy = range(k - gen.HEAVY_SUBJECTS, k)
+    assert sorted(counts) == list(range(k))
+    assert {counts[s] for s in heavy} == {gen.HEAVY_RECORDS}
+    assert {c for s, c in counts.items() if s not in heavy} == {3, 4}
+    with pytest.raises(ValueError):
+        gen.owners(100, 29, 20, random.Random(1))
+
+
 async def test_the_fill_holds_what_it_says(server_dsn: str, filled: Any) -> None:
     info, _ = filled
     conn = await asyncpg.connect(servers.with_database(server_dsn, info["database"]))
@@ -89,6 +104,24 @@ async def test_the_fill_holds_what_it_says(server_dsn: str, filled: Any) -> None
             " ON c.oid = i.inhrelid JOIN pg_index x ON x.indrelid = c.oid"
             " WHERE i.inhparent = 'consent_events'::regclass GROUP BY 1"
         )
+        columns = await conn.fetch(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'consent_events'"
+        )
+        versions = await conn.fetch("SELECT v, count(*) AS n FROM consent_events GROUP BY v")
+        # Every personal value in its column, with its salt and the commitment to it.
+        disclosed = await conn.fetchval(
+            "SELECT count(*) FROM consent_events WHERE "
+            + " AND ".join(
+                f"{f} IS NOT NULL AND octet_length({f}_salt) = 16"
+                f" AND {f}_sha256 = sha256({f}_salt || convert_to({f}, 'UTF8'))"
+                for f in (p.name for p in PERSONAL)
+            )
+        )
+        heavy = await conn.fetch(
+            "SELECT subject_id, count(*) AS n FROM consent_events WHERE site_id = $1"
+            " GROUP BY 1 HAVING count(*) > 4",
+            info["big_site"]["site_id"],
+        )
     finally:
         await conn.close()
     assert [r["part"] for r in per_month] == [f"consent_events_{m}" for m in info["months"]]
@@ -99,6 +132,18 @@ async def test_the_fill_holds_what_it_says(server_dsn: str, filled: Any) -> None
     assert attached >= MONTHS + 1  # the filled months, and the current one made ahead
     # key, subject, time and erasure index in every month
     assert {r["n"] for r in indexed} == {4}
+    # What cmp writes now: every column of the log, records of the current version.
+    assert {r["column_name"] for r in columns} == set(gen.EVENT_COLUMNS)
+    assert (
+        {r["v"]: r["n"] for r in versions}
+        == {RECORD_VERSION: EVENTS}
+        == {RECORD_VERSION: disclosed}
+    )
+    subjects = info["big_site"]["subjects"]
+    assert info["record_version"] == RECORD_VERSION
+    top = [f"s-{subjects - 1 - i}" for i in range(gen.HEAVY_SUBJECTS)]
+    assert sorted(r["subject_id"] for r in heavy) == sorted(top)
+    assert {r["n"] for r in heavy} == {gen.HEAVY_RECORDS} and len(heavy) < subjects
 
 
 async def test_a_sample_site_verifies_and_its_tree_is_the_servers(
@@ -107,6 +152,7 @@ async def test_a_sample_site_verifies_and_its_tree_is_the_servers(
     info, data_dir = filled
     check = await check_sample(servers.with_database(server_dsn, info["database"]), info, data_dir)
     assert check["export_exit"] == 0 and check["records"] > 0
+    assert check["record_versions"] == {str(RECORD_VERSION): check["records"]}
     assert check["verify_exit"] == 0, check["verify_says"]
     assert check["tree_root_matches"]
 
