@@ -13,6 +13,7 @@ purge of the oldest month with ingest running beside it.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import secrets
 import shutil
@@ -33,7 +34,7 @@ from cmp.store.sqlfiles import queries
 from loadtest import atsize_explain, servers
 from loadtest import atsize_gen as gen
 from loadtest.export import measure_export
-from loadtest.receipts import summary
+from loadtest.receipts import pct, summary
 from loadtest.report import say
 from loadtest.runner import SCENARIOS, LoadConfig, Server, run_wrk
 
@@ -133,6 +134,73 @@ async def explain_target(
         tile_indexes=[0, (size - 1) // 256, (size - 1) // 65536],
         stats_rollup=(rollup["from_day"], rollup["through_day"]) if rollup else None,
     )
+
+
+def erasure_subjects(big: dict[str, Any]) -> list[str]:
+    """The subjects to erase: the big site's `HEAVY_RECORDS`-record subjects, the top of
+    its range (a fill older than them has 3 or 4 records there), so the state reads'
+    subjects stay as they were."""
+    subjects = big["subjects"]
+    count = big.get("heavy_subjects") or gen.HEAVY_SUBJECTS
+    return [f"s-{subjects - 1 - i}" for i in range(min(count, subjects))]
+
+
+async def _tree_idle(conn: asyncpg.Connection, within_s: float = 30.0) -> bool:
+    """Wait until the server's tree job has nothing to integrate or sign (so that it
+    writes no WAL while an erasure is measured); False if it is still busy."""
+    deadline = time.monotonic() + within_s
+    while await conn.fetch(queries("tree")["select_sites_to_integrate"]):
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.1)
+    return True
+
+
+async def measure_erasures(
+    session: aiohttp.ClientSession,
+    dsn: str,
+    site_url: str,
+    headers: dict[str, str],
+    subject_ids: list[str],
+) -> dict[str, Any]:
+    """Erase each subject through the API, one at a time with nothing else running (the
+    tree job idle): latency, records erased, and the WAL written between the insert
+    positions read on this connection before the request and after its answer."""
+    ms: list[float] = []
+    wal: list[float] = []
+    records: list[int] = []
+    busy = 0
+    conn = await asyncpg.connect(dsn)
+    try:
+        for subject in subject_ids:
+            busy += not await _tree_idle(conn)
+            lsn0 = await conn.fetchval("SELECT pg_current_wal_insert_lsn()")
+            t0 = time.perf_counter()
+            async with session.delete(f"{site_url}/subjects/{subject}", headers=headers) as resp:
+                body = await resp.read()
+                if resp.status != 200:
+                    raise RuntimeError(f"erasure of {subject}: HTTP {resp.status} {body[:200]!r}")
+            ms.append(1000 * (time.perf_counter() - t0))
+            wal.append(
+                float(
+                    await conn.fetchval(
+                        "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), $1)", lsn0
+                    )
+                )
+            )
+            records.append(int(json.loads(body)["erased_events"]))
+    finally:
+        await conn.close()
+    return {
+        **summary(ms),
+        "records_each": records,
+        "wal_bytes_each": [round(w) for w in wal],
+        "wal_bytes_p50": round(pct(wal, 50)),
+        "wal_bytes_p99": round(pct(wal, 99)),
+        "wal_bytes_max": round(max(wal, default=0)),
+        "wal_bytes_per_record": round(sum(wal) / max(sum(records), 1)),
+        "tree_busy": busy,
+    }
 
 
 async def _ingest_beside(
@@ -282,15 +350,9 @@ async def measure_point(
             ]
             result["history"] = summary(ms)
             root = {"Authorization": f"Bearer {admin}"}
-            # From the top of the range: the state reads' subjects stay as they were.
             if subjects:
-                result["erasure"] = summary(
-                    [
-                        await _timed(
-                            session, "DELETE", f"{site_url}/subjects/s-{subjects - 1 - i}", root
-                        )
-                        for i in range(20)
-                    ]
+                result["erasure"] = await measure_erasures(
+                    session, dsn, site_url, root, erasure_subjects(info["big_site"])
                 )
             if info["months"]:
                 newest = info["months"][-1]

@@ -29,6 +29,28 @@ def _at(*path: str) -> Getter:
     return get
 
 
+def _median(*path: str) -> Getter:
+    """The median of a list of numbers at `path`."""
+
+    def get(point: dict[str, Any]) -> float | None:
+        value: Any = point
+        for key in path:
+            if not isinstance(value, dict) or key not in value:
+                return None
+            value = value[key]
+        return float(statistics.median(value)) if isinstance(value, list) and value else None
+
+    return get
+
+
+def _kib(getter: Getter) -> Getter:
+    def get(point: dict[str, Any]) -> float | None:
+        value = getter(point)
+        return None if value is None else value / 2**10
+
+    return get
+
+
 def _mib(getter: Getter) -> Getter:
     def get(point: dict[str, Any]) -> float | None:
         value = getter(point)
@@ -59,6 +81,10 @@ ROWS: list[tuple[str, Getter, bool, int]] = [
     ("subject history p99 ms", _at("history", "p99_ms"), True, 1),
     ("erasure p50 ms", _at("erasure", "p50_ms"), True, 1),
     ("erasure p99 ms", _at("erasure", "p99_ms"), True, 1),
+    ("… records per erased subject", _median("erasure", "records_each"), True, 0),
+    ("… WAL per erasure p50 KB", _kib(_at("erasure", "wal_bytes_p50")), True, 1),
+    ("… WAL per erasure p99 KB", _kib(_at("erasure", "wal_bytes_p99")), True, 1),
+    ("… WAL per erased record KB", _kib(_at("erasure", "wal_bytes_per_record")), True, 1),
     (
         "export of the big site's newest month, records/s",
         _at("export_month", "records_per_s"),

@@ -74,6 +74,13 @@ def test_the_heavy_subjects_have_ten_records_and_the_others_three_or_four() -> N
         gen.owners(100, 29, 20, random.Random(1))
 
 
+def test_erasure_takes_the_heavy_subjects_or_the_top_of_an_older_fill() -> None:
+    new = {"subjects": 1428, "heavy_subjects": gen.HEAVY_SUBJECTS}
+    old = {"subjects": 1428}  # filled before the heavy subjects: 3 or 4 records each
+    top = [f"s-{1427 - i}" for i in range(gen.HEAVY_SUBJECTS)]
+    assert atsize_measure.erasure_subjects(new) == top == atsize_measure.erasure_subjects(old)
+
+
 async def test_the_fill_holds_what_it_says(server_dsn: str, filled: Any) -> None:
     info, _ = filled
     conn = await asyncpg.connect(servers.with_database(server_dsn, info["database"]))
@@ -181,7 +188,12 @@ async def test_a_measured_run_leaves_the_filled_database_as_it_was(
         await conn.close()
     assert result["sizes"]["events"] == EVENTS
     assert result["sizes"]["log_bytes_per_event"] > 100
-    assert result["history"]["n"] == 100 and result["erasure"]["n"] == 20
+    assert result["history"]["n"] == 100
+    erasure = result["erasure"]
+    assert erasure["n"] == gen.HEAVY_SUBJECTS == 20
+    assert erasure["records_each"] == [gen.HEAVY_RECORDS] * 20  # each answered 200
+    assert 0 < erasure["wal_bytes_p50"] <= erasure["wal_bytes_p99"] <= erasure["wal_bytes_max"]
+    assert erasure["wal_bytes_per_record"] > 0 and erasure["tree_busy"] == 0
     assert result["export_month"]["records"] == in_month > 0
     # The big site's whole export: its records, and the 20 `erased` records appended.
     assert result["export_site"]["records"] == EVENTS // 4 + 20
