@@ -5,9 +5,9 @@ The filled database is never changed: each run measures a copy made by
 the purge go with the copy, which is dropped afterwards), so a repeated run measures
 the same log. On the copy: bytes per event, then cmp (`cmpd serve`, one worker, as
 `make bench`) with wrk's single-event ingest, state read and 100-id lookup (the
-`make bench` scripts, c=64), a subject's history and erasures, exports of the big site
-(the newest month, and all of it), EXPLAIN of the request-path queries, and last a
-purge of the oldest month with ingest running beside it.
+`make bench` scripts, c=64), a subject's history, erasures and their WAL, exports of
+the big site (the newest month, and all of it), EXPLAIN of the request-path queries,
+and last a purge of the oldest month with ingest running beside it.
 """
 
 from __future__ import annotations
