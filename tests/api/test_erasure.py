@@ -9,6 +9,7 @@ included), while the export and the receipts of other subjects still verify, thr
 
 from __future__ import annotations
 
+import base64
 import json
 import secrets
 from datetime import UTC, datetime, timedelta
@@ -24,8 +25,10 @@ from cmp.audit.chain import subject_digest
 from cmp.audit.receipt import verify_receipt
 from cmp.audit.signing import parse_public_key
 from cmp.audit.verify import verify_export
+from cmp.canonical import canonical_json
 from cmp.config import Settings
 from cmp.store.stats import roll_up
+from tests.api.test_go_verifier import check
 from tests.api.test_receipts import settle
 from tests.factories import ADMIN, ORIGIN, event, make_key, make_site
 
@@ -78,7 +81,7 @@ async def scan(db: asyncpg.Connection, needles: list[str]) -> list[str]:
 
 
 async def test_erasure_leaves_no_personal_value_anywhere_and_every_proof_verifies(
-    proxied: TestClient, db: asyncpg.Connection, tmp_path: Path
+    proxied: TestClient, db: asyncpg.Connection, tmp_path: Path, tlogcheck: Path
 ) -> None:
     client = proxied
     site_id = await make_site(client)
@@ -150,9 +153,13 @@ async def test_erasure_leaves_no_personal_value_anywhere_and_every_proof_verifie
 
     assert main(["verify", str(export_file)]) == 0
 
-    # Other subjects' receipts verify, disclosures included.
+    # Other subjects' receipts verify, disclosures included: here, through
+    # `cmpd verify-receipt`, and through Go's tlog code.
     await settle(client, db, site_id)
-    key = parse_public_key(json.dumps(await (await client.get("/v1/log/public-key")).json()))
+    key_doc = await (await client.get("/v1/log/public-key", params={"site_id": site_id})).json()
+    key = parse_public_key(json.dumps(key_doc))
+    (tmp_path / "key.json").write_text(json.dumps(key_doc))
+    go_receipts = []
     for event_id in kept_events:
         r = await client.get(
             f"/v1/sites/{site_id}/receipts/{event_id}", params={"subject_id": kept["subject_id"]}
@@ -160,6 +167,22 @@ async def test_erasure_leaves_no_personal_value_anywhere_and_every_proof_verifie
         receipt = await r.json()
         assert receipt["disclosures"]["user_agent"]["value"] == kept["user_agent"]
         verify_receipt(receipt, key)
+        (tmp_path / "receipt.json").write_text(json.dumps(receipt))
+        argv = ["verify-receipt", str(tmp_path / "receipt.json")]
+        assert main([*argv, "--public-key", str(tmp_path / "key.json")]) == 0
+        go_receipts.append(
+            {
+                "record": base64.b64encode(canonical_json(receipt["record"])).decode(),
+                "leaf_index": receipt["leaf_index"],
+                "checkpoint": receipt["checkpoint"],
+                "inclusion_proof": receipt["inclusion_proof"],
+                "disclosures": receipt["disclosures"],
+            }
+        )
+    doc = {"verifier_key": key_doc["note_verifier_key"], "receipts": go_receipts, "consistency": []}
+    done = check(tlogcheck, tmp_path, doc)
+    assert done.returncode == 0, done.stderr
+    assert "2 inclusion proofs, 0 consistency proofs, 8 disclosures verified" in done.stdout
 
 
 async def test_erasing_a_subject_never_seen_is_404_and_appends_nothing(

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -21,40 +19,7 @@ from aiohttp.test_utils import TestClient
 
 from cmp.canonical import canonical_json
 from tests.api.test_receipts import post, receipt_of, settle
-from tests.factories import ROOT, event, make_key, make_site
-
-GOPATH = Path(os.environ.get("CMP_TEST_GOPATH", "/usr/share/gocode"))
-SOURCE = ROOT / "tools" / "tlogcheck" / "main.go"
-
-
-@pytest.fixture(scope="session")
-def tlogcheck() -> Path:
-    go = shutil.which("go") or (
-        "/usr/lib/go/bin/go" if Path("/usr/lib/go/bin/go").exists() else None
-    )
-    missing = None
-    if go is None:
-        missing = "go is not installed (Debian: golang-go)"
-    elif not (GOPATH / "src/golang.org/x/mod/sumdb/tlog").is_dir():
-        missing = f"golang.org/x/mod is not under {GOPATH} (Debian: golang-golang-x-mod-dev)"
-    if missing:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"independent verifier unavailable in CI: {missing}")
-        pytest.skip(reason=missing)
-    assert go is not None
-    out = ROOT / ".data" / "go"
-    out.mkdir(parents=True, exist_ok=True)
-    env = {
-        **os.environ,
-        "GO111MODULE": "off",
-        "GOPATH": str(GOPATH),
-        "GOCACHE": str(out / "cache"),
-        "GOFLAGS": "",
-        "CGO_ENABLED": "0",
-    }
-    binary = out / "tlogcheck"
-    subprocess.run([go, "build", "-o", str(binary), str(SOURCE)], env=env, check=True, timeout=600)
-    return binary
+from tests.factories import event, make_key, make_site
 
 
 def check(binary: Path, tmp_path: Path, doc: dict[str, Any]) -> subprocess.CompletedProcess[str]:
