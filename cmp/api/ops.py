@@ -13,7 +13,7 @@ from cmp.api.openapi import document
 from cmp.api.problems import problem_response
 from cmp.appkeys import METRICS, POOL
 from cmp.store.db import DB_ERRORS_OR_TIMEOUT
-from cmp.store.migrate import schema_status
+from cmp.store.migrate import schema_status, stale_functions
 
 
 async def healthz(request: web.Request, ctx: Context) -> web.Response:
@@ -25,13 +25,16 @@ async def readyz(request: web.Request, ctx: Context) -> web.Response:
         async with asyncio.timeout(2):
             async with request.app[POOL].acquire() as conn:
                 missing, unknown = await schema_status(conn)
+                stale = await stale_functions(conn)
     except DB_ERRORS_OR_TIMEOUT:
         return problem_response(
             503, "database unreachable", code="not-ready", headers={"Retry-After": "1"}
         )
-    if missing or unknown:
+    if missing or unknown or stale:
         return problem_response(
-            503, f"schema not current (missing {missing}, unknown {unknown})", code="not-ready"
+            503,
+            f"schema not current (missing {missing}, unknown {unknown}, functions {stale})",
+            code="not-ready",
         )
     return json_response({"status": "ready"})
 

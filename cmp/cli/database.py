@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from cmp.config import ConfigError, Settings
-from cmp.store.migrate import SchemaAheadError, migrate, schema_status
+from cmp.store.migrate import SchemaAheadError, migrate, schema_status, stale_functions
 
 T = TypeVar("T")
 
@@ -88,6 +88,9 @@ async def prepare_database(settings: Settings, dsn: str, *, demo: bool) -> None:
                 raise SchemaAheadError(f"database has unknown migrations {unknown}")
             if missing:
                 raise SchemaAheadError(f"database lacks migrations {missing}; run cmpd migrate")
+            stale = await stale_functions(conn)
+            if stale:
+                raise SchemaAheadError(f"database lacks functions of {stale}; run cmpd migrate")
         key = await ensure_root_key(
             conn, settings.admin_key.get_secret_value() if settings.admin_key else None
         )

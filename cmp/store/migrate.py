@@ -38,6 +38,19 @@ async def schema_status(conn: asyncpg.Connection) -> tuple[list[int], list[int]]
     return sorted(known - applied), sorted(applied - known)
 
 
+async def stale_functions(conn: asyncpg.Connection) -> list[str]:
+    """The `sql/functions/` files whose text the database does not hold as applied (new
+    code whose functions `cmpd migrate` has not applied yet)."""
+    if not await conn.fetchval(SQL["select_functions_table_exists"]):
+        return [path.name for path in function_files()]
+    applied = {r["name"]: r["sha256"] for r in await conn.fetch(SQL["select_function_digests"])}
+    return [
+        path.name
+        for path in function_files()
+        if applied.get(path.name) != hashlib.sha256(path.read_bytes()).hexdigest()
+    ]
+
+
 async def migrate(conn: asyncpg.Connection) -> list[str]:
     """Apply every pending migration; return the names applied."""
     await lock_session(conn, MIGRATION_LOCK)

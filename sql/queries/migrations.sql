@@ -26,6 +26,10 @@ CREATE TABLE IF NOT EXISTS schema_functions (
     applied_at timestamptz NOT NULL DEFAULT now()
 );
 
+-- name: select_functions_table_exists
+-- Whether function files were ever applied.
+SELECT to_regclass('schema_functions') IS NOT NULL;
+
 -- name: select_function_digests
 -- The digest of every function file as last applied.
 SELECT name, sha256 FROM schema_functions;

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
+import pytest
 from aiohttp.test_utils import TestClient
 
+import cmp.store.migrate as migrate_module
+from cmp.store.sqlfiles import function_files
 from tests.factories import ORIGIN, event, make_site
 
 
@@ -13,6 +17,17 @@ async def test_healthz_and_readyz(client: TestClient) -> None:
     assert (await client.get("/healthz")).status == 200
     r = await client.get("/readyz")
     assert r.status == 200 and (await r.json())["status"] == "ready"
+
+
+async def test_readyz_is_503_while_a_function_file_is_not_applied(
+    client: TestClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    newer = tmp_path / "zz_newer.sql"
+    newer.write_text("SELECT 1;")
+    files = [*function_files(), newer]
+    monkeypatch.setattr(migrate_module, "function_files", lambda: files)
+    r = await client.get("/readyz")
+    assert r.status == 503 and "zz_newer.sql" in (await r.json())["detail"]
 
 
 async def test_metrics_label_routes_not_ids(client: TestClient) -> None:

@@ -15,7 +15,7 @@ import cmp.store.migrate as migrate_module
 from cmp.audit.verify import verify_export
 from cmp.store import audit as audit_store
 from cmp.store.audit import ExportFilter
-from cmp.store.migrate import SchemaAheadError, migrate, schema_status
+from cmp.store.migrate import SchemaAheadError, migrate, schema_status, stale_functions
 from cmp.store.sqlfiles import function_files, migration_files
 from tests.store.chainrows import (
     append,
@@ -176,5 +176,26 @@ async def test_partitioning_a_populated_log_keeps_every_chain(fresh_database: An
             lines = await _export(conn, site_id)
             assert [json.loads(line)["v"] for line in lines[-3:]] == [1, 2, 1]
             assert len(lines) == 22 and verify_export(lines).ok
+    finally:
+        await conn.close()
+
+
+async def test_function_files_the_database_lacks_are_not_current(
+    fresh_database: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """New code whose function files `cmpd migrate` has not applied (no migration among
+    them) is refused at start and by /readyz, as missing migrations are."""
+    conn = await asyncpg.connect(await fresh_database())
+    try:
+        await migrate(conn)
+        assert await stale_functions(conn) == []
+        newer = tmp_path / "zz_newer.sql"
+        newer.write_text(
+            "CREATE OR REPLACE FUNCTION cmp_newer() RETURNS int LANGUAGE sql AS 'SELECT 1';"
+        )
+        monkeypatch.setattr(migrate_module, "function_files", lambda: [*function_files(), newer])
+        assert await stale_functions(conn) == ["zz_newer.sql"]
+        assert await migrate(conn) == ["zz_newer.sql"]
+        assert await stale_functions(conn) == []
     finally:
         await conn.close()
