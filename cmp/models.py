@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from cmp.errorcap import few_unknown_fields, within_budget
+from cmp.jurisdiction import MAX_RULES, Rule, RuleId, rule_errors
 from cmp.values import (
     MULTILINE_PATTERN,
     SUBJECT_ID_PATTERN,
@@ -85,6 +86,13 @@ class SiteIn(Strict):
     controller_contact: ControllerText | None = None
     jurisdiction: Jurisdiction | None = None
     withdrawal_url: WithdrawalUrl | None = None
+    # Jurisdiction rules (docs/jurisdictions.md): none means one opt-in rule for everyone.
+    jurisdictions: tuple[Rule, ...] | None = Field(default=None, min_length=1, max_length=MAX_RULES)
+    fallback: RuleId | None = None
+
+    def jurisdiction_errors(self) -> list[dict[str, str]]:
+        """Rules that are ambiguous or incomplete (`cmp.jurisdiction.rule_errors`)."""
+        return rule_errors(self.jurisdictions, self.fallback)
 
     @model_validator(mode="after")
     def _default_language_listed(self) -> SiteIn:

@@ -72,6 +72,9 @@ def load(path: Path) -> SiteFile:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise SiteFileError(f"{path}: {where}: {first['msg']}") from None
+    rule_errors = site.jurisdiction_errors()
+    if rule_errors:
+        raise SiteFileError(f"{path}: site{rule_errors[0]['pointer']}: {rule_errors[0]['detail']}")
     if policy is not None:
         errors = policy.language_errors(site.languages)
         if errors:

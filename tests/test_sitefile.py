@@ -38,6 +38,10 @@ async def test_demo_sites_load_with_their_seed_policies(conn: asyncpg.Connection
     sites = {site.site_id: site for site in await select_sites(conn)}
     assert set(sites) == {"kundetelling", "cifero", "ditt-ekstralager", "smartwatt", "innfram"}
     assert sites["smartwatt"].languages == ["nb", "sv", "en"]
+    for site in sites.values():  # opt-in everywhere (docs/jurisdictions.md)
+        assert site.jurisdictions is not None and site.fallback == "eea"
+        assert {r.model for r in site.jurisdictions} == {"opt_in"}
+        assert "NO" in site.jurisdictions[0].countries
     innfram = await select_policies(conn, "innfram")
     assert [(p.version, p.material) for p in innfram] == [(1, True), (2, False)]
     assert "Org.nr 000000000" in (innfram[0].texts["nb"].policy_text or "")
@@ -249,3 +253,16 @@ async def _policies(dsn: str, site_id: str) -> tuple[Any, list[PolicyVersion]]:
 def test_site_apply_refuses_a_site_file_that_is_not_a_regular_file(db_dsn: str) -> None:
     done = _site_apply(Path("/dev/zero"), db_dsn)
     assert done.returncode == 2 and done.stderr == "cmpd: /dev/zero: not a regular file\n"
+
+
+def test_a_site_file_with_ambiguous_rules_names_the_pointer(tmp_path: Path) -> None:
+    path = tmp_path / "site.toml"
+    path.write_text(
+        'site_id = "rules"\n[site]\nname = "x"\nlanguages = ["en"]\ndefault_language = "en"\n'
+        '[[site.jurisdictions]]\nid = "a"\ncountries = ["NO"]\nmodel = "opt_in"\n'
+    )
+    with pytest.raises(sitefile.SiteFileError) as caught:
+        sitefile.load(path)
+    assert str(caught.value) == (
+        f"{path}: site/jurisdictions: exactly one rule must be the default (found 0)"
+    )

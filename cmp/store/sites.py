@@ -8,6 +8,7 @@ import asyncpg
 from pydantic import Field
 
 from cmp.canonical import content_sha256
+from cmp.jurisdiction import stored_rules
 from cmp.models import PolicyIn, PolicyVersion, Site, SiteIn
 from cmp.store.coordination import notify_change
 from cmp.store.sqlfiles import queries
@@ -61,6 +62,8 @@ def _site(record: asyncpg.Record) -> StoredSite:
         controller_contact=record["controller_contact"],
         jurisdiction=record["jurisdiction"],
         withdrawal_url=record["withdrawal_url"],
+        jurisdictions=stored_rules(record["jurisdictions"]),
+        fallback=record["fallback"],
         subject_key=bytes(record["subject_key"]),
         stats_link_key=bytes(record["stats_link_key"]),
     )
@@ -85,6 +88,10 @@ async def upsert_site(
             body.controller_contact,
             body.jurisdiction,
             body.withdrawal_url,
+            None
+            if body.jurisdictions is None
+            else [r.model_dump(mode="json") for r in body.jurisdictions],
+            body.fallback,
         )
         await notify_change(conn, "site", site_id)
     assert record is not None
