@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}")
 
 
 def _default_data_dir() -> Path:
@@ -43,6 +46,10 @@ class Settings(BaseSettings):
     log_format: Literal["json", "console"] = "console"
     # Proxies whose X-Forwarded-For is believed (CIDRs); empty = use the peer address.
     trusted_proxies: list[str] = Field(default_factory=list)
+    # Headers a trusted proxy sets with the visitor's country (ISO 3166-1) and region
+    # (ISO 3166-2, or its part after the dash); believed only from CMP_TRUSTED_PROXIES.
+    geo_country_header: str | None = None
+    geo_region_header: str | None = None
     demo: bool = False
     migrate_on_start: bool = True
     # Database pool: the ingest writer and state reader each hold a few connections.
@@ -84,6 +91,13 @@ class Settings(BaseSettings):
     def _cidrs(cls, value: list[str]) -> list[str]:
         for item in value:
             ipaddress.ip_network(item, strict=False)
+        return value
+
+    @field_validator("geo_country_header", "geo_region_header")
+    @classmethod
+    def _header_name(cls, value: str | None) -> str | None:
+        if value is not None and not _HEADER_NAME.fullmatch(value):
+            raise ValueError("must be an HTTP header name, e.g. CF-IPCountry")
         return value
 
     @field_validator("public_host")

@@ -26,6 +26,18 @@ def test_bad_configuration_stops_with_one_line_naming_the_variable(
     assert len(err.splitlines()) == 1 and "CMP_PORT" in err
 
 
+@pytest.mark.parametrize("value", ["CF IPCountry", "X-Country:", ""])
+def test_a_geo_header_that_is_no_header_name_stops_start_up(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], value: str
+) -> None:
+    from cmp.cli import main
+
+    monkeypatch.setenv("CMP_GEO_REGION_HEADER", value)
+    assert main(["migrate"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "CMP_GEO_REGION_HEADER" in err
+
+
 # --- `cmpd serve` start-up failures: one line naming the variable, never a traceback ---
 
 

@@ -21,6 +21,7 @@ from cmp.api.validation import read_bytes, refuse_encoded
 from cmp.appkeys import INGEST, METRICS, SETTINGS
 from cmp.commit import Unavailable
 from cmp.ingest import Accepted, Facts, Ingest, Rejected, request_facts
+from cmp.jurisdiction import UNKNOWN, Location, location_of
 from cmp.store.sites import StoredSite
 
 BODY_MAX = 64 * 1024
@@ -37,6 +38,30 @@ def cors_headers(origin: str | None) -> dict[str, str]:
 @functools.cache
 def _networks(cidrs: tuple[str, ...]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
     return [ipaddress.ip_network(c, strict=False) for c in cidrs]
+
+
+def visitor_location(request: web.Request) -> Location:
+    """The visitor's country and region from the headers CMP_GEO_COUNTRY_HEADER and
+    CMP_GEO_REGION_HEADER name, believed only when the peer is a trusted proxy: anyone
+    else could send them (SPEC §3.5a). Unknown otherwise."""
+    settings = request.app[SETTINGS]
+    if settings.geo_country_header is None and settings.geo_region_header is None:
+        return UNKNOWN
+    peer = request.remote
+    trusted = _networks(tuple(settings.trusted_proxies))
+    if peer is None or not trusted:
+        return UNKNOWN
+    try:
+        address = ipaddress.ip_address(peer)
+    except ValueError:
+        return UNKNOWN
+    if not any(address in net for net in trusted):
+        return UNKNOWN
+    headers = request.headers
+    return location_of(
+        headers.get(settings.geo_country_header) if settings.geo_country_header else None,
+        headers.get(settings.geo_region_header) if settings.geo_region_header else None,
+    )
 
 
 def client_ip(request: web.Request) -> str | None:
@@ -83,6 +108,7 @@ def facts_of(request: web.Request, origin: str | None) -> Facts:
         client_ip=client_ip(request),
         sec_gpc=request.headers.get("Sec-GPC"),
         now=datetime.now(UTC),
+        location=visitor_location(request),
     )
 
 

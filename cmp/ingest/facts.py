@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from cmp.canonical import utc_text
+from cmp.jurisdiction import UNKNOWN, Location
 
 USER_AGENT_MAX = 256
 
@@ -27,6 +28,7 @@ class Facts:
     gpc: bool
     received_at: datetime
     received_text: str  # received_at in the chain's form, formatted once per request
+    location: Location = UNKNOWN  # from a trusted proxy's headers only
 
 
 def request_facts(
@@ -36,6 +38,7 @@ def request_facts(
     client_ip: str | None,
     sec_gpc: str | None,
     now: datetime,
+    location: Location = UNKNOWN,
 ) -> Facts:
     return Facts(
         origin=origin,
@@ -44,6 +47,7 @@ def request_facts(
         gpc=(sec_gpc or "").strip() == "1",
         received_at=now,
         received_text=utc_text(now),
+        location=location,
     )
 
 
