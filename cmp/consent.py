@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from cmp.canonical import utc_text
+from cmp.jurisdiction import DEFAULT_RULE, Rule
 from cmp.models import CONSENT_SIGNALS, EventIn, PolicyVersion
 
 
@@ -78,6 +79,7 @@ class StoredChoice:
     services: dict[str, bool]
     gpc: bool
     recorded_at: datetime
+    rule: str | None = None  # None: recorded before rules (version 1)
 
 
 def derive_state(
@@ -90,11 +92,19 @@ def derive_state(
     choice: StoredChoice | None,
     choice_view: PolicyView | None,
     now: datetime,
+    rule: Rule = DEFAULT_RULE,
+    gpc: bool = False,
 ) -> dict[str, Any]:
-    """The state document (docs/api.md, Consent state)."""
+    """The state document (docs/api.md, Consent state) under the subject's `rule`.
+
+    `opt_in` fails closed: anything but a valid consent grants only required purposes.
+    `opt_out` and `notice_only` grant until the visitor says otherwise: without an event
+    the status is `default`, and a stale or expired event keeps its refusals; GPC (`gpc`,
+    the request's signal, or the event's) always denies the purposes marked `gpc`.
+    """
     current_version = current.version if current else None
     if choice is None:
-        status = "none"
+        status = "default" if rule.model != "opt_in" else "none"
     elif choice.policy_version < material_version:
         status = "stale"
     elif choice.recorded_at + timedelta(days=validity_days) <= now:
@@ -106,6 +116,14 @@ def derive_state(
         purposes = dict(choice.purposes)
         services = dict(choice.services)
         view = choice_view
+    elif rule.model != "opt_in" and current is not None:
+        # Granted unless refused: a refusal recorded earlier stays one.
+        refused = {k for k, v in choice.purposes.items() if not v} if choice else set()
+        purposes = {k: k not in refused for k in current.purposes}
+        if gpc or (choice is not None and choice.gpc):
+            purposes = apply_gpc(current, purposes)
+        services = current.services_for(purposes, {})
+        view, valid = current, True
     else:
         purposes = current.closed_purposes() if current else {}
         services = current.services_for(purposes, {}) if current else {}
@@ -114,14 +132,16 @@ def derive_state(
         "site_id": site_id,
         "subject_id": subject_id,
         "status": status,
-        "needs_prompt": not valid,
+        "needs_prompt": status in ("none", "stale", "expired"),
+        "rule": rule.id,
+        "model": rule.model,
         "policy_version": choice.policy_version if choice else None,
         "current_policy_version": current_version,
         "action": choice.action if choice else None,
         "purposes": purposes,
         "services": services,
         "consent_mode": consent_mode(view, purposes, valid),
-        "gpc": choice.gpc if choice else False,
+        "gpc": choice.gpc if choice else gpc,
         "event_id": choice.event_id if choice else None,
         "recorded_at": utc_text(choice.recorded_at) if choice else None,
         "expires_at": (

@@ -16,7 +16,7 @@ import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, Protocol
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
@@ -180,6 +180,8 @@ class Rules:
         self.by_id = {r.id: r for r in self.rules}
         self.default = next(r for r in self.rules if r.default)
         self.fallback = self.by_id.get(fallback or "", self.default)
+        # `rule_sha256` of each rule, made once rather than for every event
+        self.digests = {r.id: r.sha256() for r in self.rules}
         self._regions = {code: r for r in reversed(self.rules) for code in r.regions}
         self._countries = {code: r for r in reversed(self.rules) for code in r.countries}
 
@@ -200,6 +202,18 @@ def compile_rules(rules: tuple[Rule, ...] | None, fallback: str | None) -> Rules
     if not rules:
         return Rules((DEFAULT_RULE,), None)
     return Rules(rules, fallback)
+
+
+class HasRules(Protocol):
+    @property
+    def jurisdictions(self) -> tuple[Rule, ...] | None: ...
+    @property
+    def fallback(self) -> str | None: ...
+
+
+def site_rules(site: HasRules) -> Rules:
+    """A site's compiled rules."""
+    return compile_rules(site.jurisdictions, site.fallback)
 
 
 def stored_rules(value: Any) -> tuple[Rule, ...] | None:

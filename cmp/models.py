@@ -300,3 +300,8 @@ class EventBatch(BaseModel):
 
 class LookupIn(Strict):
     subject_ids: list[SubjectId] = Field(min_length=1, max_length=1000)
+    # The visitors' location, for subjects without an event (docs/jurisdictions.md).
+    country: Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{2}$")] | None = None
+    region: (
+        Annotated[str, StringConstraints(pattern=r"^([A-Za-z]{2}-)?[A-Za-z0-9]{1,3}$")] | None
+    ) = None

@@ -14,6 +14,7 @@ from cmp.api.validation import parse_json
 from cmp.appkeys import CATALOG, LOOKUP_SLOTS, STATE
 from cmp.commit import Unavailable
 from cmp.consent import derive_state
+from cmp.jurisdiction import UNKNOWN, Location, location_of, site_rules
 from cmp.models import LookupIn
 from cmp.store.sites import StoredSite
 from cmp.values import SUBJECT_ID_RE
@@ -29,8 +30,13 @@ def subject_id_of(request: web.Request) -> str:
     return subject_id
 
 
-async def states(request: web.Request, site: StoredSite, subject_ids: list[str]) -> list[bytes]:
-    """The state document of each subject, encoded as soon as it is made.
+async def states(
+    request: web.Request, site: StoredSite, subject_ids: list[str], where: Location = UNKNOWN
+) -> list[bytes]:
+    """The state document of each subject, encoded as soon as it is made, under the rule
+    of its latest event, or for a subject without one (or whose rule is gone) the rule
+    of `where` (docs/jurisdictions.md). `Sec-GPC: 1` on the request (a server-side tag
+    manager passes the visitor's on) denies the `gpc` purposes of a default state.
 
     A lookup of 1000 subjects holds 1000 small byte strings, not 1000 nested dicts:
     under many concurrent lookups that is what keeps a worker's memory flat.
@@ -48,9 +54,13 @@ async def states(request: web.Request, site: StoredSite, subject_ids: list[str])
         ) from None
     current, material = await catalog.current_view(site_id)
     now = datetime.now(UTC)
+    rules = site_rules(site)
+    located = rules.match(where)
+    gpc = request.headers.get("Sec-GPC", "").strip() == "1"
     results = []
     for subject_id in subject_ids:
         choice = found.get(subject_id)
+        rule = rules.by_id.get(choice.rule or "", located) if choice else located
         choice_view = await catalog.view(site_id, choice.policy_version) if choice else None
         results.append(
             dumps(
@@ -63,6 +73,8 @@ async def states(request: web.Request, site: StoredSite, subject_ids: list[str])
                     choice=choice,
                     choice_view=choice_view,
                     now=now,
+                    rule=rule,
+                    gpc=gpc,
                 )
             )
         )
@@ -79,12 +91,14 @@ def etagged(request: web.Request, body: bytes) -> web.Response:
 
 async def get_consent(request: web.Request, ctx: SiteContext) -> web.Response:
     subject_id = subject_id_of(request)
-    (state,) = await states(request, ctx.site, [subject_id])
+    where = location_of(request.query.get("country"), request.query.get("region"))
+    (state,) = await states(request, ctx.site, [subject_id], where)
     return etagged(request, state)
 
 
 async def post_lookup(request: web.Request, ctx: SiteContext) -> web.Response:
     body = await parse_json(request, LookupIn)
     async with request.app[LOOKUP_SLOTS]:
-        found = await states(request, ctx.site, body.subject_ids)
+        where = location_of(body.country, body.region)
+        found = await states(request, ctx.site, body.subject_ids, where)
         return etagged(request, b'{"results":[' + b",".join(found) + b"]}")

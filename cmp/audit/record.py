@@ -26,8 +26,9 @@ chains personal values as they are. Version 2 (`RECORD_VERSION`) chains each as 
 commitment: the record holds `<name>_sha256` = sha256(salt ‖ UTF-8 value) (null for a null
 value), and the export row carries the value and `<name>_salt` beside it (the disclosure of
 IETF SD-JWT, RFC 9901). Erasure deletes value and salt; the commitment keeps the chain
-verifying. `layout(v)` is everything a version's record and export row are made of;
-a field added to version 2 says `since=2`, and version 1 stays as it was.
+verifying. Version 2 also has fields of its own (`since=2`): the jurisdiction rule the
+event was recorded under, its hash, and the visitor's coarse location (not personal).
+`layout(v)` is everything a version's record and export row are made of.
 
 Everything that writes or reads a record is derived from `FIELDS` or checked against
 it: the chain rule (`cmp.audit.chain`: field list, checks, hash), the verifier's fast
@@ -63,8 +64,9 @@ class Field(NamedTuple):
 
 
 # Order is the documentation order (docs/audit-log.md); the hash does not depend on it
-# (canonical JSON sorts the keys). This is version 1's record; `layout` derives the rest.
-FIELDS: Final[tuple[Field, ...]] = (
+# (canonical JSON sorts the keys). Every field of every version: `layout(v)` takes those
+# `since` v or earlier, and derives version 2's commitments from the personal ones.
+ALL_FIELDS: Final[tuple[Field, ...]] = (
     Field("v", "version", "always"),
     Field("site_id", "text", "always"),
     Field("seq", "count", "always"),
@@ -76,6 +78,12 @@ FIELDS: Final[tuple[Field, ...]] = (
     Field("purposes", "choices", "consent"),
     Field("services", "choices", "optional"),
     Field("gpc", "bool", "optional"),
+    # Version 2: the jurisdiction rule the event was recorded under (docs/jurisdictions.md),
+    # its content hash as it was then, and the visitor's coarse location (not personal).
+    Field("rule", "text", "consent", since=2),
+    Field("rule_sha256", "hex64", "consent", since=2),
+    Field("country", "text", "optional", since=2),
+    Field("region", "text", "optional", since=2),
     Field("language", "text", "optional"),
     Field("source", "text", "optional"),
     Field("page_url", "text", "optional", personal=True),
@@ -85,7 +93,9 @@ FIELDS: Final[tuple[Field, ...]] = (
     Field("occurred_at", "time", "optional"),
     Field("received_at", "time", "always"),
 )
-PERSONAL: Final = tuple(f for f in FIELDS if f.personal)
+# Version 1's record, which existing logs are made of.
+FIELDS: Final = tuple(f for f in ALL_FIELDS if f.since == 1)
+PERSONAL: Final = tuple(f for f in ALL_FIELDS if f.personal)
 
 
 def commitment_of(name: str) -> str:
@@ -131,7 +141,9 @@ def layout(version: int) -> Layout:
     if version != 2:
         raise KeyError(version)
     fields, disclosures = [], []
-    for f in FIELDS:
+    for f in ALL_FIELDS:
+        if f.since > version:
+            continue
         if f.personal:
             commitment = commitment_of(f.name)
             fields.append(Field(commitment, "hex64", f.presence))
@@ -154,7 +166,7 @@ CONSENT_FIELDS: Final = tuple(f.name for f in layout(1).fields if f.presence != 
 # versions share the table), and the personal columns erasure empties.
 STORED_FIELDS: Final = tuple(
     dict.fromkeys(
-        [f.name for f in FIELDS]
+        [f.name for f in ALL_FIELDS]
         + [name for _, commitment, salt in layout(2).disclosures for name in (commitment, salt)]
     )
 )

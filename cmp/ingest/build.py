@@ -16,6 +16,7 @@ from cmp.audit.record import PERSONAL, RECORD_VERSION, SALT_BYTES, layout
 from cmp.canonical import canonical_json, utc_text
 from cmp.consent import PolicyView
 from cmp.ingest.facts import Facts
+from cmp.jurisdiction import site_rules
 from cmp.models import EventIn
 from cmp.store.events import NewEvent
 from cmp.store.sites import StoredSite
@@ -54,6 +55,8 @@ def build(
     facts: Facts,
 ) -> NewEvent:
     site_id = site.site_id
+    rules = site_rules(site)
+    rule = rules.match(facts.location)
     occurred = event.occurred_at  # in UTC already (cmp.models.OccurredAt)
     disclosed = {
         "subject_digest": subject_digest(site.subject_key, event.subject_id),
@@ -73,6 +76,10 @@ def build(
         "purposes": purposes,
         "services": services,
         "gpc": facts.gpc,
+        "rule": rule.id,
+        "rule_sha256": rules.digests[rule.id],
+        "country": facts.location.country,
+        "region": facts.location.region,
         "language": event.language,
         "source": event.source,
         "origin": facts.origin,

@@ -182,6 +182,7 @@ async def select_states(
             services=r["services"],
             gpc=r["gpc"],
             recorded_at=r["recorded_at"],
+            rule=r["rule"],
         )
         for r in rows
     }

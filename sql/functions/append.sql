@@ -10,7 +10,7 @@
 --
 -- History: 0002 (arrays), 0003 (rows), 0006 (partitioned log, ids table), 0008 (the
 -- retry check planned at each flush), 0012 (record version 2's columns, over rows of
--- cmp_new_event_v2; 0008's overload over cmp_new_event stays for the previous
+-- cmp_new_event_v2; then its rule, rule_sha256, country and region, and the state's rule; 0008's overload over cmp_new_event stays for the previous
 -- release's processes during a rolling upgrade).
 --
 -- That overload, cmp_append(cmp_new_event[]), is the one function not defined here: it
@@ -109,10 +109,10 @@ BEGIN
     JOIN unnest(seqs) WITH ORDINALITY AS c (seq, i) ON c.i = k.ordinality
     WHERE c.seq IS NOT NULL;
     INSERT INTO consent_state (site_id, subject_id, seq, event_id, policy_version, action,
-        purposes, services, gpc, recorded_at)
+        purposes, services, gpc, recorded_at, rule)
     SELECT DISTINCT ON (k.site_id, k.subject_id)
         k.site_id, k.subject_id, c.seq, k.event_id, k.policy_version, k.action,
-        k.purposes::jsonb, k.services::jsonb, k.gpc, k.received_at
+        k.purposes::jsonb, k.services::jsonb, k.gpc, k.received_at, k.rule
     FROM unnest(p_rows) WITH ORDINALITY AS k
     JOIN unnest(seqs) WITH ORDINALITY AS c (seq, i) ON c.i = k.ordinality
     WHERE c.seq IS NOT NULL
@@ -121,7 +121,7 @@ BEGIN
         SET seq = excluded.seq, event_id = excluded.event_id,
             policy_version = excluded.policy_version, action = excluded.action,
             purposes = excluded.purposes, services = excluded.services, gpc = excluded.gpc,
-            recorded_at = excluded.recorded_at
+            recorded_at = excluded.recorded_at, rule = excluded.rule
         WHERE consent_state.seq < excluded.seq;
     RETURN outcome;
 END $$;

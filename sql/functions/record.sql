@@ -22,6 +22,7 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
             || ',"purposes":'
         WHEN 2 THEN
             '{"action":' || coalesce(to_json(e.action)::text, 'null')
+            || ',"country":' || coalesce(to_json(e.country)::text, 'null')
             || ',"event_id":' || coalesce(to_json(e.event_id::text)::text, 'null')
             || ',"gpc":' || coalesce(e.gpc::text, 'null')
             || ',"hash":' || coalesce(to_json(e.hash)::text, 'null')
@@ -54,6 +55,7 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
             || ',"purposes":'
         WHEN 2 THEN
             '{"action":' || coalesce(to_json(e.action)::text, 'null')
+            || ',"country":' || coalesce(to_json(e.country)::text, 'null')
             || ',"event_id":' || coalesce(to_json(e.event_id::text)::text, 'null')
             || ',"gpc":' || coalesce(e.gpc::text, 'null')
             || ',"ip_prefix_sha256":' || coalesce('"' || encode(e.ip_prefix_sha256, 'hex') || '"', 'null')
@@ -74,6 +76,9 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
             || ',"services":'
         WHEN 2 THEN
             ',"received_at":' || coalesce('"' || cmp_utc_text(e.received_at) || '"', 'null')
+            || ',"region":' || coalesce(to_json(e.region)::text, 'null')
+            || ',"rule":' || coalesce(to_json(e.rule)::text, 'null')
+            || ',"rule_sha256":' || coalesce(to_json(e.rule_sha256)::text, 'null')
             || ',"seq":' || coalesce(e.seq::text, 'null')
             || ',"services":'
     END
@@ -84,6 +89,9 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
             || ',"services":'
         WHEN 2 THEN
             ',"received_at":' || coalesce('"' || cmp_utc_text(e.received_at) || '"', 'null')
+            || ',"region":' || coalesce(to_json(e.region)::text, 'null')
+            || ',"rule":' || coalesce(to_json(e.rule)::text, 'null')
+            || ',"rule_sha256":' || coalesce(to_json(e.rule_sha256)::text, 'null')
             || ',"seq":' || coalesce(e.seq::text, 'null')
             || ',"services":'
     END
@@ -191,18 +199,19 @@ CREATE OR REPLACE FUNCTION cmp_insert_events(
 ) RETURNS void LANGUAGE sql AS $$
     INSERT INTO consent_events (
         v, site_id, seq, event_id, subject_digest, policy_version, policy_sha256,
-        action, purposes, services, gpc, language, source, page_url, origin,
-        ip_prefix, user_agent, occurred_at, received_at, subject_digest_sha256,
-        subject_digest_salt, page_url_sha256, page_url_salt, ip_prefix_sha256,
-        ip_prefix_salt, user_agent_sha256, user_agent_salt, subject_id, prev_hash,
-        hash)
+        action, purposes, services, gpc, rule, rule_sha256, country, region,
+        language, source, page_url, origin, ip_prefix, user_agent, occurred_at,
+        received_at, subject_digest_sha256, subject_digest_salt, page_url_sha256,
+        page_url_salt, ip_prefix_sha256, ip_prefix_salt, user_agent_sha256,
+        user_agent_salt, subject_id, prev_hash, hash)
     SELECT
         k.v, k.site_id, c.seq, k.event_id, k.subject_digest, k.policy_version,
         k.policy_sha256, k.action, k.purposes::jsonb, k.services::jsonb, k.gpc,
-        k.language, k.source, k.page_url, k.origin, k.ip_prefix, k.user_agent,
-        k.occurred_at, k.received_at, k.subject_digest_sha256, k.subject_digest_salt,
-        k.page_url_sha256, k.page_url_salt, k.ip_prefix_sha256, k.ip_prefix_salt,
-        k.user_agent_sha256, k.user_agent_salt, k.subject_id, c.prev_hash, c.hash
+        k.rule, k.rule_sha256, k.country, k.region, k.language, k.source, k.page_url,
+        k.origin, k.ip_prefix, k.user_agent, k.occurred_at, k.received_at,
+        k.subject_digest_sha256, k.subject_digest_salt, k.page_url_sha256,
+        k.page_url_salt, k.ip_prefix_sha256, k.ip_prefix_salt, k.user_agent_sha256,
+        k.user_agent_salt, k.subject_id, c.prev_hash, c.hash
     FROM unnest(p_rows) WITH ORDINALITY AS k
     JOIN unnest(p_seqs, p_prevs, p_hashes) WITH ORDINALITY AS c (seq, prev_hash, hash, i)
         ON c.i = k.ordinality

@@ -12,7 +12,7 @@ WHERE attrelid = (SELECT typrelid FROM pg_type WHERE oid = $1::regtype)
 -- name: select_states
 -- Latest event of many (site, subject) pairs at once: the batched state read.
 SELECT s.site_id, s.subject_id, s.event_id::text AS event_id, s.policy_version, s.action,
-       s.purposes, s.services, s.gpc, s.recorded_at
+       s.purposes, s.services, s.gpc, s.recorded_at, s.rule
 FROM unnest($1::text[], $2::text[]) AS k (site_id, subject_id)
 JOIN consent_state s ON s.site_id = k.site_id AND s.subject_id = k.subject_id;
 

@@ -14,12 +14,23 @@ from typing import Any
 import asyncpg
 
 from cmp.audit.chain import chain_record, committed, export_line
-from cmp.audit.record import FIELDS, PERSONAL, RECORD_VERSION, SALT_BYTES, layout
+from cmp.audit.record import ALL_FIELDS, PERSONAL, RECORD_VERSION, SALT_BYTES, layout
 from cmp.canonical import utc_text
 from cmp.ingest.build import split_at_seq
+from cmp.jurisdiction import DEFAULT_RULE
 from cmp.store.events import NewEvent, Submission, as_row, row_getters, write_batch
 
-FIELD_NAMES = frozenset(f.name for f in FIELDS)
+FIELD_NAMES = frozenset(f.name for f in ALL_FIELDS)
+
+# Record version 2's own fields, which a version 1 record does not have, and their values
+# for a site without jurisdictions (everyone under the one opt-in rule, location unknown).
+LATER = frozenset(f.name for f in ALL_FIELDS if f.since > 1)
+LATER_DEFAULTS: dict[str, Any] = {
+    "rule": DEFAULT_RULE.id,
+    "rule_sha256": DEFAULT_RULE.sha256(),
+    "country": None,
+    "region": None,
+}
 
 
 def new_event(
@@ -72,6 +83,8 @@ def event_of(
 ) -> NewEvent:
     """A NewEvent of record `version` from every declared field's value (each personal
     value in the clear; a field `full` lacks is null), as the ingest pipeline builds it."""
+    if version > 1:
+        full = {**LATER_DEFAULTS, **full}
     disclosed = {f.name: full[f.name] for f in PERSONAL}
     plain = {f.name: full.get(f.name) for f in layout(version).fields if f.name in FIELD_NAMES}
     if version == 1:

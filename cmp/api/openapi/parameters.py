@@ -102,7 +102,13 @@ IF_NONE_MATCH = {
     "schema": {"type": "string"},
 }
 HEADERS: dict[str, list[dict[str, Any]]] = {
-    "get_consent": [IF_NONE_MATCH],
+    "get_consent": [
+        IF_NONE_MATCH,
+        query("country", {"type": "string", "description": "ISO 3166-1 alpha-2"}),
+        query(
+            "region", {"type": "string", "description": "ISO 3166-2, or its part after the dash"}
+        ),
+    ],
     "post_lookup": [IF_NONE_MATCH],
     "get_banner": [IF_NONE_MATCH],
     "get_klaro_config": [IF_NONE_MATCH],

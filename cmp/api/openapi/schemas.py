@@ -33,8 +33,10 @@ STATE = obj(
     {
         "site_id": STRING,
         "subject_id": STRING,
-        "status": {"enum": ["none", "valid", "stale", "expired"]},
+        "status": {"enum": ["none", "default", "valid", "stale", "expired"]},
         "needs_prompt": {"type": "boolean"},
+        "rule": STRING,
+        "model": {"enum": ["opt_in", "opt_out", "notice_only"]},
         "policy_version": {"type": ["integer", "null"]},
         "current_policy_version": {"type": ["integer", "null"]},
         "action": {"enum": ["accept_all", "reject_all", "custom", "withdraw", None]},
