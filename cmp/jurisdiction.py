@@ -1,4 +1,4 @@
-"""Jurisdiction rules of a site (SPEC §3.5a): which visitors a rule covers, its consent
+"""Jurisdiction rules of a site (docs/jurisdictions.md): which visitors a rule covers, its consent
 model, and which rule a visitor's location falls under. Pure: no I/O.
 
 A site's rules are ordered; each names countries (ISO 3166-1 alpha-2) and regions (ISO

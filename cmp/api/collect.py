@@ -43,7 +43,7 @@ def _networks(cidrs: tuple[str, ...]) -> list[ipaddress.IPv4Network | ipaddress.
 def visitor_location(request: web.Request) -> Location:
     """The visitor's country and region from the headers CMP_GEO_COUNTRY_HEADER and
     CMP_GEO_REGION_HEADER name, believed only when the peer is a trusted proxy: anyone
-    else could send them (SPEC §3.5a). Unknown otherwise."""
+    else could send them (docs/operations.md, Visitor location). Unknown otherwise."""
     settings = request.app[SETTINGS]
     if settings.geo_country_header is None and settings.geo_region_header is None:
         return UNKNOWN

@@ -10,7 +10,7 @@ ALTER TABLE consent_events
     ADD COLUMN country text,
     ADD COLUMN region text;
 
--- The subject's rule, so that its state is computed under it (SPEC §3.5a).
+-- The subject's rule, so that its state is computed under it (docs/jurisdictions.md).
 ALTER TABLE consent_state ADD COLUMN rule text;
 
 ALTER TYPE cmp_new_event_v2
