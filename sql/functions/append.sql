@@ -10,8 +10,8 @@
 --
 -- History: 0002 (arrays), 0003 (rows), 0006 (partitioned log, ids table), 0008 (the
 -- retry check planned at each flush), 0012 (record version 2's columns, over rows of
--- cmp_new_event_v2; then its rule, rule_sha256, country and region, and the state's rule; 0008's overload over cmp_new_event stays for the previous
--- release's processes during a rolling upgrade).
+-- cmp_new_event_v2; 0008's overload over cmp_new_event stays for the previous release's
+-- processes during a rolling upgrade), 0015 (the state's rule).
 --
 -- That overload, cmp_append(cmp_new_event[]), is the one function not defined here: it
 -- is frozen as sql/schema/0008_append_probe_ids.sql left it (the previous release's
