@@ -18,6 +18,7 @@ from cmp.appkeys import (
     CATALOG,
     COMMITTER,
     DSN,
+    IMPRESSIONS,
     INGEST,
     LIMITER,
     LONG_READS,
@@ -35,11 +36,14 @@ from cmp.catalog import Catalog
 from cmp.commit import GroupCommitter
 from cmp.config import Settings
 from cmp.ingest import Ingest
+from cmp.ingest.impressions import Impressions
 from cmp.maintenance import record_key_use, run_periodically
 from cmp.metrics import Metrics
 from cmp.ratelimit import RateLimiter
 from cmp.state import StateReader
 from cmp.store.db import create_pool
+from cmp.store.events import write_batch
+from cmp.store.impressions import write_impressions
 from cmp.store.longreads import LongReads
 from cmp.treelog import TreeLog, run_integration
 
@@ -156,14 +160,30 @@ async def committer(app: web.Application) -> AsyncIterator[None]:
     app[COMMITTER] = GroupCommitter(
         app[POOL],
         app[METRICS],
+        write_batch,
         batch_max=settings.batch_max,
         in_flight=settings.flushes_in_flight,
         queue_max=settings.queue_max,
         timeout_seconds=settings.commit_timeout_seconds,
     )
     app[INGEST] = Ingest(app[CATALOG], app[LIMITER], app[COMMITTER])
+    # Impressions: their own queue and rate buckets, so that the showings of visitors
+    # who never decide neither delay nor limit the decisions.
+    counter = GroupCommitter(
+        app[POOL],
+        app[METRICS],
+        write_impressions,
+        batch_max=settings.batch_max,
+        in_flight=settings.flushes_in_flight,
+        queue_max=settings.queue_max,
+        timeout_seconds=settings.commit_timeout_seconds,
+        observed=False,
+    )
+    limiter = RateLimiter(settings.rate_per_second, settings.rate_burst)
+    app[IMPRESSIONS] = Impressions(app[CATALOG], limiter, counter)
     yield
     await app[COMMITTER].drain()
+    await counter.drain()
 
 
 async def state_reader(app: web.Application) -> AsyncIterator[None]:

@@ -12,6 +12,7 @@ from cmp.catalog import Catalog
 from cmp.commit import GroupCommitter
 from cmp.config import Settings
 from cmp.ingest import Ingest
+from cmp.ingest.impressions import Impressions
 from cmp.metrics import Metrics
 from cmp.ratelimit import RateLimiter
 from cmp.state import StateReader
@@ -23,6 +24,7 @@ DSN = web.AppKey("dsn", str)  # where the pools connect (not in SETTINGS: a test
 POOL = web.AppKey("pool", asyncpg.Pool)
 CATALOG = web.AppKey("catalog", Catalog)
 COMMITTER = web.AppKey("committer", GroupCommitter)
+IMPRESSIONS = web.AppKey("impressions", Impressions)
 STATE = web.AppKey("state", StateReader)
 INGEST = web.AppKey("ingest", Ingest)
 METRICS = web.AppKey("metrics", Metrics)

@@ -18,13 +18,14 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, TypeVar
 
 import asyncpg
 
 from cmp.metrics import Metrics
 from cmp.store.db import DB_ERRORS, HeldConnections, db_error_text
-from cmp.store.events import NewEvent, Submission, write_batch
+from cmp.store.events import Submission
 
 log = logging.getLogger(__name__)
 
@@ -59,16 +60,21 @@ def data_error(exc: BaseException) -> str | None:
     return None
 
 
+R = TypeVar("R")
+# Writes a batch in one statement, sets each submission's outcomes, returns the deferred.
+Writer = Callable[[asyncpg.Connection, list[Submission[R]]], Awaitable[list[Submission[R]]]]
+
+
 async def write_isolated(
-    conn: asyncpg.Connection, batch: list[Submission]
-) -> tuple[list[Submission], list[tuple[Submission, str]]]:
+    conn: asyncpg.Connection, batch: list[Submission[R]], write: Writer[R]
+) -> tuple[list[Submission[R]], list[tuple[Submission[R], str]]]:
     """Write `batch`; on a data error, bisect so only the requests at fault are refused.
 
     Returns (deferred, refused): the submissions to retry in the next batch, and the
     ones refused with their SQLSTATE. One statement per half, each committed by itself.
     """
     try:
-        return await write_batch(conn, batch), []
+        return await write(conn, batch), []
     except asyncpg.PostgresError as exc:
         sqlstate = data_error(exc)
         if sqlstate is None:
@@ -77,36 +83,45 @@ async def write_isolated(
             log.warning("a request's events were refused by the database: SQLSTATE %s", sqlstate)
             return [], [(batch[0], sqlstate)]
     middle = len(batch) // 2
-    deferred, refused = await write_isolated(conn, batch[:middle])
-    more_deferred, more_refused = await write_isolated(conn, batch[middle:])
+    deferred, refused = await write_isolated(conn, batch[:middle], write)
+    more_deferred, more_refused = await write_isolated(conn, batch[middle:], write)
     return deferred + more_deferred, refused + more_refused
 
 
-class GroupCommitter:
+class GroupCommitter(Generic[R]):
+    """Group commit of the rows `write` stores: events, or impressions (which share
+    the algorithm, not the queue)."""
+
     def __init__(
         self,
         pool: asyncpg.Pool,
         metrics: Metrics,
+        write: Writer[R],
         *,
         batch_max: int,
         in_flight: int,
         queue_max: int,
         timeout_seconds: float = 10.0,
+        observed: bool = True,
     ) -> None:
         self._connections = HeldConnections(pool)
         self._metrics = metrics
+        self._write = write
         self._batch_max = batch_max
         self._slots = in_flight
         self._queue_max = queue_max
         self._timeout = timeout_seconds
-        self._pending: deque[tuple[Submission, asyncio.Future[None]]] = deque()
+        self._pending: deque[tuple[Submission[R], asyncio.Future[None]]] = deque()
         self._pending_events = 0
         self._active = 0
         self._tasks: set[asyncio.Task[None]] = set()
-        # Read when /metrics is scraped, not set on every request.
-        metrics.queue_depth.set_function(lambda: self._pending_events)
+        # The metrics describe the event log's committer; another one leaves them alone.
+        self._observed = observed
+        if observed:
+            # Read when /metrics is scraped, not set on every request.
+            metrics.queue_depth.set_function(lambda: self._pending_events)
 
-    async def submit(self, events: Sequence[NewEvent]) -> list[str]:
+    async def submit(self, events: Sequence[R]) -> list[str]:
         """Store the events of one request; returns one outcome per event."""
         if self._pending_events + len(events) > self._queue_max:
             raise Unavailable("queue-full")
@@ -129,8 +144,8 @@ class GroupCommitter:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    def _take(self) -> list[tuple[Submission, asyncio.Future[None]]]:
-        taken: list[tuple[Submission, asyncio.Future[None]]] = []
+    def _take(self) -> list[tuple[Submission[R], asyncio.Future[None]]]:
+        taken: list[tuple[Submission[R], asyncio.Future[None]]] = []
         count = 0
         while self._pending:
             size = len(self._pending[0][0].events)
@@ -151,7 +166,9 @@ class GroupCommitter:
             try:
                 async with asyncio.timeout(self._timeout), self._connections.use() as conn:
                     # One statement, committed by itself: no BEGIN/COMMIT round trips.
-                    deferred, refused = await write_isolated(conn, [s for s, _ in taken])
+                    deferred, refused = await write_isolated(
+                        conn, [s for s, _ in taken], self._write
+                    )
             except TimeoutError:
                 # The connection was dropped (HeldConnections: it may be stuck on a
                 # silent network); whatever the server still commits, a retry finds as
@@ -178,8 +195,9 @@ class GroupCommitter:
                 self._pending.appendleft((submission, futures[id(submission)]))
                 self._pending_events += len(submission.events)
             events = sum(len(s.events) for s, _ in taken if id(s) not in waiting)
-            self._metrics.batch_size.observe(events)
-            self._metrics.commit_seconds.observe(time.perf_counter() - started)
+            if self._observed:
+                self._metrics.batch_size.observe(events)
+                self._metrics.commit_seconds.observe(time.perf_counter() - started)
             for submission, future in taken:
                 if id(submission) not in waiting and not future.done():
                     future.set_result(None)
@@ -188,7 +206,7 @@ class GroupCommitter:
             self._start_flushes()
 
     @staticmethod
-    def _fail(taken: list[tuple[Submission, asyncio.Future[None]]], reason: str) -> None:
+    def _fail(taken: list[tuple[Submission[R], asyncio.Future[None]]], reason: str) -> None:
         for _, future in taken:
             if not future.done():
                 future.set_exception(Unavailable(reason))

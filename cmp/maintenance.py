@@ -21,6 +21,7 @@ from cmp.audit.signing import Signer
 from cmp.catalog import Catalog
 from cmp.store import audit as audit_store
 from cmp.store import events as events_store
+from cmp.store import impressions as impressions_store
 from cmp.store import stats as stats_store
 from cmp.store.audit import month_after, partition_month
 from cmp.store.coordination import CHECKPOINT_LOCK, PARTITION_LOCK, PURGE_LOCK, try_lock
@@ -72,7 +73,8 @@ async def make_partitions(conn: asyncpg.Connection) -> int:
     async with conn.transaction():
         if not await try_lock(conn, PARTITION_LOCK):
             return 0
-        return await events_store.make_partitions_ahead(conn)
+        made = await events_store.make_partitions_ahead(conn)
+        return made + await impressions_store.make_partitions_ahead(conn)
 
 
 async def purge(
@@ -161,6 +163,7 @@ async def run_periodically(
                 await make_partitions(conn)
                 # The stats' per-day rollup: nothing to do until a day closes.
                 await stats_store.roll_up(conn)
+                await impressions_store.roll_up(conn)
                 async with conn.transaction():
                     # Timers of replicas drift a little: a tenth of the interval is slack.
                     await store_checkpoints(conn, signer, min_age_seconds=checkpoint_every * 0.9)

@@ -305,3 +305,43 @@ class LookupIn(Strict):
     region: (
         Annotated[str, StringConstraints(pattern=r"^([A-Za-z]{2}-)?[A-Za-z0-9]{1,3}$")] | None
     ) = None
+
+
+# --- impressions -----------------------------------------------------------
+
+Surface = Literal["banner", "settings", "reprompt"]
+
+
+class ImpressionIn(BaseModel):
+    """One showing of the banner as a banner posts it (docs/api.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    impression_id: EventId
+    subject_id: SubjectId
+    policy_version: StrictInt = Field(ge=1, le=MAX_VERSION)
+    surface: Surface
+    variant: Key | None = None
+
+
+def _checked_impression(
+    value: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo
+) -> Any:
+    return within_budget(few_unknown_fields(value, ImpressionIn.model_fields), handler, info)
+
+
+class ImpressionBatch(BaseModel):
+    """`{"impressions": [...]}`, at most 100, its errors kept few as `EventBatch`'s."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    impressions: list[Annotated[ImpressionIn, WrapValidator(_checked_impression)]] = Field(
+        min_length=1, max_length=100
+    )
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _few_unknown_fields(
+        cls, value: Any, handler: ModelWrapValidatorHandler[ImpressionBatch]
+    ) -> ImpressionBatch:
+        return handler(few_unknown_fields(value, cls.model_fields))

@@ -18,7 +18,7 @@ from aiohttp import web
 from cmp.api.access import SiteContext
 from cmp.api.problems import Problem
 from cmp.api.validation import read_bytes, refuse_encoded
-from cmp.appkeys import INGEST, METRICS, SETTINGS
+from cmp.appkeys import IMPRESSIONS, INGEST, METRICS, SETTINGS
 from cmp.commit import Unavailable
 from cmp.ingest import Accepted, Facts, Ingest, Rejected, request_facts
 from cmp.jurisdiction import UNKNOWN, Location, location_of
@@ -128,30 +128,68 @@ async def collect(request: web.Request, site: StoredSite, entry: Entry) -> Accep
         raw = await read_body(request, origin)
         result = await entry(ingest, site, raw, facts)
     except Rejected as exc:
-        metrics.rejections.labels(exc.reason).inc()
-        headers = cors_headers(origin)
-        if exc.retry_after is not None:
-            headers["Retry-After"] = str(int(exc.retry_after) + 1)
-        raise Problem(
-            exc.status,
-            exc.detail,
-            code=exc.reason,
-            errors=exc.errors,
-            headers=headers,
-            errors_omitted=exc.errors_omitted,
-        ) from None
+        raise rejected_problem(request, exc, origin) from None
     except Unavailable as exc:
-        metrics.rejections.labels(f"unavailable-{exc.reason}").inc()
-        raise Problem(
-            503,
-            "the consent log cannot take events right now; retry",
-            code="unavailable",
-            headers={"Retry-After": "1", **cors_headers(origin)},
+        raise unavailable_problem(
+            request, exc, origin, "the consent log cannot take events right now; retry"
         ) from None
     metrics.accepted.inc(result.accepted)
     if result.duplicates:
         metrics.duplicates.inc(result.duplicates)
     return result
+
+
+def rejected_problem(request: web.Request, exc: Rejected, origin: str | None) -> Problem:
+    """A pipeline's rejection as the problem answered, with CORS headers."""
+    request.app[METRICS].rejections.labels(exc.reason).inc()
+    headers = cors_headers(origin)
+    if exc.retry_after is not None:
+        headers["Retry-After"] = str(int(exc.retry_after) + 1)
+    return Problem(
+        exc.status,
+        exc.detail,
+        code=exc.reason,
+        errors=exc.errors,
+        headers=headers,
+        errors_omitted=exc.errors_omitted,
+    )
+
+
+def unavailable_problem(
+    request: web.Request, exc: Unavailable, origin: str | None, detail: str
+) -> Problem:
+    request.app[METRICS].rejections.labels(f"unavailable-{exc.reason}").inc()
+    return Problem(
+        503,
+        detail,
+        code="unavailable",
+        headers={"Retry-After": "1", **cors_headers(origin)},
+    )
+
+
+async def post_impressions(request: web.Request, ctx: SiteContext) -> web.Response:
+    """Count showings of the banner (SPEC 3.5b): 202 once durably counted."""
+    origin = request.headers.get("Origin")
+    facts = facts_of(request, origin)
+    impressions = request.app[IMPRESSIONS]
+    try:
+        impressions.admit(ctx.site.site_id, facts)
+        raw = await read_body(request, origin)
+        result = await impressions.count(ctx.site, raw, facts)
+    except Rejected as exc:
+        raise rejected_problem(request, exc, origin) from None
+    except Unavailable as exc:
+        raise unavailable_problem(
+            request, exc, origin, "impressions cannot be counted right now; retry"
+        ) from None
+    body = b'{"counted":%d,"duplicates":%d,"ignored":%d}' % (
+        result.counted,
+        result.duplicates,
+        result.ignored,
+    )
+    return web.Response(
+        body=body, status=202, content_type="application/json", headers=cors_headers(origin)
+    )
 
 
 async def post_events(request: web.Request, ctx: SiteContext) -> web.Response:

@@ -27,7 +27,7 @@ from cmp.api import (
 )
 from cmp.api.access import ROUTE_TABLE, AnyRoute, Route, SiteRoute, guarded
 from cmp.api.context import UNMATCHED, unmatched, with_context
-from cmp.models import EventBatch, KeyIn, LookupIn, PolicyIn, SiteIn
+from cmp.models import EventBatch, ImpressionBatch, KeyIn, LookupIn, PolicyIn, SiteIn
 
 SITE_PATH = "/v1/sites/{site_id}"
 
@@ -111,6 +111,24 @@ ROUTES: tuple[AnyRoute, ...] = (
     SiteRoute(
         method="OPTIONS",
         path=f"{SITE_PATH}/events",
+        handler=collect.preflight,
+        scope="preflight",
+        tag="collect",
+        summary="CORS preflight",
+    ),
+    SiteRoute(
+        method="POST",
+        path=f"{SITE_PATH}/impressions",
+        handler=collect.post_impressions,
+        scope="origin",
+        body=ImpressionBatch,
+        tag="collect",
+        summary="Count showings of the banner (one, or {impressions: [...]} up to 100);"
+        " 202 once counted, each impression_id once",
+    ),
+    SiteRoute(
+        method="OPTIONS",
+        path=f"{SITE_PATH}/impressions",
         handler=collect.preflight,
         scope="preflight",
         tag="collect",
@@ -330,6 +348,7 @@ ROUTES: tuple[AnyRoute, ...] = (
 # first (a stable sort keeps each path's methods together).
 HOT_PATHS = (
     f"{SITE_PATH}/events",
+    f"{SITE_PATH}/impressions",
     f"{SITE_PATH}/subjects/{{subject_id}}/consent",
     f"{SITE_PATH}/consent/lookup",
 )

@@ -44,7 +44,9 @@ class Accepted:
 class Ingest:
     """The pipeline's entries, bound to the catalogue, the rate limiter and the committer."""
 
-    def __init__(self, catalog: Catalog, limiter: RateLimiter, committer: GroupCommitter) -> None:
+    def __init__(
+        self, catalog: Catalog, limiter: RateLimiter, committer: GroupCommitter[NewEvent]
+    ) -> None:
         self._catalog = catalog
         self._limiter = limiter
         self._committer = committer
@@ -159,7 +161,7 @@ async def prepare(
 # --- step 4: store --------------------------------------------------------------
 
 
-async def store_events(committer: GroupCommitter, events: list[NewEvent]) -> Accepted:
+async def store_events(committer: GroupCommitter[NewEvent], events: list[NewEvent]) -> Accepted:
     if not events:
         return Accepted(accepted=0, duplicates=0)
     try:

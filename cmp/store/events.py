@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import asyncpg
 import orjson
@@ -57,11 +57,15 @@ class NewEvent:
     salts: dict[str, bytes]
 
 
-@dataclass(slots=True)
-class Submission:
-    """The events of one request: stored all together or not at all."""
+Row = TypeVar("Row")
 
-    events: Sequence[NewEvent]
+
+@dataclass(slots=True)
+class Submission(Generic[Row]):
+    """The rows of one request (events; impressions, cmp.store.impressions): stored all
+    together or not at all."""
+
+    events: Sequence[Row]
     outcomes: list[str] | None = None
 
 
@@ -69,11 +73,13 @@ def _json_text(value: object) -> str:
     return orjson.dumps(value).decode("utf-8")
 
 
-def split_repeats(batch: Sequence[Submission]) -> tuple[list[Submission], list[Submission]]:
+def split_repeats(
+    batch: Sequence[Submission[NewEvent]],
+) -> tuple[list[Submission[NewEvent]], list[Submission[NewEvent]]]:
     """(now, later): a request repeating an event id already in the batch waits for the
     next batch, where the first one is stored and the repeat is a plain retry."""
-    now: list[Submission] = []
-    later: list[Submission] = []
+    now: list[Submission[NewEvent]] = []
+    later: list[Submission[NewEvent]] = []
     seen: set[tuple[str, str]] = set()
     for submission in batch:
         keys = [(e.site_id, e.event_id) for e in submission.events]
@@ -153,7 +159,9 @@ def as_row(getters: Getters, number: int, event: NewEvent) -> tuple[Any, ...]:
     return tuple(get(number, event) for get in getters)
 
 
-async def write_batch(conn: asyncpg.Connection, batch: Sequence[Submission]) -> list[Submission]:
+async def write_batch(
+    conn: asyncpg.Connection, batch: Sequence[Submission[NewEvent]]
+) -> list[Submission[NewEvent]]:
     """Store a batch in one statement; sets outcomes, returns the submissions deferred."""
     now, later = split_repeats(batch)
     getters = await row_getters(conn)

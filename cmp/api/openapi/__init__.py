@@ -25,7 +25,7 @@ from cmp import __version__
 from cmp.api.access import KEY_SCOPES, AnyRoute
 from cmp.api.openapi.operations import BODIES, operation
 from cmp.api.openapi.schemas import PROBLEM, REF
-from cmp.models import ApiKey, CreatedKey, EventIn, PolicyVersion, Site
+from cmp.models import ApiKey, CreatedKey, EventIn, ImpressionIn, PolicyVersion, Site
 
 RESPONSE_MODELS = (Site, PolicyVersion, ApiKey, CreatedKey)
 
@@ -33,7 +33,7 @@ RESPONSE_MODELS = (Site, PolicyVersion, ApiKey, CreatedKey)
 def schemas(routes: tuple[AnyRoute, ...]) -> tuple[dict[Any, Any], dict[str, Any]]:
     """The models' references by (model, mode), and their definitions by name."""
     bodies = {route.body for route in routes if route.body is not None}
-    bodies |= {EventIn, *BODIES.values()}
+    bodies |= {EventIn, ImpressionIn, *BODIES.values()}
     keyed: list[tuple[type[BaseModel], Any]] = [(m, "validation") for m in bodies]
     keyed += [(m, "serialization") for m in RESPONSE_MODELS]
     refs, top = models_json_schema(keyed, ref_template=REF)

@@ -13,7 +13,7 @@ from cmp.api.openapi.parameters import parameters
 from cmp.api.openapi.responses import SUCCESS, error_statuses, problem
 from cmp.api.openapi.schemas import RETRY_AFTER, json_body
 from cmp.integrations import CookieConsentIn, KlaroSubmitIn
-from cmp.models import EventIn
+from cmp.models import EventIn, ImpressionIn
 
 Refs = dict[tuple[type[BaseModel], Any], dict[str, Any]]
 
@@ -94,6 +94,11 @@ BODY_RULES: dict[str, str] = {
         " actions `purposes` must agree; a service may be granted only with its purpose;"
         " `language` must be one of the site's; `occurred_at` at most 5 minutes ahead."
     ),
+    "post_impressions": (
+        "Also accepted as `text/plain` (sendBeacon), the body still JSON."
+        " `policy_version` must exist for the site. The same `impression_id` counts once;"
+        " a known crawler's user agent is answered but not counted."
+    ),
 }
 
 
@@ -124,7 +129,7 @@ def responses(route: AnyRoute) -> dict[str, Any]:
         response: dict[str, Any] = {"description": text}
         if content is not None:
             response["content"] = content
-        if status == 202:
+        if status == 202 and route.name != "post_impressions":  # a receipt not signed yet
             response["headers"] = RETRY_AFTER
         links = LINKS.get((route.name, status))
         if links:
@@ -154,6 +159,8 @@ def operation(route: AnyRoute, refs: Refs, shared: set[str]) -> dict[str, Any]:
         schema = refs[(body, "validation")]
         if name == "post_events":  # one event, or {"events": [...]}
             schema = {"anyOf": [refs[(EventIn, "validation")], schema]}
+        if name == "post_impressions":  # one impression, or {"impressions": [...]}
+            schema = {"anyOf": [refs[(ImpressionIn, "validation")], schema]}
         op["requestBody"] = {"required": True, "content": json_body(schema)}
     op["responses"] = responses(route)
     return op

@@ -55,6 +55,12 @@ SUCCESS: dict[str, dict[int, tuple[str, dict[str, Any] | None]]] = {
     },
     "delete_key": {204: ("revoked", None)},
     "post_events": {201: ("committed", json_body(ACCEPTED))},
+    "post_impressions": {
+        202: (
+            "durably counted; `ignored`: sent by a known crawler, not counted",
+            json_body(obj({"counted": INT, "duplicates": INT, "ignored": INT})),
+        )
+    },
     "preflight": {204: ("CORS preflight allowed", None)},
     "post_cookieconsent": {201: ("committed", json_body(ACCEPTED))},
     "get_klaro_config": {
@@ -276,6 +282,8 @@ def error_statuses(route: AnyRoute) -> set[int]:
         statuses |= {400, 413, 415, 422}
     if name in COLLECT:
         statuses |= {409, 429}  # an event id re-sent with another body; the rate limit
+    if name == "post_impressions":
+        statuses.add(429)
     if name == "get_klaro_config":
         statuses |= {403, 429}  # Origin not allowed; its own rate
     if "{subject_id}" in route.path:

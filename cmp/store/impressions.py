@@ -1,0 +1,129 @@
+"""Impressions (SPEC 3.5b): counted in group-committed batches, rolled up by day.
+
+An impression is a statistic, not proof: it is not chained, and its raw row lives only
+as long as two things need it (RAW_DAYS): the dedup, which looks one day back for a
+retry from the banner's queue (the banner drops a queued impression after a day), and
+the day's rollup, which counts its unique visitors once the day has closed. After that
+the day's partition is dropped whole (sql/functions/impressions.sql); the counts stay in
+`impression_days`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Final
+
+import asyncpg
+
+from cmp.store.events import DUPLICATE, NEW, Submission
+from cmp.store.sqlfiles import queries
+
+SQL = queries("impressions")
+
+# Raw days kept behind today: yesterday (the dedup's look-back, and the day being
+# rolled up once it closed) and the day before (slack for a rollup that was late).
+RAW_DAYS: Final = 2
+DAYS_AHEAD: Final = 2  # partitions made ahead, so the insert's on-demand one is a fallback
+# A day is closed, and rolled up, this long after it ended (as the event stats').
+CLOSE_MARGIN: Final = timedelta(hours=1)
+DROP_LOCK_WAIT: Final = "1s"
+# The columns of `cmp_new_impression` (sql/schema/9004), in order.
+NEW_IMPRESSION_COLUMNS: Final = (
+    "site_id",
+    "impression_id",
+    "visitor",
+    "policy_version",
+    "surface",
+    "variant",
+    "received_at",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class NewImpression:
+    site_id: str
+    impression_id: str
+    visitor: bytes  # keyed digest of the subject id (cmp.ingest.impressions)
+    policy_version: int
+    surface: str
+    variant: str  # '' without variants
+    received_at: datetime
+
+
+def _row(i: NewImpression) -> tuple[object, ...]:
+    return (
+        i.site_id,
+        i.impression_id,
+        i.visitor,
+        i.policy_version,
+        i.surface,
+        i.variant,
+        i.received_at,
+    )
+
+
+async def write_impressions(
+    conn: asyncpg.Connection, batch: list[Submission[NewImpression]]
+) -> list[Submission[NewImpression]]:
+    """Count a batch in one statement; each submission's outcomes say which impressions
+    were new (the first of repeats within the batch) and which counted before."""
+    rows = [_row(i) for s in batch for i in s.events]
+    counted = {
+        (r["site_id"], r["impression_id"]) for r in await conn.fetch(SQL["count_impressions"], rows)
+    }
+    for submission in batch:
+        outcomes = []
+        for i in submission.events:
+            key = (i.site_id, i.impression_id)
+            outcomes.append(NEW if key in counted else DUPLICATE)
+            counted.discard(key)
+        submission.outcomes = outcomes
+    return []
+
+
+async def make_partitions_ahead(conn: asyncpg.Connection, days: int = DAYS_AHEAD) -> int:
+    return int(await conn.fetchval(SQL["partitions_ahead"], days))
+
+
+async def roll_up(conn: asyncpg.Connection, *, now: datetime | None = None) -> list[date]:
+    """Roll up every closed day not rolled up yet, then drop the raw days no longer
+    needed; returns the days rolled up now."""
+    now = now or datetime.now(UTC)
+    first_open = (now - CLOSE_MARGIN).astimezone(UTC).date()
+    rolled = []
+    for record in await conn.fetch(SQL["days_to_roll_up"], first_open):
+        async with conn.transaction():
+            if await conn.fetchval(SQL["roll_up_day"], record["day"]):
+                rolled.append(record["day"])
+    await drop_raw_days(conn, now=now)
+    return rolled
+
+
+async def drop_raw_days(conn: asyncpg.Connection, *, now: datetime | None = None) -> list[str]:
+    """Drop the partitions of rolled-up days older than RAW_DAYS behind today."""
+    today = (now or datetime.now(UTC)).astimezone(UTC).date()
+    async with conn.transaction():
+        records = await conn.fetch(
+            SQL["drop_days_before"], today - timedelta(days=RAW_DAYS), DROP_LOCK_WAIT
+        )
+    return [r["part"] for r in records]
+
+
+@dataclass(frozen=True, slots=True)
+class ImpressionDay:
+    day: date
+    variant: str
+    surface: str  # '' = every surface of the variant
+    impressions: int
+    visitors: int
+
+
+async def select_impression_days(
+    conn: asyncpg.Connection, site_id: str, first: date, end: date
+) -> list[ImpressionDay]:
+    """The site's impressions per day in [first, end), per variant and surface."""
+    return [
+        ImpressionDay(r["day"], r["variant"], r["surface"], r["impressions"], r["visitors"])
+        for r in await conn.fetch(SQL["select_impression_days"], site_id, first, end)
+    ]

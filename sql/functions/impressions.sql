@@ -1,0 +1,116 @@
+-- Impressions (SPEC 3.5b): their daily partitions, the counting insert, and the drop of
+-- days rolled up. History: 9004.
+
+-- The partition of UTC day p_day; created when missing. As cmp_event_partition: a new
+-- table attached under SHARE UPDATE EXCLUSIVE, which waits for no reader or writer.
+CREATE OR REPLACE FUNCTION cmp_impression_partition(p_day date) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    part text := 'impressions_' || to_char(p_day, 'YYYYMMDD');
+BEGIN
+    IF to_regclass(part) IS NOT NULL THEN
+        RETURN part;
+    END IF;
+    LOCK TABLE impressions IN SHARE UPDATE EXCLUSIVE MODE;
+    IF to_regclass(part) IS NULL THEN
+        EXECUTE format('CREATE TABLE %I (LIKE impressions INCLUDING DEFAULTS'
+                       ' INCLUDING CONSTRAINTS)', part);
+        EXECUTE format('ALTER TABLE impressions ATTACH PARTITION %I'
+                       ' FOR VALUES FROM (%L) TO (%L)', part, p_day, p_day + 1);
+    END IF;
+    RETURN part;
+END $$;
+
+-- Partitions for today and the p_days days after it; returns how many were new.
+CREATE OR REPLACE FUNCTION cmp_impression_partitions_ahead(p_days integer) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    d date;
+    made integer := 0;
+BEGIN
+    FOR d IN SELECT generate_series((now() AT TIME ZONE 'UTC')::date,
+                                    (now() AT TIME ZONE 'UTC')::date + p_days, '1 day')::date
+    LOOP
+        IF to_regclass('impressions_' || to_char(d, 'YYYYMMDD')) IS NULL THEN
+            PERFORM cmp_impression_partition(d);
+            made := made + 1;
+        END IF;
+    END LOOP;
+    RETURN made;
+END $$;
+
+-- Count a batch: each impression once by (site, impression id) over its day and the day
+-- before (a retry from the banner's queue comes within a day), the first of a batch's
+-- repeats wins. Returns the keys counted now; the rest were counted before.
+CREATE OR REPLACE FUNCTION cmp_count_impressions(p_rows cmp_new_impression[])
+RETURNS TABLE (site_id text, impression_id uuid) LANGUAGE plpgsql AS $$
+DECLARE
+    d date;
+BEGIN
+    -- Made ahead by maintenance; this is the fallback that never refuses a showing.
+    FOR d IN SELECT DISTINCT (k.received_at AT TIME ZONE 'UTC')::date FROM unnest(p_rows) AS k
+    LOOP
+        IF to_regclass('impressions_' || to_char(d, 'YYYYMMDD')) IS NULL THEN
+            PERFORM cmp_impression_partition(d);
+        END IF;
+    END LOOP;
+    RETURN QUERY
+    INSERT INTO impressions AS i (site_id, day, impression_id, visitor, policy_version,
+                                  surface, variant, received_at)
+    SELECT k.site_id, (k.received_at AT TIME ZONE 'UTC')::date, k.impression_id, k.visitor,
+           k.policy_version, k.surface, k.variant, k.received_at
+    FROM unnest(p_rows) AS k
+    WHERE NOT EXISTS (
+        SELECT 1 FROM impressions y
+        WHERE y.site_id = k.site_id AND y.impression_id = k.impression_id
+          AND y.day = (k.received_at AT TIME ZONE 'UTC')::date - 1)
+    ON CONFLICT DO NOTHING
+    RETURNING i.site_id, i.impression_id;
+END $$;
+
+-- Roll up closed day p_day (every site) into impression_days, once; false when it was
+-- rolled up already (by another process, or an earlier run).
+CREATE OR REPLACE FUNCTION cmp_roll_up_impressions(p_day date) RETURNS boolean
+LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO impression_rollup (day) VALUES (p_day) ON CONFLICT DO NOTHING;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    INSERT INTO impression_days (site_id, day, variant, surface, impressions, visitors)
+    SELECT i.site_id, p_day, i.variant, coalesce(i.surface, ''), count(*),
+           count(DISTINCT i.visitor)
+    FROM impressions i WHERE i.day = p_day
+    GROUP BY GROUPING SETS ((i.site_id, i.variant, i.surface), (i.site_id, i.variant));
+    RETURN true;
+END $$;
+
+-- Drop the partitions of rolled-up days before p_before; returns their names. A day
+-- whose drop waited longer than p_wait for the table's lock (ingest holds it in share
+-- mode) is left for the next run, so that ingest never queues behind it.
+CREATE OR REPLACE FUNCTION cmp_drop_impression_days(p_before date, p_wait text)
+RETURNS SETOF text LANGUAGE plpgsql AS $$
+DECLARE
+    part text;
+    saved text := current_setting('lock_timeout');
+BEGIN
+    FOR part IN
+        SELECT c.relname FROM pg_inherits h JOIN pg_class c ON c.oid = h.inhrelid
+        WHERE h.inhparent = 'impressions'::regclass
+          AND c.relname ~ '^impressions_[0-9]{8}$'
+          AND to_date(substr(c.relname, 13), 'YYYYMMDD') < p_before
+          AND EXISTS (SELECT 1 FROM impression_rollup r
+                      WHERE r.day = to_date(substr(c.relname, 13), 'YYYYMMDD'))
+        ORDER BY c.relname
+    LOOP
+        PERFORM set_config('lock_timeout', p_wait, true);
+        BEGIN
+            EXECUTE format('DROP TABLE %I', part);
+        EXCEPTION WHEN lock_not_available THEN
+            PERFORM set_config('lock_timeout', saved, true);
+            RETURN;
+        END;
+        PERFORM set_config('lock_timeout', saved, true);
+        RETURN NEXT part;
+    END LOOP;
+END $$;
