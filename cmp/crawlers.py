@@ -1,4 +1,4 @@
-"""Known crawlers by user agent: their impressions are not counted (SPEC 3.5b).
+"""Known crawlers by user agent: their impressions are not counted (docs/api.md).
 
 The list is the maintained one of the `crawler-user-agents` package (monperrus/
 crawler-user-agents, MIT): about 1,500 case-sensitive patterns, which its `is_crawler`

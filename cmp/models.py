@@ -274,6 +274,9 @@ class EventIn(BaseModel):
     occurred_at: OccurredAt | None = None
     source: Annotated[str, StringConstraints(max_length=64, pattern=TEXT_PATTERN)] | None = None
     page_url: PageUrl | None = None
+    # The showing this decision answers, and the banner variant it showed (docs/api.md).
+    impression_id: EventId | None = None
+    variant: Key | None = None
 
 
 def _checked_event(value: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo) -> Any:

@@ -168,7 +168,7 @@ def unavailable_problem(
 
 
 async def post_impressions(request: web.Request, ctx: SiteContext) -> web.Response:
-    """Count showings of the banner (SPEC 3.5b): 202 once durably counted."""
+    """Count showings of the banner (docs/api.md): 202 once durably counted."""
     origin = request.headers.get("Origin")
     facts = facts_of(request, origin)
     impressions = request.app[IMPRESSIONS]

@@ -189,6 +189,8 @@ class _Fast:
 # One pattern per version, told apart by the record's `v` (its last member).
 _FAST: Final = {version: _Fast(layout(version)) for version in RECORD_VERSIONS}
 _VERSION_AT_END: Final = re.compile(rb',"v":(\d+)\}$')
+# From version 2 on, `variant` sorts after `v`: the version is the member before it.
+_VERSION_BEFORE_VARIANT: Final = re.compile(rb',"v":(\d+),"variant":')
 
 
 # A log repeats a handful of choice maps millions of times: remember the verdicts.
@@ -229,6 +231,10 @@ def _disclosed(fast: _Fast, m: re.Match[bytes]) -> bool:
 
 def parse_fast(raw: bytes) -> Parsed | None:
     version = _VERSION_AT_END.search(raw[-12:])
+    if version is None:
+        # Found by its last occurrence; one inside a string value has escapes, which the
+        # version's pattern refuses, so such a line takes the definition.
+        version = _VERSION_BEFORE_VARIANT.match(raw, max(raw.rfind(b',"v":'), 0))
     fast = _FAST.get(int(version.group(1))) if version else None
     if fast is None:
         return None

@@ -92,6 +92,10 @@ ALL_FIELDS: Final[tuple[Field, ...]] = (
     Field("user_agent", "text", "optional", personal=True),
     Field("occurred_at", "time", "optional"),
     Field("received_at", "time", "always"),
+    # Version 2: the showing a decision answers (time to decision) and the banner
+    # variant it showed (docs/api.md, impressions).
+    Field("impression_id", "uuid", "optional", since=2),
+    Field("variant", "text", "optional", since=2),
 )
 # Version 1's record, which existing logs are made of.
 FIELDS: Final = tuple(f for f in ALL_FIELDS if f.since == 1)

@@ -29,6 +29,9 @@ def body_digest(event: EventIn) -> bytes:
     retried body do not matter.
     """
     occurred = event.occurred_at.isoformat() if event.occurred_at else ""
+    # Record version 2's fields join only when sent, so an event stored before them
+    # keeps its digest (its retry stays a duplicate).
+    added = (event.impression_id, event.variant)
     text = repr(
         (
             event.event_id,
@@ -42,6 +45,7 @@ def body_digest(event: EventIn) -> bytes:
             event.source,
             event.page_url,
         )
+        + (added if added != (None, None) else ())
     )
     return hashlib.sha256(text.encode("utf-8")).digest()[:16]
 
@@ -85,6 +89,8 @@ def build(
         "origin": facts.origin,
         "occurred_at": utc_text(occurred) if occurred else None,
         "received_at": facts.received_text,
+        "impression_id": event.impression_id,
+        "variant": event.variant,
         **committed(disclosed, salts),
     }
     head, tail = split_at_seq(record)

@@ -1,4 +1,4 @@
-"""The impression path: raw body → validated showings → counted rows (SPEC 3.5b).
+"""The impression path: raw body → validated showings → counted rows (docs/api.md).
 
 Cheaper than the event path by design: no chain, no record, no policy rules beyond the
 version and variant existing; a showing by a known crawler is answered but not counted.

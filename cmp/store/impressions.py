@@ -1,4 +1,4 @@
-"""Impressions (SPEC 3.5b): counted in group-committed batches, rolled up by day.
+"""Impressions (docs/api.md): counted in group-committed batches, rolled up by day.
 
 An impression is a statistic, not proof: it is not chained, and its raw row lives only
 as long as two things need it (RAW_DAYS): the dedup, which looks one day back for a
@@ -28,7 +28,7 @@ DAYS_AHEAD: Final = 2  # partitions made ahead, so the insert's on-demand one is
 # A day is closed, and rolled up, this long after it ended (as the event stats').
 CLOSE_MARGIN: Final = timedelta(hours=1)
 DROP_LOCK_WAIT: Final = "1s"
-# The columns of `cmp_new_impression` (sql/schema/9004), in order.
+# The columns of `cmp_new_impression` (sql/schema/0016), in order.
 NEW_IMPRESSION_COLUMNS: Final = (
     "site_id",
     "impression_id",

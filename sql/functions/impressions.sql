@@ -1,5 +1,5 @@
--- Impressions (SPEC 3.5b): their daily partitions, the counting insert, and the drop of
--- days rolled up. History: 9004.
+-- Impressions (docs/api.md): their daily partitions, the counting insert, and the drop of
+-- days rolled up. History: 0016.
 
 -- The partition of UTC day p_day; created when missing. As cmp_event_partition: a new
 -- table attached under SHARE UPDATE EXCLUSIVE, which waits for no reader or writer.

@@ -26,6 +26,7 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
             || ',"event_id":' || coalesce(to_json(e.event_id::text)::text, 'null')
             || ',"gpc":' || coalesce(e.gpc::text, 'null')
             || ',"hash":' || coalesce(to_json(e.hash)::text, 'null')
+            || ',"impression_id":' || coalesce(to_json(e.impression_id::text)::text, 'null')
             || ',"ip_prefix":' || coalesce(to_json(e.ip_prefix)::text, 'null')
             || ',"ip_prefix_salt":' || CASE WHEN e.ip_prefix IS NULL THEN 'null' ELSE '"' || encode(e.ip_prefix_salt, 'hex') || '"' END
             || ',"ip_prefix_sha256":' || coalesce('"' || encode(e.ip_prefix_sha256, 'hex') || '"', 'null')
@@ -58,6 +59,7 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
             || ',"country":' || coalesce(to_json(e.country)::text, 'null')
             || ',"event_id":' || coalesce(to_json(e.event_id::text)::text, 'null')
             || ',"gpc":' || coalesce(e.gpc::text, 'null')
+            || ',"impression_id":' || coalesce(to_json(e.impression_id::text)::text, 'null')
             || ',"ip_prefix_sha256":' || coalesce('"' || encode(e.ip_prefix_sha256, 'hex') || '"', 'null')
             || ',"language":' || coalesce(to_json(e.language)::text, 'null')
             || ',"occurred_at":' || coalesce('"' || cmp_utc_text(e.occurred_at) || '"', 'null')
@@ -117,6 +119,7 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
             || ',"user_agent_salt":' || CASE WHEN e.user_agent IS NULL THEN 'null' ELSE '"' || encode(e.user_agent_salt, 'hex') || '"' END
             || ',"user_agent_sha256":' || coalesce('"' || encode(e.user_agent_sha256, 'hex') || '"', 'null')
             || ',"v":' || '2'
+            || ',"variant":' || coalesce(to_json(e.variant)::text, 'null')
             || '}'
     END
     ELSE CASE e.v
@@ -133,6 +136,7 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
             || ',"subject_digest_sha256":' || coalesce('"' || encode(e.subject_digest_sha256, 'hex') || '"', 'null')
             || ',"user_agent_sha256":' || coalesce('"' || encode(e.user_agent_sha256, 'hex') || '"', 'null')
             || ',"v":' || '2'
+            || ',"variant":' || coalesce(to_json(e.variant)::text, 'null')
             || '}'
     END
     END
@@ -201,17 +205,18 @@ CREATE OR REPLACE FUNCTION cmp_insert_events(
         v, site_id, seq, event_id, subject_digest, policy_version, policy_sha256,
         action, purposes, services, gpc, rule, rule_sha256, country, region,
         language, source, page_url, origin, ip_prefix, user_agent, occurred_at,
-        received_at, subject_digest_sha256, subject_digest_salt, page_url_sha256,
-        page_url_salt, ip_prefix_sha256, ip_prefix_salt, user_agent_sha256,
-        user_agent_salt, subject_id, prev_hash, hash)
+        received_at, impression_id, variant, subject_digest_sha256,
+        subject_digest_salt, page_url_sha256, page_url_salt, ip_prefix_sha256,
+        ip_prefix_salt, user_agent_sha256, user_agent_salt, subject_id, prev_hash,
+        hash)
     SELECT
         k.v, k.site_id, c.seq, k.event_id, k.subject_digest, k.policy_version,
         k.policy_sha256, k.action, k.purposes::jsonb, k.services::jsonb, k.gpc,
         k.rule, k.rule_sha256, k.country, k.region, k.language, k.source, k.page_url,
         k.origin, k.ip_prefix, k.user_agent, k.occurred_at, k.received_at,
-        k.subject_digest_sha256, k.subject_digest_salt, k.page_url_sha256,
-        k.page_url_salt, k.ip_prefix_sha256, k.ip_prefix_salt, k.user_agent_sha256,
-        k.user_agent_salt, k.subject_id, c.prev_hash, c.hash
+        k.impression_id, k.variant, k.subject_digest_sha256, k.subject_digest_salt,
+        k.page_url_sha256, k.page_url_salt, k.ip_prefix_sha256, k.ip_prefix_salt,
+        k.user_agent_sha256, k.user_agent_salt, k.subject_id, c.prev_hash, c.hash
     FROM unnest(p_rows) WITH ORDINALITY AS k
     JOIN unnest(p_seqs, p_prevs, p_hashes) WITH ORDINALITY AS c (seq, prev_hash, hash, i)
         ON c.i = k.ordinality

@@ -1,4 +1,4 @@
--- Impressions (SPEC 3.5b): one showing of the banner, its settings layer or a re-prompt.
+-- Impressions (docs/api.md): one showing of the banner, its settings layer or a re-prompt.
 -- Statistics, not proof: not chained, and a raw row lives only as long as the dedup and
 -- the day's unique-visitor count need it (cmp/store/impressions.py, RAW_DAYS); closed
 -- days are rolled up into impression_days and their partitions dropped whole.

@@ -372,3 +372,21 @@ def test_ip_prefix_is_the_network_of_any_address(address: Any) -> None:
 def test_ip_prefix_refuses_what_is_not_an_address() -> None:
     for text in ["", "1.2.3", "1.2.3.4.5", "256.1.1.1", "x", "1.2.3.4/24"]:
         assert ip_prefix(text) is None, text
+
+
+async def test_an_event_carries_the_impression_it_answers_and_its_variant(
+    client: TestClient, site: str, db: asyncpg.Connection
+) -> None:
+    shown = "9d4f6a2b-3c1e-4f5a-8b7c-6d5e4f3a2b1c"
+    assert (await post(client, site, event(impression_id=shown.upper(), variant="b")))[0] == 201
+    row = (await stored(db, site))[0]
+    assert (str(row["impression_id"]), row["variant"]) == (shown, "b")
+    # Both are chained: the export's record holds them and verifies.
+    from cmp.audit.verify import verify_export
+
+    r = await client.get(f"/v1/sites/{site}/events", headers=ADMIN)
+    lines = (await r.text()).splitlines()
+    assert json.loads(lines[0])["impression_id"] == shown and verify_export(lines).ok
+    for bad in ({"impression_id": "x"}, {"variant": "B B"}):
+        status, body = await post(client, site, event(**bad))
+        assert status == 422 and body["errors"][0]["pointer"] == "/" + next(iter(bad))

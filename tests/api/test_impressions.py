@@ -1,4 +1,4 @@
-"""Impressions (SPEC 3.5b): counted once per id, crawlers not counted, bad input 4xx,
+"""Impressions (docs/api.md): counted once per id, crawlers not counted, bad input 4xx,
 raw days rolled up and dropped; through real HTTP against real PostgreSQL."""
 
 from __future__ import annotations
