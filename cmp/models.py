@@ -158,6 +158,17 @@ class Texts(Strict):
     ) = None
 
 
+class Variant(Strict):
+    """Other texts of a version, shown to the share `weight` of its subjects (SPEC 3.5b)."""
+
+    texts: dict[Lang, Texts] = Field(min_length=1)
+    weight: float = Field(gt=0, le=1, allow_inf_nan=False)
+
+
+VARIANTS_MAX = 10
+WEIGHT_SLACK = 1e-9  # weights are decimals a person wrote: 0.1 + 0.2 is not 0.3 in binary
+
+
 class PolicyIn(Strict):
     """Body of `POST /v1/sites/{site_id}/policies`: what the banner shows."""
 
@@ -165,6 +176,16 @@ class PolicyIn(Strict):
     policy_url: Annotated[str, StringConstraints(pattern=r"^https?://[!-~]+$", max_length=2000)]
     purposes: list[Purpose] = Field(min_length=1, max_length=50)
     texts: dict[Lang, Texts] = Field(min_length=1)
+    # Banner variants: each subject sees one (cmp.variants.assign); without, `texts`.
+    variants: dict[Key, Variant] | None = Field(default=None, min_length=1, max_length=VARIANTS_MAX)
+
+    @model_validator(mode="after")
+    def _weights_sum_to_one(self) -> PolicyIn:
+        if self.variants is not None:
+            total = sum(v.weight for v in self.variants.values())
+            if abs(total - 1) > WEIGHT_SLACK:
+                raise ValueError(f"variant weights must sum to 1 (they sum to {total:g})")
+        return self
 
     @model_validator(mode="after")
     def _keys_unique(self) -> PolicyIn:
@@ -184,6 +205,14 @@ class PolicyIn(Strict):
                 errors.append(
                     {"pointer": f"/texts/{lang}", "detail": f"texts for '{lang}' missing"}
                 )
+            for name, variant in (self.variants or {}).items():
+                if lang not in variant.texts:
+                    errors.append(
+                        {
+                            "pointer": f"/variants/{name}/texts/{lang}",
+                            "detail": f"texts for '{lang}' missing",
+                        }
+                    )
             for i, purpose in enumerate(self.purposes):
                 if lang not in purpose.title:
                     errors.append(
@@ -208,8 +237,10 @@ class PolicyIn(Strict):
         ]
 
     def document(self) -> dict[str, object]:
-        """What the content hash covers: everything a visitor could see."""
-        return self.model_dump(mode="json", exclude={"material"})
+        """What the content hash covers: everything a visitor could see, the variants'
+        texts too (absent when there are none, so earlier versions hash as they did)."""
+        exclude = {"material"} if self.variants is not None else {"material", "variants"}
+        return self.model_dump(mode="json", exclude=exclude)
 
 
 class PolicyVersion(Strict):
@@ -221,6 +252,7 @@ class PolicyVersion(Strict):
     policy_url: str
     purposes: list[Purpose]
     texts: dict[str, Texts]
+    variants: dict[str, Variant] | None = None
 
 
 # --- keys ------------------------------------------------------------------

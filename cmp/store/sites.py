@@ -136,6 +136,7 @@ def _policy(record: asyncpg.Record) -> PolicyVersion:
         policy_url=doc["policy_url"],
         purposes=doc["purposes"],
         texts=doc["texts"],
+        variants=doc.get("variants"),
     )
 
 
