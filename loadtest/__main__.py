@@ -75,7 +75,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--scenarios",
-        default=",".join(s.name for s in SCENARIOS),
+        default=",".join(s.name for s in SCENARIOS if s.name != "impressions-1"),
         help="comma-separated subset of: " + ", ".join(s.name for s in SCENARIOS),
     )
     p.add_argument("--workers", type=int, default=1, help="cmp worker processes")

@@ -42,6 +42,9 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("ingest-10", "batch.lua", "ingest POST, 10 events", 10),
     Scenario("state", "state.lua", "state GET"),
     Scenario("lookup-100", "lookup.lua", "lookup POST, 100 ids"),
+    # Not in `make bench`'s default set: `--scenarios ingest-1,impressions-1` compares
+    # the two write paths in one run (loadtest/README.md, Impressions).
+    Scenario("impressions-1", "impressions.lua", "impressions POST, 1 showing"),
 )
 
 
