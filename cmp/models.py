@@ -159,7 +159,7 @@ class Texts(Strict):
 
 
 class Variant(Strict):
-    """Other texts of a version, shown to the share `weight` of its subjects (SPEC 3.5b)."""
+    """Other texts of a version, shown to the share `weight` of its subjects (docs/api.md)."""
 
     texts: dict[Lang, Texts] = Field(min_length=1)
     weight: float = Field(gt=0, le=1, allow_inf_nan=False)

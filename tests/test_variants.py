@@ -1,4 +1,4 @@
-"""Banner variants (SPEC 3.5b): assignment is deterministic per subject and splits
+"""Banner variants (docs/api.md): assignment is deterministic per subject and splits
 subjects by the weights; a policy's variants are validated and part of its hash."""
 
 from __future__ import annotations
