@@ -28,6 +28,7 @@ from cmp.audit.chain import GENESIS, check_record, committed, record_hash, subje
 from cmp.audit.record import PERSONAL, RECORD_VERSION, SALT_BYTES, STORED_FIELDS, layout
 from cmp.canonical import canonical_json, utc_text
 from cmp.ingest.build import body_digest
+from cmp.jurisdiction import DEFAULT_RULE
 
 # The bench policy's purposes (loadtest.seed.policy_body) and their services.
 PURPOSES = ("necessary", "preferences", "statistics", "marketing")
@@ -54,6 +55,8 @@ _DISCLOSED = tuple(
     (commitment, salt, i * SALT_BYTES) for i, (_, commitment, salt) in enumerate(SHAPE.disclosures)
 )
 _SALT_DRAW = SALT_BYTES * len(PERSONAL)
+
+DEFAULT_RULE_SHA256 = DEFAULT_RULE.sha256()
 
 
 def _choices(action: str) -> tuple[dict[str, bool], dict[str, bool]]:
@@ -201,6 +204,13 @@ class SiteFill:
                 "origin": origin,
                 "occurred_at": None,
                 "received_at": utc_text(at),
+                # A site without jurisdictions: everyone under its one opt-in rule.
+                "rule": DEFAULT_RULE.id,
+                "rule_sha256": DEFAULT_RULE_SHA256,
+                "country": None,
+                "region": None,
+                "impression_id": None,
+                "variant": None,
                 **committed(disclosed, salts),
             }
             data = canonical_json(record)
@@ -220,6 +230,8 @@ class SiteFill:
                 occurred_at=None,
                 source=SOURCE,
                 page_url=page,
+                impression_id=None,
+                variant=None,
             )
             p_text, s_text = CHOICE_TEXT[action]
             row = {

@@ -11,6 +11,7 @@ import logging
 
 import asyncpg
 
+from cmp.store import impressions as impressions_store
 from cmp.store.coordination import MIGRATION_LOCK, lock_session, unlock_session
 from cmp.store.events import make_partitions_ahead
 from cmp.store.sqlfiles import function_files, migration_files, queries
@@ -74,8 +75,10 @@ async def migrate(conn: asyncpg.Connection) -> list[str]:
         # After a migration every file is applied again: one that dropped a type or a
         # table (CASCADE) may have taken functions with it.
         done += await apply_functions(conn, every=bool(done))
-        # The log's coming months: the maintenance task keeps this up to date after.
+        # The log's coming months and the impressions' coming days: the maintenance
+        # task keeps them up to date after.
         await make_partitions_ahead(conn)
+        await impressions_store.make_partitions_ahead(conn)
         return done
     finally:
         await unlock_session(conn, MIGRATION_LOCK)

@@ -67,6 +67,7 @@ VALID_BUT_REFUSED: dict[str, tuple[list[int], str]] = {
         " with other choices is 409",
     ),
     "post_klaro_submit": ([422], "consents must name the current policy's services"),
+    "post_impressions": ([422], "policy_version must exist for the site (stored state)"),
     "get_policy": ([404], "a version number that was never published"),
     "export_events": (
         [422],
