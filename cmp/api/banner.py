@@ -2,10 +2,13 @@
 
 The script is one static file (`cmp/static/banner.js`, read once) with a placeholder that
 is replaced by the site's configuration, built from the catalogue: languages, validity,
-the current and newest material policy version, purposes, services and texts. The
+the current and newest material policy version, purposes, services, texts and variants,
+and the visitor's jurisdiction rule with every rule's Consent Mode region list. The
 privacy-policy text itself stays out: it can be hundreds of KiB and the banner only links
-to it. The body is public and cacheable: a strong ETag (hash of the final body), five
-minutes of `max-age` so a new material version reaches visitors quickly, 304 on a match.
+to it. The body is cacheable: a strong ETag (hash of the final body), five minutes of
+`max-age` so a new material version reaches visitors quickly, 304 on a match. A site with
+rules gets one body per rule, so its answer is `private` (a shared cache would hand one
+visitor's rule to the next) and varies on the location headers.
 """
 
 from __future__ import annotations
@@ -23,13 +26,16 @@ from typing import Any
 from aiohttp import web
 
 from cmp.api.access import SiteContext
+from cmp.api.collect import visitor_location
 from cmp.api.problems import Problem
-from cmp.appkeys import CATALOG
-from cmp.models import PolicyVersion, Site
+from cmp.appkeys import CATALOG, SETTINGS
+from cmp.jurisdiction import Rule, Rules, site_rules
+from cmp.models import PolicyVersion, Site, Texts
 from cmp.store.sites import StoredSite
 
 PLACEHOLDER = "/*CMP_CONFIG*/null"
 CACHE_CONTROL = "public, max-age=300"
+CACHE_CONTROL_PER_RULE = "private, max-age=300"
 RENDERED_MAX = 512
 
 
@@ -42,7 +48,13 @@ def template() -> str:
     return text
 
 
-def banner_config(site: Site, policy: PolicyVersion, material_version: int) -> dict[str, Any]:
+def shown_texts(texts: dict[str, Texts]) -> dict[str, Any]:
+    return {lang: t.model_dump(mode="json", exclude={"policy_text"}) for lang, t in texts.items()}
+
+
+def banner_config(
+    site: Site, policy: PolicyVersion, material_version: int, rules: Rules, rule: Rule
+) -> dict[str, Any]:
     """What the script needs to show the banner and gate tags; no secrets, no policy text."""
     return {
         "site_id": site.site_id,
@@ -77,10 +89,19 @@ def banner_config(site: Site, policy: PolicyVersion, material_version: int) -> d
             }
             for p in policy.purposes
         ],
-        "texts": {
-            lang: texts.model_dump(mode="json", exclude={"policy_text"})
-            for lang, texts in policy.texts.items()
-        },
+        "texts": shown_texts(policy.texts),
+        # Each subject sees one variant's texts (cmp/variants.py, `variantOf` in the script).
+        "variants": {
+            name: {"weight": v.weight, "texts": shown_texts(v.texts)}
+            for name, v in (policy.variants or {}).items()
+        }
+        or None,
+        # The visitor's rule decides how the banner behaves; every rule's codes become a
+        # Consent Mode `region` default, for Google's own location of the visitor.
+        "rule": {"id": rule.id, "model": rule.model},
+        "regions": [
+            [[*r.countries, *r.regions], r.model] for r in rules.rules if r.countries or r.regions
+        ],
     }
 
 
@@ -124,14 +145,16 @@ def render(config: dict[str, Any]) -> Rendered:
 # the result depends only on the site row and its policy versions, which are all in the
 # key, so an entry can never be stale (a changed site has a new updated_at, a new policy
 # a new version).
-_rendered: OrderedDict[tuple[str, datetime, int, int], Rendered] = OrderedDict()
+_rendered: OrderedDict[tuple[str, datetime, int, int, str], Rendered] = OrderedDict()
 
 
 async def rendered_banner(request: web.Request, site: StoredSite) -> Rendered:
     catalog = request.app[CATALOG]
     site_id = site.site_id
     current, material = await catalog.policy_versions(site_id)
-    key = (site_id, site.updated_at, current, material)
+    rules = site_rules(site)
+    rule = rules.match(visitor_location(request)) if site.jurisdictions else rules.default
+    key = (site_id, site.updated_at, current, material, rule.id)
     found = _rendered.get(key)
     if found is not None:
         _rendered.move_to_end(key)
@@ -139,7 +162,7 @@ async def rendered_banner(request: web.Request, site: StoredSite) -> Rendered:
     policy = await catalog.policy(site_id, current) if current else None
     if policy is None:
         raise Problem(404, "this site has no published policy yet", code="no-policy")
-    found = render(banner_config(site, policy, material))
+    found = render(banner_config(site, policy, material, rules, rule))
     _rendered[key] = found
     if len(_rendered) > RENDERED_MAX:
         _rendered.popitem(last=False)
@@ -179,9 +202,8 @@ async def get_banner(request: web.Request, ctx: SiteContext) -> web.Response:
     compressed = accepts_gzip(request)
     headers = {
         "ETag": rendered.gzip_etag if compressed else rendered.etag,
-        "Cache-Control": CACHE_CONTROL,
-        "Vary": "Accept-Encoding",
         "X-Content-Type-Options": "nosniff",
+        **per_rule_caching(request, ctx.site),
     }
     if not_modified(request, rendered):
         return web.Response(status=304, headers=headers)
@@ -193,3 +215,13 @@ async def get_banner(request: web.Request, ctx: SiteContext) -> web.Response:
         charset="utf-8",
         headers=headers,
     )
+
+
+def per_rule_caching(request: web.Request, site: Site) -> dict[str, str]:
+    """Cache headers of a document built per rule: private and varying on the location
+    headers when the site has rules (one body per rule), public otherwise."""
+    if not site.jurisdictions:
+        return {"Cache-Control": CACHE_CONTROL, "Vary": "Accept-Encoding"}
+    settings = request.app[SETTINGS]
+    geo = [h for h in (settings.geo_country_header, settings.geo_region_header) if h]
+    return {"Cache-Control": CACHE_CONTROL_PER_RULE, "Vary": ", ".join(["Accept-Encoding", *geo])}

@@ -12,7 +12,8 @@
   var me = d.currentScript;
   // The API lives wherever this script came from: strip "/v1/sites/<id>/banner.js".
   var BASE = ((me && me.src) || "").replace(/\/v1\/sites\/.*$/, "");
-  var EVENTS = BASE + "/v1/sites/" + encodeURIComponent(C.site_id) + "/events";
+  var API = BASE + "/v1/sites/" + encodeURIComponent(C.site_id);
+  var EVENTS = API + "/events", IMPRESSIONS = API + "/impressions";
   // Under a strict CSP the page's nonce is the only way our <style> is allowed.
   var NONCE = (me && (me.nonce || me.getAttribute("nonce"))) || "";
   var CONSENT = "cmp_consent", SID = "cmp_sid", QUEUE = "cmp_queue";
@@ -21,16 +22,26 @@
   var ID_RE = /^[A-Za-z0-9._:-]{1,128}$/;
   var QUEUE_MAX = 50, ATTEMPTS_MAX = 20, RETRY_FIRST = 5000, RETRY_MAX = 300000;
   var MAX_AGE = C.consent_validity_days * 86400;
+  var DAY_MS = 864e5;
+  // The visitor's jurisdiction rule, matched by the server from the trusted location header.
+  var MODEL = (C.rule && C.rule.model) || "opt_in", OPT_IN = MODEL === "opt_in";
 
-  // --- 1. Google Consent Mode: denied by default, before any tag can run ------------------
+  // --- 1. Google Consent Mode: the rule's defaults, before any tag can run --------------------
   w.dataLayer = w.dataLayer || [];
   if (typeof w.gtag !== "function") {
     // gtag must push the `arguments` object itself: that is what gtag.js/GTM read.
     w.gtag = function () { w.dataLayer.push(arguments); };
   }
-  var defaults = signals({}, false);
-  defaults.wait_for_update = 500;
-  w.gtag("consent", "default", defaults);
+  function defaults(model, region) {
+    var s = signals(baseline(model, null), model !== "opt_in");
+    s.wait_for_update = 500;
+    if (region) s.region = region;
+    w.gtag("consent", "default", s);
+  }
+  // Without a region: the visitor's rule; with one: every rule for Google's own location of
+  // the visitor (the most specific region wins there).
+  defaults(MODEL);
+  (C.regions || []).forEach(function (r) { defaults(r[1], r[0]); });
 
   // --- texts ---------------------------------------------------------------------------------
   var UI = {
@@ -39,6 +50,7 @@
       session: "til nettleseren lukkes", policy: "Les personvernerklæringen",
       receipt: "Last ned en signert kvittering på samtykket ditt.",
       controller: "Behandlingsansvarlig", withdraw: "Trekk tilbake samtykke",
+      dns: "Ikke selg eller del personopplysningene mine",
       gpc: "Nettleseren din sender signalet Global Privacy Control (GPC). Vi respekterer det: " +
         "{p} er slått av." },
     sv: { back: "Tillbaka", always: "Alltid på", services: "Tjänster", cookies: "Kakor",
@@ -46,6 +58,7 @@
       policy: "Läs integritetspolicyn",
       receipt: "Ladda ner ett signerat kvitto på ditt samtycke.",
       controller: "Personuppgiftsansvarig", withdraw: "Återkalla samtycke",
+      dns: "Sälj eller dela inte mina personuppgifter",
       gpc: "Din webbläsare skickar signalen Global Privacy Control (GPC). Vi respekterar den: " +
         "{p} är avstängt." },
     en: { back: "Back", always: "Always on", services: "Services", cookies: "Cookies",
@@ -53,6 +66,7 @@
       policy: "Read the privacy policy",
       receipt: "Download a signed receipt of your consent.",
       controller: "Controller", withdraw: "Withdraw consent",
+      dns: "Do not sell or share my personal information",
       gpc: "Your browser sends a Global Privacy Control (GPC) signal. We honour it: " +
         "{p} is switched off." }
   };
@@ -111,7 +125,7 @@
   }
 
   function statusOf(c) {
-    if (!c) return "none";
+    if (!c) return OPT_IN ? "none" : "default";
     if (c.v < C.material_version) return "stale";
     if ((c.t + MAX_AGE) * 1000 <= Date.now()) return "expired";
     return "valid";
@@ -119,14 +133,22 @@
 
   function gpc() { return navigator.globalPrivacyControl === true; }
 
-  // What a stored choice grants now; anything but a valid choice grants only required purposes.
-  function effective(c) {
-    var valid = statusOf(c) === "valid", out = {};
+  // What a stored choice grants now, as the server's state does (docs/jurisdictions.md):
+  // opt_in grants only required purposes without a valid choice; opt_out and notice_only
+  // grant everything then, but keep an old choice's refusals; GPC always denies `gpc` ones.
+  function baseline(model, c) {
+    var valid = statusOf(c) === "valid", out = {}, gpcOn = gpc();
     C.purposes.forEach(function (p) {
-      out[p.key] = p.required || (valid && c.p[p.key] === true && !(p.gpc && gpc()));
+      out[p.key] = p.required || (!(p.gpc && gpcOn) && (valid ? c.p[p.key] === true
+        : model !== "opt_in" && !(c && c.p[p.key] === false)));
     });
     return out;
   }
+
+  function effective(c) { return baseline(MODEL, c); }
+
+  // Whether purposes beyond the required ones may run now: a valid choice, or a granting rule.
+  function live(status) { return status === "valid" || (!OPT_IN && status !== "none"); }
 
   function signals(purposes, valid) {
     var on = { security_storage: true }, out = {};
@@ -144,9 +166,11 @@
   function getConsent() {
     var c = stored(), status = statusOf(c), p = effective(c), sid = readCookie(SID);
     return {
-      site_id: C.site_id, subject_id: sid, status: status, needs_prompt: status !== "valid",
+      site_id: C.site_id, subject_id: sid, status: status,
+      needs_prompt: status !== "valid" && status !== "default",
+      rule: C.rule ? C.rule.id : null, model: MODEL,
       policy_version: c ? c.v : null, current_policy_version: C.policy_version,
-      action: (c && c.a) || null, purposes: p, consent_mode: signals(p, status === "valid"),
+      action: (c && c.a) || null, purposes: p, consent_mode: signals(p, live(status)),
       gpc: gpc(), event_id: (c && c.e) || null,
       recorded_at: c ? new Date(c.t * 1000).toISOString() : null
     };
@@ -161,7 +185,7 @@
     granted = p;
     w.gtag("consent", "update", signals(p, true));
     w.dataLayer.push({ event: "cmp_consent_update",
-      cmp: { purposes: copy(p), policy_version: c.v, action: c.a || null } });
+      cmp: { purposes: copy(p), policy_version: c ? c.v : null, action: (c && c.a) || null } });
     activateAll();
     if (!changed) return;
     var state = getConsent();
@@ -223,16 +247,26 @@
   }
 
   // --- 3. delivery: an outbox in localStorage, retried with the same event_id -----------------
+  // Impressions (`i` set, `t` when made) share it: counted once by their id, dropped after a
+  // day (the server deduplicates over a day), and given up first when the outbox is full.
   function loadQueue() {
     try {
       var q = JSON.parse(w.localStorage.getItem(QUEUE) || "[]");
-      return Array.isArray(q) ? q : [];
+      return Array.isArray(q) ? q.filter(fresh) : [];
     } catch (e) { return []; }
   }
 
+  function fresh(x) { return !x.i || Date.now() - x.t < DAY_MS; }
+
   function saveQueue(q) {
+    q = q.filter(fresh);
+    while (q.length > QUEUE_MAX) {
+      var at = 0;
+      while (at < q.length - 1 && !q[at].i) at++;
+      q.splice(q[at].i ? at : 0, 1);
+    }
     try {
-      if (q.length) w.localStorage.setItem(QUEUE, JSON.stringify(q.slice(-QUEUE_MAX)));
+      if (q.length) w.localStorage.setItem(QUEUE, JSON.stringify(q));
       else w.localStorage.removeItem(QUEUE);
     } catch (e) { /* storage disabled: delivery is then best effort */ }
   }
@@ -303,6 +337,45 @@
   }
 
   // --- 4. the choice ---------------------------------------------------------------------------
+  // The subject id, made when the banner is first shown: impressions, the variant and the
+  // choice all name it.
+  function subject() {
+    var sid = readCookie(SID);
+    if (!sid || !ID_RE.test(sid)) writeCookie(SID, sid = uuid());
+    return sid;
+  }
+
+  // The subject's variant, as cmp/variants.py computes it: FNV-1a 32 of the id's UTF-8 bytes
+  // over 2^32, against the weights in name order.
+  function variantOf(sid) {
+    var names = Object.keys(C.variants || {}).sort(), b = unescape(encodeURIComponent(sid));
+    var h = 0x811c9dc5, edge = 0, i;
+    if (!names.length) return null;
+    for (i = 0; i < b.length; i++) h = Math.imul(h ^ b.charCodeAt(i), 0x01000193) >>> 0;
+    for (i = 0; i < names.length; i++) {
+      edge += C.variants[names[i]].weight;
+      if (h / 4294967296 < edge) return names[i];
+    }
+    return names[names.length - 1];
+  }
+
+  var VARIANT = null, shown = {};
+
+  // One showing of a layer: an impression through the outbox, like an event.
+  function impress(surface) {
+    var id = shown[layer] = uuid();
+    var im = { impression_id: id, subject_id: subject(), policy_version: C.policy_version,
+      surface: surface, variant: VARIANT || undefined };
+    send({ id: id, url: IMPRESSIONS, body: JSON.stringify(im), n: 0, i: 1, t: Date.now() });
+  }
+
+  // "Do not sell or share": the purposes GPC covers (sale and sharing) off, the rest kept.
+  function doNotSell() {
+    var chosen = effective(stored()), any = false;
+    C.purposes.forEach(function (p) { if (p.gpc && !p.required) any = !(chosen[p.key] = false); });
+    if (any) decide("custom", chosen);
+    else decide("reject_all", {});
+  }
   function uuid() {
     var c = w.crypto;
     if (c && c.randomUUID) {
@@ -328,16 +401,15 @@
     });
     // Under GPC "accept all" cannot include sale/sharing; record what was actually granted.
     if (blocked && action === "accept_all") action = "custom";
-    var sid = readCookie(SID);
-    if (!sid || !ID_RE.test(sid)) sid = uuid();
-    var id = uuid(), now = new Date();
+    var sid = subject(), id = uuid(), now = new Date();
     var c = { v: C.policy_version, p: p, t: Math.floor(now.getTime() / 1000), e: id, a: action };
-    writeCookie(SID, sid);
     writeCookie(CONSENT, JSON.stringify(c));
     var ev = { event_id: id, subject_id: sid, policy_version: C.policy_version, action: action,
       language: C.languages.indexOf(lang) >= 0 ? lang : undefined,
       occurred_at: now.toISOString(), source: SOURCE,
-      page_url: (location.origin + location.pathname).slice(0, 2000) };
+      page_url: (location.origin + location.pathname).slice(0, 2000),
+      // The showing this answers, and its variant; none for GPC's automatic refusal.
+      impression_id: shown[layer], variant: layer ? VARIANT : undefined };
     if (action === "custom") ev.purposes = decided;
     send({ id: id, url: EVENTS, body: JSON.stringify(ev), n: 0 });
     close();
@@ -351,6 +423,8 @@
     "font:16px/1.5 system-ui,-apple-system,'Segoe UI',Roboto,Arial,sans-serif;color:#1a1a1a;",
     "text-align:left;direction:ltr}",
     "#cmp-root[hidden],#cmp-root [hidden]{display:none!important}",
+    "#cmp-root.cmp-notice{top:auto;background:none;pointer-events:none}",
+    "#cmp-root.cmp-notice .cmp-dialog{pointer-events:auto;border:1px solid #d1d5db}",
     "#cmp-root *{box-sizing:border-box;margin:0;padding:0;border:0;font:inherit;color:inherit;",
     "background:none;letter-spacing:normal;text-transform:none;text-decoration:none;float:none}",
     "#cmp-root .cmp-dialog{background:#fff;color:#1a1a1a;width:100%;max-width:760px;",
@@ -450,11 +524,14 @@
       if (NONCE) style.nonce = NONCE;
       (d.head || d.documentElement).appendChild(style);
     }
-    var T = C.texts[lang], ui = uiOf(lang);
+    VARIANT = variantOf(subject());
+    var T = (VARIANT && C.variants[VARIANT].texts[lang]) || C.texts[lang], ui = uiOf(lang);
     builtLang = lang;
-    root = el("div", null, null, { id: "cmp-root", hidden: "", lang: lang });
-    dialog = el("div", "cmp-dialog", null, { role: "dialog", "aria-modal": "true",
-      "aria-labelledby": "cmp-title", "aria-describedby": "cmp-desc" });
+    root = el("div", OPT_IN ? null : "cmp-notice", null, { id: "cmp-root", hidden: "", lang: lang });
+    // opt_in blocks the page until a choice; the other models only inform (not modal).
+    dialog = el("div", "cmp-dialog", null, OPT_IN ? { role: "dialog", "aria-modal": "true",
+      "aria-labelledby": "cmp-title", "aria-describedby": "cmp-desc" }
+      : { role: "region", "aria-labelledby": "cmp-title", "aria-describedby": "cmp-desc" });
     first = add(el("div", "cmp-layer", null, { "data-cmp-layer": "1" }),
       el("h2", "cmp-title", T.title, { id: "cmp-title" }),
       el("p", "cmp-text", T.body, { id: "cmp-desc" }),
@@ -465,10 +542,14 @@
         C.withdrawal_url && d.createTextNode(" · "),
         C.withdrawal_url && el("a", null, ui.withdraw,
           { href: C.withdrawal_url, target: "_blank", rel: "noopener" })),
-      add(el("div", "cmp-actions"),
+      OPT_IN ? add(el("div", "cmp-actions"),
         button(T.settings, "settings", "cmp-secondary"),
         button(T.reject_all, "reject_all", "cmp-choice"),
-        button(T.accept_all, "accept_all", "cmp-choice")));
+        button(T.accept_all, "accept_all", "cmp-choice"))
+        : add(el("div", "cmp-actions"),
+          MODEL === "opt_out" && button(T.settings, "settings", "cmp-secondary"),
+          MODEL === "opt_out" && button(ui.dns, "dns", "cmp-choice"),
+          button("OK", "ok", "cmp-choice")));
     receiptP = add(el("p", "cmp-small", null, { "data-cmp-receipt": "" }),
       button(ui.receipt, "receipt", "cmp-back"));
     second = add.apply(null, [el("div", "cmp-layer", null, { "data-cmp-layer": "2", hidden: "" }),
@@ -503,8 +584,9 @@
     return out;
   }
 
-  function showLayer(n) {
+  function showLayer(n, surface) {
     layer = n;
+    if (!shown[n]) impress(n === 2 ? "settings" : surface || "banner");
     first.hidden = n !== 1;
     second.hidden = n !== 2;
     dialog.setAttribute("aria-labelledby", n === 1 ? "cmp-title" : "cmp-title2");
@@ -515,24 +597,26 @@
     receiptP.hidden = !(c && c.e);
     var target = n === 1 ? first.querySelector("button")
       : second.querySelector("input:not([disabled])") || second.querySelector("button");
-    if (target) target.focus();
+    // A notice the visitor did not ask for does not take the focus from the page.
+    if (target && (OPT_IN || n === 2 || before)) target.focus();
   }
 
-  function open(n) {
-    if (!d.body) return ready(function () { open(n); });
+  function open(n, surface, asked) {
+    if (!d.body) return ready(function () { open(n, surface, asked); });
     build();
     if (!layer) {
-      before = d.activeElement;
+      before = asked === false ? null : d.activeElement;
       root.hidden = false;
       d.addEventListener("keydown", onKey, true);
-      d.addEventListener("focusin", onFocusIn, true);
+      if (OPT_IN) d.addEventListener("focusin", onFocusIn, true);
     }
-    showLayer(n);
+    showLayer(n, surface);
   }
 
   function close() {
     if (!layer) return;
     layer = 0;
+    shown = {};
     root.hidden = true;
     d.removeEventListener("keydown", onKey, true);
     d.removeEventListener("focusin", onFocusIn, true);
@@ -552,6 +636,12 @@
     if (act === "settings") showLayer(2);
     else if (act === "receipt") receipt().catch(warn);
     else if (act === "back") showLayer(1);
+    else if (act === "dns") doNotSell();
+    else if (act === "ok") {
+      // The notice's acknowledgement, recorded like an accept_all (what GPC allows of it).
+      if (statusOf(stored()) === "valid") close();
+      else decide("accept_all", {});
+    }
     else if (act === "save") {
       var chosen = {}, boxes = toggles();
       for (var i = 0; i < boxes.length; i++) {
@@ -567,10 +657,10 @@
       e.preventDefault();
       e.stopPropagation();
       if (layer === 2) showLayer(1);
-      else if (statusOf(stored()) === "valid") close();
+      else if (!OPT_IN || statusOf(stored()) === "valid") close();
       return;
     }
-    if (e.key !== "Tab") return;
+    if (e.key !== "Tab" || !OPT_IN) return;
     var list = focusables(), active = d.activeElement;
     if (!list.length) return;
     var firstEl = list[0], lastEl = list[list.length - 1];
@@ -636,8 +726,15 @@
   }
 
   // --- 6. start --------------------------------------------------------------------------------
-  var initial = stored();
-  if (statusOf(initial) === "valid") apply(initial, false);
+  var initial = stored(), status0 = statusOf(initial);
+  if (live(status0)) apply(initial, false);
+  else if ((C.regions || []).some(function (r) { return r[1] !== "opt_in"; })) {
+    // A region default may grant where Google places the visitor; this rule does not.
+    w.gtag("consent", "update", signals({}, false));
+  }
+  var gpcOff = C.purposes.some(function (p) { return p.gpc && !p.required; });
+  // GPC is an opt-out: under a granting rule it is recorded at once, without a click.
+  if (!OPT_IN && status0 !== "valid" && gpc() && gpcOff) doNotSell();
 
   d.addEventListener("click", function (e) {
     var t = e.target && e.target.closest ? e.target.closest("[data-cmp-open]") : null;
@@ -663,7 +760,8 @@
 
   ready(function () {
     activateAll();
-    if (statusOf(stored()) !== "valid") open(1);
+    // A showing again after a choice that no longer holds is a re-prompt.
+    if (status0 !== "valid") open(1, initial ? "reprompt" : "banner", false);
     if (loadQueue().length) flush();
   });
 })(window, document);
