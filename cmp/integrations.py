@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StringConstraints
 
 from cmp.consent import PolicyView
+from cmp.jurisdiction import DEFAULT_RULE, Rule
 from cmp.models import MAX_VERSION, Action, EventIn, PolicyVersion
 from cmp.values import SUBJECT_ID_PATTERN, TEXT_PATTERN, URL_PATH_PATTERN, Lang, OccurredAt, PageUrl
 
@@ -179,14 +180,21 @@ def klaro_config(
     validity_days: int,
     policy: PolicyVersion,
     name: str,
+    rule: Rule = DEFAULT_RULE,
+    gpc: bool = False,
 ) -> dict[str, Any]:
-    """A Klaro 0.7 config (version 1) built from the current policy version."""
+    """A Klaro 0.7 config (version 1) built from the current policy version, for the
+    visitor's jurisdiction rule: under `opt_out` and `notice_only` a service is on by
+    default and loads before any choice (Klaro's `default` and `optOut`), except, when
+    the browser sends GPC, the services of `gpc` purposes (docs/jurisdictions.md)."""
     view = PolicyView.of(policy)
+    granting = rule.model != "opt_in"
     by_key = {p.key: p for p in policy.purposes}
     services = []
     for service_name, purpose_key in klaro_services(view).items():
         purpose = by_key[purpose_key]
         service = next((s for s in purpose.services if s.key == service_name), None)
+        on = purpose.required or (granting and not (gpc and purpose.gpc))
         services.append(
             {
                 "name": service_name,
@@ -195,7 +203,8 @@ def klaro_config(
                 else purpose.title.get(default_language, purpose_key),
                 "purposes": [purpose_key],
                 "required": purpose.required,
-                "default": purpose.required,
+                "default": on,
+                "optOut": on and not purpose.required,
                 "cookies": list(service.cookies) if service else [],
                 "translations": {
                     klaro_lang(lang): {
@@ -241,4 +250,6 @@ def klaro_config(
         "fallbackLang": "en" if "en" in site_languages else klaro_lang(default_language),
         "translations": translations,
         "services": services,
+        # Not Klaro's: the rule this config was built for, for pages that read it.
+        "cmp": {"rule": rule.id, "model": rule.model},
     }

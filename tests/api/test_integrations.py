@@ -330,3 +330,52 @@ async def test_klaro_config_is_rate_limited_per_network(
     assert int(r.headers["Retry-After"]) >= 1
     assert r.headers["Access-Control-Allow-Origin"] == ORIGIN
     assert (await r.json())["status"] == 429
+
+
+async def test_klaro_config_answers_per_rule_and_gpc_behind_a_trusted_proxy(
+    aiohttp_client: Any, settings: Any, db_dsn: str
+) -> None:
+    from tests.api.test_jurisdictions import geo_client, rules_site
+
+    client = await geo_client(aiohttp_client, settings, db_dsn, "127.0.0.0/8")
+    site_id = await rules_site(client)  # eea opt_in, us-ca opt_out, the default notice_only
+    path = klaro_config_path(site_id)
+
+    async def config(**headers: str) -> tuple[dict[str, Any], Any]:
+        r = await client.get(path, headers=headers)
+        assert r.status == 200, await r.text()
+        return await r.json(), r.headers
+
+    def defaults(cfg: dict[str, Any]) -> dict[str, tuple[bool, bool]]:
+        return {s["name"]: (s["default"], s["optOut"]) for s in cfg["services"]}
+
+    norway, headers = await config(**{"CF-IPCountry": "NO"})
+    assert norway["cmp"] == {"rule": "eea", "model": "opt_in"}
+    assert defaults(norway)["google-analytics"] == defaults(norway)["facebook-pixel"] == (
+        False, False
+    )  # fmt: skip
+    assert defaults(norway)["session"] == (True, False)
+    assert headers["Cache-Control"] == "private, max-age=60"
+    assert {"CF-IPCountry", "cf-region-code", "Sec-GPC"} <= set(headers["Vary"].split(", "))
+
+    california, ca_headers = await config(**{"CF-IPCountry": "US", "cf-region-code": "CA"})
+    assert california["cmp"] == {"rule": "us-ca", "model": "opt_out"}
+    assert defaults(california)["google-analytics"] == (True, True)
+    assert defaults(california)["facebook-pixel"] == (True, True)
+    gpc, _ = await config(**{"CF-IPCountry": "US", "cf-region-code": "CA", "Sec-GPC": "1"})
+    assert defaults(gpc)["google-analytics"] == (True, True)
+    assert defaults(gpc)["facebook-pixel"] == (False, False)  # sale/sharing: GPC says no
+    elsewhere, _ = await config(**{"CF-IPCountry": "JP"})
+    assert elsewhere["cmp"]["model"] == "notice_only"
+    assert defaults(elsewhere)["facebook-pixel"] == (True, True)
+    unknown, _ = await config()
+    assert unknown["cmp"]["rule"] == "eea"  # the fallback
+    assert len({headers["ETag"], ca_headers["ETag"]}) == 2
+
+    # Each rule's config is built once, and the one asked again answers 304.
+    before = KLARO_CONFIGS.builds
+    for _ in range(3):
+        await config(**{"CF-IPCountry": "SE"})
+    assert KLARO_CONFIGS.builds == before
+    r = await client.get(path, headers={"CF-IPCountry": "DE", "If-None-Match": headers["ETag"]})
+    assert r.status == 304
