@@ -71,8 +71,9 @@ class KlaroConfig:
 
 class KlaroConfigs:
     """Built configs by (site, its last change, current policy version, the visitor's rule,
-    GPC where it matters): every input is in the key, so an entry is never stale, and other processes see a change through the
-    catalogue's invalidation (cmp/catalog.py) like `banner.js` does. `builds` counts
+    GPC where it matters): every input is in the key, so an entry is never stale, and
+    other processes see a change through the catalogue's invalidation (cmp/catalog.py)
+    like `banner.js` does. `builds` counts
     what was built, for the tests that show one build serves many requests."""
 
     def __init__(self) -> None:
