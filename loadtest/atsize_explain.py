@@ -99,7 +99,7 @@ def cases(t: Target) -> list[Case]:
         Case(
             "stats by day, newest month (stats.select_stats)",
             st["select_stats"],
-            stats_args(t.site, t.since, t.until, "day", t.stats_rollup),
+            stats_args(t.site, t.since, t.until, t.stats_rollup),
         ),
         Case(
             "receipt record (tree.select_receipt_record)",

@@ -18,9 +18,11 @@ from cmp.api.json import json_response
 from cmp.api.stats_page import columns, page_headers, render_page
 from cmp.api.validation import query_problem
 from cmp.appkeys import CATALOG, LONG_READS, POOL
+from cmp.funnel import median_bin, rate, two_proportions, wilson
 from cmp.store import sites as site_store
 from cmp.store import stats as stats_store
-from cmp.store.stats import Tally
+from cmp.store.impressions import EVERY
+from cmp.store.stats import ANSWERS, Counts, Tally
 from cmp.timerange import RangeError, StatsRange, format_instant, stats_range
 
 
@@ -32,8 +34,98 @@ def resolve_range(query: Mapping[str, str], now: datetime) -> StatsRange:
         raise query_problem(exc.errors) from None
 
 
-def tally_json(tally: Tally) -> dict[str, Any]:
-    return {"events": tally.events, "actions": tally.actions, "opt_in": tally.opt_in()}
+def funnel_json(counts: Counts, shown: tuple[int, int]) -> dict[str, Any]:
+    """The impression funnel of one group (docs/api.md "Statistics")."""
+    impressions, visitors = shown
+    accept_all = counts.answered.get("accept_all", 0)
+    median = median_bin(counts.latency)
+    interval = wilson(accept_all, impressions)
+    keys = sorted(counts.purposes.keys() | counts.decided.keys())
+    return {
+        "impressions": impressions,
+        "unique_visitors": visitors,
+        "interactions": counts.interactions,
+        "ignored": max(impressions - counts.interactions, 0),
+        "answers": {a: counts.answered.get(a, 0) for a in ANSWERS},
+        "accept_all_rate": rate(accept_all, impressions),
+        "accept_all_interval": list(interval) if interval else None,
+        "opt_in_rate": {
+            key: {
+                "over_impressions": rate(counts.granted.get(key, 0), impressions),
+                "over_decisions": rate(*counts.decided.get(key, (0, 0))),
+            }
+            for key in keys
+        },
+        "decisions": counts.decisions,
+        "median_seconds_to_decision": median,
+        "timed_decisions": sum(counts.latency.values()),
+        "excluded": {"api_imported": counts.api_imported, "gpc_automatic": counts.gpc_automatic},
+    }
+
+
+def _named(tally: Tally, position: int) -> list[str]:
+    """The rules (position 0) or variants (1) the tally has decisions or impressions of."""
+    found = {cell[position] for cell in tally.cells}
+    found |= {level[position] for level in tally.shown}
+    return sorted(found - {EVERY})
+
+
+def comparisons_json(tally: Tally, rule: str) -> list[dict[str, Any]]:
+    """Each pair of the rule's variants (EVERY: of the site), by their accept-all rates."""
+    named = [v for v in _named(tally, 1) if tally.impressions(rule, v)[0]]
+    found = []
+    for n, a in enumerate(named):
+        for b in named[n + 1 :]:
+            xa = tally.counts(rule, a).answered.get("accept_all", 0)
+            xb = tally.counts(rule, b).answered.get("accept_all", 0)
+            test = two_proportions(
+                xa, tally.impressions(rule, a)[0], xb, tally.impressions(rule, b)[0]
+            )
+            found.append(
+                {"variants": [a, b], "z": test.z, "p_value": test.p_value, "differs": test.differs}
+            )
+    return found
+
+
+def tally_json(tally: Tally, *, compare: bool = False) -> dict[str, Any]:
+    rules = []
+    for rule in _named(tally, 0):
+        counts = tally.counts(rule)
+        rules.append(
+            {
+                "rule": rule,
+                "events": counts.events,
+                "actions": counts.actions,
+                "opt_in": Tally(None, {("", ""): counts}).opt_in(),
+                "funnel": funnel_json(counts, tally.impressions(rule)),
+                "variants": [
+                    {
+                        "variant": v,
+                        "funnel": funnel_json(tally.counts(rule, v), tally.impressions(rule, v)),
+                    }
+                    for v in _named(tally, 1)
+                    if (rule, v) in tally.cells or tally.impressions(rule, v)[0]
+                ],
+                **({"comparisons": comparisons_json(tally, rule)} if compare else {}),
+            }
+        )
+    body: dict[str, Any] = {
+        "events": tally.events,
+        "actions": tally.actions,
+        "opt_in": tally.opt_in(),
+        "funnel": funnel_json(tally.site, tally.impressions()),
+        "rules": rules,
+        "variants": [
+            {
+                "variant": v,
+                "funnel": funnel_json(tally.counts(variant=v), tally.impressions(variant=v)),
+            }
+            for v in _named(tally, 1)
+        ],
+    }
+    if compare:
+        body["comparisons"] = comparisons_json(tally, EVERY)
+    return body
 
 
 def report_json(
@@ -47,7 +139,7 @@ def report_json(
         "buckets": [
             {"start": format_instant(b.start), **tally_json(b)} for b in buckets if b.start
         ],
-        "totals": tally_json(totals),
+        "totals": tally_json(totals, compare=True),
     }
 
 

@@ -20,6 +20,7 @@ from cmp.crawlers import is_crawler
 from cmp.errorcap import ERRORS_MAX
 from cmp.ingest.facts import Facts
 from cmp.ingest.parse import Rejected, invalid, parse_model
+from cmp.jurisdiction import site_rules
 from cmp.models import ImpressionBatch, ImpressionIn
 from cmp.ratelimit import RateLimiter
 from cmp.store.events import DUPLICATE
@@ -92,6 +93,7 @@ class Impressions:
         await self._check(site, shown, prefix)
         if is_crawler(facts.user_agent):
             return Counted(counted=0, duplicates=0, ignored=len(shown))
+        rule = site_rules(site).match(facts.location).id
         rows = [
             NewImpression(
                 site_id=site.site_id,
@@ -101,6 +103,7 @@ class Impressions:
                 surface=i.surface,
                 variant=i.variant or "",
                 received_at=facts.received_at,
+                rule=rule,
             )
             for i in shown
         ]

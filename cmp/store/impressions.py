@@ -37,6 +37,7 @@ NEW_IMPRESSION_COLUMNS: Final = (
     "surface",
     "variant",
     "received_at",
+    "rule",
 )
 
 
@@ -49,6 +50,7 @@ class NewImpression:
     surface: str
     variant: str  # '' without variants
     received_at: datetime
+    rule: str  # the visitor's jurisdiction rule (cmp.jurisdiction)
 
 
 def _row(i: NewImpression) -> tuple[object, ...]:
@@ -60,6 +62,7 @@ def _row(i: NewImpression) -> tuple[object, ...]:
         i.surface,
         i.variant,
         i.received_at,
+        i.rule,
     )
 
 
@@ -110,20 +113,28 @@ async def drop_raw_days(conn: asyncpg.Connection, *, now: datetime | None = None
     return [r["part"] for r in records]
 
 
+# The level of impression_days rows that covers every rule, or every variant.
+EVERY: Final = "*"
+
+
 @dataclass(frozen=True, slots=True)
 class ImpressionDay:
     day: date
-    variant: str
-    surface: str  # '' = every surface of the variant
+    rule: str  # EVERY: all rules
+    variant: str  # EVERY: all variants; '' without variants
+    surface: str  # '' = every surface
     impressions: int
-    visitors: int
+    visitors: int  # each visitor once in the day, at this level
 
 
 async def select_impression_days(
     conn: asyncpg.Connection, site_id: str, first: date, end: date
 ) -> list[ImpressionDay]:
-    """The site's impressions per day in [first, end), per variant and surface."""
+    """The site's impressions per day in [first, end), at every level (rule, variant,
+    surface, and their EVERY and '' totals)."""
     return [
-        ImpressionDay(r["day"], r["variant"], r["surface"], r["impressions"], r["visitors"])
+        ImpressionDay(
+            r["day"], r["rule"], r["variant"], r["surface"], r["impressions"], r["visitors"]
+        )
         for r in await conn.fetch(SQL["select_impression_days"], site_id, first, end)
     ]

@@ -1,5 +1,5 @@
 -- Impressions (docs/api.md): their daily partitions, the counting insert, and the drop of
--- days rolled up. History: 0016.
+-- days rolled up. History: 0016, 9010 (the visitor's rule).
 
 -- The partition of UTC day p_day; created when missing. As cmp_event_partition: a new
 -- table attached under SHARE UPDATE EXCLUSIVE, which waits for no reader or writer.
@@ -56,9 +56,9 @@ BEGIN
     END LOOP;
     RETURN QUERY
     INSERT INTO impressions AS i (site_id, day, impression_id, visitor, policy_version,
-                                  surface, variant, received_at)
+                                  surface, variant, received_at, rule)
     SELECT k.site_id, (k.received_at AT TIME ZONE 'UTC')::date, k.impression_id, k.visitor,
-           k.policy_version, k.surface, k.variant, k.received_at
+           k.policy_version, k.surface, k.variant, k.received_at, k.rule
     FROM unnest(p_rows) AS k
     WHERE NOT EXISTS (
         SELECT 1 FROM impressions y
@@ -67,6 +67,29 @@ BEGIN
     ON CONFLICT DO NOTHING
     RETURNING i.site_id, i.impression_id;
 END $$;
+
+-- The raw impressions of days [p_from, p_to) (of site p_site, or of every site when it is
+-- null) counted per site and day, at the levels the
+-- stats read: per rule, variant and surface; every surface of a rule and variant (surface
+-- ''); every variant of a rule, every rule of a variant, and the whole site (rule or
+-- variant '*'). Each level counts a visitor once per day, so none is a sum of others.
+-- History: 9010 (per rule, the '*' levels).
+CREATE OR REPLACE FUNCTION cmp_impression_counts(p_site text, p_from date, p_to date)
+RETURNS TABLE (site_id text, day date, rule text, variant text, surface text,
+               impressions bigint, visitors bigint)
+LANGUAGE sql STABLE AS $$
+    SELECT i.site_id, i.day,
+           CASE WHEN grouping(i.rule) = 1 THEN '*' ELSE i.rule END,
+           CASE WHEN grouping(i.variant) = 1 THEN '*' ELSE i.variant END,
+           CASE WHEN grouping(i.surface) = 1 THEN '' ELSE i.surface END,
+           count(*), count(DISTINCT i.visitor)
+    FROM impressions i
+    WHERE i.day >= p_from AND i.day < p_to AND (p_site IS NULL OR i.site_id = p_site)
+    GROUP BY GROUPING SETS ((i.site_id, i.day, i.rule, i.variant, i.surface),
+                            (i.site_id, i.day, i.rule, i.variant),
+                            (i.site_id, i.day, i.rule), (i.site_id, i.day, i.variant),
+                            (i.site_id, i.day))
+$$;
 
 -- Roll up closed day p_day (every site) into impression_days, once; false when it was
 -- rolled up already (by another process, or an earlier run).
@@ -77,11 +100,9 @@ BEGIN
     IF NOT FOUND THEN
         RETURN false;
     END IF;
-    INSERT INTO impression_days (site_id, day, variant, surface, impressions, visitors)
-    SELECT i.site_id, p_day, i.variant, coalesce(i.surface, ''), count(*),
-           count(DISTINCT i.visitor)
-    FROM impressions i WHERE i.day = p_day
-    GROUP BY GROUPING SETS ((i.site_id, i.variant, i.surface), (i.site_id, i.variant));
+    INSERT INTO impression_days (site_id, day, rule, variant, surface, impressions, visitors)
+    SELECT c.site_id, p_day, c.rule, c.variant, c.surface, c.impressions, c.visitors
+    FROM cmp_impression_counts(NULL, p_day, p_day + 1) AS c;
     RETURN true;
 END $$;
 

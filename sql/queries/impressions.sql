@@ -29,16 +29,14 @@ SELECT cmp_roll_up_impressions($1);
 SELECT cmp_drop_impression_days($1, $2) AS part;
 
 -- name: select_impression_days
--- A site's impressions per UTC day in [$2, $3), per variant and surface (surface '':
--- every surface of the variant, visitors counted once): the rolled-up days from
--- impression_days, the others counted from the raw rows.
-SELECT d.day, d.variant, d.surface, d.impressions, d.visitors
+-- A site's impressions per UTC day in [$2, $3), at the levels of cmp_impression_counts
+-- (sql/functions/impressions.sql): the rolled-up days from impression_days, the others
+-- counted from the raw rows.
+SELECT d.day, d.rule, d.variant, d.surface, d.impressions, d.visitors
 FROM impression_days d
 WHERE d.site_id = $1 AND d.day >= $2 AND d.day < $3
 UNION ALL
-SELECT i.day, i.variant, coalesce(i.surface, ''), count(*), count(DISTINCT i.visitor)
-FROM impressions i
-WHERE i.site_id = $1 AND i.day >= $2 AND i.day < $3
-  AND NOT EXISTS (SELECT 1 FROM impression_rollup r WHERE r.day = i.day)
-GROUP BY GROUPING SETS ((i.day, i.variant, i.surface), (i.day, i.variant))
-ORDER BY 1, 2, 3;
+SELECT c.day, c.rule, c.variant, c.surface, c.impressions, c.visitors
+FROM cmp_impression_counts($1, $2, $3) AS c
+WHERE NOT EXISTS (SELECT 1 FROM impression_rollup r WHERE r.day = c.day)
+ORDER BY 1, 2, 3, 4;

@@ -3,49 +3,21 @@
 SELECT from_day, through_day FROM stats_rollup WHERE site_id = $1;
 
 -- name: select_stats
--- Events per action and grants per purpose in each UTC time bucket, plus totals over
--- the range ($1 site, $2 from inclusive, $3 to exclusive, $4 'day'|'week'|'month').
--- Buckets are whole UTC days, so the range is counted per day (cmp_stats_days says what
--- is counted) and the days are summed into buckets: the rolled-up whole days [$7, $8)
--- from stats_days, the rest from the records, [$2, $5) before them and [$6, $3) after
--- ($5 = $6 = $3 when no day is rolled up; cmp/store/stats.py splits the range). A
--- purpose's pair is summed across days, per purpose. The totals row has total = true.
-WITH days AS (
-    SELECT s.day, s.events, s.accept_all, s.reject_all, s.custom, s.withdraw, s.purposes
-    FROM stats_days s
-    WHERE s.site_id = $1 AND s.day >= $7 AND s.day < $8
-    UNION ALL
-    SELECT d.* FROM cmp_stats_days($1, $2, $5) AS d
-    UNION ALL
-    SELECT d.* FROM cmp_stats_days($1, $6, $3) AS d
-), b AS MATERIALIZED (
-    SELECT date_trunc($4, day::timestamp AT TIME ZONE 'UTC', 'UTC') AS bucket,
-           events, accept_all, reject_all, custom, withdraw, purposes
-    FROM days
-), per_action AS (
-    SELECT bucket, grouping(bucket) = 1 AS total, sum(events)::bigint AS events,
-           sum(accept_all)::bigint AS accept_all, sum(reject_all)::bigint AS reject_all,
-           sum(custom)::bigint AS custom, sum(withdraw)::bigint AS withdraw
-    FROM b
-    GROUP BY GROUPING SETS ((bucket), ())
-), per_purpose AS (
-    SELECT b.bucket, grouping(b.bucket) = 1 AS total, p.key AS purpose,
-           sum((p.value ->> 0)::bigint) AS granted, sum((p.value ->> 1)::bigint) AS asked
-    FROM b CROSS JOIN LATERAL jsonb_each(b.purposes) AS p (key, value)
-    GROUP BY GROUPING SETS ((b.bucket, p.key), (p.key))
-), purpose_maps AS (
-    SELECT bucket, total,
-           jsonb_object_agg(purpose, jsonb_build_array(granted, asked)) AS purposes
-    FROM per_purpose
-    GROUP BY bucket, total
-)
-SELECT a.bucket, a.total, coalesce(a.events, 0) AS events,
-       coalesce(a.accept_all, 0) AS accept_all, coalesce(a.reject_all, 0) AS reject_all,
-       coalesce(a.custom, 0) AS custom, coalesce(a.withdraw, 0) AS withdraw,
-       coalesce(m.purposes, '{}'::jsonb) AS purposes
-FROM per_action AS a
-LEFT JOIN purpose_maps AS m ON m.total = a.total AND m.bucket IS NOT DISTINCT FROM a.bucket
-ORDER BY a.total, a.bucket;
+-- The counts of the site's decisions in [$2, $3) per UTC day, rule and variant
+-- (cmp_stats_days says what is counted): the rolled-up whole days [$6, $7) from
+-- stats_days, the rest from the records, [$2, $4) before them and [$5, $3) after ($4 =
+-- $5 = $3 when no day is rolled up; cmp/store/stats.py splits the range and sums the
+-- days into buckets). One row per day, rule and variant, whatever the volume.
+SELECT day, rule, variant, events, accept_all, reject_all, custom, withdraw, purposes,
+       decisions, decided, interactions, answered, granted, api_imported, gpc_automatic,
+       latency
+FROM stats_days s
+WHERE s.site_id = $1 AND s.day >= $6 AND s.day < $7
+UNION ALL
+SELECT d.* FROM cmp_stats_days($1, $2, $4) AS d
+UNION ALL
+SELECT d.* FROM cmp_stats_days($1, $5, $3) AS d
+ORDER BY day, rule, variant;
 
 -- name: select_sites_to_roll_up
 -- Sites whose rolled-up days stop before $1 (the first day not closed), or that have
@@ -71,11 +43,12 @@ SELECT from_day, through_day FROM stats_rollup WHERE site_id = $1 FOR UPDATE;
 
 -- name: roll_up_days
 -- Count the site's days [$2, $3) (closed, after its rolled-up days) into stats_days and
--- move through_day to $3; returns the number of days with counted records.
+-- move through_day to $3; returns the number of (day, rule, variant) rows counted.
 WITH counted AS (
-    INSERT INTO stats_days (site_id, day, events, accept_all, reject_all, custom, withdraw,
-                            purposes)
-    SELECT $1, d.day, d.events, d.accept_all, d.reject_all, d.custom, d.withdraw, d.purposes
+    INSERT INTO stats_days (site_id, day, rule, variant, events, accept_all, reject_all, custom, withdraw, purposes,
+                            decisions, decided, interactions, answered, granted, api_imported, gpc_automatic,
+                            latency)
+    SELECT $1, d.*
     FROM cmp_stats_days($1, $2::date::timestamp AT TIME ZONE 'UTC',
                         $3::date::timestamp AT TIME ZONE 'UTC') AS d
     RETURNING day

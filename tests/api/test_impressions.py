@@ -209,8 +209,16 @@ async def test_closed_days_are_rolled_up_and_their_raw_rows_dropped(
     await post(client, site, shown("a", surface="settings"))
     today = datetime.now(UTC).date()
     live = await store.select_impression_days(db, site, today, today + timedelta(days=1))
-    totals = {(d.variant, d.surface): (d.impressions, d.visitors) for d in live}
-    assert totals == {("", ""): (4, 2), ("", "banner"): (3, 2), ("", "settings"): (1, 1)}
+    totals = {(d.rule, d.variant, d.surface): (d.impressions, d.visitors) for d in live}
+    # The site has no rules: everyone is under the one default rule.
+    assert totals == {
+        ("default", "", ""): (4, 2),
+        ("default", "", "banner"): (3, 2),
+        ("default", "", "settings"): (1, 1),
+        ("default", "*", ""): (4, 2),
+        ("*", "", ""): (4, 2),
+        ("*", "*", ""): (4, 2),
+    }
     # Three days on, the day is closed: rolled up once, then its raw partition dropped.
     later = datetime.now(UTC) + timedelta(days=3)
     assert today in await store.roll_up(db, now=later)
@@ -218,7 +226,7 @@ async def test_closed_days_are_rolled_up_and_their_raw_rows_dropped(
     part = f"impressions_{today:%Y%m%d}"
     assert await db.fetchval("SELECT to_regclass($1)", part) is None
     kept = await store.select_impression_days(db, site, today, today + timedelta(days=1))
-    assert {(d.variant, d.surface): (d.impressions, d.visitors) for d in kept} == totals
+    assert {(d.rule, d.variant, d.surface): (d.impressions, d.visitors) for d in kept} == totals
 
 
 async def test_partitions_are_made_ahead(db: asyncpg.Connection) -> None:

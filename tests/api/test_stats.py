@@ -22,7 +22,7 @@ from cmp.api.problems import Problem
 from cmp.api.stats import resolve_range
 from cmp.api.stats_page import Column, render_page
 from cmp.stats_links import signed_stats_url
-from cmp.store.stats import Tally, bucket_start
+from cmp.store.stats import Counts, Tally, bucket_start
 from cmp.timerange import parse_instant
 from tests.factories import ADMIN, ORIGIN, event, make_key, make_site, policy_body, stats_link
 
@@ -97,7 +97,12 @@ async def test_counts_actions_and_opt_in_rates_per_bucket_and_in_total(
     assert bucket["events"] == 9
     assert bucket["actions"] == MIX_ACTIONS
     assert bucket["opt_in"] == MIX_OPT_IN
-    assert body["totals"] == {"events": 9, "actions": MIX_ACTIONS, "opt_in": MIX_OPT_IN}
+    legacy = {"events": 9, "actions": MIX_ACTIONS, "opt_in": MIX_OPT_IN}
+    assert {key: body["totals"][key] for key in legacy} == legacy
+    # Per rule (issue 21): the site has no rules, so all under the default one.
+    [rule] = body["totals"]["rules"]
+    assert rule["rule"] == "default"
+    assert {key: rule[key] for key in legacy} == legacy
 
 
 @pytest.mark.parametrize("interval", ["week", "month"])
@@ -129,11 +134,11 @@ async def test_a_range_without_events_has_no_buckets_and_zero_totals(
     body = await stats(client, site, **{"from": "2020-01-01", "to": "2020-02-01"})
     assert body["from"] == "2020-01-01T00:00:00Z" and body["to"] == "2020-02-01T00:00:00Z"
     assert body["buckets"] == []
-    assert body["totals"] == {
-        "events": 0,
-        "actions": {"accept_all": 0, "reject_all": 0, "custom": 0, "withdraw": 0},
-        "opt_in": {},
-    }
+    totals = body["totals"]
+    assert totals["events"] == 0 and totals["opt_in"] == {} and totals["rules"] == []
+    assert totals["actions"] == {"accept_all": 0, "reject_all": 0, "custom": 0, "withdraw": 0}
+    assert totals["funnel"]["impressions"] == totals["funnel"]["interactions"] == 0
+    assert totals["funnel"]["accept_all_rate"] is None
 
 
 async def test_from_is_inclusive_and_to_exclusive(
@@ -363,7 +368,8 @@ async def test_the_page_escapes_the_site_name(client: TestClient) -> None:
 def test_every_value_of_the_page_is_escaped() -> None:
     hostile = '<img src=x onerror="alert(1)">'
     start = datetime(2026, 11, 1, tzinfo=UTC)
-    tally = Tally(start, 1, {"custom": 1}, {"p": (1, 1)})
+    counts = Counts(events=1, actions={"custom": 1}, purposes={"p": (1, 1)})
+    tally = Tally(start, {(hostile, hostile): counts}, {(hostile, hostile, ""): (2, 1)})
     cols = [Column("p", hostile, 'nb"><script>', False), Column("q", hostile, "", False)]
     page = render_page(
         site_id="shop",

@@ -216,7 +216,7 @@ async def test_stats_by_day_read_only_the_range_by_index(planned: asyncpg.Connec
     # Nothing rolled up: the whole range is counted from the records.
     now = datetime.now(UTC)
     since = month_start(now, -1)
-    args = stats_args(SMALL, since, month_start(now), "day", None)
+    args = stats_args(SMALL, since, month_start(now), None)
     plan = await explain(planned, queries("stats")["select_stats"], *args)
     assert set(await assert_no_seq_scan(planned, plan)) == {partition_name(since)}
 
@@ -235,12 +235,12 @@ async def test_stats_of_rolled_up_days_read_the_rollup_and_only_the_edges_by_ind
     rollup = await planned.fetchrow(queries("stats")["select_rollup"], BIG)
     assert rollup is not None and rollup["from_day"] <= since.date()
     assert rollup["through_day"] >= until.date()
-    whole = stats_args(BIG, since, until, "day", tuple(rollup))
+    whole = stats_args(BIG, since, until, tuple(rollup))
     plan = await explain(planned, queries("stats")["select_stats"], *whole)
     found = scans(plan)
     assert "stats_days" in found
     assert not [rel for rel in found if rel.startswith("consent_events")], found
-    edge = stats_args(BIG, since + timedelta(hours=7), until, "day", tuple(rollup))
+    edge = stats_args(BIG, since + timedelta(hours=7), until, tuple(rollup))
     plan = await explain(planned, queries("stats")["select_stats"], *edge)
     assert "stats_days" in scans(plan)
     assert set(await assert_no_seq_scan(planned, plan)) == {partition_name(since)}

@@ -205,7 +205,7 @@ SUCCESS: dict[str, dict[int, tuple[str, dict[str, Any] | None]]] = {
                         "from": STRING,
                         "to": STRING,
                         "interval": {"enum": ["day", "week", "month"]},
-                        "buckets": {"type": "array", "items": {"type": "object"}},
+                        "buckets": {"type": "array", "items": TALLY},
                         "totals": TALLY,
                     }
                 )

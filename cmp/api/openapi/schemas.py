@@ -60,10 +60,69 @@ CHECKPOINT = obj(
     },
     closed=False,
 )
-TALLY = obj(
-    {"events": INT, "actions": {"type": "object"}, "opt_in": {"type": "object"}},
-    closed=False,
+NULLABLE_RATE = {"type": ["number", "null"], "minimum": 0, "maximum": 1}
+COUNTS = {"type": "object", "additionalProperties": INT}
+# The impression funnel of one group (docs/api.md "Statistics").
+FUNNEL = obj(
+    {
+        "impressions": INT,
+        "unique_visitors": INT,
+        "interactions": INT,
+        "ignored": INT,
+        "answers": obj({"accept_all": INT, "custom": INT, "reject_all": INT}),
+        "accept_all_rate": NULLABLE_RATE,
+        "accept_all_interval": {
+            "type": ["array", "null"],
+            "items": {"type": "number"},
+            "minItems": 2,
+            "maxItems": 2,
+        },
+        "opt_in_rate": {
+            "type": "object",
+            "additionalProperties": obj(
+                {"over_impressions": NULLABLE_RATE, "over_decisions": NULLABLE_RATE}
+            ),
+        },
+        "decisions": INT,
+        "median_seconds_to_decision": {"type": ["integer", "null"]},
+        "timed_decisions": INT,
+        "excluded": obj({"api_imported": INT, "gpc_automatic": INT}),
+    }
 )
+COMPARISON = obj(
+    {
+        "variants": {"type": "array", "items": STRING, "minItems": 2, "maxItems": 2},
+        "z": {"type": ["number", "null"]},
+        "p_value": {"type": ["number", "null"]},
+        "differs": {"type": "boolean"},
+    }
+)
+VARIANT_FUNNEL = obj({"variant": STRING, "funnel": FUNNEL})
+RULE_TALLY = obj(
+    {
+        "rule": STRING,
+        "events": INT,
+        "actions": COUNTS,
+        "opt_in": {"type": "object", "additionalProperties": {"type": "number"}},
+        "funnel": FUNNEL,
+        "variants": {"type": "array", "items": VARIANT_FUNNEL},
+        "comparisons": {"type": "array", "items": COMPARISON},
+    }
+)
+RULE_TALLY["required"].remove("comparisons")  # in the totals only
+TALLY = obj(
+    {
+        "events": INT,
+        "actions": COUNTS,
+        "opt_in": {"type": "object", "additionalProperties": {"type": "number"}},
+        "funnel": FUNNEL,
+        "rules": {"type": "array", "items": RULE_TALLY},
+        "variants": {"type": "array", "items": VARIANT_FUNNEL},
+        "comparisons": {"type": "array", "items": COMPARISON},
+        "start": STRING,
+    }
+)
+TALLY["required"] = ["events", "actions", "opt_in", "funnel", "rules", "variants"]
 ACCEPTED = obj({"accepted": INT, "duplicates": INT})
 
 
