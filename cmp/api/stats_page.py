@@ -1,5 +1,6 @@
-"""The consent-statistics page: the tallies as a table and an SVG line chart, from the
-template `cmp/static/stats.html`.
+"""The consent-statistics page: the impression funnel per bucket, the banner variants side
+by side with their Wilson intervals, and the tallies as a table and an SVG line chart,
+from the template `cmp/static/stats.html`.
 
 Purpose titles and the site's name are site-supplied: every value goes through
 `cmp.api.html.fill`, which escapes it. The page has no script, and its CSP allows
@@ -18,7 +19,9 @@ from string import Template
 from typing import Final
 
 from cmp.api.html import Html, fill, fragments, join
+from cmp.funnel import rate, two_proportions, wilson
 from cmp.models import Purpose
+from cmp.store.impressions import EVERY
 from cmp.store.stats import ACTIONS, Interval, Tally, bucket_start
 from cmp.timerange import format_instant
 
@@ -164,6 +167,115 @@ def _row(first: str, tally: Tally, cols: Sequence[Column]) -> Html:
     return fill(_t("row"), cells=join([fill(_t("cell"), text=c) for c in cells]))
 
 
+FUNNEL_HEADINGS: Final = (
+    "Bucket start (UTC)",
+    "Impressions",
+    "Unique visitors (per day)",
+    "Interactions",
+    "Accept all",
+    "Custom",
+    "Reject all",
+    "Ignored",
+    "Accept-all rate",
+    "Excluded (API, GPC)",
+)
+
+
+def _percent(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.1f}\u202f%"
+
+
+def _funnel_row(first: str, tally: Tally, bucket: str) -> Html:
+    counts, (impressions, visitors) = tally.site, tally.impressions()
+    answered = counts.answered
+    cells = [
+        first,
+        str(impressions),
+        str(visitors),
+        str(counts.interactions),
+        str(answered.get("accept_all", 0)),
+        str(answered.get("custom", 0)),
+        str(answered.get("reject_all", 0)),
+        str(max(impressions - counts.interactions, 0)),
+        _percent(rate(answered.get("accept_all", 0), impressions)),
+        f"{counts.api_imported}, {counts.gpc_automatic}",
+    ]
+    return fill(
+        _t("funnel_row"), bucket=bucket, cells=join([fill(_t("cell"), text=c) for c in cells])
+    )
+
+
+def _variant_rows(totals: Tally) -> list[Html]:
+    rows = []
+    cells = sorted({(r, v) for r, v in totals.cells} | {(r, v) for r, v, _ in totals.shown})
+    for rule, variant in cells:
+        if EVERY in (rule, variant):
+            continue
+        impressions = totals.impressions(rule, variant)[0]
+        accepted = totals.counts(rule, variant).answered.get("accept_all", 0)
+        interval = wilson(accepted, impressions)
+        share = rate(accepted, impressions)
+        lo, hi = interval or (0.0, 0.0)
+        bar = fill(
+            _t("interval_bar"),
+            x=f"{160 * lo:.1f}",
+            w=f"{max(160 * (hi - lo), 1):.1f}",
+            p=f"{160 * (share or 0):.1f}",
+            label=f"{_percent(lo)} to {_percent(hi)}",
+        )
+        rows.append(
+            fill(
+                _t("variant_row"),
+                rule=rule or "–",
+                variant=variant or "(none)",
+                impressions=impressions,
+                accepted=accepted,
+                rate=_percent(share),
+                interval=f"{_percent(lo)} – {_percent(hi)}" if interval else "–",
+                bar=bar if interval else Html(""),
+            )
+        )
+    return rows
+
+
+def _verdict(totals: Tally) -> str:
+    """Whether the site's variants differ (the pooled two-proportion test, p < 0.05)."""
+    named = sorted({v for _, v in totals.cells} | {v for _, v, _ in totals.shown} - {EVERY})
+    named = [v for v in named if totals.impressions(EVERY, v)[0]]
+    if len(named) < 2:
+        return "One variant shown: nothing to compare."
+    found = []
+    for n, a in enumerate(named):
+        for b in named[n + 1 :]:
+            test = two_proportions(
+                totals.counts(EVERY, a).answered.get("accept_all", 0),
+                totals.impressions(EVERY, a)[0],
+                totals.counts(EVERY, b).answered.get("accept_all", 0),
+                totals.impressions(EVERY, b)[0],
+            )
+            word = "differ" if test.differs else "do not differ detectably"
+            p = "–" if test.p_value is None else f"{test.p_value:.4f}"
+            found.append(f"{a} and {b} {word} (two-proportion z-test, p = {p})")
+    return "Accept-all rates: " + "; ".join(found) + "."
+
+
+def _funnel(buckets: Sequence[Tally], totals: Tally, interval: Interval) -> Html:
+    header = [fill(_t("column_heading"), heading=h) for h in FUNNEL_HEADINGS]
+    rows = [
+        _funnel_row(_label(b.start, interval), b, _label(b.start, interval))
+        for b in buckets
+        if b.start
+    ]
+    return fill(
+        _t("funnel"),
+        header=join(header),
+        rows=join(rows),
+        totals=_funnel_row("Total", totals, "total"),
+        variants=join(_variant_rows(totals)),
+        verdict=_verdict(totals),
+    )
+
+
 def render_page(
     *,
     site_id: str,
@@ -185,6 +297,7 @@ def render_page(
         rows = [_row(_label(b.start, interval), b, cols) for b in buckets if b.start]
         body = fill(
             _t("report"),
+            funnel=_funnel(buckets, totals, interval),
             chart=_chart(buckets, [c for c in cols if not c.required], start, end, interval),
             header=join(header),
             rows=join(rows),

@@ -384,8 +384,9 @@ def test_every_value_of_the_page_is_escaped() -> None:
     assert "<img" not in page and "<script" not in page
     assert 'lang="nb&quot;&gt;&lt;script&gt;"' in page
     # The site name twice; each purpose title in its column heading, its line's tooltip
-    # and the legend; the first also in the tooltip of its one dot.
-    assert page.count("&lt;img src=x onerror=&quot;alert(1)&quot;&gt;") == 2 + 2 * 3 + 1
+    # and the legend; the first also in the tooltip of its one dot; the rule and the
+    # variant in the variants table.
+    assert page.count("&lt;img src=x onerror=&quot;alert(1)&quot;&gt;") == 2 + 2 * 3 + 1 + 2
 
 
 def tamper(url: str, **changes: str) -> str:

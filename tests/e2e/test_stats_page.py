@@ -1,0 +1,90 @@
+"""The statistics page in Chromium (issue 22 item 5): the funnel per day and the variants
+side by side with their intervals render, their numbers are in the DOM, and a screenshot
+is written to .data/stats-page.png for a person to look at."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tests.api.test_stats_funnel import HDR, showing
+from tests.e2e.harness import CmpServer
+from tests.factories import ADMIN, event, make_site, policy_body, stats_link
+
+if TYPE_CHECKING:
+    from playwright.async_api import Browser
+
+SHOT = Path(__file__).resolve().parents[2] / ".data" / "stats-page.png"
+
+
+async def fill_site(cmp: CmpServer) -> str:
+    client = cmp.client
+    site = await make_site(client, policy=False)
+    body = policy_body()
+    other = {k: {**t, "title": f"Other {t['title']}"} for k, t in body["texts"].items()}
+    body["variants"] = {
+        "a": {"texts": body["texts"], "weight": 0.5},
+        "b": {"texts": other, "weight": 0.5},
+    }
+    r = await client.post(f"/v1/sites/{site}/policies", json=body, headers=ADMIN)
+    assert r.status == 201, await r.text()
+    decisions: list[dict[str, Any]] = []
+    # a: 40 showings, 24 accept all, 4 custom; b: 40 showings, 8 accept all, 6 reject all.
+    for variant, plan in (
+        ("a", ["accept_all"] * 24 + ["custom"] * 4),
+        ("b", ["accept_all"] * 8 + ["reject_all"] * 6),
+    ):
+        shown = [showing(f"{variant}-{n}-{uuid.uuid4()}", variant=variant) for n in range(40)]
+        r = await client.post(
+            f"/v1/sites/{site}/impressions", json={"impressions": shown}, headers=HDR
+        )
+        assert r.status == 202
+        for one, action in zip(shown, plan, strict=False):
+            purposes = {
+                "necessary": True,
+                "preferences": True,
+                "statistics": True,
+                "marketing": False,
+            }
+            extra = {"purposes": purposes} if action == "custom" else {}
+            decisions.append(
+                event(
+                    one["subject_id"],
+                    action=action,
+                    variant=variant,
+                    impression_id=one["impression_id"],
+                    **extra,
+                )
+            )
+    r = await client.post(f"/v1/sites/{site}/events", json={"events": decisions}, headers=HDR)
+    assert r.status == 201, await r.text()
+    return site
+
+
+async def test_the_stats_page_shows_the_funnel_and_the_variants(
+    browser: Browser, cmp: CmpServer
+) -> None:
+    site = await fill_site(cmp)
+    link = await stats_link(cmp.client, site)
+    page = await browser.new_page(viewport={"width": 1100, "height": 900})
+    try:
+        response = await page.goto(f"{cmp.url}{link}")
+        assert response is not None and response.status == 200
+        total = await page.locator("#funnel tfoot td").all_text_contents()
+        # Total, impressions, unique, interactions, accept all, custom, reject all, ignored
+        assert total[:8] == ["Total", "80", "80", "42", "32", "4", "6", "38"]
+        assert total[8] == "40.0\u202f%"
+        rows = await page.locator("#variants tbody tr").all()
+        cells = [await row.locator("td").all_text_contents() for row in rows]
+        assert [c[1:5] for c in cells] == [
+            ["a", "40", "24", "60.0\u202f%"],
+            ["b", "40", "8", "20.0\u202f%"],
+        ]
+        assert cells[0][5] == "44.6\u202f% – 73.7\u202f%"  # wilson(24, 40) = (0.446, 0.7365)
+        assert "a and b differ" in (await page.text_content("p.note") or "")
+        SHOT.parent.mkdir(exist_ok=True)
+        await page.screenshot(path=str(SHOT), full_page=True)
+        assert SHOT.stat().st_size > 10_000
+    finally:
+        await page.close()
