@@ -1,5 +1,5 @@
 -- Impressions (docs/api.md): their daily partitions, the counting insert, and the drop of
--- days rolled up. History: 0016, 9010 (the visitor's rule).
+-- days rolled up. History: 0016, 0018 (the visitor's rule).
 
 -- The partition of UTC day p_day; created when missing. As cmp_event_partition: a new
 -- table attached under SHARE UPDATE EXCLUSIVE, which waits for no reader or writer.
@@ -73,7 +73,7 @@ END $$;
 -- stats read: per rule, variant and surface; every surface of a rule and variant (surface
 -- ''); every variant of a rule, every rule of a variant, and the whole site (rule or
 -- variant '*'). Each level counts a visitor once per day, so none is a sum of others.
--- History: 9010 (per rule, the '*' levels).
+-- History: 0018 (per rule, the '*' levels).
 CREATE OR REPLACE FUNCTION cmp_impression_counts(p_site text, p_from date, p_to date)
 RETURNS TABLE (site_id text, day date, rule text, variant text, surface text,
                impressions bigint, visitors bigint)

@@ -22,7 +22,7 @@
 --     (cmp/store/impressions.py RAW_DAYS), so the rollup and a recount agree.
 -- LANGUAGE sql, STABLE and a single query, so the planner inlines it into the caller and
 -- reads the range by the (site_id, received_at) index of its months only.
--- History: 0010, 9010 (per rule and variant, the funnel).
+-- History: 0010, 0018 (per rule and variant, the funnel).
 CREATE OR REPLACE FUNCTION cmp_stats_days(p_site text, p_from timestamptz, p_to timestamptz)
 RETURNS TABLE (day date, rule text, variant text, events bigint, accept_all bigint,
                reject_all bigint, custom bigint, withdraw bigint, purposes jsonb,

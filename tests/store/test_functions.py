@@ -31,7 +31,7 @@ MOVED = (
     "cmp_drop_detached_months",
     "cmp_purge_records",
     "cmp_purge_month_states",
-    # cmp_stats_days was moved too, and has changed since (9010: per rule and variant).
+    # cmp_stats_days was moved too, and has changed since (0018: per rule and variant).
     "cmp_utc_text",
 )
 
