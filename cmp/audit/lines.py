@@ -258,8 +258,5 @@ def parse_fast(raw: bytes) -> Parsed | None:
         site_id[1:-1].decode("utf-8"),
         prev.decode("ascii"),
         digest[1:-1].decode("ascii"),
-        hashlib.sha256(
-            prev
-            + b"".join(m.group(*fast.keeps) if len(fast.keeps) > 1 else (m.group(fast.keeps[0]),))
-        ).hexdigest(),
+        hashlib.sha256(prev + b"".join([m[keep] for keep in fast.keeps])).hexdigest(),
     )
