@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -36,9 +37,10 @@ from cmp.values import (
     Origin,
     PageUrl,
     ShortText,
+    normal_user_id,
 )
 
-Scope = Literal["admin", "read", "audit"]
+Scope = Literal["admin", "read", "audit", "identify"]
 Action = Literal["accept_all", "reject_all", "custom", "withdraw"]
 ConsentSignal = Literal[
     "ad_storage",
@@ -89,6 +91,8 @@ class SiteIn(Strict):
     # Jurisdiction rules (docs/jurisdictions.md): none means one opt-in rule for everyone.
     jurisdictions: tuple[Rule, ...] | None = Field(default=None, min_length=1, max_length=MAX_RULES)
     fallback: RuleId | None = None
+    # Linked users (docs/linked-users.md): a subject linked to a user has the user's state.
+    share_across_devices: StrictBool = True
 
     def jurisdiction_errors(self) -> list[dict[str, str]]:
         """Rules that are ambiguous or incomplete (`cmp.jurisdiction.rule_errors`)."""
@@ -340,6 +344,27 @@ class LookupIn(Strict):
     region: (
         Annotated[str, StringConstraints(pattern=r"^([A-Za-z]{2}-)?[A-Za-z0-9]{1,3}$")] | None
     ) = None
+
+
+# --- linked users (docs/linked-users.md) -----------------------------------
+
+UserId = Annotated[
+    str, StringConstraints(min_length=1, max_length=1024), AfterValidator(normal_user_id)
+]
+
+
+class LinkIn(Strict):
+    """Body of `POST …/subjects/{subject_id}/link` (identify scope)."""
+
+    user_id: UserId
+    event_id: EventId
+
+
+class IdentifyIn(Strict):
+    """Body of `POST …/subjects/{subject_id}/identify` (the banner, with a link token)."""
+
+    token: Annotated[str, StringConstraints(min_length=1, max_length=2048)]
+    event_id: EventId
 
 
 # --- impressions -----------------------------------------------------------

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import unicodedata
 from collections.abc import Collection
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Final
 
 import idna
 from pydantic import AfterValidator, AwareDatetime, StringConstraints
@@ -149,3 +150,20 @@ OccurredAt = Annotated[AwareDatetime, AfterValidator(occurred_in_window)]
 Origin = Annotated[
     str, StringConstraints(max_length=300, pattern=ORIGIN_PATTERN), AfterValidator(normal_origin)
 ]
+
+
+# A site's own user id (linked users, docs/linked-users.md).
+MAX_USER_ID_CHARS: Final = 256
+
+
+def normal_user_id(text: str) -> str:
+    """The user id as the site means it: NFC, without surrounding white space; case is
+    kept (an account id's case may matter). ValueError for what cannot be one."""
+    value = unicodedata.normalize("NFC", text).strip()
+    if not value:
+        raise ValueError("user_id must not be empty")
+    if len(value) > MAX_USER_ID_CHARS:
+        raise ValueError(f"user_id must be at most {MAX_USER_ID_CHARS} characters")
+    if any(unicodedata.category(c) in ("Cc", "Cs", "Cn") for c in value):
+        raise ValueError("user_id must not contain control characters")
+    return value

@@ -30,8 +30,9 @@ from cmp.store.keys import KeyAuth
 from cmp.store.sites import StoredSite
 from cmp.values import SITE_ID_RE, origin_allowed
 
-# admin | read | audit: a key of that scope (admin holds every scope) for the path's site,
-#   or the root key; 401 without a valid key, 404 for another site's key, 403 otherwise.
+# admin | read | audit | identify: a key of that scope (admin holds every scope) for the
+#   path's site, or the root key; 401 without a valid key, 404 for another site's key,
+#   403 otherwise.
 # origin: a browser's Origin must be one of the site's origins (403); a request without
 #   Origin is a server-to-server import and needs an admin key (docs/api.md).
 # preflight: a CORS preflight; 403 unless the Origin is one of the site's origins (a
@@ -40,10 +41,15 @@ from cmp.values import SITE_ID_RE, origin_allowed
 #   a link that does not verify, and for a missing site alike (nothing about it leaks).
 # public: anyone. ops: anyone, operations (no site, nothing stored).
 RouteScope = Literal[
-    "admin", "read", "audit", "origin", "preflight", "signed-link", "public", "ops"
+    "admin", "read", "audit", "identify", "origin", "preflight", "signed-link", "public", "ops"
 ]
 # The route scopes that are key scopes, as the key scope they ask for.
-KEY_SCOPES: Final[dict[RouteScope, Scope]] = {"admin": "admin", "read": "read", "audit": "audit"}
+KEY_SCOPES: Final[dict[RouteScope, Scope]] = {
+    "admin": "admin",
+    "read": "read",
+    "audit": "audit",
+    "identify": "identify",
+}
 SITE_PARAM: Final = "{site_id}"
 
 

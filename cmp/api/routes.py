@@ -24,10 +24,19 @@ from cmp.api import (
     receipts,
     sites,
     stats,
+    users,
 )
 from cmp.api.access import ROUTE_TABLE, AnyRoute, Route, SiteRoute, guarded
 from cmp.api.context import UNMATCHED, unmatched, with_context
-from cmp.models import EventBatch, ImpressionBatch, KeyIn, LookupIn, PolicyIn, SiteIn
+from cmp.models import (
+    EventBatch,
+    ImpressionBatch,
+    KeyIn,
+    LinkIn,
+    LookupIn,
+    PolicyIn,
+    SiteIn,
+)
 
 SITE_PATH = "/v1/sites/{site_id}"
 
@@ -190,6 +199,23 @@ ROUTES: tuple[AnyRoute, ...] = (
         body=LookupIn,
         tag="state",
         summary="Current consent state of up to 1000 subjects",
+    ),
+    SiteRoute(
+        method="POST",
+        path=f"{SITE_PATH}/subjects/{{subject_id}}/link",
+        handler=users.post_link,
+        scope="identify",
+        body=LinkIn,
+        tag="users",
+        summary="Link a subject to one of the site's users (a link record is appended)",
+    ),
+    SiteRoute(
+        method="DELETE",
+        path=f"{SITE_PATH}/subjects/{{subject_id}}/link",
+        handler=users.delete_link,
+        scope="identify",
+        tag="users",
+        summary="Unlink a subject from its user (an unlink record is appended)",
     ),
     SiteRoute(
         method="GET",

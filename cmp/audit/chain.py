@@ -24,6 +24,7 @@ from typing import Any, Final, NamedTuple
 
 from cmp.audit.record import (
     ACTIONS,
+    LINK_ACTIONS,
     RECORD_VERSION,
     RECORD_VERSIONS,
     SALT_BYTES,
@@ -169,6 +170,36 @@ def erased_record(
     )
 
 
+def link_record(
+    *,
+    site_id: str,
+    seq: int,
+    event_id: str | uuid.UUID,
+    action: str,
+    received_at: datetime | str,
+    subject_commitment: str,
+    user_commitment: str,
+    origin: str | None = None,
+    source: str | None = None,
+) -> dict[str, Any]:
+    """The record appended when a subject is linked to a site's user or unlinked from it:
+    commitments to the subject's digest and the user's digest, when, and through what."""
+    if action not in LINK_ACTIONS:
+        raise ValueError(f"a link record's action is one of {', '.join(sorted(LINK_ACTIONS))}")
+    return chain_record(
+        v=2,
+        site_id=site_id,
+        seq=seq,
+        event_id=event_id,
+        subject_digest_sha256=subject_commitment,
+        user_digest_sha256=user_commitment,
+        action=action,
+        origin=origin,
+        source=source,
+        received_at=received_at,
+    )
+
+
 def check_record(record: Mapping[str, Any]) -> None:
     """ValueError naming the first field of `record` its version does not allow."""
     shape = _layout(record.get("v"))
@@ -186,6 +217,8 @@ def check_record(record: Mapping[str, Any]) -> None:
         ]
         if filled:
             raise ValueError(f"an erased record has no consent fields: {', '.join(filled)}")
+    elif action in LINK_ACTIONS:
+        _check_link_record(record, shape)
     else:
         for field in shape.fields:
             if field.presence == "consent" and record.get(field.name) is None:
@@ -194,6 +227,22 @@ def check_record(record: Mapping[str, Any]) -> None:
         value = record.get(field.name)
         if value is not None and not _fits(field, value, shape.version):
             raise ValueError(f"{field.name} {_rule(field.kind, shape.version)}")
+
+
+USER_COMMITMENT: Final = "user_digest_sha256"
+
+
+def _check_link_record(record: Mapping[str, Any], shape: Layout) -> None:
+    """A `link` or `unlink` record: version 2, a user, and no consent."""
+    action = record["action"]
+    if shape.version < 2:
+        raise ValueError(f"a {action} record is version 2 or later")
+    if record.get(USER_COMMITMENT) is None:
+        raise ValueError(f"a {action} record names its user ({USER_COMMITMENT})")
+    consent = (f.name for f in shape.fields if f.presence == "consent")
+    filled = [name for name in consent if record.get(name) is not None]
+    if filled:
+        raise ValueError(f"a {action} record has no consent fields: {', '.join(filled)}")
 
 
 # What a value of each kind must be (cmp.audit.record has the table).

@@ -123,9 +123,11 @@ def consent_record(record: Mapping[str, Any], controller: Controller) -> dict[st
         "dct:conformsTo": [STANDARD, {"@id": PROFILE}],
         "dct:date": record["received_at"],
         "dpv:hasDataSubject": {"@id": _subject_iri(record), "@type": "dpv:DataSubject"},
-        "dpv:hasConsentStatus": STATUS[record["action"]],
         "dpv:hasLegalBasis": GDPR_CONSENT if controller.under_gdpr() else EXPRESSED_CONSENT,
     }
+    status = STATUS.get(record["action"])  # none for a link or unlink: no consent changed
+    if status is not None:
+        doc["dpv:hasConsentStatus"] = status
     doc.update(_site_facts(controller))
     if record["policy_version"] is not None:
         doc["dpv:hasNotice"] = _notice(record, controller)

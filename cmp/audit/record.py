@@ -18,8 +18,8 @@ record is then hashed as canonical JSON, `cmp.canonical`):
 | `salt`    | 32 lowercase hex characters (16 random bytes)  | `"5f0c…"`                        |
 
 A field's *presence* says when it may be null: `always` never; `consent` only on an
-`erased` record, which carries no consent; `optional` whenever (and always on an
-`erased` record).
+`erased`, `link` or `unlink` record, which carry no consent; `optional` whenever (and
+always on an `erased` record).
 
 A field is *personal* when it says who acted, from where or on which page. Version 1
 chains personal values as they are. Version 2 (`RECORD_VERSION`) chains each as a salted
@@ -51,7 +51,14 @@ Presence = Literal["always", "consent", "optional"]
 
 RECORD_VERSION: Final = 2  # what the log writes now
 RECORD_VERSIONS: Final = (1, 2)  # what it holds and verifies
-ACTIONS: Final = frozenset({"accept_all", "reject_all", "custom", "withdraw", "erased"})
+ACTIONS: Final = frozenset(
+    {"accept_all", "reject_all", "custom", "withdraw", "erased", "link", "unlink"}
+)
+# Records that carry no consent (null consent fields): bookkeeping of the log.
+NO_CONSENT: Final = frozenset({"erased", "link", "unlink"})
+# A subject linked to (or unlinked from) one of the site's users (docs/linked-users.md):
+# version 2 only, and they name the user (`user_digest`).
+LINK_ACTIONS: Final = frozenset({"link", "unlink"})
 SALT_BYTES: Final = 16
 
 
@@ -96,6 +103,9 @@ ALL_FIELDS: Final[tuple[Field, ...]] = (
     # variant it showed (docs/api.md, impressions).
     Field("impression_id", "uuid", "optional", since=2),
     Field("variant", "text", "optional", since=2),
+    # Version 2: on `link` and `unlink` records, the site's user the subject was linked to
+    # or unlinked from, as a keyed digest of the normalised user id (cmp.users).
+    Field("user_digest", "hex64", "optional", personal=True, since=2),
 )
 # Version 1's record, which existing logs are made of.
 FIELDS: Final = tuple(f for f in ALL_FIELDS if f.since == 1)

@@ -67,6 +67,7 @@ def build(
         "page_url": event.page_url,  # stored form already (cmp.models.page_url)
         "ip_prefix": facts.ip_prefix,
         "user_agent": facts.user_agent,
+        "user_digest": None,  # only link and unlink records name a user
     }
     salts = secrets.token_bytes(SALT_BYTES * len(PERSONAL))  # a fresh salt per field
     record: dict[str, Any] = {

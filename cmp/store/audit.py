@@ -131,6 +131,7 @@ async def erase_subject(
         assert chain_head is not None
         rows = int(await conn.fetchval(SQL["erase_subject_rows"], site_id, digest))
         status = await conn.execute(SQL["delete_state"], site_id, subject_id)
+        await conn.execute(SQL["delete_link"], site_id, subject_id)
         if rows == 0 and status.split()[-1] == "0":
             return None
         await conn.execute(SQL["ensure_partition"], now)

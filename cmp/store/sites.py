@@ -34,6 +34,8 @@ class StoredSite(Site):
 
     subject_key: bytes = Field(exclude=True, repr=False)
     stats_link_key: bytes = Field(exclude=True, repr=False)
+    # The HMAC key of the banner's link tokens (docs/linked-users.md); None: not made yet.
+    link_secret: bytes | None = Field(default=None, exclude=True, repr=False)
 
 
 def _origin(stored: str) -> str:
@@ -64,8 +66,10 @@ def _site(record: asyncpg.Record) -> StoredSite:
         withdrawal_url=record["withdrawal_url"],
         jurisdictions=stored_rules(record["jurisdictions"]),
         fallback=record["fallback"],
+        share_across_devices=record["share_across_devices"],
         subject_key=bytes(record["subject_key"]),
         stats_link_key=bytes(record["stats_link_key"]),
+        link_secret=None if record["link_secret"] is None else bytes(record["link_secret"]),
     )
 
 
@@ -92,6 +96,7 @@ async def upsert_site(
             if body.jurisdictions is None
             else [r.model_dump(mode="json") for r in body.jurisdictions],
             body.fallback,
+            body.share_across_devices,
         )
         await notify_change(conn, "site", site_id)
     assert record is not None

@@ -118,6 +118,9 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
             || ',"user_agent":' || coalesce(to_json(e.user_agent)::text, 'null')
             || ',"user_agent_salt":' || CASE WHEN e.user_agent IS NULL THEN 'null' ELSE '"' || encode(e.user_agent_salt, 'hex') || '"' END
             || ',"user_agent_sha256":' || coalesce('"' || encode(e.user_agent_sha256, 'hex') || '"', 'null')
+            || ',"user_digest":' || coalesce(to_json(e.user_digest)::text, 'null')
+            || ',"user_digest_salt":' || CASE WHEN e.user_digest IS NULL THEN 'null' ELSE '"' || encode(e.user_digest_salt, 'hex') || '"' END
+            || ',"user_digest_sha256":' || coalesce('"' || encode(e.user_digest_sha256, 'hex') || '"', 'null')
             || ',"v":' || '2'
             || ',"variant":' || coalesce(to_json(e.variant)::text, 'null')
             || '}'
@@ -135,6 +138,7 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
             || ',"source":' || coalesce(to_json(e.source)::text, 'null')
             || ',"subject_digest_sha256":' || coalesce('"' || encode(e.subject_digest_sha256, 'hex') || '"', 'null')
             || ',"user_agent_sha256":' || coalesce('"' || encode(e.user_agent_sha256, 'hex') || '"', 'null')
+            || ',"user_digest_sha256":' || coalesce('"' || encode(e.user_digest_sha256, 'hex') || '"', 'null')
             || ',"v":' || '2'
             || ',"variant":' || coalesce(to_json(e.variant)::text, 'null')
             || '}'
@@ -169,8 +173,10 @@ BEGIN
        AND NEW.ip_prefix_salt IS NULL
        AND NEW.user_agent IS NULL
        AND NEW.user_agent_salt IS NULL
-       AND (to_jsonb(NEW) - ARRAY['subject_id', 'subject_digest', 'subject_digest_salt', 'page_url', 'page_url_salt', 'ip_prefix', 'ip_prefix_salt', 'user_agent', 'user_agent_salt'])
-           = (to_jsonb(OLD) - ARRAY['subject_id', 'subject_digest', 'subject_digest_salt', 'page_url', 'page_url_salt', 'ip_prefix', 'ip_prefix_salt', 'user_agent', 'user_agent_salt']) THEN
+       AND NEW.user_digest IS NULL
+       AND NEW.user_digest_salt IS NULL
+       AND (to_jsonb(NEW) - ARRAY['subject_id', 'subject_digest', 'subject_digest_salt', 'page_url', 'page_url_salt', 'ip_prefix', 'ip_prefix_salt', 'user_agent', 'user_agent_salt', 'user_digest', 'user_digest_salt'])
+           = (to_jsonb(OLD) - ARRAY['subject_id', 'subject_digest', 'subject_digest_salt', 'page_url', 'page_url_salt', 'ip_prefix', 'ip_prefix_salt', 'user_agent', 'user_agent_salt', 'user_digest', 'user_digest_salt']) THEN
         RETURN NEW;
     END IF;
     RAISE EXCEPTION 'consent_events is append-only: only erasure of personal values is allowed'
@@ -190,7 +196,9 @@ RETURNS bigint LANGUAGE sql AS $$
         ip_prefix = CASE WHEN v < 2 THEN ip_prefix END,
         ip_prefix_salt = CASE WHEN v < 2 THEN ip_prefix_salt END,
         user_agent = CASE WHEN v < 2 THEN user_agent END,
-        user_agent_salt = CASE WHEN v < 2 THEN user_agent_salt END
+        user_agent_salt = CASE WHEN v < 2 THEN user_agent_salt END,
+        user_digest = CASE WHEN v < 2 THEN user_digest END,
+        user_digest_salt = CASE WHEN v < 2 THEN user_digest_salt END
         WHERE site_id = p_site AND subject_digest = p_digest AND subject_id IS NOT NULL
         RETURNING 1
     )
@@ -205,18 +213,19 @@ CREATE OR REPLACE FUNCTION cmp_insert_events(
         v, site_id, seq, event_id, subject_digest, policy_version, policy_sha256,
         action, purposes, services, gpc, rule, rule_sha256, country, region,
         language, source, page_url, origin, ip_prefix, user_agent, occurred_at,
-        received_at, impression_id, variant, subject_digest_sha256,
+        received_at, impression_id, variant, user_digest, subject_digest_sha256,
         subject_digest_salt, page_url_sha256, page_url_salt, ip_prefix_sha256,
-        ip_prefix_salt, user_agent_sha256, user_agent_salt, subject_id, prev_hash,
-        hash)
+        ip_prefix_salt, user_agent_sha256, user_agent_salt, user_digest_sha256,
+        user_digest_salt, subject_id, prev_hash, hash)
     SELECT
         k.v, k.site_id, c.seq, k.event_id, k.subject_digest, k.policy_version,
         k.policy_sha256, k.action, k.purposes::jsonb, k.services::jsonb, k.gpc,
         k.rule, k.rule_sha256, k.country, k.region, k.language, k.source, k.page_url,
         k.origin, k.ip_prefix, k.user_agent, k.occurred_at, k.received_at,
-        k.impression_id, k.variant, k.subject_digest_sha256, k.subject_digest_salt,
-        k.page_url_sha256, k.page_url_salt, k.ip_prefix_sha256, k.ip_prefix_salt,
-        k.user_agent_sha256, k.user_agent_salt, k.subject_id, c.prev_hash, c.hash
+        k.impression_id, k.variant, k.user_digest, k.subject_digest_sha256,
+        k.subject_digest_salt, k.page_url_sha256, k.page_url_salt,
+        k.ip_prefix_sha256, k.ip_prefix_salt, k.user_agent_sha256, k.user_agent_salt,
+        k.user_digest_sha256, k.user_digest_salt, k.subject_id, c.prev_hash, c.hash
     FROM unnest(p_rows) WITH ORDINALITY AS k
     JOIN unnest(p_seqs, p_prevs, p_hashes) WITH ORDINALITY AS c (seq, prev_hash, hash, i)
         ON c.i = k.ordinality

@@ -6,7 +6,8 @@
 
 -- The one definition of the counting: a site's records in [p_from, p_to) per UTC day,
 -- rule and variant ('' where the record has none). Only consent decisions count
--- (accept_all, reject_all, custom, withdraw): `erased` records are bookkeeping.
+-- (accept_all, reject_all, custom, withdraw): `erased`, `link` and `unlink` records are
+-- bookkeeping.
 --   events, the four actions, purposes: every decision. A purpose's `asked` counts the
 --     events whose policy version offered it (the purposes map names every purpose of its
 --     version), `granted` those of them that granted it: {purpose: [granted, asked]}.

@@ -80,6 +80,10 @@ SELECT cmp_erase_subject_rows($1, $2);
 -- Erasure: the current state row goes.
 DELETE FROM consent_state WHERE site_id = $1 AND subject_id = $2;
 
+-- name: delete_link
+-- Erasure: the subject's link to a user goes (the link records lose their values).
+DELETE FROM subject_links WHERE site_id = $1 AND subject_id = $2;
+
 -- name: select_erasures
 -- The erasure records (version 2) of the subject whose digest is $2, in seq order: found
 -- by the commitment each holds to the digest, among the site's erasures.

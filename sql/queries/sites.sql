@@ -4,8 +4,8 @@ WITH up AS (
     INSERT INTO sites (site_id, name, origins, languages, default_language,
                        consent_validity_days, retention_days, subject_key,
                        controller_name, controller_contact, jurisdiction, withdrawal_url,
-                       jurisdictions, fallback)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+                       jurisdictions, fallback, share_across_devices)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
     ON CONFLICT (site_id) DO UPDATE
         SET name = excluded.name, origins = excluded.origins, languages = excluded.languages,
             default_language = excluded.default_language,
@@ -15,11 +15,11 @@ WITH up AS (
             controller_contact = excluded.controller_contact,
             jurisdiction = excluded.jurisdiction, withdrawal_url = excluded.withdrawal_url,
             jurisdictions = excluded.jurisdictions, fallback = excluded.fallback,
-            updated_at = now()
+            share_across_devices = excluded.share_across_devices, updated_at = now()
     RETURNING site_id, name, origins, languages, default_language, consent_validity_days,
               retention_days, subject_key, stats_link_key, created_at, updated_at, controller_name,
               controller_contact, jurisdiction, withdrawal_url, jurisdictions, fallback,
-              (xmax = 0) AS created
+              share_across_devices, link_secret, (xmax = 0) AS created
 ), head AS (
     INSERT INTO log_heads (site_id) SELECT site_id FROM up WHERE created
     ON CONFLICT DO NOTHING
@@ -30,14 +30,16 @@ SELECT * FROM up;
 -- One site by id.
 SELECT site_id, name, origins, languages, default_language, consent_validity_days,
        retention_days, subject_key, stats_link_key, created_at, updated_at, controller_name,
-       controller_contact, jurisdiction, withdrawal_url, jurisdictions, fallback
+       controller_contact, jurisdiction, withdrawal_url, jurisdictions, fallback,
+       share_across_devices, link_secret
 FROM sites WHERE site_id = $1;
 
 -- name: select_sites
 -- Every site (small: one row per customer website).
 SELECT site_id, name, origins, languages, default_language, consent_validity_days,
        retention_days, subject_key, stats_link_key, created_at, updated_at, controller_name,
-       controller_contact, jurisdiction, withdrawal_url, jurisdictions, fallback
+       controller_contact, jurisdiction, withdrawal_url, jurisdictions, fallback,
+       share_across_devices, link_secret
 FROM sites ORDER BY site_id;
 
 -- name: select_stats_link_key

@@ -61,7 +61,7 @@ async def test_every_operation_lists_its_statuses_and_errors_are_problems(
 async def test_security_is_one_bearer_scheme_per_scope(client: TestClient) -> None:
     doc = await document(client)
     schemes = doc["components"]["securitySchemes"]
-    assert sorted(schemes) == ["admin", "audit", "read"]
+    assert sorted(schemes) == ["admin", "audit", "identify", "read"]
     assert all(s == {**s, "type": "http", "scheme": "bearer"} for s in schemes.values())
     assert doc["paths"]["/v1/sites/{site_id}/events"]["get"]["security"] == [{"audit": []}]
     # The collect endpoints are public (Origin-checked), or admin for server-side imports.

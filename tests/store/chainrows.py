@@ -85,7 +85,7 @@ def event_of(
     value in the clear; a field `full` lacks is null), as the ingest pipeline builds it."""
     if version > 1:
         full = {**LATER_DEFAULTS, **full}
-    disclosed = {f.name: full[f.name] for f in PERSONAL}
+    disclosed = {f.name: full.get(f.name) for f in PERSONAL}
     plain = {f.name: full.get(f.name) for f in layout(version).fields if f.name in FIELD_NAMES}
     if version == 1:
         record, salts = {**plain, "v": 1}, {}

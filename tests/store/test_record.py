@@ -41,6 +41,7 @@ from cmp.audit.record import (
     ALL_FIELDS,
     CHAIN_FIELDS,
     LINK_FIELDS,
+    NO_CONSENT,
     RECORD_VERSIONS,
     STORED_FIELDS,
     Field,
@@ -100,8 +101,9 @@ def value_of(field: Field) -> st.SearchStrategy[Any]:
     raise AssertionError(f"no strategy for kind {kind!r}")
 
 
-# The append path stores consent records only (an `erased` record is appended by the
-# erasure itself), and always with these: the subject's state row needs them.
+# The append path stores consent records only (`erased`, `link` and `unlink` records are
+# appended by erasure and linking themselves), and always with these: the subject's state
+# row needs them.
 ALWAYS_ON_APPEND = frozenset({"services", "gpc"})
 
 
@@ -109,7 +111,7 @@ ALWAYS_ON_APPEND = frozenset({"services", "gpc"})
 def records(draw: st.DrawFn, site_id: str) -> dict[str, Any]:
     """A consent record of `site_id` as ingest builds it (seq still to come), drawn
     field by field from the declaration."""
-    action = draw(st.sampled_from(sorted(ACTIONS - {"erased"})))
+    action = draw(st.sampled_from(sorted(ACTIONS - NO_CONSENT)))
     record: dict[str, Any] = {}
     for field in ALL_FIELDS:  # a version 1 event leaves version 2's own out (event_of)
         if field.kind == "version":

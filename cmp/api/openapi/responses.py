@@ -10,6 +10,7 @@ from cmp.api.openapi.schemas import (
     ACCEPTED,
     CHECKPOINT,
     INT,
+    LINK,
     NULLABLE_STRING,
     RETRY_AFTER,
     STATE,
@@ -123,6 +124,11 @@ SUCCESS: dict[str, dict[int, tuple[str, dict[str, Any] | None]]] = {
             ),
         )
     },
+    "post_link": {
+        201: ("linked: a link record was appended", json_body(LINK)),
+        200: ("already linked to this user, or a retry: nothing appended", json_body(LINK)),
+    },
+    "delete_link": {201: ("unlinked: an unlink record was appended", json_body(LINK))},
     "get_checkpoint": {200: ("a signed checkpoint", json_body(CHECKPOINT))},
     "get_inclusion": {
         200: (

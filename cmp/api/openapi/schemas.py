@@ -163,3 +163,15 @@ PROBLEM = {
     },
     "required": ["type", "title", "status", "detail"],
 }
+
+# A link or unlink (docs/linked-users.md): `seq` is the record appended, or the link in
+# force when nothing was appended (null for a retry).
+LINK = obj(
+    {
+        "site_id": STRING,
+        "subject_id": STRING,
+        "linked": {"type": "boolean"},
+        "appended": {"type": "boolean"},
+        "seq": {"type": ["integer", "null"]},
+    }
+)

@@ -1,0 +1,85 @@
+"""Linked users (docs/linked-users.md): link a subject to one of the site's own users and
+unlink it (`identify` scope, or the banner with a link token), the user's consent state
+(`read`), access (`audit`) and erasure (`admin`) by the site's own user id."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from aiohttp import web
+
+from cmp.api.access import SiteContext
+from cmp.api.consent import subject_id_of
+from cmp.api.json import json_response
+from cmp.api.problems import Problem
+from cmp.api.validation import parse_json
+from cmp.appkeys import POOL
+from cmp.audit.chain import subject_digest
+from cmp.models import LinkIn
+from cmp.store import links as link_store
+from cmp.store.links import LinkChange, LinkResult
+from cmp.store.sites import StoredSite
+from cmp.users import user_digest
+from cmp.values import normal_user_id
+
+
+def user_id_of(request: web.Request) -> str:
+    """The `{user_id}` of the path in its normal form (400 when it cannot be one)."""
+    try:
+        return normal_user_id(request.match_info["user_id"])
+    except ValueError as exc:
+        raise Problem(400, str(exc), code="invalid-user") from None
+
+
+async def link(
+    request: web.Request,
+    site: StoredSite,
+    subject_id: str,
+    user_id: str | None,
+    event_id: str,
+    origin: str | None = None,
+) -> web.Response:
+    """Link (or with no user, unlink) and answer as the outcome says."""
+    change = LinkChange(
+        site_id=site.site_id,
+        subject_id=subject_id,
+        subject_digest=subject_digest(site.subject_key, subject_id),
+        user_digest=None if user_id is None else user_digest(site.subject_key, user_id),
+        event_id=event_id,
+        received_at=datetime.now(UTC),
+        origin=origin,
+    )
+    async with request.app[POOL].acquire() as conn:
+        result = await link_store.append_link(conn, change)
+    return _answer(site, subject_id, change, result)
+
+
+def _answer(
+    site: StoredSite, subject_id: str, change: LinkChange, result: LinkResult
+) -> web.Response:
+    if result.outcome == "conflict":
+        raise Problem(409, "this event_id was used for another request", code="conflict")
+    if result.outcome == "not-linked":
+        raise Problem(404, "this subject is linked to no user", code="not-found")
+    body = {
+        "site_id": site.site_id,
+        "subject_id": subject_id,
+        "linked": change.user_digest is not None,
+        "appended": result.outcome == "new",
+        "seq": result.seq,
+    }
+    return json_response(body, status=201 if result.outcome == "new" else 200)
+
+
+async def post_link(request: web.Request, ctx: SiteContext) -> web.Response:
+    """Link the subject to a user of the site (identify scope)."""
+    subject_id = subject_id_of(request)
+    body = await parse_json(request, LinkIn)
+    return await link(request, ctx.site, subject_id, body.user_id, body.event_id)
+
+
+async def delete_link(request: web.Request, ctx: SiteContext) -> web.Response:
+    """Unlink the subject from its user (identify scope); 404 when it is linked to none."""
+    subject_id = subject_id_of(request)
+    return await link(request, ctx.site, subject_id, None, str(uuid.uuid4()))
