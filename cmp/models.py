@@ -282,6 +282,10 @@ class CreatedKey(ApiKey):
 # --- consent events --------------------------------------------------------
 
 SubjectId = Annotated[str, StringConstraints(pattern=SUBJECT_ID_PATTERN)]
+# A site's own user id (linked users): normalised (cmp.values.normal_user_id).
+UserId = Annotated[
+    str, StringConstraints(min_length=1, max_length=1024), AfterValidator(normal_user_id)
+]
 MAX_VERSION = 999_999_999  # nine digits: VERSION_PATTERN
 # A UUID in its hyphenated text form, lower-cased: kept a string (no uuid.UUID round
 # trip on the hot path) in exactly the form PostgreSQL prints it.
@@ -338,19 +342,26 @@ class EventBatch(BaseModel):
 
 
 class LookupIn(Strict):
-    subject_ids: list[SubjectId] = Field(min_length=1, max_length=1000)
+    """Body of `POST …/consent/lookup`: subjects, and the site's users (linked users,
+    docs/linked-users.md), at most 1000 in all."""
+
+    subject_ids: list[SubjectId] = Field(default_factory=list, max_length=1000)
+    user_ids: list[UserId] = Field(default_factory=list, max_length=1000)
     # The visitors' location, for subjects without an event (docs/jurisdictions.md).
     country: Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{2}$")] | None = None
     region: (
         Annotated[str, StringConstraints(pattern=r"^([A-Za-z]{2}-)?[A-Za-z0-9]{1,3}$")] | None
     ) = None
 
+    @model_validator(mode="after")
+    def _some_and_not_too_many(self) -> LookupIn:
+        asked = len(self.subject_ids) + len(self.user_ids)
+        if not 1 <= asked <= 1000:
+            raise ValueError("subject_ids and user_ids together must name 1 to 1000")
+        return self
+
 
 # --- linked users (docs/linked-users.md) -----------------------------------
-
-UserId = Annotated[
-    str, StringConstraints(min_length=1, max_length=1024), AfterValidator(normal_user_id)
-]
 
 
 class LinkIn(Strict):

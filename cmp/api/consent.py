@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from aiohttp import web
 
@@ -11,12 +13,14 @@ from cmp.api.access import SiteContext
 from cmp.api.json import dumps
 from cmp.api.problems import Problem
 from cmp.api.validation import parse_json
-from cmp.appkeys import CATALOG, LOOKUP_SLOTS, STATE
+from cmp.appkeys import CATALOG, LOOKUP_SLOTS, POOL, STATE
 from cmp.commit import Unavailable
-from cmp.consent import derive_state
-from cmp.jurisdiction import UNKNOWN, Location, location_of, site_rules
+from cmp.consent import PolicyView, StoredChoice, derive_state
+from cmp.jurisdiction import UNKNOWN, Location, Rule, Rules, location_of, site_rules
 from cmp.models import LookupIn
+from cmp.store import links as link_store
 from cmp.store.sites import StoredSite
+from cmp.users import fold, user_digest
 from cmp.values import SUBJECT_ID_RE
 
 
@@ -36,15 +40,38 @@ async def states(
     """The state document of each subject, encoded as soon as it is made, under the rule
     of its latest event, or for a subject without one (or whose rule is gone) the rule
     of `where` (docs/jurisdictions.md). `Sec-GPC: 1` on the request (a server-side tag
-    manager passes the visitor's on) denies the `gpc` purposes of a default state.
+    manager passes the visitor's on) denies the `gpc` purposes of a default state. With
+    the site's `share_across_devices`, a subject linked to a user has the user's state
+    (docs/linked-users.md).
 
     A lookup of 1000 subjects holds 1000 small byte strings, not 1000 nested dicts:
     under many concurrent lookups that is what keeps a worker's memory flat.
     """
-    catalog = request.app[CATALOG]
     site_id = site.site_id
+    peers: dict[str, list[str]] = {}
+    if site.share_across_devices:
+        async with request.app[POOL].acquire() as conn:
+            peers = await link_store.linked_peers(conn, site_id, subject_ids)
+    linked = {p for found in peers.values() for p in found}
+    found = await read_choices(request, site_id, list(dict.fromkeys([*subject_ids, *linked])))
+    documents = await StateDocuments.make(request, site, where)
+    results = []
+    for subject_id in subject_ids:
+        if subject_id in peers:
+            choices = [found[p] for p in peers[subject_id] if p in found]
+            choice = documents.fold(choices)[0]
+        else:
+            choice = found.get(subject_id)
+        results.append(dumps(await documents.of(subject_id, choice)))
+    return results
+
+
+async def read_choices(
+    request: web.Request, site_id: str, subject_ids: list[str]
+) -> dict[str, StoredChoice]:
+    """The subjects' latest choices through the batched state read (503 when down)."""
     try:
-        found = await request.app[STATE].get(site_id, subject_ids)
+        return await request.app[STATE].get(site_id, subject_ids)
     except Unavailable:
         raise Problem(
             503,
@@ -52,33 +79,57 @@ async def states(
             code="unavailable",
             headers={"Retry-After": "1"},
         ) from None
-    current, material = await catalog.current_view(site_id)
-    now = datetime.now(UTC)
-    rules = site_rules(site)
-    located = rules.match(where)
-    gpc = request.headers.get("Sec-GPC", "").strip() == "1"
-    results = []
-    for subject_id in subject_ids:
-        choice = found.get(subject_id)
-        rule = rules.by_id.get(choice.rule or "", located) if choice else located
-        choice_view = await catalog.view(site_id, choice.policy_version) if choice else None
-        results.append(
-            dumps(
-                derive_state(
-                    site_id=site_id,
-                    subject_id=subject_id,
-                    validity_days=site.consent_validity_days,
-                    current=current,
-                    material_version=material,
-                    choice=choice,
-                    choice_view=choice_view,
-                    now=now,
-                    rule=rule,
-                    gpc=gpc,
-                )
-            )
+
+
+@dataclass(frozen=True, slots=True)
+class StateDocuments:
+    """What every state document of one request shares: the site's current versions and
+    rules, the request's location and GPC signal, the time."""
+
+    request: web.Request
+    site: StoredSite
+    current: PolicyView | None
+    material: int
+    rules: Rules
+    located: Rule
+    gpc: bool
+    now: datetime
+
+    @classmethod
+    async def make(cls, request: web.Request, site: StoredSite, where: Location) -> StateDocuments:
+        current, material = await request.app[CATALOG].current_view(site.site_id)
+        rules = site_rules(site)
+        gpc = request.headers.get("Sec-GPC", "").strip() == "1"
+        return cls(
+            request, site, current, material, rules, rules.match(where), gpc, datetime.now(UTC)
         )
-    return results
+
+    def fold(self, choices: list[StoredChoice]) -> tuple[StoredChoice | None, datetime | None]:
+        """A user's choice from its subjects' (cmp.users.fold), and `as_of`."""
+        return fold(
+            choices,
+            material_version=self.material,
+            validity_days=self.site.consent_validity_days,
+            now=self.now,
+        )
+
+    async def of(self, subject_id: str, choice: StoredChoice | None) -> dict[str, Any]:
+        site_id = self.site.site_id
+        catalog = self.request.app[CATALOG]
+        rule = self.rules.by_id.get(choice.rule or "", self.located) if choice else self.located
+        choice_view = await catalog.view(site_id, choice.policy_version) if choice else None
+        return derive_state(
+            site_id=site_id,
+            subject_id=subject_id,
+            validity_days=self.site.consent_validity_days,
+            current=self.current,
+            material_version=self.material,
+            choice=choice,
+            choice_view=choice_view,
+            now=self.now,
+            rule=rule,
+            gpc=self.gpc,
+        )
 
 
 def etagged(request: web.Request, body: bytes) -> web.Response:
@@ -100,5 +151,35 @@ async def post_lookup(request: web.Request, ctx: SiteContext) -> web.Response:
     body = await parse_json(request, LookupIn)
     async with request.app[LOOKUP_SLOTS]:
         where = location_of(body.country, body.region)
-        found = await states(request, ctx.site, body.subject_ids, where)
-        return etagged(request, b'{"results":[' + b",".join(found) + b"]}")
+        found = await states(request, ctx.site, body.subject_ids, where) if body.subject_ids else []
+        doc = b'{"results":[' + b",".join(found) + b"]"
+        if body.user_ids:
+            users = await user_states(request, ctx.site, body.user_ids, where)
+            doc += b',"users":[' + b",".join(users) + b"]"
+        return etagged(request, doc + b"}")
+
+
+async def user_states(
+    request: web.Request, site: StoredSite, user_ids: list[str], where: Location = UNKNOWN
+) -> list[bytes]:
+    """The state of each of the site's users (normalised ids): per purpose the latest
+    decision among the subjects linked to it now (cmp.users.fold)."""
+    site_id = site.site_id
+    async with request.app[POOL].acquire() as conn:
+        linked = {
+            user_id: await link_store.linked_subjects(
+                conn, site_id, user_digest(site.subject_key, user_id)
+            )
+            for user_id in dict.fromkeys(user_ids)
+        }
+    subjects = list(dict.fromkeys(s for found in linked.values() for s in found))
+    found = await read_choices(request, site_id, subjects) if subjects else {}
+    documents = await StateDocuments.make(request, site, where)
+    results = []
+    for user_id in user_ids:
+        choice, as_of = documents.fold([found[s] for s in linked[user_id] if s in found])
+        doc = await documents.of("", choice)
+        del doc["subject_id"]
+        doc.update(user_id=user_id, subjects=linked[user_id], as_of=as_of)
+        results.append(dumps(doc))
+    return results

@@ -201,6 +201,14 @@ ROUTES: tuple[AnyRoute, ...] = (
         summary="Current consent state of up to 1000 subjects",
     ),
     SiteRoute(
+        method="GET",
+        path=f"{SITE_PATH}/users/{{user_id}}/consent",
+        handler=users.get_user_consent,
+        scope="read",
+        tag="users",
+        summary="A user's consent state across its linked subjects",
+    ),
+    SiteRoute(
         method="POST",
         path=f"{SITE_PATH}/subjects/{{subject_id}}/link",
         handler=users.post_link,

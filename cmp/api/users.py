@@ -10,12 +10,13 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from cmp.api.access import SiteContext
-from cmp.api.consent import subject_id_of
+from cmp.api.consent import etagged, subject_id_of, user_states
 from cmp.api.json import json_response
 from cmp.api.problems import Problem
 from cmp.api.validation import parse_json
 from cmp.appkeys import POOL
 from cmp.audit.chain import subject_digest
+from cmp.jurisdiction import location_of
 from cmp.models import LinkIn
 from cmp.store import links as link_store
 from cmp.store.links import LinkChange, LinkResult
@@ -83,3 +84,11 @@ async def delete_link(request: web.Request, ctx: SiteContext) -> web.Response:
     """Unlink the subject from its user (identify scope); 404 when it is linked to none."""
     subject_id = subject_id_of(request)
     return await link(request, ctx.site, subject_id, None, str(uuid.uuid4()))
+
+
+async def get_user_consent(request: web.Request, ctx: SiteContext) -> web.Response:
+    """The user's state across its linked subjects (read scope)."""
+    user_id = user_id_of(request)
+    where = location_of(request.query.get("country"), request.query.get("region"))
+    (state,) = await user_states(request, ctx.site, [user_id], where)
+    return etagged(request, state)

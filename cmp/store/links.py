@@ -148,3 +148,14 @@ async def user_subject_digests(conn: asyncpg.Connection, site_id: str, user: str
 async def delete_link(conn: asyncpg.Connection, site_id: str, subject_id: str) -> None:
     """The subject's current link goes (erasure; the records say the rest)."""
     await conn.execute(SQL["delete_link"], site_id, subject_id)
+
+
+async def linked_peers(
+    conn: asyncpg.Connection, site_id: str, subject_ids: list[str]
+) -> dict[str, list[str]]:
+    """For each of `subject_ids` linked to a user, every subject linked to that user now
+    (itself included); subjects linked to no one are absent."""
+    peers: dict[str, list[str]] = {}
+    for r in await conn.fetch(SQL["select_linked_peers"], site_id, subject_ids):
+        peers.setdefault(r["asked"], []).append(r["peer"])
+    return peers

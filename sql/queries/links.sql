@@ -45,3 +45,12 @@ WHERE site_id = $1 AND user_digest = $2 AND action = 'link' AND subject_digest I
 -- Every subject ever linked to the user that its link records still name.
 SELECT DISTINCT subject_id FROM consent_events
 WHERE site_id = $1 AND user_digest = $2 AND action = 'link' AND subject_id IS NOT NULL;
+
+-- name: select_linked_peers
+-- For each of the subjects $2 linked to a user: every subject linked to the same user now
+-- (itself included).
+SELECT l.subject_id AS asked, m.subject_id AS peer
+FROM subject_links l
+JOIN subject_links m ON m.site_id = l.site_id AND m.user_digest = l.user_digest
+WHERE l.site_id = $1 AND l.subject_id = any($2::text[])
+ORDER BY l.subject_id, m.seq;

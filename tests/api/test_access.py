@@ -88,6 +88,7 @@ async def url_of(client: TestClient, route: AnyRoute, site_id: str, caller: Call
         "version": "1",
         "key_id": "0" * 16,  # well formed, no such key: revoking it changes nothing
         "event_id": str(uuid.uuid4()),
+        "user_id": "u-matrix",
     }
     if caller.signed:
         return await stats_link(client, site_id)

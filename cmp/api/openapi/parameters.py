@@ -20,6 +20,14 @@ PATH_PARAMS: dict[str, dict[str, Any]] = {
     "subject_id": {"type": "string", "pattern": SUBJECT_ID_PATTERN},
     "version": {"type": "string", "pattern": f"^(current|{VERSION_PATTERN[1:-1]})$"},
     "key_id": {"type": "string", "pattern": API_KEY_ID_PATTERN},
+    # A site's own user id (docs/linked-users.md): normalised by the server (NFC, trimmed);
+    # control characters, or nothing but white space, are 400.
+    "user_id": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 256,
+        "pattern": r"^[^\u0000-\u001f\u007f-\u009f]*\S[^\u0000-\u001f\u007f-\u009f]*$",
+    },
     # Any other text cannot name a receipt: 404, like an unknown one.
     "event_id": {
         "type": "string",
@@ -103,6 +111,13 @@ IF_NONE_MATCH = {
 }
 HEADERS: dict[str, list[dict[str, Any]]] = {
     "get_consent": [
+        IF_NONE_MATCH,
+        query("country", {"type": "string", "description": "ISO 3166-1 alpha-2"}),
+        query(
+            "region", {"type": "string", "description": "ISO 3166-2, or its part after the dash"}
+        ),
+    ],
+    "get_user_consent": [
         IF_NONE_MATCH,
         query("country", {"type": "string", "description": "ISO 3166-1 alpha-2"}),
         query(

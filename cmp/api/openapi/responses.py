@@ -17,6 +17,7 @@ from cmp.api.openapi.schemas import (
     STRING,
     STRINGS,
     TALLY,
+    USER_STATE,
     json_body,
     obj,
     ref,
@@ -81,7 +82,15 @@ SUCCESS: dict[str, dict[int, tuple[str, dict[str, Any] | None]]] = {
     "post_lookup": {
         200: (
             "states in request order",
-            json_body(obj({"results": {"type": "array", "items": STATE}})),
+            json_body(
+                {
+                    **obj({"results": {"type": "array", "items": STATE}}),
+                    "properties": {
+                        "results": {"type": "array", "items": STATE},
+                        "users": {"type": "array", "items": USER_STATE},
+                    },
+                }
+            ),
         ),
         304: ("not modified (If-None-Match)", None),
     },
@@ -123,6 +132,10 @@ SUCCESS: dict[str, dict[int, tuple[str, dict[str, Any] | None]]] = {
                 )
             ),
         )
+    },
+    "get_user_consent": {
+        200: ("the user's state across its linked subjects", json_body(USER_STATE)),
+        304: ("not modified (If-None-Match)", None),
     },
     "post_link": {
         201: ("linked: a link record was appended", json_body(LINK)),
@@ -292,7 +305,7 @@ def error_statuses(route: AnyRoute) -> set[int]:
         statuses.add(429)
     if name == "get_klaro_config":
         statuses |= {403, 429}  # Origin not allowed; its own rate
-    if "{subject_id}" in route.path:
+    if "{subject_id}" in route.path or "{user_id}" in route.path:
         statuses.add(400)
     if name in QUERIED or name in TREE:
         statuses.add(422)  # query parameters

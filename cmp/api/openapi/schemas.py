@@ -49,6 +49,16 @@ STATE = obj(
         "expires_at": NULLABLE_STRING,
     }
 )
+# A user's state (docs/linked-users.md): a state without a subject, with the subjects
+# linked to the user now and `as_of`, the oldest decision still in force.
+USER_STATE = obj(
+    {
+        **{k: v for k, v in STATE["properties"].items() if k != "subject_id"},
+        "user_id": STRING,
+        "subjects": STRINGS,
+        "as_of": NULLABLE_STRING,
+    }
+)
 CHECKPOINT = obj(
     {
         "site_id": STRING,
