@@ -209,6 +209,22 @@ ROUTES: tuple[AnyRoute, ...] = (
         summary="A user's consent state across its linked subjects",
     ),
     SiteRoute(
+        method="GET",
+        path=f"{SITE_PATH}/users/{{user_id}}/events",
+        handler=users.get_user_events,
+        scope="audit",
+        tag="users",
+        summary="Every record of every subject ever linked to a user (access request)",
+    ),
+    SiteRoute(
+        method="DELETE",
+        path=f"{SITE_PATH}/users/{{user_id}}",
+        handler=users.erase_user,
+        scope="admin",
+        tag="users",
+        summary="Erase a user and every subject ever linked to it",
+    ),
+    SiteRoute(
         method="POST",
         path=f"{SITE_PATH}/subjects/{{subject_id}}/link",
         handler=users.post_link,

@@ -4,6 +4,7 @@ unlink it (`identify` scope, or the banner with a link token), the user's consen
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime
 
@@ -14,10 +15,11 @@ from cmp.api.consent import etagged, subject_id_of, user_states
 from cmp.api.json import json_response
 from cmp.api.problems import Problem
 from cmp.api.validation import parse_json
-from cmp.appkeys import POOL
+from cmp.appkeys import LONG_READS, POOL
 from cmp.audit.chain import subject_digest
 from cmp.jurisdiction import location_of
 from cmp.models import LinkIn
+from cmp.store import audit as audit_store
 from cmp.store import links as link_store
 from cmp.store.links import LinkChange, LinkResult
 from cmp.store.sites import StoredSite
@@ -92,3 +94,48 @@ async def get_user_consent(request: web.Request, ctx: SiteContext) -> web.Respon
     where = location_of(request.query.get("country"), request.query.get("region"))
     (state,) = await user_states(request, ctx.site, [user_id], where)
     return etagged(request, state)
+
+
+async def get_user_events(request: web.Request, ctx: SiteContext) -> web.Response:
+    """Access request by the site's own user id: every record of every subject ever
+    linked to the user (audit scope)."""
+    site = ctx.site
+    user_id = user_id_of(request)
+    digest = user_digest(site.subject_key, user_id)
+    async with (
+        request.app[LONG_READS].connection(site.site_id) as conn,
+        conn.transaction(readonly=True),
+    ):
+        subjects = await link_store.subjects_ever_linked(conn, site.site_id, digest)
+        lines = await link_store.subjects_lines(conn, site.site_id, [d for _, d in subjects])
+    return json_response(
+        {
+            "site_id": site.site_id,
+            "user_id": user_id,
+            "subjects": [s for s, _ in subjects],
+            "events": [json.loads(line) for line in lines],
+        }
+    )
+
+
+async def erase_user(request: web.Request, ctx: SiteContext) -> web.Response:
+    """Erasure of the user and every subject ever linked to it, each as a subject's
+    erasure, in one transaction (admin scope); 404 when no link names the user."""
+    site = ctx.site
+    digest = user_digest(site.subject_key, user_id_of(request))
+    now = datetime.now(UTC)
+    erased_events = 0
+    async with request.app[POOL].acquire() as conn, conn.transaction():
+        subjects = await link_store.subjects_ever_linked(conn, site.site_id, digest)
+        for subject_id, subject in subjects:
+            result = await audit_store.erase_subject(conn, site.site_id, subject_id, subject, now)
+            erased_events += result.events if result else 0
+    if not subjects:
+        raise Problem(404, "no subject is linked to this user", code="not-found")
+    return json_response(
+        {
+            "site_id": site.site_id,
+            "erased_subjects": len(subjects),
+            "erased_events": erased_events,
+        }
+    )

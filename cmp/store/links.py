@@ -14,6 +14,7 @@ import asyncpg
 
 from cmp.audit.chain import commit, link_record, record_hash
 from cmp.audit.record import SALT_BYTES
+from cmp.store.recordtext import record_text
 from cmp.store.sqlfiles import queries
 
 SQL = queries("links")
@@ -133,16 +134,19 @@ async def linked_subjects(conn: asyncpg.Connection, site_id: str, user: str) -> 
     return [r["subject_id"] for r in await conn.fetch(SQL["select_linked_subjects"], site_id, user)]
 
 
-async def subjects_ever_linked(conn: asyncpg.Connection, site_id: str, user: str) -> list[str]:
-    """Every subject the user's link records still name (erasure empties them)."""
-    rows = await conn.fetch(SQL["select_user_subjects"], site_id, user)
-    return sorted(r["subject_id"] for r in rows)
+async def subjects_ever_linked(
+    conn: asyncpg.Connection, site_id: str, user: str
+) -> list[tuple[str, str]]:
+    """(subject id, digest) of every subject the user's link records still name (erasure
+    empties them), by subject id."""
+    rows = await conn.fetch(SQL["select_user_subject_pairs"], site_id, user)
+    return [(r["subject_id"], r["subject_digest"]) for r in rows]
 
 
-async def user_subject_digests(conn: asyncpg.Connection, site_id: str, user: str) -> list[str]:
-    """The digests of every subject ever linked to the user."""
-    rows = await conn.fetch(SQL["select_user_subject_digests"], site_id, user)
-    return sorted(r["subject_digest"] for r in rows)
+async def subjects_lines(conn: asyncpg.Connection, site_id: str, digests: list[str]) -> list[str]:
+    """The export lines of every record of the subjects with these digests, in seq order."""
+    rows = await conn.fetch(SQL["export_subjects_lines"], site_id, digests)
+    return [record_text(*row) for row in rows]
 
 
 async def delete_link(conn: asyncpg.Connection, site_id: str, subject_id: str) -> None:

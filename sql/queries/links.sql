@@ -35,17 +35,6 @@ DELETE FROM subject_links WHERE site_id = $1 AND subject_id = $2;
 -- The subjects linked to the user now, in the order they were linked.
 SELECT subject_id FROM subject_links WHERE site_id = $1 AND user_digest = $2 ORDER BY seq;
 
--- name: select_user_subject_digests
--- The digests of every subject ever linked to the user, from its link records (while
--- they keep their values: erasure empties them).
-SELECT DISTINCT subject_digest FROM consent_events
-WHERE site_id = $1 AND user_digest = $2 AND action = 'link' AND subject_digest IS NOT NULL;
-
--- name: select_user_subjects
--- Every subject ever linked to the user that its link records still name.
-SELECT DISTINCT subject_id FROM consent_events
-WHERE site_id = $1 AND user_digest = $2 AND action = 'link' AND subject_id IS NOT NULL;
-
 -- name: select_linked_peers
 -- For each of the subjects $2 linked to a user: every subject linked to the same user now
 -- (itself included).
@@ -54,3 +43,17 @@ FROM subject_links l
 JOIN subject_links m ON m.site_id = l.site_id AND m.user_digest = l.user_digest
 WHERE l.site_id = $1 AND l.subject_id = any($2::text[])
 ORDER BY l.subject_id, m.seq;
+
+-- name: export_subjects_lines
+-- Every record of the subjects whose digests are $2, as export lines, in seq order (an
+-- access request by user: the subjects ever linked to it).
+SELECT (cmp_record_text(e, true)).*
+FROM consent_events e
+WHERE site_id = $1 AND subject_digest = any($2::text[])
+ORDER BY seq;
+
+-- name: select_user_subject_pairs
+-- Every subject ever linked to the user that its link records still name, with its digest.
+SELECT DISTINCT subject_id, subject_digest FROM consent_events
+WHERE site_id = $1 AND user_digest = $2 AND action = 'link' AND subject_id IS NOT NULL
+ORDER BY subject_id;

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import secrets
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from cmp.audit.verify import verify_export
 from cmp.canonical import canonical_json
 from cmp.config import Settings
 from cmp.store.stats import roll_up
+from cmp.users import user_digest
 from tests.api.test_go_verifier import check
 from tests.api.test_receipts import settle
 from tests.factories import ADMIN, ORIGIN, event, make_key, make_site
@@ -218,3 +220,81 @@ async def test_a_retried_event_of_an_erased_subject_stays_a_duplicate(
     r = await client.post(f"/v1/sites/{site_id}/events", json=body, headers=headers)
     assert r.status == 201 and (await r.json()) == {"accepted": 0, "duplicates": 1}
     assert await db.fetchval("SELECT seq FROM log_heads WHERE site_id = $1", site_id) == 2
+
+
+async def test_erasing_a_user_leaves_none_of_its_subjects_linkable(
+    proxied: TestClient, db: asyncpg.Connection, tmp_path: Path
+) -> None:
+    """Linked users (docs/linked-users.md): access by the site's user id returns exactly
+    the records of the subjects ever linked to it; its erasure leaves no user id, user
+    digest, or personal value of those subjects anywhere, and the log still verifies."""
+    client = proxied
+    site_id = await make_site(client)
+    audit = await make_key(client, site_id, "audit")
+    identify = await make_key(client, site_id, "identify")
+    tag = secrets.token_hex(6)
+    user_id = f"customer-{tag}"
+    laptop, phone, old = marked(f"laptop-{tag}"), marked(f"phone-{tag}"), marked(f"old-{tag}")
+    kept = marked(f"kept-{tag}")
+    sent = {
+        who["subject_id"]: [await send(client, site_id, who)] for who in (laptop, phone, old, kept)
+    }
+    for who in (laptop, phone, old):
+        r = await client.post(
+            f"/v1/sites/{site_id}/subjects/{who['subject_id']}/link",
+            json={"user_id": user_id, "event_id": str(uuid.uuid4())},
+            headers=identify,
+        )
+        assert r.status == 201, await r.text()
+    r = await client.delete(
+        f"/v1/sites/{site_id}/subjects/{old['subject_id']}/link", headers=identify
+    )
+    assert r.status == 201  # linked once: still the user's
+    sent[laptop["subject_id"]].append(await send(client, site_id, laptop, action="reject_all"))
+
+    r = await client.get(f"/v1/sites/{site_id}/users/{user_id}/events", headers=audit)
+    assert r.status == 200, await r.text()
+    access = await r.json()
+    gone = (laptop, phone, old)
+    assert access["subjects"] == sorted(who["subject_id"] for who in gone)
+    rows = access["events"]
+    assert {row["subject_id"] for row in rows} == set(access["subjects"])
+    consent = [row["event_id"] for row in rows if row["action"] not in ("link", "unlink")]
+    assert sorted(consent) == sorted(e for who in gone for e in sent[who["subject_id"]])
+    assert [row["action"] for row in rows].count("link") == 3
+    assert [row["seq"] for row in rows] == sorted(row["seq"] for row in rows)
+
+    key = await db.fetchval("SELECT subject_key FROM sites WHERE site_id = $1", site_id)
+    needles = [user_id, user_digest(key, user_id)]
+    for who in gone:
+        needles += [
+            who["subject_id"],
+            who["user_agent"],
+            who["page_url"],
+            who["ip"].rsplit(".", 1)[0] + ".0/24",
+            subject_digest(key, who["subject_id"]),
+        ]
+    before = {hit.split(": ", 1)[1] for hit in await scan(db, needles)}
+    assert before == set(needles) - {user_id}  # the id itself is never stored
+
+    r = await client.delete(f"/v1/sites/{site_id}/users/{user_id}", headers=ADMIN)
+    assert r.status == 200, await r.text()
+    assert await r.json() == {"site_id": site_id, "erased_subjects": 3, "erased_events": 8}
+    assert await scan(db, needles) == []
+    hits = await scan(db, [kept["user_agent"], kept["subject_id"]])
+    assert len(hits) >= 2  # the subject never linked keeps everything
+
+    r = await client.get(f"/v1/sites/{site_id}/users/{user_id}/events", headers=audit)
+    assert (await r.json())["events"] == []
+    assert (
+        await client.delete(f"/v1/sites/{site_id}/users/{user_id}", headers=ADMIN)
+    ).status == 404
+    r = await client.get(f"/v1/sites/{site_id}/events", headers=audit)
+    lines = [line for line in (await r.text()).splitlines() if line]
+    assert verify_export(lines).ok, verify_export(lines).summary()
+    assert [json.loads(line)["action"] for line in lines].count("erased") == 3
+    export_file = tmp_path / "log.jsonl"
+    export_file.write_text("\n".join(lines) + "\n")
+    from cmp.cli import main
+
+    assert main(["verify", str(export_file)]) == 0

@@ -137,6 +137,27 @@ SUCCESS: dict[str, dict[int, tuple[str, dict[str, Any] | None]]] = {
         200: ("the user's state across its linked subjects", json_body(USER_STATE)),
         304: ("not modified (If-None-Match)", None),
     },
+    "get_user_events": {
+        200: (
+            "the records of every subject ever linked to the user, in seq order",
+            json_body(
+                obj(
+                    {
+                        "site_id": STRING,
+                        "user_id": STRING,
+                        "subjects": STRINGS,
+                        "events": {"type": "array", "items": {"type": "object"}},
+                    }
+                )
+            ),
+        )
+    },
+    "erase_user": {
+        200: (
+            "erased: every subject ever linked to the user, each with its erased record",
+            json_body(obj({"site_id": STRING, "erased_subjects": INT, "erased_events": INT})),
+        )
+    },
     "post_link": {
         201: ("linked: a link record was appended", json_body(LINK)),
         200: ("already linked to this user, or a retry: nothing appended", json_body(LINK)),
