@@ -30,6 +30,7 @@ from cmp.api.access import ROUTE_TABLE, AnyRoute, Route, SiteRoute, guarded
 from cmp.api.context import UNMATCHED, unmatched, with_context
 from cmp.models import (
     EventBatch,
+    IdentifyIn,
     ImpressionBatch,
     KeyIn,
     LinkIn,
@@ -240,6 +241,33 @@ ROUTES: tuple[AnyRoute, ...] = (
         scope="identify",
         tag="users",
         summary="Unlink a subject from its user (an unlink record is appended)",
+    ),
+    SiteRoute(
+        method="POST",
+        path=f"{SITE_PATH}/subjects/{{subject_id}}/identify",
+        handler=users.post_identify,
+        scope="origin",
+        body=IdentifyIn,
+        tag="users",
+        summary="The banner links its subject to the user a link token names"
+        " (window.cmp.identify(token))",
+    ),
+    SiteRoute(
+        method="OPTIONS",
+        path=f"{SITE_PATH}/subjects/{{subject_id}}/identify",
+        handler=collect.preflight,
+        scope="preflight",
+        tag="users",
+        summary="CORS preflight",
+    ),
+    SiteRoute(
+        method="POST",
+        path=f"{SITE_PATH}/link-secret",
+        handler=users.post_link_secret,
+        scope="admin",
+        tag="users",
+        summary="A new link secret for the banner's link tokens (shown once; the old one"
+        " stops verifying)",
     ),
     SiteRoute(
         method="GET",

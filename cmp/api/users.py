@@ -5,22 +5,28 @@ unlink it (`identify` scope, or the banner with a link token), the user's consen
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from datetime import UTC, datetime
 
 from aiohttp import web
 
+from cmp import linktokens
 from cmp.api.access import SiteContext
+from cmp.api.collect import cors_headers, facts_of, rejected_problem
 from cmp.api.consent import etagged, subject_id_of, user_states
 from cmp.api.json import json_response
 from cmp.api.problems import Problem
 from cmp.api.validation import parse_json
-from cmp.appkeys import LONG_READS, POOL
+from cmp.appkeys import CATALOG, INGEST, LONG_READS, POOL
 from cmp.audit.chain import subject_digest
+from cmp.ingest import Rejected
 from cmp.jurisdiction import location_of
-from cmp.models import LinkIn
+from cmp.linktokens import MAX_TTL_SECONDS
+from cmp.models import IdentifyIn, LinkIn
 from cmp.store import audit as audit_store
 from cmp.store import links as link_store
+from cmp.store import sites as site_store
 from cmp.store.links import LinkChange, LinkResult
 from cmp.store.sites import StoredSite
 from cmp.users import user_digest
@@ -139,3 +145,43 @@ async def erase_user(request: web.Request, ctx: SiteContext) -> web.Response:
             "erased_events": erased_events,
         }
     )
+
+
+async def post_link_secret(request: web.Request, ctx: SiteContext) -> web.Response:
+    """A new link secret for the site's banner link tokens, shown once (admin scope);
+    tokens signed with the previous one stop verifying."""
+    site_id = ctx.site.site_id
+    async with request.app[POOL].acquire() as conn:
+        secret = await site_store.rotate_link_secret(conn, site_id)
+    if secret is None:
+        raise Problem(404, "no such site", code="not-found")
+    request.app[CATALOG].invalidate(f"site:{site_id}")
+    return json_response(
+        {"site_id": site_id, "link_secret": secret, "max_ttl_seconds": MAX_TTL_SECONDS},
+        status=201,
+    )
+
+
+async def post_identify(request: web.Request, ctx: SiteContext) -> web.Response:
+    """The banner links its subject with a token the site's backend signed (public,
+    Origin-checked, rate-limited like events): `window.cmp.identify(token)`."""
+    site = ctx.site
+    subject_id = subject_id_of(request)
+    origin = request.headers.get("Origin")
+    cors = cors_headers(origin)
+    try:
+        request.app[INGEST].admit(site.site_id, facts_of(request, origin))
+    except Rejected as exc:
+        raise rejected_problem(request, exc, origin) from None
+    body = await parse_json(request, IdentifyIn, allowed=("application/json", "text/plain"))
+    secret = site.link_secret.decode() if site.link_secret else None
+    try:
+        user_id = linktokens.verify(secret, site.site_id, body.token, time.time())
+    except linktokens.Malformed as exc:
+        errors = [{"pointer": "/token", "detail": str(exc)}]
+        raise Problem(422, str(exc), code="validation", errors=errors, headers=cors) from None
+    except linktokens.Refused as exc:
+        raise Problem(401, str(exc), code="unauthorized", headers=cors) from None
+    response = await link(request, site, subject_id, user_id, body.event_id, origin=origin)
+    response.headers.update(cors)
+    return response

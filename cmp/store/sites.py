@@ -197,3 +197,14 @@ async def select_policy_versions(conn: asyncpg.Connection, site_id: str) -> tupl
     record = await conn.fetchrow(POLICY_SQL["select_policy_versions"], site_id)
     assert record is not None
     return record["current_version"], record["material_version"]
+
+
+async def rotate_link_secret(conn: asyncpg.Connection, site_id: str) -> str | None:
+    """Give the site a new link secret (docs/linked-users.md), revoking every token signed
+    with the old one, and announce it; the secret's text, or None for no such site."""
+    secret = secrets.token_urlsafe(32)
+    async with conn.transaction():
+        found = await conn.fetchval(SITE_SQL["update_link_secret"], site_id, secret.encode())
+        if found is not None:
+            await notify_change(conn, "site", site_id)
+    return secret if found is not None else None

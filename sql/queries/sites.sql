@@ -49,3 +49,7 @@ SELECT stats_link_key FROM sites WHERE site_id = $1;
 -- name: update_stats_link_key
 -- Replace a site's stats-link key, revoking every link signed with the old one.
 UPDATE sites SET stats_link_key = $2 WHERE site_id = $1 RETURNING site_id;
+
+-- name: update_link_secret
+-- A new link secret for the site's banner link tokens (the old one's tokens stop working).
+UPDATE sites SET link_secret = $2 WHERE site_id = $1 RETURNING site_id;

@@ -158,6 +158,16 @@ SUCCESS: dict[str, dict[int, tuple[str, dict[str, Any] | None]]] = {
             json_body(obj({"site_id": STRING, "erased_subjects": INT, "erased_events": INT})),
         )
     },
+    "post_identify": {
+        201: ("linked: a link record was appended", json_body(LINK)),
+        200: ("already linked to this user, or a retry: nothing appended", json_body(LINK)),
+    },
+    "post_link_secret": {
+        201: (
+            "the new secret, shown once",
+            json_body(obj({"site_id": STRING, "link_secret": STRING, "max_ttl_seconds": INT})),
+        )
+    },
     "post_link": {
         201: ("linked: a link record was appended", json_body(LINK)),
         200: ("already linked to this user, or a retry: nothing appended", json_body(LINK)),
@@ -322,8 +332,10 @@ def error_statuses(route: AnyRoute) -> set[int]:
         statuses |= {400, 413, 415, 422}
     if name in COLLECT:
         statuses |= {409, 429}  # an event id re-sent with another body; the rate limit
-    if name == "post_impressions":
+    if name in ("post_impressions", "post_identify"):
         statuses.add(429)
+    if name in ("post_link", "post_identify"):
+        statuses.add(409)  # an event id re-sent for another link
     if name == "get_klaro_config":
         statuses |= {403, 429}  # Origin not allowed; its own rate
     if "{subject_id}" in route.path or "{user_id}" in route.path:
