@@ -86,6 +86,10 @@ async def test_a_decision_under_an_older_material_version_does_not_count(
     user = await state(client, f"/v1/sites/{site_id}/users/u/consent", read)
     assert user["status"] == "valid" and user["action"] == "reject_all"
     assert user["policy_version"] == 2
+    # A later decision under the old version (a page cached long) does not count either.
+    await decide(client, site_id, "laptop", action="accept_all", policy_version=1)
+    user = await state(client, f"/v1/sites/{site_id}/users/u/consent", read)
+    assert user["status"] == "valid" and user["action"] == "reject_all"
 
 
 async def test_per_purpose_the_latest_decision_wins(client: TestClient) -> None:
