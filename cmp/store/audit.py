@@ -273,11 +273,12 @@ async def purge_before(
     conn: asyncpg.Connection, cut: PurgeCut, received_from: datetime | None = None
 ) -> PurgeCount:
     """Delete a site's records through the cut that were received from `received_from`
-    on (older months are dropped whole), their ids, and the states they proved (the
-    caller's transaction, so a state never outlives its proof); returns the counts."""
+    on (older months are dropped whole), their ids, and the states and user links they
+    proved (the caller's transaction, so neither outlives its proof); returns the counts."""
     await _purging(conn)
     since = received_from or datetime.min.replace(tzinfo=UTC)
     row = await conn.fetchrow(SQL["purge_before"], cut.site_id, cut.seq, since)
+    await conn.execute(SQL["purge_links"], cut.site_id, cut.seq)
     return PurgeCount(row["events"], row["states"])
 
 

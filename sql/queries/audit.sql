@@ -198,6 +198,10 @@ SELECT name FROM cmp_drop_detached_months() AS name;
 -- number of records and of states.
 SELECT events, states FROM cmp_purge_records($1, $2, $3);
 
+-- name: purge_links
+-- Retention: the subjects' links to users whose link record is at or before the cut.
+DELETE FROM subject_links WHERE site_id = $1 AND seq <= $2;
+
 -- name: purge_month_states
 -- Retention: the states proved by the records of month $1, about to be dropped
 -- (per site: site_id, states).

@@ -3,6 +3,7 @@ chain head is never silently missing (issue 10, G and H)."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,7 +15,15 @@ from cmp.appkeys import SIGNER
 from cmp.audit.verify import verify_export
 from cmp.maintenance import purge
 from cmp.sitefile import SiteFileError, load
-from tests.factories import ADMIN, make_key, make_site, new_site_id, site_body
+from tests.factories import (
+    ADMIN,
+    age_records,
+    make_key,
+    make_site,
+    new_site_id,
+    retain_one_day,
+    site_body,
+)
 from tests.store.chainrows import append, insert_site, new_event
 
 
@@ -122,3 +131,24 @@ async def test_append_for_a_site_without_a_chain_head_fails_and_stores_nothing(
     )
     assert stored == 0
     assert await append(db, [new_event(fine, now)]) == ["new"]
+
+
+async def test_purge_removes_the_user_links_whose_record_it_removed(
+    client: TestClient, db: asyncpg.Connection
+) -> None:
+    """A subject's link to a user (docs/linked-users.md) goes with its link record."""
+    site_id = await make_site(client)
+    identify = await make_key(client, site_id, "identify")
+    read = await make_key(client, site_id, "read")
+    for subject in ("old-device", "new-device"):
+        body = {"user_id": "u", "event_id": str(uuid.uuid4())}
+        r = await client.post(
+            f"/v1/sites/{site_id}/subjects/{subject}/link", json=body, headers=identify
+        )
+        assert r.status == 201, await r.text()
+    await age_records(db, site_id, through_seq=1)
+    await retain_one_day(client, site_id)
+    done = [p for p in await purge(db, client.app[SIGNER]) if p.site_id == site_id]
+    assert [p.through_seq for p in done] == [1]
+    r = await client.get(f"/v1/sites/{site_id}/users/u/consent", headers=read)
+    assert (await r.json())["subjects"] == ["new-device"]
