@@ -34,7 +34,10 @@ SELECT v, site_id, seq, event_id, subject_digest, policy_version, policy_sha256,
     encode(ip_prefix_sha256, 'hex') AS ip_prefix_sha256,
     CASE WHEN ip_prefix IS NOT NULL THEN encode(ip_prefix_salt, 'hex') END AS ip_prefix_salt,
     encode(user_agent_sha256, 'hex') AS user_agent_sha256,
-    CASE WHEN user_agent IS NOT NULL THEN encode(user_agent_salt, 'hex') END AS user_agent_salt
+    CASE WHEN user_agent IS NOT NULL THEN encode(user_agent_salt, 'hex') END AS user_agent_salt,
+    -- link and unlink records: the user's digest (docs/linked-users.md)
+    user_digest, encode(user_digest_sha256, 'hex') AS user_digest_sha256,
+    CASE WHEN user_digest IS NOT NULL THEN encode(user_digest_salt, 'hex') END AS user_digest_salt
 FROM consent_events
 WHERE site_id = $1
   AND received_at >= coalesce($2::timestamptz, '-infinity')

@@ -5,6 +5,8 @@ digest; retries, relinks and unlinks; the records verify in the export, through
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import uuid
 from pathlib import Path
@@ -183,3 +185,30 @@ async def test_erasing_a_linked_subject_empties_its_link_records(
     assert len(rows[0]["user_digest_sha256"]) == 64
     assert verify_export([json.dumps(r) for r in rows]).ok
     assert await db.fetchval("SELECT count(*) FROM subject_links WHERE site_id = $1", site_id) == 0
+
+
+async def test_csv_and_iso27560_exports_carry_link_records(
+    client: TestClient, db: asyncpg.Connection
+) -> None:
+    site_id = await make_site(client)
+    identify = await make_key(client, site_id, "identify")
+    audit = await make_key(client, site_id, "audit")
+    r = await client.post(
+        f"/v1/sites/{site_id}/events", json=event("s"), headers={"Origin": ORIGIN}
+    )
+    assert r.status == 201
+    assert (await link(client, site_id, "s", "u", identify)).status == 201
+    r = await client.get(f"/v1/sites/{site_id}/events?format=csv", headers=audit)
+    assert r.status == 200, await r.text()
+    rows = list(csv.DictReader(io.StringIO(await r.text(), newline="")))
+    digest = user_digest(await subject_key(db, site_id), "u")
+    assert [(row["action"], row["user_digest"]) for row in rows] == [
+        ("accept_all", ""),
+        ("link", digest),
+    ]
+    assert len(rows[1]["user_digest_sha256"]) == 64 and len(rows[1]["user_digest_salt"]) == 32
+    r = await client.get(f"/v1/sites/{site_id}/events?format=iso27560", headers=audit)
+    assert r.status == 200, await r.text()
+    docs = [json.loads(line) for line in (await r.text()).splitlines() if line]
+    assert [d["cmp:event"]["cmp:action"] for d in docs] == ["accept_all", "link"]
+    assert "dpv:hasConsentStatus" not in docs[1]  # a link changes no consent
