@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import get_args
 
 from cmp.audit.signing import KeyFileError
 from cmp.cli.admin import cmd_demo, cmd_key_create, cmd_migrate, cmd_site_apply
@@ -18,6 +19,7 @@ from cmp.cli.database import load_demo, resolve_dsn
 from cmp.cli.serve import cmd_serve
 from cmp.config import ConfigError, load_settings
 from cmp.logs import setup_logging
+from cmp.models import Scope
 from cmp.store.db import DB_ERRORS
 from cmp.store.migrate import SchemaAheadError
 
@@ -45,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     key = sub.add_parser("key", help="API keys").add_subparsers(dest="key_cmd", required=True)
     create = key.add_parser("create", help="create a site key and print it once")
     create.add_argument("--site", required=True)
-    create.add_argument("--scope", required=True, choices=["admin", "read", "audit"])
+    create.add_argument("--scope", required=True, choices=get_args(Scope))
     create.set_defaults(func=cmd_key_create)
     export = sub.add_parser("export", help="export a site's log as JSON lines")
     export.add_argument("--site", required=True)

@@ -5,9 +5,12 @@ digest; retries, relinks and unlinks; the records verify in the export, through
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
+import os
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -212,3 +215,18 @@ async def test_csv_and_iso27560_exports_carry_link_records(
     docs = [json.loads(line) for line in (await r.text()).splitlines() if line]
     assert [d["cmp:event"]["cmp:action"] for d in docs] == ["accept_all", "link"]
     assert "dpv:hasConsentStatus" not in docs[1]  # a link changes no consent
+
+
+async def test_cmpd_key_create_makes_an_identify_key(client: TestClient, db_dsn: str) -> None:
+    site_id = await make_site(client)
+    env = {**os.environ, "CMP_DATABASE_URL": db_dsn, "CMP_LOG_LEVEL": "WARNING"}
+    run = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *("-m", "cmp", "key", "create", "--site", site_id, "--scope", "identify"),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await run.communicate()
+    assert run.returncode == 0
+    key = {"Authorization": f"Bearer {out.decode().strip()}"}
+    assert (await link(client, site_id, "s", "u", key)).status == 201
