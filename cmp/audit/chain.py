@@ -132,11 +132,26 @@ def commit(salt: bytes, value: str | None) -> str | None:
 def committed(values: Mapping[str, str | None], salts: bytes) -> dict[str, Any]:
     """A version 2 record's personal part: each personal field's commitment, from its
     value and its salt (consecutive `SALT_BYTES` slices of `salts`, in declaration order)."""
-    out: dict[str, Any] = {}
-    for i, (field, commitment, _) in enumerate(layout(2).disclosures):
-        salt = salts[i * SALT_BYTES : (i + 1) * SALT_BYTES]
-        out[commitment] = commit(salt, values.get(field.name))
-    return out
+    return {
+        commitment: None
+        if (value := values.get(name)) is None
+        else _sha256(salts[at : at + SALT_BYTES] + value.encode("utf-8")).hexdigest()
+        for name, commitment, _, at in SALTED
+    }
+
+
+def salt_slices(salts: bytes) -> dict[str, bytes]:
+    """Each personal field's salt by its column, as `committed` sliced them."""
+    return {salt: salts[at : at + SALT_BYTES] for _, _, salt, at in SALTED}
+
+
+# Per personal field of version 2 (this runs for every stored event): its name, its
+# commitment field, its salt field and where its salt starts in the drawn salts.
+SALTED: Final = tuple(
+    (field.name, commitment, salt, i * SALT_BYTES)
+    for i, (field, commitment, salt) in enumerate(layout(2).disclosures)
+)
+_sha256 = hashlib.sha256
 
 
 def erased_record(

@@ -11,8 +11,8 @@ import hashlib
 import secrets
 from typing import Any
 
-from cmp.audit.chain import committed, subject_digest
-from cmp.audit.record import PERSONAL, RECORD_VERSION, SALT_BYTES, layout
+from cmp.audit.chain import committed, salt_slices, subject_digest
+from cmp.audit.record import PERSONAL, RECORD_VERSION, SALT_BYTES
 from cmp.canonical import canonical_json, utc_text
 from cmp.consent import PolicyView
 from cmp.ingest.facts import Facts
@@ -106,16 +106,8 @@ def build(
         head=head,
         tail=tail,
         disclosed=disclosed,
-        salts=_salt_columns(salts),
+        salts=salt_slices(salts),
     )
-
-
-def _salt_columns(salts: bytes) -> dict[str, bytes]:
-    """Each personal field's salt by its column, as `committed` sliced them."""
-    return {
-        salt: salts[i * SALT_BYTES : (i + 1) * SALT_BYTES]
-        for i, (_, _, salt) in enumerate(layout(RECORD_VERSION).disclosures)
-    }
 
 
 # The record's seq is only known under the site's chain lock, in the database: the

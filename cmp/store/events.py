@@ -91,22 +91,23 @@ def split_repeats(
     return now, later
 
 
-def _column(name: str) -> Callable[[int, NewEvent], Any]:
-    """How one `cmp_new_event_v2` column is read from a numbered event."""
+def _source(name: str) -> str:
+    """The expression that reads one `cmp_new_event_v2` attribute from the event `e`
+    numbered `n` (its record `r`, personal values `d`, salts `s`)."""
     if name == "req":
-        return lambda number, event: number
+        return "n"
     if name in _OWN:
-        return lambda number, event: getattr(event, name)
+        return f"e.{name}"
     if name in _SALTS:  # none in a version 1 record
-        return lambda number, event: event.salts.get(name)
+        return f"s.get({name!r})"
     if name in _COMMITMENTS:
-        return lambda number, event: _hex_bytes(event.record.get(name))
+        return f"_hex_bytes(r.get({name!r}))"
     if name in _PERSONAL:
-        return lambda number, event: event.disclosed[name]
+        return f"d[{name!r}]"
     if name in _CHOICES:
-        return lambda number, event: _json_text(event.record[name])
+        return f"_json_text(r[{name!r}])"
     if name in _RECORD:
-        return lambda number, event: event.record.get(name)  # absent: not in its version
+        return f"r.get({name!r})"  # absent: not a field of the record's version
     raise LookupError(f"{ROW_TYPE} has an attribute {name!r} no record field declares")
 
 
@@ -133,9 +134,20 @@ _PERSONAL = frozenset(f.name for f in PERSONAL)
 _CHOICES = frozenset(f.name for f in FIELDS if f.kind == "choices")
 _RECORD = frozenset(STORED_FIELDS)
 
+RowMaker = Callable[[int, NewEvent], tuple[Any, ...]]
+_makers: dict[str, RowMaker] = {}
 
-Getters = tuple[Callable[[int, NewEvent], Any], ...]
-_getters: dict[str, Getters] = {}
+
+def row_maker(names: Sequence[str]) -> RowMaker:
+    """One function that makes a row of these attributes from a numbered event, compiled
+    from their sources (this runs for every stored event: a tuple display, not a call
+    per attribute)."""
+    body = ", ".join(_source(name) for name in names)
+    code = f"def row(n, e):\n    r, d, s = e.record, e.disclosed, e.salts\n    return ({body},)\n"
+    scope: dict[str, Any] = {"_hex_bytes": _hex_bytes, "_json_text": _json_text}
+    exec(compile(code, f"<{ROW_TYPE} row>", "exec"), scope)
+    maker: RowMaker = scope["row"]
+    return maker
 
 
 async def row_columns(conn: asyncpg.Connection, row_type: str = ROW_TYPE) -> list[str]:
@@ -144,19 +156,17 @@ async def row_columns(conn: asyncpg.Connection, row_type: str = ROW_TYPE) -> lis
     return names
 
 
-async def row_getters(conn: asyncpg.Connection, row_type: str = ROW_TYPE) -> Getters:
-    """One getter per attribute of `row_type` (asked of the database once per process)."""
-    known = _getters.get(row_type)
+async def row_getters(conn: asyncpg.Connection, row_type: str = ROW_TYPE) -> RowMaker:
+    """The row maker of `row_type` (its attributes asked of the database once a process)."""
+    known = _makers.get(row_type)
     if known is None:
-        known = _getters[row_type] = tuple(
-            _column(name) for name in await row_columns(conn, row_type)
-        )
+        known = _makers[row_type] = row_maker(await row_columns(conn, row_type))
     return known
 
 
-def as_row(getters: Getters, number: int, event: NewEvent) -> tuple[Any, ...]:
+def as_row(maker: RowMaker, number: int, event: NewEvent) -> tuple[Any, ...]:
     """The event as a row of the append's type, numbered in its batch."""
-    return tuple(get(number, event) for get in getters)
+    return maker(number, event)
 
 
 async def write_batch(
@@ -164,10 +174,8 @@ async def write_batch(
 ) -> list[Submission[NewEvent]]:
     """Store a batch in one statement; sets outcomes, returns the submissions deferred."""
     now, later = split_repeats(batch)
-    getters = await row_getters(conn)
-    rows = [
-        as_row(getters, n, event) for n, submission in enumerate(now) for event in submission.events
-    ]
+    make = await row_getters(conn)
+    rows = [make(n, event) for n, submission in enumerate(now) for event in submission.events]
     outcomes: list[str] = await conn.fetchval(SQL["append_batch"], rows)
     at = 0
     for submission in now:
