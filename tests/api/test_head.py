@@ -70,6 +70,7 @@ async def test_every_get_route_answers_head(client: TestClient) -> None:
         "version": "1",
         "key_id": "0" * 16,
         "event_id": str(uuid.uuid4()),
+        "user_id": "customer-1",
     }
     for route in ROUTES:
         if route.method == "GET":

@@ -6,15 +6,22 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
+from pydantic import SecretStr
 
+from cmp.app import create_app
+from cmp.config import Settings
 from cmp.store import impressions as store
-from tests.factories import ORIGIN, make_site
+from cmp.store.keys import ensure_root_key
+from cmp.store.migrate import migrate
+from tests.factories import ADMIN_KEY, ORIGIN, make_site
 
 BROWSER = (
     "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko)"
@@ -201,9 +208,33 @@ async def test_rate_limit_is_429_with_retry_after(
     assert r.status == 201
 
 
+@pytest.fixture
+async def own(
+    aiohttp_client: Any, fresh_database: Any, tmp_path: Path
+) -> AsyncIterator[tuple[TestClient, asyncpg.Connection]]:
+    """An app on a database of its own: rolling up today and dropping its raw partition
+    would take the shared database's impressions from every later test."""
+    dsn = await fresh_database()
+    conn = await asyncpg.connect(dsn)
+    await migrate(conn)
+    await ensure_root_key(conn, ADMIN_KEY)
+    settings = Settings(
+        database_url=SecretStr(dsn),
+        data_dir=tmp_path,
+        admin_key=SecretStr(ADMIN_KEY),
+        rate_per_second=1000,
+        rate_burst=1000,
+    )
+    client = await aiohttp_client(create_app(settings, dsn))
+    yield client, conn
+    await conn.close()
+
+
 async def test_closed_days_are_rolled_up_and_their_raw_rows_dropped(
-    client: TestClient, site: str, db: asyncpg.Connection
+    own: tuple[TestClient, asyncpg.Connection],
 ) -> None:
+    client, db = own
+    site = await make_site(client)
     for subject in ("a", "a", "b"):
         await post(client, site, shown(subject))
     await post(client, site, shown("a", surface="settings"))
