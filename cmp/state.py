@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import asyncpg
 
@@ -23,6 +25,7 @@ from cmp.store.events import select_states
 log = logging.getLogger(__name__)
 
 Pair = tuple[str, str]
+T = TypeVar("T")
 
 
 class StateReader:
@@ -43,6 +46,13 @@ class StateReader:
         self._pending: deque[tuple[list[Pair], asyncio.Future[dict[Pair, StoredChoice]]]] = deque()
         self._active = 0
         self._tasks: set[asyncio.Task[None]] = set()
+
+    async def bounded(self, read: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        """One more read on the held connections, under the same time limit as the
+        batched ones (a read on a silent connection must not hold its request for the
+        network's timeout; the connection is then discarded)."""
+        async with asyncio.timeout(self._timeout), self._connections.use() as conn:
+            return await read(conn)
 
     async def get(self, site_id: str, subject_ids: list[str]) -> dict[str, StoredChoice]:
         """Stored latest choice per subject id; absent ids have none."""

@@ -7,13 +7,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 from aiohttp import web
 
 from cmp.api.access import SiteContext
 from cmp.api.json import dumps
 from cmp.api.problems import Problem
 from cmp.api.validation import parse_json
-from cmp.appkeys import CATALOG, LOOKUP_SLOTS, POOL, STATE
+from cmp.appkeys import CATALOG, LOOKUP_SLOTS, STATE
 from cmp.commit import Unavailable
 from cmp.consent import PolicyView, StoredChoice, derive_state
 from cmp.jurisdiction import UNKNOWN, Location, Rule, Rules, location_of, site_rules
@@ -50,8 +51,9 @@ async def states(
     site_id = site.site_id
     peers: dict[str, list[str]] = {}
     if site.share_across_devices:
-        async with request.app[POOL].acquire() as conn:
-            peers = await link_store.linked_peers(conn, site_id, subject_ids)
+        peers = await request.app[STATE].bounded(
+            lambda conn: link_store.linked_peers(conn, site_id, subject_ids)
+        )
     linked = {p for found in peers.values() for p in found}
     found = await read_choices(request, site_id, list(dict.fromkeys([*subject_ids, *linked])))
     documents = await StateDocuments.make(request, site, where)
@@ -165,13 +167,16 @@ async def user_states(
     """The state of each of the site's users (normalised ids): per purpose the latest
     decision among the subjects linked to it now (cmp.users.fold)."""
     site_id = site.site_id
-    async with request.app[POOL].acquire() as conn:
-        linked = {
+
+    async def read_links(conn: asyncpg.Connection) -> dict[str, list[str]]:
+        return {
             user_id: await link_store.linked_subjects(
                 conn, site_id, user_digest(site.subject_key, user_id)
             )
             for user_id in dict.fromkeys(user_ids)
         }
+
+    linked = await request.app[STATE].bounded(read_links)
     subjects = list(dict.fromkeys(s for found in linked.values() for s in found))
     found = await read_choices(request, site_id, subjects) if subjects else {}
     documents = await StateDocuments.make(request, site, where)
