@@ -8,13 +8,14 @@ import json
 import time
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 from aiohttp import web
 
 from cmp import linktokens
 from cmp.api.access import SiteContext
-from cmp.api.collect import cors_headers, facts_of, rejected_problem
-from cmp.api.consent import etagged, subject_id_of, user_states
+from cmp.api.collect import cors_headers, facts_of, rejected_problem, visitor_location
+from cmp.api.consent import etagged, states, subject_id_of, user_states
 from cmp.api.json import json_response
 from cmp.api.problems import Problem
 from cmp.api.validation import parse_json
@@ -50,6 +51,19 @@ async def link(
     origin: str | None = None,
 ) -> web.Response:
     """Link (or with no user, unlink) and answer as the outcome says."""
+    body, status = await linked(request, site, subject_id, user_id, event_id, origin)
+    return json_response(body, status=status)
+
+
+async def linked(
+    request: web.Request,
+    site: StoredSite,
+    subject_id: str,
+    user_id: str | None,
+    event_id: str,
+    origin: str | None = None,
+) -> tuple[dict[str, Any], int]:
+    """Link (or unlink): the answer's body and status, as the outcome says."""
     change = LinkChange(
         site_id=site.site_id,
         subject_id=subject_id,
@@ -66,7 +80,7 @@ async def link(
 
 def _answer(
     site: StoredSite, subject_id: str, change: LinkChange, result: LinkResult
-) -> web.Response:
+) -> tuple[dict[str, Any], int]:
     if result.outcome == "conflict":
         raise Problem(409, "this event_id was used for another request", code="conflict")
     if result.outcome == "not-linked":
@@ -78,7 +92,7 @@ def _answer(
         "appended": result.outcome == "new",
         "seq": result.seq,
     }
-    return json_response(body, status=201 if result.outcome == "new" else 200)
+    return body, 201 if result.outcome == "new" else 200
 
 
 async def post_link(request: web.Request, ctx: SiteContext) -> web.Response:
@@ -164,7 +178,8 @@ async def post_link_secret(request: web.Request, ctx: SiteContext) -> web.Respon
 
 async def post_identify(request: web.Request, ctx: SiteContext) -> web.Response:
     """The banner links its subject with a token the site's backend signed (public,
-    Origin-checked, rate-limited like events): `window.cmp.identify(token)`."""
+    Origin-checked, rate-limited like events): `window.cmp.identify(token)`. The answer
+    carries the subject's state now that it is linked (the user's, with sharing on)."""
     site = ctx.site
     subject_id = subject_id_of(request)
     origin = request.headers.get("Origin")
@@ -182,6 +197,19 @@ async def post_identify(request: web.Request, ctx: SiteContext) -> web.Response:
         raise Problem(422, str(exc), code="validation", errors=errors, headers=cors) from None
     except linktokens.Refused as exc:
         raise Problem(401, str(exc), code="unauthorized", headers=cors) from None
-    response = await link(request, site, subject_id, user_id, body.event_id, origin=origin)
-    response.headers.update(cors)
-    return response
+    answer, status = await linked(request, site, subject_id, user_id, body.event_id, origin)
+    answer["state"] = await shared_state(request, site, subject_id)
+    return json_response(answer, status=status, headers=cors)
+
+
+async def shared_state(
+    request: web.Request, site: StoredSite, subject_id: str
+) -> dict[str, Any] | None:
+    """The linked subject's state, which is its user's, for the banner to adopt (it holds
+    no read key); null when the site keeps consent per device, where the banner's own
+    cookie is the subject's state already."""
+    if not site.share_across_devices:
+        return None
+    (state,) = await states(request, site, [subject_id], visitor_location(request))
+    found: dict[str, Any] = json.loads(state)
+    return found

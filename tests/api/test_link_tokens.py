@@ -17,7 +17,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from cmp.linktokens import mint
-from tests.factories import ADMIN, ORIGIN, make_key, make_site
+from tests.factories import ADMIN, ORIGIN, event, make_key, make_site
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "linked-users.md"
 
@@ -147,3 +147,44 @@ async def test_the_documented_examples_mint_tokens_the_server_takes(
     assert run.returncode == 0
     token = out.decode()
     assert (await identify(client, site_id, "js", token)).status == 201
+
+
+async def test_the_identify_answer_carries_the_users_state_for_the_banner(
+    client: TestClient, db: asyncpg.Connection
+) -> None:
+    site_id = await make_site(client)
+    secret = await link_secret(client, site_id)
+    token = mint(secret, site_id, "customer-9", int(time.time()) + 300)
+    laptop = event("laptop", action="reject_all")
+    r = await client.post(f"/v1/sites/{site_id}/events", json=laptop, headers={"Origin": ORIGIN})
+    assert r.status == 201, await r.text()
+    assert (await identify(client, site_id, "laptop", token)).status == 201
+    # The phone decided nothing; once linked, its state is the user's: the laptop's refusal.
+    r = await identify(client, site_id, "phone", token)
+    assert r.status == 201, await r.text()
+    doc = await r.json()
+    assert doc["linked"] is True and doc["state"]["subject_id"] == "phone"
+    state = doc["state"]
+    assert (state["status"], state["action"], state["needs_prompt"]) == (
+        "valid",
+        "reject_all",
+        False,
+    )
+    assert state["purposes"]["marketing"] is False and state["event_id"] == laptop["event_id"]
+    # Again on the next page load: nothing appended, the same state.
+    r = await identify(client, site_id, "phone", token)
+    assert r.status == 200 and (await r.json())["state"] == state
+
+
+async def test_without_sharing_the_identify_answer_has_no_state(
+    client: TestClient, db: asyncpg.Connection
+) -> None:
+    site_id = await make_site(client, share_across_devices=False)
+    secret = await link_secret(client, site_id)
+    laptop = event("laptop", action="reject_all")
+    r = await client.post(f"/v1/sites/{site_id}/events", json=laptop, headers={"Origin": ORIGIN})
+    assert r.status == 201, await r.text()
+    token = mint(secret, site_id, "u", int(time.time()) + 300)
+    assert (await identify(client, site_id, "laptop", token)).status == 201
+    r = await identify(client, site_id, "phone", token)
+    assert r.status == 201 and (await r.json())["state"] is None

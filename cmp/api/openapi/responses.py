@@ -9,6 +9,7 @@ from cmp.api.access import KEY_SCOPES, AnyRoute
 from cmp.api.openapi.schemas import (
     ACCEPTED,
     CHECKPOINT,
+    IDENTIFIED,
     INT,
     LINK,
     NULLABLE_STRING,
@@ -159,8 +160,11 @@ SUCCESS: dict[str, dict[int, tuple[str, dict[str, Any] | None]]] = {
         )
     },
     "post_identify": {
-        201: ("linked: a link record was appended", json_body(LINK)),
-        200: ("already linked to this user, or a retry: nothing appended", json_body(LINK)),
+        201: ("linked: a link record was appended; the state in force", json_body(IDENTIFIED)),
+        200: (
+            "already linked to this user, or a retry: nothing appended; the state in force",
+            json_body(IDENTIFIED),
+        ),
     },
     "post_link_secret": {
         201: (

@@ -185,3 +185,6 @@ LINK = obj(
         "seq": {"type": ["integer", "null"]},
     }
 )
+# The banner's identify (docs/linked-users.md): the link, and the subject's state now that
+# it is linked (its user's) when the site shares consent across devices, else null.
+IDENTIFIED = obj({**LINK["properties"], "state": {"anyOf": [STATE, {"type": "null"}]}})
