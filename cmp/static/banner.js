@@ -178,6 +178,7 @@
 
   // --- 2. gating: consent update, dataLayer event, deferred scripts ---------------------------
   var granted = null; // purposes of a valid choice; null while there is none
+  var waiting = 0; // identify calls pending: gated tags wait for the user's state
   var listeners = [];
 
   function apply(c, changed) {
@@ -198,7 +199,7 @@
   var GATED = 'script[type="text/plain"][data-cmp-purpose]';
 
   function activate(el) {
-    if (!granted || el.hasAttribute("data-cmp-activated")) return;
+    if (!granted || waiting || el.hasAttribute("data-cmp-activated")) return;
     var need = (el.getAttribute("data-cmp-purpose") || "").split(/[\s,]+/).filter(Boolean);
     for (var i = 0; i < need.length; i++) if (granted[need[i]] !== true) return;
     if (!need.length) return;
@@ -222,7 +223,7 @@
   }
 
   function activateAll() {
-    if (!granted) return;
+    if (!granted || waiting) return;
     var found = d.querySelectorAll(GATED);
     for (var i = 0; i < found.length; i++) activate(found[i]);
   }
@@ -725,6 +726,60 @@
     else fn();
   }
 
+  // --- linked users: the site's signed-in user (docs/linked-users.md) ---------------------------
+  // A direct fetch, not the outbox: the token lives minutes and the page mints a new one on
+  // each load, and the answer, the user's state, is wanted now. While it is pending, gated
+  // tags and the first showing wait (at most WAIT_MS): device B never flashes the banner.
+  var deferred = false, WAIT_MS = 3000;
+
+  function identify(token) {
+    var was = readCookie(CONSENT), done = false;
+    waiting++;
+    function settle() {
+      if (done) return;
+      done = true;
+      if (!--waiting) resume();
+    }
+    setTimeout(settle, WAIT_MS);
+    var body = JSON.stringify({ token: String(token), event_id: uuid() });
+    return new Promise(function (ok) { ok(w.fetch(API + "/subjects/" +
+      encodeURIComponent(subject()) + "/identify", { method: "POST", credentials: "omit",
+      headers: { "Content-Type": "text/plain" }, body: body })); })
+      .then(function (r) {
+        return r.json().then(null, function () { return {}; }).then(function (b) {
+          if (!r.ok) throw new Error("cmp: identify refused (" + r.status + "): " + (b.detail || ""));
+          // A choice made here meanwhile, or not yet delivered, is newer than the answer.
+          if (readCookie(CONSENT) === was && !loadQueue().some(function (x) { return !x.i; })) {
+            adopt(b.state);
+          }
+          settle();
+          return getConsent();
+        });
+      }).then(null, function (e) { settle(); throw e; });
+  }
+
+  // The user's state in force becomes this device's choice (cookie, gating, Consent Mode).
+  function adopt(s) {
+    if (!s || s.status !== "valid") return;
+    var c = stored(), n = { v: s.policy_version, p: s.purposes,
+      t: Math.floor(Date.parse(s.recorded_at) / 1000), a: s.action };
+    // The receipt needs this subject's own event.
+    if (c && c.e === s.event_id) n.e = c.e;
+    var same = statusOf(c) === "valid" && c.v === n.v &&
+      C.purposes.every(function (p) { return c.p[p.key] === n.p[p.key]; });
+    writeCookie(CONSENT, JSON.stringify(n));
+    if (layer) close();
+    if (!same) apply(n, true);
+  }
+
+  function resume() {
+    activateAll();
+    if (deferred) {
+      deferred = false;
+      if (statusOf(stored()) !== "valid") open(1, initial ? "reprompt" : "banner", false);
+    }
+  }
+
   // --- 6. start --------------------------------------------------------------------------------
   var initial = stored(), status0 = statusOf(initial);
   if (live(status0)) apply(initial, false);
@@ -755,13 +810,17 @@
     },
     show: function (which) { open(which === "settings" ? 2 : 1); },
     withdraw: function () { decide("withdraw", {}); },
+    identify: identify,
     receipt: receipt
   };
 
   ready(function () {
     activateAll();
     // A showing again after a choice that no longer holds is a re-prompt.
-    if (status0 !== "valid") open(1, initial ? "reprompt" : "banner", false);
+    if (status0 !== "valid") {
+      if (waiting) deferred = true;
+      else open(1, initial ? "reprompt" : "banner", false);
+    }
     if (loadQueue().length) flush();
   });
 })(window, document);
