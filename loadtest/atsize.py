@@ -47,7 +47,9 @@ MARKER = "atsize.json"
 # Bumped when a filled database can no longer be measured. Not for a new record version:
 # a point's `record_version` says which one its fill wrote (absent: 1), and a fill of
 # version 1 records, migrated, is a log of both versions, as a real upgraded one is.
-FILL_VERSION = 1
+# 2: version 2 gained its rule, location, impression and user fields before its release,
+# so a fill of the earlier version 2 records no longer verifies.
+FILL_VERSION = 2
 SAMPLE_SITE = 10  # a mid-size site of the skewed tail: exported and verified every run
 
 

@@ -186,6 +186,7 @@ class SiteFill:
                 "page_url": page,
                 "ip_prefix": IP_PREFIX,
                 "user_agent": USER_AGENT,
+                "user_digest": None,  # only link and unlink records name a user
             }
             salts = secrets.token_bytes(_SALT_DRAW)  # a fresh salt per field, as ingest
             record = {
