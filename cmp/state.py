@@ -21,11 +21,15 @@ from cmp.consent import StoredChoice
 from cmp.metrics import Metrics
 from cmp.store.db import DB_ERRORS_OR_TIMEOUT, HeldConnections, db_error_text
 from cmp.store.events import select_states
+from cmp.store.links import select_sites_with_links
 
 log = logging.getLogger(__name__)
 
 Pair = tuple[str, str]
 T = TypeVar("T")
+# What one batched read found: the stored choices by pair, and the batch's sites that
+# have a subject linked to a user now (their reads look the links up; others need not).
+Found = tuple[dict[Pair, StoredChoice], frozenset[str]]
 
 
 class StateReader:
@@ -43,7 +47,7 @@ class StateReader:
         self._metrics = metrics
         self._slots = in_flight
         self._batch_max = batch_max
-        self._pending: deque[tuple[list[Pair], asyncio.Future[dict[Pair, StoredChoice]]]] = deque()
+        self._pending: deque[tuple[list[Pair], asyncio.Future[Found]]] = deque()
         self._active = 0
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -56,25 +60,31 @@ class StateReader:
 
     async def get(self, site_id: str, subject_ids: list[str]) -> dict[str, StoredChoice]:
         """Stored latest choice per subject id; absent ids have none."""
+        return (await self.get_and_links(site_id, subject_ids))[0]
+
+    async def get_and_links(
+        self, site_id: str, subject_ids: list[str]
+    ) -> tuple[dict[str, StoredChoice], bool]:
+        """`get`, and whether the site has a subject linked to a user now (read in the
+        same batch, after the request arrived: a link acknowledged before it is seen)."""
         pairs = [(site_id, s) for s in subject_ids]
-        future: asyncio.Future[dict[Pair, StoredChoice]] = (
-            asyncio.get_running_loop().create_future()
-        )
+        future: asyncio.Future[Found] = asyncio.get_running_loop().create_future()
         self._pending.append((pairs, future))
         if self._active < self._slots:
             self._active += 1
             task = asyncio.create_task(self._read())
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        found = await future
-        return {
+        found, linked_sites = await future
+        choices = {
             subject: found[(site, subject)] for site, subject in pairs if (site, subject) in found
         }
+        return choices, site_id in linked_sites
 
     async def _read(self) -> None:
         try:
             while self._pending:
-                taken: list[tuple[list[Pair], asyncio.Future[dict[Pair, StoredChoice]]]] = []
+                taken: list[tuple[list[Pair], asyncio.Future[Found]]] = []
                 count = 0
                 while self._pending and (
                     not taken or count + len(self._pending[0][0]) <= self._batch_max
@@ -89,6 +99,7 @@ class StateReader:
                     # lookup behind it (the connection is then discarded).
                     async with asyncio.timeout(self._timeout), self._connections.use() as conn:
                         found = await select_states(conn, sites, subjects)
+                        linked_sites = await select_sites_with_links(conn, sites)
                 except DB_ERRORS_OR_TIMEOUT as exc:
                     log.warning("state read failed: %s", db_error_text(exc))
                     self._fail(taken, "database")
@@ -101,14 +112,12 @@ class StateReader:
                 self._metrics.read_batch_size.observe(count)
                 for _, future in taken:
                     if not future.done():
-                        future.set_result(found)
+                        future.set_result((found, linked_sites))
         finally:
             self._active -= 1
 
     @staticmethod
-    def _fail(
-        taken: list[tuple[list[Pair], asyncio.Future[dict[Pair, StoredChoice]]]], reason: str
-    ) -> None:
+    def _fail(taken: list[tuple[list[Pair], asyncio.Future[Found]]], reason: str) -> None:
         for _, future in taken:
             if not future.done():
                 future.set_exception(Unavailable(reason))

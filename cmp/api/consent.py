@@ -49,13 +49,15 @@ async def states(
     under many concurrent lookups that is what keeps a worker's memory flat.
     """
     site_id = site.site_id
+    found, site_has_links = await read_choices_and_links(request, site_id, subject_ids)
     peers: dict[str, list[str]] = {}
-    if site.share_across_devices:
+    if site.share_across_devices and site_has_links:
         peers = await request.app[STATE].bounded(
             lambda conn: link_store.linked_peers(conn, site_id, subject_ids)
         )
-    linked = {p for found in peers.values() for p in found}
-    found = await read_choices(request, site_id, list(dict.fromkeys([*subject_ids, *linked])))
+        others = [p for found_ in peers.values() for p in found_ if p not in found]
+        if others:
+            found = {**found, **await read_choices(request, site_id, list(dict.fromkeys(others)))}
     documents = await StateDocuments.make(request, site, where)
     results = []
     for subject_id in subject_ids:
@@ -72,8 +74,15 @@ async def read_choices(
     request: web.Request, site_id: str, subject_ids: list[str]
 ) -> dict[str, StoredChoice]:
     """The subjects' latest choices through the batched state read (503 when down)."""
+    return (await read_choices_and_links(request, site_id, subject_ids))[0]
+
+
+async def read_choices_and_links(
+    request: web.Request, site_id: str, subject_ids: list[str]
+) -> tuple[dict[str, StoredChoice], bool]:
+    """`read_choices`, and whether the site has linked subjects now (same batch)."""
     try:
-        return await request.app[STATE].get(site_id, subject_ids)
+        return await request.app[STATE].get_and_links(site_id, subject_ids)
     except Unavailable:
         raise Problem(
             503,

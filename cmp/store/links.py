@@ -154,6 +154,12 @@ async def delete_link(conn: asyncpg.Connection, site_id: str, subject_id: str) -
     await conn.execute(SQL["delete_link"], site_id, subject_id)
 
 
+async def select_sites_with_links(conn: asyncpg.Connection, site_ids: list[str]) -> frozenset[str]:
+    """The sites among `site_ids` with a subject linked to a user now."""
+    rows = await conn.fetch(SQL["select_sites_with_links"], sorted(set(site_ids)))
+    return frozenset(r["site_id"] for r in rows)
+
+
 async def linked_peers(
     conn: asyncpg.Connection, site_id: str, subject_ids: list[str]
 ) -> dict[str, list[str]]:

@@ -57,3 +57,12 @@ ORDER BY seq;
 SELECT DISTINCT subject_id, subject_digest FROM consent_events
 WHERE site_id = $1 AND user_digest = $2 AND action = 'link' AND subject_id IS NOT NULL
 ORDER BY subject_id;
+
+-- name: select_sites_with_links
+-- Which of the sites $1 have a subject linked to a user now: the batched state read asks
+-- once per batch, so a read of a site without links makes no further lookup.
+SELECT DISTINCT l.site_id
+FROM unnest($1::text[]) AS k (site_id)
+CROSS JOIN LATERAL (
+    SELECT site_id FROM subject_links WHERE site_id = k.site_id LIMIT 1
+) l;
