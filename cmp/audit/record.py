@@ -14,7 +14,6 @@ record is then hashed as canonical JSON, `cmp.canonical`):
 | `choices` | an object of names to booleans                | `{"necessary":true}`             |
 | `bool`    | `true` or `false`                              | `false`                          |
 | `time`    | RFC 3339 UTC, exactly 6 fraction digits, `Z`   | `"2026-11-21T10:00:00.000000Z"`  |
-
 | `salt`    | 32 lowercase hex characters (16 random bytes)  | `"5f0c…"`                        |
 
 A field's *presence* says when it may be null: `always` never; `consent` only on an
@@ -27,16 +26,18 @@ commitment: the record holds `<name>_sha256` = sha256(salt ‖ UTF-8 value) (nul
 value), and the export row carries the value and `<name>_salt` beside it (the disclosure of
 IETF SD-JWT, RFC 9901). Erasure deletes value and salt; the commitment keeps the chain
 verifying. Version 2 also has fields of its own (`since=2`): the jurisdiction rule the
-event was recorded under, its hash, and the visitor's coarse location (not personal).
+event was recorded under, its hash, the visitor's coarse location (not personal), the
+showing it answers and its banner variant, and the user a link record names (personal).
 `layout(v)` is everything a version's record and export row are made of.
 
-Everything that writes or reads a record is derived from `FIELDS` or checked against
+Everything that writes or reads a record is derived from `ALL_FIELDS` or checked against
 it: the chain rule (`cmp.audit.chain`: field list, checks, hash), the verifier's fast
 path (`cmp.audit.lines`: one pattern per kind), the row the log appends
 (`cmp.store.events`, by name), and the record the database writes for the
 export, the Merkle leaves and receipts (`cmp_record_text`, sql/functions/record.sql).
 tests/store/test_record.py stores generated records through the real write path and
-checks every one of those against the canonical JSON of `FIELDS`, byte for byte.
+checks every one of those against the canonical JSON of the declaration, byte for byte;
+sql/functions/record.sql is generated from it (`python -m cmp.store.recordsql`).
 """
 
 from __future__ import annotations
