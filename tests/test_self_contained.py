@@ -13,8 +13,8 @@ FOLDERS = ("cmp", "tests", "loadtest", "deploy", "docs", "sql", "tools", ".ci")
 TOP_FILES = ("README.md", "Makefile", "pyproject.toml")
 # Made by the set-up or the tests, not part of the repository (.gitignore).
 GENERATED = {"node_modules", "__pycache__", "artifacts", ".pytest_cache", ".mypy_cache"}
-# A `shared` folder outside the repository: `../shared`, the absolute one, or a path
-# built with a "shared" component (`root / "shared" / …`, "shared/fixtures").
+# A folder named shared beside the checkout: reached relatively (two dots, a slash), by
+# its absolute path, or as a path component in a string.
 OUTSIDE = re.compile(r"\.\./+shared\b|/work/shared\b|[\"']shared/?[\"']|[\"']shared/[\w.-]")
 # Section numbers of a specification that is not in the repository.
 SPEC_SECTION = re.compile(r"\bSPEC\s*§")
