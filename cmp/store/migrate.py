@@ -6,8 +6,10 @@ transaction. A database that has migrations this code does not know is refused.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
+from pathlib import Path
 
 import asyncpg
 
@@ -45,11 +47,19 @@ async def stale_functions(conn: asyncpg.Connection) -> list[str]:
     if not await conn.fetchval(SQL["select_functions_table_exists"]):
         return [path.name for path in function_files()]
     applied = {r["name"]: r["sha256"] for r in await conn.fetch(SQL["select_function_digests"])}
-    return [
-        path.name
-        for path in function_files()
-        if applied.get(path.name) != hashlib.sha256(path.read_bytes()).hexdigest()
-    ]
+    return [path.name for path in function_files() if applied.get(path.name) != _digest(path)]
+
+
+def _digest(path: Path) -> str:
+    """A function file's sha256, read again only when the file changed (/readyz asks on
+    every probe)."""
+    stat = path.stat()
+    return _file_digest(path, stat.st_mtime_ns, stat.st_size)
+
+
+@functools.cache
+def _file_digest(path: Path, mtime_ns: int, size: int) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 async def migrate(conn: asyncpg.Connection) -> list[str]:
@@ -99,10 +109,10 @@ async def apply_functions(conn: asyncpg.Connection, *, every: bool = False) -> l
     applied = {r["name"]: r["sha256"] for r in await conn.fetch(SQL["select_function_digests"])}
     done = []
     for path in function_files():
-        text = path.read_text("utf-8")
-        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        digest = _digest(path)
         if applied.get(path.name) == digest and not every:
             continue
+        text = path.read_text("utf-8")
         async with conn.transaction():
             await conn.execute(SQL["set_local_no_body_checks"])
             await conn.execute(text)
