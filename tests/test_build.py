@@ -8,11 +8,20 @@ the database splices `seq` between are exactly the canonical JSON of the record.
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from cmp.audit.chain import chain_record, commit, disclosure_problem, export_row
+from cmp.audit.chain import (
+    SALT_DRAW,
+    chain_record,
+    commit,
+    disclosure_problem,
+    draw_salts,
+    export_row,
+    salt_slices,
+)
 from cmp.audit.record import RECORD_VERSION, SALT_BYTES, layout
 from cmp.canonical import canonical_json
 from cmp.consent import PolicyView
@@ -92,12 +101,17 @@ def test_the_built_record_is_the_declared_record(optional: dict[str, str]) -> No
     assert (new.head + "7" + new.tail).encode() == canonical_json(stored)
     assert new.record["seq"] == SEQ_MARK
     assert new.disclosed["ip_prefix"] == "192.0.2.0/24"
-    # Each personal value is committed to with its own fresh salt, and opens with it.
-    salts = [new.salts[salt] for _, _, salt in layout(RECORD_VERSION).disclosures]
+    # Each personal value is committed to with its own fresh salt, and opens with it; the
+    # row's commitments are the record's, as bytes.
+    by_column = salt_slices(new.salts)
+    salts = [by_column[salt] for _, _, salt in layout(RECORD_VERSION).disclosures]
     assert len(set(salts)) == len(salts) and all(len(s) == SALT_BYTES for s in salts)
     for field, commitment, salt in layout(RECORD_VERSION).disclosures:
-        assert new.record[commitment] == commit(new.salts[salt], new.disclosed[field.name])
+        assert new.record[commitment] == commit(by_column[salt], new.disclosed[field.name])
         assert field.name not in new.record
+    assert [d and d.hex() for d in new.commitments] == [
+        new.record[c] for _, c, _ in layout(RECORD_VERSION).disclosures
+    ]
     row = export_row(
         stored,
         prev_hash="0" * 64,
@@ -108,8 +122,25 @@ def test_the_built_record_is_the_declared_record(optional: dict[str, str]) -> No
             for field, _, salt in layout(RECORD_VERSION).disclosures
             for name, value in (
                 (field.name, new.disclosed[field.name]),
-                (salt, new.salts[salt].hex() if new.disclosed[field.name] else None),
+                (salt, by_column[salt].hex() if new.disclosed[field.name] else None),
             )
         },
     )
     assert disclosure_problem(row) is None
+
+
+def test_salts_are_fresh_per_record_and_per_process() -> None:
+    """Salts are cut from a buffer of random bytes: never the same slice twice, not even
+    in a forked worker, whose copy of the buffer would otherwise repeat its parent's."""
+    draws = [draw_salts() for _ in range(500)]  # several buffers' worth
+    assert len(set(draws)) == len(draws) and {len(d) for d in draws} == {SALT_DRAW}
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its first draw and leave at once
+        os.write(write, draw_salts())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(read, SALT_DRAW)
+    os.close(read)
+    os.close(write)
+    assert child != draw_salts()

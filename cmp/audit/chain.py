@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 import re
 import uuid
 from collections.abc import Iterable, Mapping
@@ -129,20 +130,49 @@ def commit(salt: bytes, value: str | None) -> str | None:
     return hashlib.sha256(salt + value.encode("utf-8")).hexdigest()
 
 
+def commitments(values: Mapping[str, str | None], salts: bytes) -> tuple[bytes | None, ...]:
+    """Each personal field's commitment as bytes, in declaration order (None for a null
+    value), from its value and its salt: consecutive `SALT_BYTES` slices of `salts`."""
+    return tuple(
+        None
+        if (value := values[name]) is None
+        else _sha256(salts[at : at + SALT_BYTES] + value.encode("utf-8")).digest()
+        for name, _, _, at in SALTED
+    )
+
+
 def committed(values: Mapping[str, str | None], salts: bytes) -> dict[str, Any]:
-    """A version 2 record's personal part: each personal field's commitment, from its
-    value and its salt (consecutive `SALT_BYTES` slices of `salts`, in declaration order)."""
-    return {
-        commitment: None
-        if (value := values.get(name)) is None
-        else _sha256(salts[at : at + SALT_BYTES] + value.encode("utf-8")).hexdigest()
-        for name, commitment, _, at in SALTED
-    }
+    """A version 2 record's personal part: each commitment field with its hex `commit`."""
+    return commitment_fields(commitments(values, salts))
+
+
+def commitment_fields(digests: Iterable[bytes | None]) -> dict[str, str | None]:
+    """The record's commitment fields of `commitments`' digests."""
+    return dict(
+        zip(COMMITMENT_FIELDS, [None if d is None else d.hex() for d in digests], strict=True)
+    )
 
 
 def salt_slices(salts: bytes) -> dict[str, bytes]:
-    """Each personal field's salt by its column, as `committed` sliced them."""
+    """Each personal field's salt by its column, as `commitments` sliced them."""
     return {salt: salts[at : at + SALT_BYTES] for _, _, salt, at in SALTED}
+
+
+def draw_salts() -> bytes:
+    """Fresh random salts for one record's personal fields (`SALT_DRAW` bytes).
+
+    Cut from a buffer of `os.urandom` (one system call per `_POOL_BYTES`, not per record);
+    a forked child empties its copy, so no two processes hand out the same bytes."""
+    global _pool, _pool_at
+    if _pool_at + SALT_DRAW > len(_pool):
+        _pool, _pool_at = os.urandom(_POOL_BYTES), 0
+    at, _pool_at = _pool_at, _pool_at + SALT_DRAW
+    return _pool[at : at + SALT_DRAW]
+
+
+def _forget_pool() -> None:
+    global _pool, _pool_at
+    _pool, _pool_at = b"", 0
 
 
 # Per personal field of version 2 (this runs for every stored event): its name, its
@@ -151,6 +181,11 @@ SALTED: Final = tuple(
     (field.name, commitment, salt, i * SALT_BYTES)
     for i, (field, commitment, salt) in enumerate(layout(2).disclosures)
 )
+COMMITMENT_FIELDS: Final = tuple(commitment for _, commitment, _, _ in SALTED)
+SALT_DRAW: Final = SALT_BYTES * len(SALTED)
+_POOL_BYTES = SALT_DRAW * 64
+_pool, _pool_at = b"", 0
+os.register_at_fork(after_in_child=_forget_pool)
 _sha256 = hashlib.sha256
 
 

@@ -8,11 +8,10 @@ split around `seq` for the database to splice in; `body_digest` is what tells a 
 from __future__ import annotations
 
 import hashlib
-import secrets
 from typing import Any
 
-from cmp.audit.chain import committed, salt_slices, subject_digest
-from cmp.audit.record import PERSONAL, RECORD_VERSION, SALT_BYTES
+from cmp.audit.chain import commitment_fields, commitments, draw_salts, subject_digest
+from cmp.audit.record import RECORD_VERSION
 from cmp.canonical import canonical_json, utc_text
 from cmp.consent import PolicyView
 from cmp.ingest.facts import Facts
@@ -69,7 +68,8 @@ def build(
         "user_agent": facts.user_agent,
         "user_digest": None,  # only link and unlink records name a user
     }
-    salts = secrets.token_bytes(SALT_BYTES * len(PERSONAL))  # a fresh salt per field
+    salts = draw_salts()  # a fresh salt per field
+    digests = commitments(disclosed, salts)
     record: dict[str, Any] = {
         "v": RECORD_VERSION,
         "site_id": site_id,
@@ -92,7 +92,7 @@ def build(
         "received_at": facts.received_text,
         "impression_id": event.impression_id,
         "variant": event.variant,
-        **committed(disclosed, salts),
+        **commitment_fields(digests),
     }
     head, tail = split_at_seq(record)
     return NewEvent(
@@ -106,7 +106,8 @@ def build(
         head=head,
         tail=tail,
         disclosed=disclosed,
-        salts=salt_slices(salts),
+        salts=salts,
+        commitments=digests,
     )
 
 

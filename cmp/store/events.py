@@ -16,7 +16,8 @@ from typing import Any, Generic, TypeVar
 import asyncpg
 import orjson
 
-from cmp.audit.record import FIELDS, PERSONAL, STORED_FIELDS, layout
+from cmp.audit.chain import SALTED
+from cmp.audit.record import FIELDS, PERSONAL, SALT_BYTES, STORED_FIELDS
 from cmp.consent import StoredChoice
 from cmp.store.sqlfiles import queries
 
@@ -52,9 +53,12 @@ class NewEvent:
     received_at: datetime
     head: str
     tail: str
-    # Version 2: the personal values the record commits to, and their salts by column.
+    # Version 2: the personal values the record commits to, their salts (one draw,
+    # `cmp.audit.chain.SALTED` says where each starts) and the commitments as bytes, in
+    # declaration order; empty in a version 1 event.
     disclosed: dict[str, str | None]
-    salts: dict[str, bytes]
+    salts: bytes = b""
+    commitments: tuple[bytes | None, ...] = ()
 
 
 Row = TypeVar("Row")
@@ -93,26 +97,25 @@ def split_repeats(
 
 def _source(name: str) -> str:
     """The expression that reads one `cmp_new_event_v2` attribute from the event `e`
-    numbered `n` (its record `r`, personal values `d`, salts `s`)."""
+    numbered `n` (its record `r`, personal values `d`, salts `s`, commitments `c`)."""
     if name == "req":
         return "n"
     if name in _OWN:
         return f"e.{name}"
-    if name in _SALTS:  # none in a version 1 record
-        return f"s.get({name!r})"
+    if name in _SALTS:  # none in a version 1 event
+        at = _SALTS[name]
+        return f"(s[{at}:{at + SALT_BYTES}] or None)"
     if name in _COMMITMENTS:
-        return f"_hex_bytes(r.get({name!r}))"
+        return f"(c[{_COMMITMENTS[name]}] if c else None)"
     if name in _PERSONAL:
         return f"d[{name!r}]"
     if name in _CHOICES:
         return f"_json_text(r[{name!r}])"
+    if name in _EVERY_VERSION:
+        return f"r[{name!r}]"
     if name in _RECORD:
         return f"r.get({name!r})"  # absent: not a field of the record's version
     raise LookupError(f"{ROW_TYPE} has an attribute {name!r} no record field declares")
-
-
-def _hex_bytes(value: str | None) -> bytes | None:
-    return None if value is None else bytes.fromhex(value)
 
 
 # NewEvent's own attributes, which the record does not hold as the columns want them.
@@ -128,11 +131,12 @@ _OWN = frozenset(
         "tail",
     ]
 )
-_SALTS = frozenset(s for _, _, s in layout(2).disclosures)
-_COMMITMENTS = frozenset(c for _, c, _ in layout(2).disclosures)
+_SALTS = {salt: at for _, _, salt, at in SALTED}
+_COMMITMENTS = {commitment: i for i, (_, commitment, _, _) in enumerate(SALTED)}
 _PERSONAL = frozenset(f.name for f in PERSONAL)
 _CHOICES = frozenset(f.name for f in FIELDS if f.kind == "choices")
 _RECORD = frozenset(STORED_FIELDS)
+_EVERY_VERSION = frozenset(f.name for f in FIELDS) & _RECORD
 
 RowMaker = Callable[[int, NewEvent], tuple[Any, ...]]
 _makers: dict[str, RowMaker] = {}
@@ -143,8 +147,12 @@ def row_maker(names: Sequence[str]) -> RowMaker:
     from their sources (this runs for every stored event: a tuple display, not a call
     per attribute)."""
     body = ", ".join(_source(name) for name in names)
-    code = f"def row(n, e):\n    r, d, s = e.record, e.disclosed, e.salts\n    return ({body},)\n"
-    scope: dict[str, Any] = {"_hex_bytes": _hex_bytes, "_json_text": _json_text}
+    code = (
+        "def row(n, e):\n"
+        "    r, d, s, c = e.record, e.disclosed, e.salts, e.commitments\n"
+        f"    return ({body},)\n"
+    )
+    scope: dict[str, Any] = {"_json_text": _json_text}
     exec(compile(code, f"<{ROW_TYPE} row>", "exec"), scope)
     maker: RowMaker = scope["row"]
     return maker

@@ -13,7 +13,7 @@ from typing import Any
 
 import asyncpg
 
-from cmp.audit.chain import chain_record, committed, export_line
+from cmp.audit.chain import chain_record, commitment_fields, commitments, export_line
 from cmp.audit.record import ALL_FIELDS, PERSONAL, RECORD_VERSION, SALT_BYTES, layout
 from cmp.canonical import utc_text
 from cmp.ingest.build import split_at_seq
@@ -87,15 +87,13 @@ def event_of(
         full = {**LATER_DEFAULTS, **full}
     disclosed = {f.name: full.get(f.name) for f in PERSONAL}
     plain = {f.name: full.get(f.name) for f in layout(version).fields if f.name in FIELD_NAMES}
+    salts, digests = b"", ()
     if version == 1:
-        record, salts = {**plain, "v": 1}, {}
+        record = {**plain, "v": 1}
     else:
-        salt_bytes = secrets.token_bytes(SALT_BYTES * len(PERSONAL))
-        record = {**plain, "v": version, **committed(disclosed, salt_bytes)}
-        salts = {
-            salt: salt_bytes[i * SALT_BYTES : (i + 1) * SALT_BYTES]
-            for i, (_, _, salt) in enumerate(layout(version).disclosures)
-        }
+        salts = secrets.token_bytes(SALT_BYTES * len(PERSONAL))
+        digests = commitments(disclosed, salts)
+        record = {**plain, "v": version, **commitment_fields(digests)}
     head, tail = split_at_seq(record)
     return NewEvent(
         full["site_id"],
@@ -109,6 +107,7 @@ def event_of(
         tail,
         disclosed=disclosed,
         salts=salts,
+        commitments=digests,
     )
 
 

@@ -34,6 +34,7 @@ from cmp.audit.chain import (
     erased_record,
     export_line,
     record_hash,
+    salt_slices,
 )
 from cmp.audit.lines import parse_fast, parse_line
 from cmp.audit.record import (
@@ -43,6 +44,7 @@ from cmp.audit.record import (
     LINK_FIELDS,
     NO_CONSENT,
     RECORD_VERSIONS,
+    SALT_BYTES,
     STORED_FIELDS,
     Field,
     layout,
@@ -147,10 +149,11 @@ def expected_line(event: NewEvent, seq: int, prev: str, digest: str, erased: boo
     personal value with its salt, unless erased."""
     record = {**event.record, "seq": seq}
     extra: dict[str, Any] = {}
+    salts = salt_slices(event.salts)
     for field, _, salt in layout(record["v"]).disclosures:
         value = None if erased else event.disclosed[field.name]
         extra[field.name] = value
-        extra[salt] = None if value is None else event.salts[salt].hex()
+        extra[salt] = None if value is None else salts[salt].hex()
     subject = None if erased else event.subject_id
     return export_line(record, prev_hash=prev, hash=digest, subject_id=subject, **extra)
 
@@ -281,11 +284,13 @@ async def test_the_appended_row_is_the_declared_record_plus_the_requests_own(
 
     # Every source a distinct value: each column must hold its own.
     record = {name: f"<{name}>" for name in STORED_FIELDS}
-    commitments = {c for _, c, _ in layout(2).disclosures}
-    salts = {s for _, _, s in layout(2).disclosures}
+    commitments = [c for _, c, _ in layout(2).disclosures]
+    salts = [s for _, _, s in layout(2).disclosures]
     personal = {f.name for f, _, _ in layout(2).disclosures}
-    for name in commitments:
-        record[name] = secrets.token_hex(32)
+    # The salts are one draw, the commitments bytes in declaration order, as build makes them.
+    salt_draw = secrets.token_bytes(SALT_BYTES * len(salts))
+    digests = tuple(secrets.token_bytes(32) for _ in commitments)
+    record.update(zip(commitments, (d.hex() for d in digests), strict=True))
     event = NewEvent(
         *(f"<event.{name}>" for name in ("site_id", "event_id", "subject_id", "body_digest")),
         record=record,
@@ -294,7 +299,8 @@ async def test_the_appended_row_is_the_declared_record_plus_the_requests_own(
         head="<event.head>",
         tail="<event.tail>",
         disclosed={name: f"<disclosed.{name}>" for name in personal},
-        salts={name: f"<salt.{name}>".encode() for name in salts},
+        salts=salt_draw,
+        commitments=digests,
     )
     expected: list[Any] = []
     for name in type_columns:
@@ -303,7 +309,8 @@ async def test_the_appended_row_is_the_declared_record_plus_the_requests_own(
         elif name in personal:  # version 2: the value beside the record, not in it
             expected.append(event.disclosed[name])
         elif name in salts:
-            expected.append(event.salts[name])
+            at = salts.index(name) * SALT_BYTES
+            expected.append(salt_draw[at : at + SALT_BYTES])
         elif name in commitments:  # stored as bytes
             expected.append(bytes.fromhex(record[name]))
         elif hasattr(event, name):  # the event's own, or the record's field as a column
