@@ -18,7 +18,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Final, Literal, Protocol
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StringConstraints,
+    WithJsonSchema,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from cmp.canonical import content_sha256
 
@@ -65,6 +75,15 @@ RegionCode = Annotated[
 RuleId = Annotated[str, StringConstraints(pattern=RULE_ID_PATTERN)]
 
 
+# A boolean a client sends or leaves out (None: absent), never null on the wire.
+AbsentOrBool = Annotated[StrictBool | None, WithJsonSchema({"type": "boolean"})]
+
+
+def _no_default(schema: dict[str, Any]) -> None:
+    # The default, None, stands for "absent": it is no value a client may send.
+    schema.pop("default", None)
+
+
 class Rule(BaseModel):
     """One rule of `jurisdictions` (tuples, so that a rule is hashable)."""
 
@@ -75,6 +94,28 @@ class Rule(BaseModel):
     regions: tuple[RegionCode, ...] = Field(default=(), max_length=MAX_REGIONS)
     model: Model
     default: bool = False
+    # Overrides the site's `share_across_devices` for subjects under this rule; absent (None)
+    # keeps the site's. Left out of every dump when absent, so a rule written before the
+    # field existed keeps its canonical JSON and `rule_sha256`.
+    share_across_devices: AbsentOrBool = Field(
+        default=None,
+        exclude_if=lambda value: value is None,
+        description="Overrides the site's share_across_devices for subjects under this rule "
+        "(docs/linked-users.md); absent: the site's setting.",
+        json_schema_extra=_no_default,
+    )
+
+    @field_validator("share_across_devices", mode="before")
+    @classmethod
+    def _absent_not_null(cls, value: object) -> object:
+        # Absent means the site's setting; an explicit null would be a second way to say it.
+        if value is None:
+            raise PydanticCustomError("bool_type", "Input should be a valid boolean")
+        return value
+
+    def shares(self, site_shares: bool) -> bool:
+        """Whether a linked subject under this rule has its user's state."""
+        return site_shares if self.share_across_devices is None else self.share_across_devices
 
     def sha256(self) -> str:
         """`rule_sha256`: the content hash of the rule as it is now (canonical JSON)."""
@@ -228,6 +269,7 @@ def stored_rules(value: Any) -> tuple[Rule, ...] | None:
             regions=tuple(r.get("regions", ())),
             model=r["model"],
             default=bool(r.get("default", False)),
+            share_across_devices=r.get("share_across_devices"),
         )
         for r in value
     )

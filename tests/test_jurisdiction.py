@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from cmp.canonical import canonical_json
 from cmp.jurisdiction import (
     DEFAULT_RULE,
     Location,
@@ -175,3 +176,20 @@ def test_rule_sha256_is_the_hash_of_the_rule_as_it_is() -> None:
     b = rule("us-ca", regions=["US-CA"], model="opt_in")
     assert a.sha256() != b.sha256()
     assert a.sha256() == rule("us-ca", regions=["US-CA"], model="opt_out").sha256()
+
+
+def test_a_rule_without_the_sharing_override_keeps_its_fingerprint() -> None:
+    # Pinned before `share_across_devices` existed: records logged then keep verifying
+    # against the rule as it is written today.
+    plain = rule("us-ca", regions=["US-CA"], model="opt_out")
+    assert canonical_json(plain.model_dump(mode="json")) == (
+        b'{"countries":[],"default":false,"id":"us-ca","model":"opt_out","regions":["US-CA"]}'
+    )
+    assert plain.sha256() == "d72a86674ba7be338e9c71059a4a290d295b9cb31ac3657d62dcec05212d002a"
+    assert DEFAULT_RULE.sha256() == (
+        "876bb927fe7d55bd978120ff1f797cb7bd3cfc57384f343e40891a420a2ec7ec"
+    )
+    off = rule("us-ca", regions=["US-CA"], model="opt_out", share_across_devices=False)
+    assert off.sha256() != plain.sha256()
+    assert canonical_json(off.model_dump(mode="json")).endswith(b',"share_across_devices":false}')
+    assert (plain.shares(True), plain.shares(False), off.shares(True)) == (True, False, False)

@@ -266,3 +266,23 @@ def test_a_site_file_with_ambiguous_rules_names_the_pointer(tmp_path: Path) -> N
     assert str(caught.value) == (
         f"{path}: site/jurisdictions: exactly one rule must be the default (found 0)"
     )
+
+
+def test_a_rule_in_a_site_file_may_switch_sharing_off(tmp_path: Path) -> None:
+    path = tmp_path / "site.toml"
+    head = 'site_id = "rules"\n[site]\nname = "x"\nlanguages = ["en"]\ndefault_language = "en"\n'
+    rules = (
+        '[[site.jurisdictions]]\nid = "de"\ncountries = ["DE"]\nmodel = "opt_in"\n'
+        "share_across_devices = {}\n"
+        '[[site.jurisdictions]]\nid = "rest"\nmodel = "opt_in"\ndefault = true\n'
+    )
+    path.write_text(head + rules.format("false"))
+    loaded = sitefile.load(path).site.jurisdictions
+    assert loaded is not None
+    assert [r.share_across_devices for r in loaded] == [False, None]
+    path.write_text(head + rules.format('"no"'))
+    with pytest.raises(sitefile.SiteFileError) as caught:
+        sitefile.load(path)
+    assert str(caught.value) == (
+        f"{path}: jurisdictions.0.share_across_devices: Input should be a valid boolean"
+    )
