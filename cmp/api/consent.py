@@ -41,24 +41,38 @@ async def states(
     """The state document of each subject, encoded as soon as it is made, under the rule
     of its latest event, or for a subject without one (or whose rule is gone) the rule
     of `where` (docs/jurisdictions.md). `Sec-GPC: 1` on the request (a server-side tag
-    manager passes the visitor's on) denies the `gpc` purposes of a default state. With
-    the site's `share_across_devices`, a subject linked to a user has the user's state
-    (docs/linked-users.md).
+    manager passes the visitor's on) denies the `gpc` purposes of a default state. A
+    subject linked to a user has the user's state when its rule shares across devices
+    (the rule's `share_across_devices`, else the site's; docs/linked-users.md).
 
     A lookup of 1000 subjects holds 1000 small byte strings, not 1000 nested dicts:
     under many concurrent lookups that is what keeps a worker's memory flat.
     """
+    return [doc for doc, _ in await shared_states(request, site, subject_ids, where)]
+
+
+async def shared_states(
+    request: web.Request, site: StoredSite, subject_ids: list[str], where: Location
+) -> list[tuple[bytes, bool]]:
+    """`states`, each with whether the subject's rule shares across devices (so that, if
+    linked, the document is its user's state)."""
     site_id = site.site_id
     found, site_has_links = await read_choices_and_links(request, site_id, subject_ids)
+    documents = await StateDocuments.make(request, site, where)
+    # The subject's own rule decides, as it decides the state: its latest event's, or
+    # the location's.
+    sharing = [
+        s for s in subject_ids if documents.rule_of(found.get(s)).shares(site.share_across_devices)
+    ]
     peers: dict[str, list[str]] = {}
-    if site.share_across_devices and site_has_links:
+    if sharing and site_has_links:
         peers = await request.app[STATE].bounded(
-            lambda conn: link_store.linked_peers(conn, site_id, subject_ids)
+            lambda conn: link_store.linked_peers(conn, site_id, sharing)
         )
         others = [p for found_ in peers.values() for p in found_ if p not in found]
         if others:
             found = {**found, **await read_choices(request, site_id, list(dict.fromkeys(others)))}
-    documents = await StateDocuments.make(request, site, where)
+    shared = set(sharing)
     results = []
     for subject_id in subject_ids:
         if subject_id in peers:
@@ -66,7 +80,7 @@ async def states(
             choice = documents.fold(choices)[0]
         else:
             choice = found.get(subject_id)
-        results.append(dumps(await documents.of(subject_id, choice)))
+        results.append((dumps(await documents.of(subject_id, choice)), subject_id in shared))
     return results
 
 
@@ -124,10 +138,15 @@ class StateDocuments:
             now=self.now,
         )
 
+    def rule_of(self, choice: StoredChoice | None) -> Rule:
+        """The rule a state is computed under: its choice's, or (no choice, or a rule
+        gone since) the request's location's."""
+        return self.rules.by_id.get(choice.rule or "", self.located) if choice else self.located
+
     async def of(self, subject_id: str, choice: StoredChoice | None) -> dict[str, Any]:
         site_id = self.site.site_id
         catalog = self.request.app[CATALOG]
-        rule = self.rules.by_id.get(choice.rule or "", self.located) if choice else self.located
+        rule = self.rule_of(choice)
         choice_view = await catalog.view(site_id, choice.policy_version) if choice else None
         return derive_state(
             site_id=site_id,

@@ -15,7 +15,7 @@ from aiohttp import web
 from cmp import linktokens
 from cmp.api.access import SiteContext
 from cmp.api.collect import cors_headers, facts_of, rejected_problem, visitor_location
-from cmp.api.consent import etagged, states, subject_id_of, user_states
+from cmp.api.consent import etagged, shared_states, subject_id_of, user_states
 from cmp.api.json import json_response
 from cmp.api.problems import Problem
 from cmp.api.validation import parse_json
@@ -206,10 +206,11 @@ async def shared_state(
     request: web.Request, site: StoredSite, subject_id: str
 ) -> dict[str, Any] | None:
     """The linked subject's state, which is its user's, for the banner to adopt (it holds
-    no read key); null when the site keeps consent per device, where the banner's own
-    cookie is the subject's state already."""
-    if not site.share_across_devices:
+    no read key); null when the subject's rule (or else the site) keeps consent per
+    device, where the banner's own cookie is the subject's state already."""
+    (shared,) = await shared_states(request, site, [subject_id], visitor_location(request))
+    state, sharing = shared
+    if not sharing:
         return None
-    (state,) = await states(request, site, [subject_id], visitor_location(request))
     found: dict[str, Any] = json.loads(state)
     return found
