@@ -162,6 +162,17 @@ class Texts(Strict):
     ) = None
 
 
+class NoticeTexts(Strict):
+    """A notice's own wording under a granting model (docs/banner.md, Notice texts)."""
+
+    title: ShortText
+    body: LongText
+
+
+# The models whose first layer is a notice; `texts` word the opt_in request for consent.
+NoticeModel = Literal["opt_out", "notice_only"]
+
+
 class Variant(Strict):
     """Other texts of a version, shown to the share `weight` of its subjects (docs/api.md)."""
 
@@ -182,6 +193,10 @@ class PolicyIn(Strict):
     texts: dict[Lang, Texts] = Field(min_length=1)
     # Banner variants: each subject sees one (cmp.variants.assign); without, `texts`.
     variants: dict[Key, Variant] | None = Field(default=None, min_length=1, max_length=VARIANTS_MAX)
+    # The notice's title and body per granting model; without, the banner's own wording.
+    notice_texts: dict[NoticeModel, dict[Lang, NoticeTexts]] | None = Field(
+        default=None, min_length=1
+    )
 
     @model_validator(mode="after")
     def _weights_sum_to_one(self) -> PolicyIn:
@@ -217,6 +232,14 @@ class PolicyIn(Strict):
                             "detail": f"texts for '{lang}' missing",
                         }
                     )
+            for model, notice in (self.notice_texts or {}).items():
+                if lang not in notice:
+                    errors.append(
+                        {
+                            "pointer": f"/notice_texts/{model}/{lang}",
+                            "detail": f"{model} notice texts for '{lang}' missing",
+                        }
+                    )
             for i, purpose in enumerate(self.purposes):
                 if lang not in purpose.title:
                     errors.append(
@@ -241,9 +264,11 @@ class PolicyIn(Strict):
         ]
 
     def document(self) -> dict[str, object]:
-        """What the content hash covers: everything a visitor could see, the variants'
-        texts too (absent when there are none, so earlier versions hash as they did)."""
-        exclude = {"material"} if self.variants is not None else {"material", "variants"}
+        """What the content hash covers: everything a visitor could see, the variants' and
+        notices' texts too (each absent when there are none, so earlier versions hash as
+        they did)."""
+        optional = {"variants", "notice_texts"}
+        exclude = {"material"} | {name for name in optional if getattr(self, name) is None}
         return self.model_dump(mode="json", exclude=exclude)
 
 
@@ -257,6 +282,11 @@ class PolicyVersion(Strict):
     purposes: list[Purpose]
     texts: dict[str, Texts]
     variants: dict[str, Variant] | None = None
+    notice_texts: dict[NoticeModel, dict[str, NoticeTexts]] | None = None
+
+    def notice(self, model: str) -> dict[str, NoticeTexts]:
+        """The notice texts of `model` by language; empty when the version words none."""
+        return next((t for m, t in (self.notice_texts or {}).items() if m == model), {})
 
 
 # --- keys ------------------------------------------------------------------

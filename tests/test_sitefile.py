@@ -286,3 +286,34 @@ def test_a_rule_in_a_site_file_may_switch_sharing_off(tmp_path: Path) -> None:
     assert str(caught.value) == (
         f"{path}: jurisdictions.0.share_across_devices: Input should be a valid boolean"
     )
+
+
+NOTICE_TOML = """
+[policy.notice_texts.opt_out.nb]
+title = "Dine valg"
+body = "Du kan reservere deg mot salg og deling når som helst."
+"""
+
+
+async def test_a_site_file_words_its_notices_in_every_language(
+    conn: asyncpg.Connection, tmp_path: Path
+) -> None:
+    source = sitefile.demo_files()[0]
+    shutil.copytree(source.parent / "texts", tmp_path / "texts")
+    text = source.read_text("utf-8").replace("material = true\n", "")
+    path = tmp_path / "site.toml"
+    path.write_text(text, "utf-8")
+    await sitefile.apply(conn, sitefile.load(path))
+    path.write_text(text + NOTICE_TOML, "utf-8")
+    with pytest.raises(sitefile.SiteFileError) as caught:
+        sitefile.load(path)
+    assert str(caught.value) == (
+        f"{path}: policy/notice_texts/opt_out/en: opt_out notice texts for 'en' missing"
+    )
+    english = NOTICE_TOML.replace(".nb]", ".en]").replace("Dine valg", "Your choices")
+    english = english.replace("Du kan reservere deg mot salg og deling", "You may opt out")
+    path.write_text(text + NOTICE_TOML + english, "utf-8")
+    worded = await sitefile.apply(conn, sitefile.load(path))
+    assert worded.published is not None and worded.published.material is False
+    assert worded.published.notice("opt_out")["nb"].title == "Dine valg"
+    assert (await sitefile.apply(conn, sitefile.load(path))).published is None

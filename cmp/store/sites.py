@@ -142,6 +142,7 @@ def _policy(record: asyncpg.Record) -> PolicyVersion:
         purposes=doc["purposes"],
         texts=doc["texts"],
         variants=doc.get("variants"),
+        notice_texts=doc.get("notice_texts"),
     )
 
 

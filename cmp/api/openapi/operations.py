@@ -83,7 +83,8 @@ LINKS: dict[tuple[str, int], dict[str, dict[str, Any]]] = {
 BODY_RULES: dict[str, str] = {
     "put_site": "`default_language` must be one of `languages`.",
     "post_policy": (
-        "`texts` and every purpose `title` must cover every language of the site;"
+        "`texts`, each variant's `texts`, each model's `notice_texts` and every purpose"
+        " `title` must cover every language of the site;"
         " purpose keys are unique, and service keys unique across purposes;"
         " the first version of a site must be `material`."
     ),
