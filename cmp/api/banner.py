@@ -3,12 +3,13 @@
 The script is one static file (`cmp/static/banner.js`, read once) with a placeholder that
 is replaced by the site's configuration, built from the catalogue: languages, validity,
 the current and newest material policy version, purposes, services, texts and variants,
-and the visitor's jurisdiction rule with every rule's Consent Mode region list. The
-privacy-policy text itself stays out: it can be hundreds of KiB and the banner only links
-to it. The body is cacheable: a strong ETag (hash of the final body), five minutes of
-`max-age` so a new material version reaches visitors quickly, 304 on a match. A site with
-rules gets one body per rule, so its answer is `private` (a shared cache would hand one
-visitor's rule to the next) and varies on the location headers.
+the notice texts of the visitor's model, and the visitor's jurisdiction rule with every
+rule's Consent Mode region list. The privacy-policy text itself stays out: it can be
+hundreds of KiB and the banner only links to it. The body is cacheable: a strong ETag
+(hash of the final body), five minutes of `max-age` so a new material version reaches
+visitors quickly, 304 on a match. A site with rules gets one body per rule, so its answer
+is `private` (a shared cache would hand one visitor's rule to the next) and varies on the
+location headers.
 """
 
 from __future__ import annotations
@@ -95,6 +96,10 @@ def banner_config(
             name: {"weight": v.weight, "texts": shown_texts(v.texts)}
             for name, v in (policy.variants or {}).items()
         }
+        or None,
+        # Under a granting model the first layer is a notice: its own title and body when
+        # the policy words one for the model, else the banner's built-in wording.
+        "notice": {lang: t.model_dump(mode="json") for lang, t in policy.notice(rule.model).items()}
         or None,
         # The visitor's rule decides how the banner behaves; every rule's codes become a
         # Consent Mode `region` default, for Google's own location of the visitor.

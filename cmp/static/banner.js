@@ -52,7 +52,14 @@
       controller: "Behandlingsansvarlig", withdraw: "Trekk tilbake samtykke",
       dns: "Ikke selg eller del personopplysningene mine",
       gpc: "Nettleseren din sender signalet Global Privacy Control (GPC). Vi respekterer det: " +
-        "{p} er slått av." },
+        "{p} er slått av.",
+      opt_out: ["Dine personvernvalg", "Vi bruker informasjonskapsler og lignende teknologi " +
+        "til formålene som er beskrevet i innstillingene, og kan dele opplysninger med " +
+        "partnere. Du kan reservere deg når som helst: velg «{dns}», eller slå av det du ikke " +
+        "ønsker i innstillingene."],
+      notice_only: ["Vi bruker informasjonskapsler", "Dette nettstedet bruker " +
+        "informasjonskapsler og lignende teknologi. I personvernerklæringen kan du lese hva " +
+        "vi bruker og hvorfor."] },
     sv: { back: "Tillbaka", always: "Alltid på", services: "Tjänster", cookies: "Kakor",
       retention: "Lagringstid", days: "dagar", session: "tills webbläsaren stängs",
       policy: "Läs integritetspolicyn",
@@ -60,7 +67,13 @@
       controller: "Personuppgiftsansvarig", withdraw: "Återkalla samtycke",
       dns: "Sälj eller dela inte mina personuppgifter",
       gpc: "Din webbläsare skickar signalen Global Privacy Control (GPC). Vi respekterar den: " +
-        "{p} är avstängt." },
+        "{p} är avstängt.",
+      opt_out: ["Dina integritetsval", "Vi använder kakor och liknande tekniker för de " +
+        "ändamål som beskrivs i inställningarna och kan dela uppgifter med partner. Du kan " +
+        "när som helst tacka nej: välj ”{dns}”, eller stäng av det du inte vill ha i " +
+        "inställningarna."],
+      notice_only: ["Vi använder kakor", "Den här webbplatsen använder kakor och liknande " +
+        "tekniker. I integritetspolicyn kan du läsa vad vi använder och varför."] },
     en: { back: "Back", always: "Always on", services: "Services", cookies: "Cookies",
       retention: "Retention", days: "days", session: "until the browser closes",
       policy: "Read the privacy policy",
@@ -68,7 +81,13 @@
       controller: "Controller", withdraw: "Withdraw consent",
       dns: "Do not sell or share my personal information",
       gpc: "Your browser sends a Global Privacy Control (GPC) signal. We honour it: " +
-        "{p} is switched off." }
+        "{p} is switched off.",
+      opt_out: ["Your privacy choices", "We use cookies and similar technologies for the " +
+        "purposes described in the settings, and may share information with partners. You " +
+        "can opt out at any time: choose “{dns}”, or switch off what you do not want in the " +
+        "settings."],
+      notice_only: ["We use cookies", "This website uses cookies and similar technologies. " +
+        "The privacy policy tells what we use and why."] }
   };
   var NORWEGIAN = { nb: 1, no: 1, nn: 1 };
 
@@ -527,6 +546,10 @@
     }
     VARIANT = variantOf(subject());
     var T = (VARIANT && C.variants[VARIANT].texts[lang]) || C.texts[lang], ui = uiOf(lang);
+    // A notice is worded for its model, not as a request for consent: the policy's notice
+    // texts for it, else the built-in ones (docs/banner.md, Notice texts).
+    var N = OPT_IN ? T : local(C.notice, lang) ||
+      { title: ui[MODEL][0], body: ui[MODEL][1].replace("{dns}", ui.dns) };
     builtLang = lang;
     root = el("div", OPT_IN ? null : "cmp-notice", null, { id: "cmp-root", hidden: "", lang: lang });
     // opt_in blocks the page until a choice; the other models only inform (not modal).
@@ -534,8 +557,8 @@
       "aria-labelledby": "cmp-title", "aria-describedby": "cmp-desc" }
       : { role: "region", "aria-labelledby": "cmp-title", "aria-describedby": "cmp-desc" });
     first = add(el("div", "cmp-layer", null, { "data-cmp-layer": "1" }),
-      el("h2", "cmp-title", T.title, { id: "cmp-title" }),
-      el("p", "cmp-text", T.body, { id: "cmp-desc" }),
+      el("h2", "cmp-title", N.title, { id: "cmp-title" }),
+      el("p", "cmp-text", N.body, { id: "cmp-desc" }),
       gpcNote(ui),
       add(el("p", "cmp-text", null, { "data-cmp-policy": "" }), el("a", null, ui.policy,
         { href: C.policy_url, target: "_blank", rel: "noopener" }),

@@ -122,3 +122,40 @@ def e2e_policy(material: bool = True) -> dict[str, Any]:
         "purposes": purposes,
         "texts": texts,
     }
+
+
+# What a Nordic shop selling in California and Texas would word for its notices.
+NOTICE_TEXTS = {
+    "opt_out": {
+        "nb": {
+            "title": "Valgene dine i nettbutikken",
+            "body": "Vi bruker informasjonskapsler til statistikk og markedsføring, og deler "
+            "opplysninger med annonsepartnere. Du kan reservere deg når som helst.",
+        },
+        "sv": {
+            "title": "Dina val i webbutiken",
+            "body": "Vi använder kakor för statistik och marknadsföring och delar uppgifter "
+            "med annonspartner. Du kan tacka nej när som helst.",
+        },
+        "en": {
+            "title": "Your choices in the shop",
+            "body": "We use cookies for statistics and marketing and share information with "
+            "advertising partners. You can opt out at any time.",
+        },
+    },
+    "notice_only": {
+        "nb": {
+            "title": "Informasjonskapsler i nettbutikken",
+            "body": "Nettbutikken bruker informasjonskapsler til handlekurv, statistikk og "
+            "markedsføring.",
+        },
+        "sv": {
+            "title": "Kakor i webbutiken",
+            "body": "Webbutiken använder kakor för varukorg, statistik och marknadsföring.",
+        },
+        "en": {
+            "title": "Cookies in the shop",
+            "body": "The shop uses cookies for the basket, statistics and marketing.",
+        },
+    },
+}

@@ -3,7 +3,7 @@ nginx setting the visitor's location header as a CDN would: a Norwegian visitor 
 blocking opt-in banner, a Californian an opt-out notice with "Do not sell or share" and
 tags at once, a Californian with GPC a refusal recorded without a click, a Texan a
 notice only, an unknown location the fallback rule. Each is checked on the page and in
-what the server stored."""
+what the server stored. The notices are worded for their model, by the policy or the banner."""
 
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ from tests.e2e.conftest import unavailable
 from tests.e2e.geoproxy import COUNTRY_HEADER, REGION_HEADER, GeoProxy, nginx_binary
 from tests.e2e.harness import ARTIFACTS, CmpServer, E2ESite, Pages, make_e2e_site, page_html, state
 from tests.e2e.pageutil import Browsing, banner_visible, choose, data_layer, is_event_post
+from tests.e2e.policy import NOTICE_TEXTS
+from tests.factories import ADMIN
 
 if TYPE_CHECKING:
     from playwright.async_api import Page
@@ -255,6 +257,61 @@ async def test_an_unknown_location_gets_the_fallback_rule(
     await choose(page, REJECT)
     [event] = await recorded(db_dsn, geo_site.id)
     assert (event["rule"], event["country"], event["action"]) == ("eea", None, "reject_all")
+
+
+# The banner's own notice wording (docs/banner.md, Notice texts) where the policy has none.
+BUILT_IN = {
+    ("opt_out", "nb"): ("Dine personvernvalg", "Vi bruker informasjonskapsler og lignende"),
+    ("opt_out", "sv"): ("Dina integritetsval", "Vi använder kakor och liknande tekniker"),
+    ("notice_only", "nb"): ("Vi bruker informasjonskapsler", "Dette nettstedet bruker"),
+    ("notice_only", "sv"): ("Vi använder kakor", "Den här webbplatsen använder kakor"),
+}
+WHERE = {"opt_in": ("NO", None), "opt_out": ("US", "CA"), "notice_only": ("US", "TX")}
+TITLE = "#cmp-root [data-cmp-layer='1'] #cmp-title"
+BODY = "#cmp-root [data-cmp-layer='1'] #cmp-desc"
+
+
+async def first_layer(
+    browsing: Browsing, pages: Pages, proxy: Proxy, site: E2ESite, model: str, lang: str
+) -> tuple[str, str]:
+    """The title and body the visitor of `model`'s rule reads in `lang`."""
+    page = await visit(browsing, pages, await proxy(*WHERE[model]), site, lang)
+    assert await banner_visible(page)
+    assert (await page.evaluate("() => cmp.getConsent()"))["model"] == model
+    title, body = await page.text_content(TITLE), await page.text_content(BODY)
+    await page.close()
+    assert title is not None and body is not None
+    return title, body
+
+
+async def test_a_notice_is_worded_for_its_model_in_the_page_language(
+    browsing: Browsing, pages: Pages, geo_site: E2ESite, proxy: Proxy
+) -> None:
+    # The policy words only the request for consent: the notices use the banner's wording.
+    for (model, lang), (title, start) in BUILT_IN.items():
+        shown, body = await first_layer(browsing, pages, proxy, geo_site, model, lang)
+        assert (shown, body[: len(start)]) == (title, start), (model, lang)
+        assert body != geo_site.texts[lang]["body"]
+        dns = {"nb": "Ikke selg eller del", "sv": "Sälj eller dela inte"}[lang]
+        assert (dns in body) == (model == "opt_out"), (model, lang, body)
+    for lang in ("nb", "sv"):
+        shown = await first_layer(browsing, pages, proxy, geo_site, "opt_in", lang)
+        assert shown == (geo_site.texts[lang]["title"], geo_site.texts[lang]["body"])
+
+
+async def test_a_policy_s_own_notice_texts_are_shown_under_their_model(
+    browsing: Browsing, pages: Pages, geo_cmp: CmpServer, geo_site: E2ESite, proxy: Proxy
+) -> None:
+    policy = {**geo_site.policy, "material": False, "notice_texts": NOTICE_TEXTS}
+    r = await geo_cmp.client.post(f"/v1/sites/{geo_site.id}/policies", json=policy, headers=ADMIN)
+    assert r.status == 201, await r.text()
+    for model in ("opt_out", "notice_only"):
+        for lang in ("nb", "sv"):
+            want = NOTICE_TEXTS[model][lang]
+            got = await first_layer(browsing, pages, proxy, geo_site, model, lang)
+            assert got == (want["title"], want["body"])
+    got = await first_layer(browsing, pages, proxy, geo_site, "opt_in", "nb")
+    assert got == (geo_site.texts["nb"]["title"], geo_site.texts["nb"]["body"])
 
 
 async def test_banner_js_is_one_body_per_rule_kept_out_of_shared_caches(
