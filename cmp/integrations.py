@@ -174,6 +174,15 @@ def klaro_lang(lang: str) -> str:
     return KLARO_LANGS.get(lang, lang)
 
 
+def notice_words(policy: PolicyVersion, model: str, lang: str) -> dict[str, str]:
+    """Klaro's `consentNotice` texts: the policy's notice texts for the model, else the body
+    of its texts (Klaro's own title)."""
+    notice = policy.notice(model).get(lang)
+    if notice is None:
+        return {"description": policy.texts[lang].body}
+    return {"title": notice.title, "description": notice.body}
+
+
 def klaro_config(
     site_languages: list[str],
     default_language: str,
@@ -218,7 +227,8 @@ def klaro_config(
     translations = {
         klaro_lang(lang): {
             "privacyPolicyUrl": policy.policy_url,
-            "consentNotice": {"description": policy.texts[lang].body},
+            # A granting rule's notice in the policy's own words for the model, when given.
+            "consentNotice": notice_words(policy, rule.model, lang),
             "consentModal": {
                 "title": policy.texts[lang].title,
                 "description": policy.texts[lang].body,

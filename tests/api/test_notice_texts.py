@@ -88,3 +88,27 @@ async def test_the_content_hash_covers_the_notice_texts(client: TestClient) -> N
     r = await client.get(f"/v1/sites/{site_id}/policies/2", headers=ADMIN)
     assert (await r.json())["notice_texts"] == worded["notice_texts"]
 
+
+async def test_klaro_s_notice_under_a_granting_rule_is_the_policy_s_notice_text(
+    aiohttp_client: Any, settings: Any, db_dsn: str
+) -> None:
+    from tests.api.test_integrations import klaro_config_path
+    from tests.api.test_jurisdictions import geo_client, rules_site
+
+    client = await geo_client(aiohttp_client, settings, db_dsn, "127.0.0.0/8")
+    site_id = await rules_site(client)  # eea opt_in, us-ca opt_out, the default notice_only
+    worded = {**policy_body(material=False), "notice_texts": notice("opt_out", "nb", "en")}
+    status, published = await publish(client, site_id, worded)
+    assert status == 201, published
+
+    async def consent_notice(**headers: str) -> dict[str, str]:
+        r = await client.get(klaro_config_path(site_id), headers=headers)
+        assert r.status == 200, await r.text()
+        return (await r.json())["translations"]["no"]["consentNotice"]  # type: ignore[no-any-return]
+
+    california = await consent_notice(**{"CF-IPCountry": "US", "cf-region-code": "CA"})
+    assert california == {"title": "Your choices (nb)", "description": "You may opt out (nb)."}
+    body = worded["texts"]["nb"]["body"]
+    assert await consent_notice(**{"CF-IPCountry": "NO"}) == {"description": body}
+    # No notice texts for notice_only: the policy's body, as before.
+    assert await consent_notice(**{"CF-IPCountry": "JP"}) == {"description": body}
