@@ -333,7 +333,7 @@ async def measure_point(
             runs: dict[str, list[dict[str, Any]]] = {}
             for _ in range(rounds if wrk else 0):
                 for sc in SCENARIOS:
-                    if sc.name != "ingest-10" and wrk:
+                    if sc.name != "ingest-10" and not sc.site and wrk:
                         run = await run_wrk(wrk, server, sc, 64, duration, load)
                         runs.setdefault(sc.name, []).append(run)
             result["wrk"] = runs

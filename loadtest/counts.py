@@ -10,22 +10,27 @@ stored count must lie between the acknowledged and the sent events.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
 
 
-async def stored_counts(dsn: str, site: str, nonces: list[str]) -> tuple[int, dict[str, int]]:
-    """All events of the site, and the events per run nonce."""
+async def stored_counts(
+    dsn: str, sites: str | Sequence[str], nonces: list[str]
+) -> tuple[int, dict[str, int]]:
+    """All events of the site(s), and the events per run nonce."""
+    wanted = [sites] if isinstance(sites, str) else list(sites)
     conn = await asyncpg.connect(dsn)
     try:
         total: int = await conn.fetchval(
-            "SELECT count(*) FROM consent_events WHERE site_id = $1", site
+            "SELECT count(*) FROM consent_events WHERE site_id = any($1::text[])", wanted
         )
         rows = await conn.fetch(
             "SELECT left(event_id::text, 8) AS nonce, count(*) AS n FROM consent_events"
-            " WHERE site_id = $1 AND left(event_id::text, 8) = any($2::text[]) GROUP BY 1",
-            site,
+            " WHERE site_id = any($1::text[]) AND left(event_id::text, 8) = any($2::text[])"
+            " GROUP BY 1",
+            wanted,
             nonces,
         )
     finally:

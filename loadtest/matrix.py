@@ -32,7 +32,7 @@ async def run_matrix(
                     result["round"] = rnd + 1
                     runs.append(result)
                     say(
-                        f"  round {rnd + 1} {scenario.name:<10} c={conc:<4} {server.name:<9} "
+                        f"  round {rnd + 1} {scenario.name:<14} c={conc:<4} {server.name:<9} "
                         f"{result['rps']:>9,.0f} req/s  p99 {result['p99_ms']:6.1f} ms  "
                         f"{result['cpu_us_per_req']:5.0f} µs/req"
                         + (f"  non-2xx {result['non_2xx']}" if result["non_2xx"] else "")

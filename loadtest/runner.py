@@ -16,7 +16,8 @@ import os
 import random
 import signal
 import sys
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ class Scenario:
     script: str
     label: str
     events_per_request: int = 0  # > 0: an ingest scenario, counted against the database
+    site: str = ""  # the bench site it drives: "" the plain one, else a `LoadConfig.others` key
 
 
 SCENARIOS: tuple[Scenario, ...] = (
@@ -68,11 +70,28 @@ class Server:
 
 
 @dataclass(frozen=True)
-class LoadConfig:
+class SiteLoad:
+    """One bench site as the scripts see it: subjects are s-0 … s-(subjects-1)."""
+
     site: str
     origin: str
     read_key: str
     subjects: int
+    wrk_args: tuple[str, ...] = ()  # more key=value arguments for its scripts
+
+
+@dataclass(frozen=True)
+class LoadConfig(SiteLoad):
+    """The plain bench site, and the others by `Scenario.site`."""
+
+    others: Mapping[str, SiteLoad] = field(default_factory=dict)
+
+    def of(self, scenario: Scenario) -> SiteLoad:
+        if not scenario.site:
+            return self
+        if scenario.site not in self.others:
+            raise ValueError(f"{scenario.name} needs the bench site '{scenario.site}'")
+        return self.others[scenario.site]
 
 
 class Meter:
@@ -135,6 +154,7 @@ async def run_wrk(
 ) -> dict[str, Any]:
     nonce = random.getrandbits(31)
     grace = GRACE_SECONDS if scenario.events_per_request else 0
+    target = load.of(scenario)
     load_before = os.getloadavg()[0]
     argv = [
         wrk,
@@ -149,10 +169,11 @@ async def run_wrk(
         "--",
         f"duration={duration}",
         f"nonce={nonce}",
-        f"site={load.site}",
-        f"origin={load.origin}",
-        f"key={load.read_key}",
-        f"subjects={load.subjects}",
+        f"site={target.site}",
+        f"origin={target.origin}",
+        f"key={target.read_key}",
+        f"subjects={target.subjects}",
+        *target.wrk_args,
     ]
     meter = Meter(server)
     meter.start()
@@ -169,6 +190,7 @@ async def run_wrk(
     return {
         "server": server.name,
         "scenario": scenario.name,
+        "site": target.site,
         "connections": connections,
         "duration_s": duration,
         "nonce": f"{nonce:08x}",

@@ -5,6 +5,7 @@ same shape as the tests' `policy_body` (copied, not imported: tests are not a li
 and creates a read and an audit key. `prefill` then records one event for each of the
 subjects `s-0 … s-(N-1)` in 100-event batches over several connections: the state-read
 scenarios pick random ids from that range, and its duration is a batch-ingest measure.
+The other bench sites (jurisdiction rules, linked users) are `loadtest.sites`.
 """
 
 from __future__ import annotations
@@ -111,18 +112,35 @@ async def _expect(resp: aiohttp.ClientResponse, status: int, what: str) -> Any:
     return await resp.json()
 
 
-async def setup_site(session: aiohttp.ClientSession, base: str, admin_key: str) -> SiteKeys:
+async def setup_site(
+    session: aiohttp.ClientSession,
+    base: str,
+    admin_key: str,
+    site_id: str = SITE_ID,
+    body: dict[str, Any] | None = None,
+) -> SiteKeys:
+    """Create the site (`site_body` unless `body` is given), publish the policy, make keys."""
     admin = {"Authorization": f"Bearer {admin_key}"}
-    site = f"{base}/v1/sites/{SITE_ID}"
-    async with session.put(site, json=site_body(), headers=admin) as resp:
-        await _expect(resp, 201, "create site")
+    site = f"{base}/v1/sites/{site_id}"
+    async with session.put(site, json=body or site_body(), headers=admin) as resp:
+        await _expect(resp, 201, f"create site {site_id}")
     async with session.post(f"{site}/policies", json=policy_body(), headers=admin) as resp:
-        await _expect(resp, 201, "publish policy")
+        await _expect(resp, 201, f"publish policy of {site_id}")
     keys = {}
     for scope in ("read", "audit"):
-        async with session.post(f"{site}/keys", json={"scope": scope}, headers=admin) as resp:
-            keys[scope] = (await _expect(resp, 201, f"create {scope} key"))["key"]
+        keys[scope] = await create_key(session, base, admin_key, site_id, scope)
     return SiteKeys(read=keys["read"], audit=keys["audit"])
+
+
+async def create_key(
+    session: aiohttp.ClientSession, base: str, admin_key: str, site_id: str, scope: str
+) -> str:
+    """A new key of `scope` for the site (the secret, shown once)."""
+    url = f"{base}/v1/sites/{site_id}/keys"
+    admin = {"Authorization": f"Bearer {admin_key}"}
+    async with session.post(url, json={"scope": scope}, headers=admin) as resp:
+        key: str = (await _expect(resp, 201, f"create {scope} key of {site_id}"))["key"]
+    return key
 
 
 def event_json(n: int) -> str:
@@ -158,10 +176,12 @@ async def prefill(
     subjects: int,
     connections: int = 8,
     progress: bool = True,
+    site_id: str = SITE_ID,
+    origin: str = ORIGIN,
 ) -> PrefillResult:
     """One event per subject s-<n>, 100 per request, `connections` requests in flight."""
-    url = f"{base}/v1/sites/{SITE_ID}/events"
-    headers = {"Origin": ORIGIN, "Content-Type": "application/json"}
+    url = f"{base}/v1/sites/{site_id}/events"
+    headers = {"Origin": origin, "Content-Type": "application/json"}
     starts = iter(range(0, subjects, BATCH))
     accepted = duplicates = 0
     started = time.perf_counter()
@@ -176,7 +196,7 @@ async def prefill(
                     if resp.status == 503 and attempt < 4:
                         await asyncio.sleep(0.2 * (attempt + 1))
                         continue
-                    answer = await _expect(resp, 201, f"prefill batch at s-{first}")
+                    answer = await _expect(resp, 201, f"prefill {site_id} at s-{first}")
                     accepted += answer["accepted"]
                     duplicates += answer["duplicates"]
                     break
