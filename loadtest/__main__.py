@@ -29,12 +29,12 @@ from typing import Any, NoReturn
 import aiohttp
 import asyncpg
 
-from loadtest import counts, report, seed, servers
+from loadtest import counts, report, seed, servers, sites
 from loadtest.export import export_available, measure_export
 from loadtest.matrix import run_half_rate, run_matrix, run_profile
 from loadtest.procstat import RssSampler
 from loadtest.report import say
-from loadtest.runner import GRACE_SECONDS, SCENARIOS, LoadConfig, Meter, Server
+from loadtest.runner import GRACE_SECONDS, SCENARIOS, LoadConfig, Meter, Server, SiteLoad
 
 ROOT = Path(__file__).resolve().parent.parent
 OVERHEAD_PER_RUN_S = 0.2  # wrk start/stop, /proc readings (measured: ~0.1 s)
@@ -78,6 +78,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=",".join(s.name for s in SCENARIOS if s.name != "impressions-1"),
         help="comma-separated subset of: " + ", ".join(s.name for s in SCENARIOS),
     )
+    p.add_argument(
+        "--linked-subjects",
+        type=int,
+        default=None,
+        help=f"subjects of the state-linked site, {sites.LINKED_SHARE * 100:.0f}%% of them linked "
+        "to users (default: --subjects, at most 4,000: each link is a commit of its own)",
+    )
     p.add_argument("--workers", type=int, default=1, help="cmp worker processes")
     p.add_argument(
         "--prefill-workers",
@@ -116,6 +123,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.prefill_workers = args.prefill_workers or args.workers
     args.budget = args.budget or (60.0 if quick else 300.0)
     args.subjects = args.subjects or (20_000 if quick else 1_000_000)
+    args.linked_subjects = args.linked_subjects or min(args.subjects, 4_000)
     args.concurrency = [
         int(c) for c in (args.concurrency or ("64" if quick else "64,256")).split(",")
     ]
@@ -205,9 +213,9 @@ async def start_cmp(
     data_dir: Path,
 ) -> tuple[subprocess.Popen[bytes], str] | None:
     port = servers.free_port()
-    proc = procs.start(
-        name, servers.cmp_argv(workers), servers.cmp_env(dsn, port, admin_key, data_dir / "cmp")
-    )
+    geo = (sites.COUNTRY_HEADER, sites.REGION_HEADER)  # what ingest-1-rules sends
+    env = servers.cmp_env(dsn, port, admin_key, data_dir / "cmp", geo)
+    proc = procs.start(name, servers.cmp_argv(workers), env)
     base = f"http://127.0.0.1:{port}"
     try:
         await servers.wait_ready(session, f"{base}/readyz", proc)
@@ -235,6 +243,45 @@ async def run_prefill(
         f"+ {cost['db_cpu_us_per_req']:.0f} µs PG CPU per event)"
     )
     return result, cost
+
+
+async def setup_other_sites(
+    args: argparse.Namespace, session: aiohttp.ClientSession, base: str, admin_key: str
+) -> tuple[dict[str, SiteLoad], dict[str, Any]]:
+    """The sites the chosen scenarios drive besides the plain one (`loadtest.sites`)."""
+    wanted = {s.site for s in args.scenario_list if s.site}
+    loads: dict[str, SiteLoad] = {}
+    info: dict[str, Any] = {}
+    if sites.RULES in wanted:
+        loads[sites.RULES], info[sites.RULES] = await sites.setup_rules_site(
+            session, base, admin_key
+        )
+    if sites.LINKED in wanted:
+        say(f"linked site: {args.linked_subjects:,} subjects, then links ...")
+        loads[sites.LINKED], info[sites.LINKED] = await sites.setup_linked_site(
+            session, base, admin_key, args.linked_subjects, args.prefill_connections
+        )
+    return loads, info
+
+
+async def check_rules(
+    dsn: str, ran: list[dict[str, Any]], others: dict[str, SiteLoad]
+) -> dict[str, Any]:
+    """Whether the rules site's events fell under the rules of their places."""
+    if sites.RULES not in others or not any(r.get("site") == sites.RULES_SITE_ID for r in ran):
+        return {"checked": False, "ok": True}
+    found = await counts.rule_spread(dsn, sites.RULES_SITE_ID)
+    problems = sites.rule_problems(found)
+    say(
+        f"rules site: {sum(found.values()):,} events under "
+        + ", ".join(sorted({k[0] for k in found}))
+        + (" -> OK: every place matched its rule" if not problems else " -> " + "; ".join(problems))
+    )
+    spread = [
+        {"rule": k[0], "country": k[1], "region": k[2], "gpc": k[3], "events": n}
+        for k, n in sorted(found.items(), key=str)
+    ]
+    return {"checked": True, "ok": not problems, "problems": problems, "events": spread}
 
 
 async def bench_on(
@@ -277,6 +324,7 @@ async def bench_on(
         filler = Server("cmp", int(cmp_base.rsplit(":", 1)[1]), cmp_proc.pid, db_pid=pg_pid)
         prefill_rss = RssSampler(filler.worker_pids(), interval=0.5).start()
         prefill, prefill_cost = await run_prefill(args, session, cmp_base, filler)
+        others, others_info = await setup_other_sites(args, session, cmp_base, admin_key)
         await prefill_rss.stop()
         say(f"settle: VACUUM ANALYZE after the pre-fill took {await counts.settle(dsn):.1f} s")
         if separate:
@@ -293,7 +341,11 @@ async def bench_on(
         )
         cmp = Server("cmp", int(cmp_base.rsplit(":", 1)[1]), cmp_proc.pid, db_pid=pg_pid)
         load = LoadConfig(
-            site=seed.SITE_ID, origin=seed.ORIGIN, read_key=keys.read, subjects=args.subjects
+            site=seed.SITE_ID,
+            origin=seed.ORIGIN,
+            read_key=keys.read,
+            subjects=args.subjects,
+            others=others,
         )
         whole = RssSampler(cmp.worker_pids(), interval=0.5).start()
 
@@ -313,9 +365,10 @@ async def bench_on(
             if r["server"] == "cmp" and r["events_per_request"]
         ]
         total, by_nonce = await counts.stored_counts(
-            dsn, seed.SITE_ID, [r["nonce"] for r in ingest]
+            dsn, (seed.SITE_ID, sites.RULES_SITE_ID), [r["nonce"] for r in ingest]
         )
         checked = counts.check(prefill.accepted, ingest, total, by_nonce)
+        rules_checked = await check_rules(dsn, ingest, others)
         if can_export:
             say("export: streaming the whole log ...")
             export = await measure_export(session, cmp_base, seed.SITE_ID, keys.audit, cmp)
@@ -383,6 +436,8 @@ async def bench_on(
             "runs": runs,
             "half_rate": half,
             "counts": checked,
+            "sites": others_info,
+            "rules": rules_checked,
             "export": export,
             "profile": profiled.get("profile"),
             "rss_peak_per_worker_mib": round(rss_peak, 1),
@@ -395,7 +450,7 @@ async def bench_on(
         args.out,
     )
     say(f"results: {args.out}")
-    return 0 if checked["ok"] else 1
+    return 0 if checked["ok"] and rules_checked["ok"] else 1
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -38,6 +38,20 @@ async def stored_counts(
     return total, {r["nonce"]: r["n"] for r in rows}
 
 
+async def rule_spread(dsn: str, site: str) -> dict[tuple[str, str | None, str | None, bool], int]:
+    """The site's events per (rule, country, region, gpc) they were recorded with."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT rule, country, region, coalesce(gpc, false) AS gpc, count(*) AS n"
+            " FROM consent_events WHERE site_id = $1 GROUP BY 1, 2, 3, 4",
+            site,
+        )
+    finally:
+        await conn.close()
+    return {(r["rule"], r["country"], r["region"], r["gpc"]): r["n"] for r in rows}
+
+
 def _sent_events(run: dict[str, Any]) -> int:
     return int(run["sent"]) * int(run["events_per_request"])
 
@@ -92,7 +106,9 @@ async def settle(dsn: str) -> float:
     conn = await asyncpg.connect(dsn)
     started = time.perf_counter()
     try:
-        await conn.execute("VACUUM (ANALYZE) consent_events, consent_state, log_heads")
+        await conn.execute(
+            "VACUUM (ANALYZE) consent_events, consent_state, log_heads, subject_links"
+        )
     finally:
         await conn.close()
     return time.perf_counter() - started

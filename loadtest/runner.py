@@ -41,8 +41,12 @@ class Scenario:
 
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario("ingest-1", "ingest.lua", "ingest POST, 1 event", 1),
+    # beside its plain twin: the same events to a site with jurisdiction rules (#21)
+    Scenario("ingest-1-rules", "ingest_rules.lua", "ingest POST, 1 event, rules", 1, "rules"),
     Scenario("ingest-10", "batch.lua", "ingest POST, 10 events", 10),
     Scenario("state", "state.lua", "state GET"),
+    # beside its plain twin: reads of subjects linked to users (#23)
+    Scenario("state-linked", "state.lua", "state GET, linked subject", site="linked"),
     Scenario("lookup-100", "lookup.lua", "lookup POST, 100 ids"),
     # Not in `make bench`'s default set: `--scenarios ingest-1,impressions-1` compares
     # the two write paths in one run (loadtest/README.md, Impressions).

@@ -202,7 +202,11 @@ def cmp_argv(workers: int) -> list[str]:
     return argv + (["--workers", str(workers)] if workers > 1 else [])
 
 
-def cmp_env(dsn: str, port: int, admin_key: str, data_dir: Path) -> dict[str, str]:
+def cmp_env(
+    dsn: str, port: int, admin_key: str, data_dir: Path, geo: tuple[str, str] | None = None
+) -> dict[str, str]:
+    """cmp's environment; with `geo`, the (country, region) headers are believed from
+    loopback, where the load comes from, as from a CDN in front of a deployment."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CMP_")}
     env.update(
         {
@@ -217,6 +221,9 @@ def cmp_env(dsn: str, port: int, admin_key: str, data_dir: Path) -> dict[str, st
             "CMP_RATE_BURST": "100000000",
         }
     )
+    if geo is not None:
+        env["CMP_TRUSTED_PROXIES"] = '["127.0.0.0/8", "::1/128"]'
+        env["CMP_GEO_COUNTRY_HEADER"], env["CMP_GEO_REGION_HEADER"] = geo
     return env
 
 
