@@ -31,12 +31,18 @@ SELECT cmp_drop_impression_days($1, $2) AS part;
 -- name: select_impression_days
 -- A site's impressions per UTC day in [$2, $3), at the levels of cmp_impression_counts
 -- (sql/functions/impressions.sql): the rolled-up days from impression_days, the others
--- counted from the raw rows.
+-- counted from the raw rows, one raw day (partition) at a time, so that the raw days
+-- kept after their rollup (cmp.store.impressions.RAW_DAYS) are not read at all.
 SELECT d.day, d.rule, d.variant, d.surface, d.impressions, d.visitors
 FROM impression_days d
 WHERE d.site_id = $1 AND d.day >= $2 AND d.day < $3
 UNION ALL
 SELECT c.day, c.rule, c.variant, c.surface, c.impressions, c.visitors
-FROM cmp_impression_counts($1, $2, $3) AS c
-WHERE NOT EXISTS (SELECT 1 FROM impression_rollup r WHERE r.day = c.day)
+FROM (SELECT to_date(substr(p.relname, 13), 'YYYYMMDD') AS day
+      FROM pg_inherits h JOIN pg_class p ON p.oid = h.inhrelid
+      WHERE h.inhparent = 'impressions'::regclass
+        AND p.relname ~ '^impressions_[0-9]{8}$') AS raw
+CROSS JOIN LATERAL cmp_impression_counts($1, raw.day, raw.day + 1) AS c
+WHERE raw.day >= $2 AND raw.day < $3
+  AND NOT EXISTS (SELECT 1 FROM impression_rollup r WHERE r.day = raw.day)
 ORDER BY 1, 2, 3, 4;
