@@ -8,11 +8,16 @@ and skips the fill. Each run then checks a sample site's export with `cmpd verif
 its Merkle root against the stored tree), and measures every size on a copy of its
 database (`loadtest.atsize_measure`), printing one markdown table (`atsize_table`).
 EXPLAIN of the request-path queries at the largest size goes to
-`loadtest/results/atsize-explain.txt`.
+`loadtest/results/atsize-explain.txt`. The impressions part (`loadtest.atsize_impressions`,
+`--impressions N` a month, 0 for none) fills the largest size's database with what N
+impressions a month leave (once; `impressions` in `atsize.json`) and measures the stats
+read of the big site and a mid one on it; `--impressions-only` fills what is missing and
+measures only that (its own results files).
 
     python -m loadtest.atsize                  # fill what is missing, then measure
     python -m loadtest.atsize --fill-only      # just the pre-fill
     python -m loadtest.atsize --clean          # remove the data directory
+    python -m loadtest.atsize --impressions-only   # the impressions' stats read alone
 """
 
 from __future__ import annotations
@@ -37,7 +42,15 @@ from cmp.canonical import canonical_json
 from cmp.store import stats as stats_store
 from cmp.store.db import connect
 from cmp.store.migrate import migrate
-from loadtest import atsize_explain, atsize_fill, atsize_measure, atsize_table, report, servers
+from loadtest import (
+    atsize_explain,
+    atsize_fill,
+    atsize_impressions,
+    atsize_measure,
+    atsize_table,
+    report,
+    servers,
+)
 from loadtest import atsize_gen as gen
 from loadtest.report import say
 
@@ -76,11 +89,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=memory_size,
         help="PostgreSQL shared_buffers for this run, e.g. 2GB (default: PostgreSQL's, 128MB)",
     )
+    p.add_argument(
+        "--impressions",
+        type=int,
+        default=200_000_000,
+        help="impressions a month across the sites, filled into the largest size (0: none)",
+    )
+    p.add_argument(
+        "--impressions-only",
+        action="store_true",
+        help="fill what is missing, then measure only the impressions' stats read",
+    )
     p.add_argument("--fill-only", action="store_true")
     p.add_argument("--clean", action="store_true", help="remove --data-dir and stop")
-    p.add_argument("--out", type=Path, default=report.RESULTS / "atsize.json")
-    p.add_argument("--explain-out", type=Path, default=report.RESULTS / "atsize-explain.txt")
+    p.add_argument("--out", type=Path, help="default: results/atsize.json")
+    p.add_argument("--explain-out", type=Path, help="default: results/atsize-explain.txt")
     args = p.parse_args(argv)
+    if args.impressions < 0 or (args.impressions_only and not args.impressions):
+        p.error("--impressions: a count of impressions a month (> 0 with --impressions-only)")
+    # The impressions alone go to files of their own, so the full run's stay whole.
+    stem = "atsize-impressions" if args.impressions_only else "atsize"
+    args.out = args.out or report.RESULTS / f"{stem}.json"
+    args.explain_out = args.explain_out or report.RESULTS / f"{stem}-explain.txt"
     args.size_list = sorted({int(s) for s in args.sizes.split(",")})
     return args
 
@@ -237,9 +267,11 @@ async def main_async(args: argparse.Namespace, procs: servers.Processes) -> int:
             say(f"atsize: {info['database']}: applied {', '.join(applied)}")
         if days:
             say(f"atsize: {info['database']}: stats rolled up for {days:,} site-days")
+    if args.impressions:  # after the migrations: the fill writes the current schema
+        await fill_impressions(server_dsn, marker, points[-1], args.impressions, data_dir)
     checks = []
     for info in points:
-        if info["events"]:
+        if info["events"] and not args.impressions_only:
             check = await check_sample(
                 servers.with_database(server_dsn, info["database"]), info, data_dir
             )
@@ -254,6 +286,16 @@ async def main_async(args: argparse.Namespace, procs: servers.Processes) -> int:
         return 1
     if args.fill_only:
         return 0
+    shown = None
+    if args.impressions:
+        shown = await atsize_impressions.measure(
+            servers.with_database(server_dsn, points[-1]["database"]),
+            marker["impressions"],
+            {"big": atsize_fill.site_id(0), "mid": atsize_fill.site_id(SAMPLE_SITE)},
+        )
+    if args.impressions_only:
+        assert shown is not None
+        return await _report_impressions(args, shown, shared_buffers)
     wrk = servers.ensure_wrk()
     results = []
     explain = ""
@@ -265,6 +307,9 @@ async def main_async(args: argparse.Namespace, procs: servers.Processes) -> int:
         )
         results.append(result)
         explain = text or explain
+    if shown:
+        results[-1]["impressions"] = shown[0]
+        explain += "\n" + shown[1]
     doc = {
         "machine": report.machine(),
         "loadavg_1m_end": os.getloadavg()[0],
@@ -281,6 +326,54 @@ async def main_async(args: argparse.Namespace, procs: servers.Processes) -> int:
         say("")
         say(f"EXPLAIN at {results[-1]['events_filled']:,} events ({args.explain_out.name}):")
         say(atsize_explain.table(results[-1]["explain"]))
+    if shown:
+        say("")
+        say(atsize_impressions.table(shown[0]))
+    return 0
+
+
+async def fill_impressions(
+    server_dsn: str, marker: dict[str, Any], info: dict[str, Any], per_month: int, data_dir: Path
+) -> None:
+    """The impressions part in the largest size's database, unless it holds them already
+    (of this many a month, since that database's fill); recorded in the marker."""
+    found = marker.get("impressions")
+    if found is not None and atsize_impressions.is_current(found, per_month, info):
+        say(
+            f"atsize: {per_month:,} impressions a month: reusing those in {info['database']}"
+            f" (filled {found['filled_at']}, as of {found['clock']})"
+        )
+        return
+    say(
+        f"atsize: filling {per_month:,} impressions a month into {info['database']} "
+        f"(load average {os.getloadavg()[0]:.1f}) ..."
+    )
+    first = datetime.fromisoformat(marker["start"]).date()
+    record = await atsize_impressions.fill(
+        servers.with_database(server_dsn, info["database"]), per_month, info, first
+    )
+    record["disk_after"] = disk(data_dir)
+    marker["impressions"] = record
+    save_marker(data_dir, marker)
+    say(
+        f"  filled in {record['seconds']['total']:.0f} s: {record['raw_rows']:,} raw rows, "
+        f"{record['rollup_rows']:,} rollup rows; {json.dumps(record['seconds'])}"
+    )
+
+
+async def _report_impressions(
+    args: argparse.Namespace, shown: tuple[dict[str, Any], str], shared_buffers: str
+) -> int:
+    doc = {
+        "machine": report.machine(),
+        "loadavg_1m_end": os.getloadavg()[0],
+        "shared_buffers": shared_buffers,
+        "impressions": shown[0],
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(_write, args, doc, shown[1])
+    say("")
+    say(atsize_impressions.table(shown[0]))
     return 0
 
 

@@ -22,7 +22,15 @@ import asyncpg
 from cmp.store.sqlfiles import queries
 from cmp.store.stats import stats_args
 
-OURS = ("consent_events", "consent_state", "consent_event_ids", "log_tiles")
+OURS = (
+    "consent_events",
+    "consent_state",
+    "consent_event_ids",
+    "log_tiles",
+    "stats_days",
+    "impressions",
+    "impression_days",
+)
 # The retry check inside cmp_append (a statement of the plpgsql function).
 RETRY_CHECK = (
     "SELECT k.i, e.body_digest FROM unnest($1::text[], $2::uuid[]) WITH ORDINALITY"
@@ -126,7 +134,24 @@ def _nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield from _nodes(child)
 
 
-async def _one(conn: asyncpg.Connection, case: Case, empty: set[str]) -> tuple[str, dict[str, Any]]:
+# A scan of a raw impression day in EXPLAIN ANALYZE's text, and whether it ran.
+RAW_SCAN = re.compile(r"Scan (?:using \S+ )?on (impressions_\d{8})\b.*?(\(never executed\))?$")
+
+
+def raw_days_read(text: str, empty: set[str]) -> set[str]:
+    """The raw impression days (partitions) a plan did read: runtime pruning leaves the
+    others in the plan, never executed."""
+    found = set()
+    for line in text.splitlines():
+        m = RAW_SCAN.search(line)
+        if m and not m.group(2) and m.group(1) not in empty:
+            found.add(m.group(1))
+    return found
+
+
+async def explain_one(
+    conn: asyncpg.Connection, case: Case, empty: set[str]
+) -> tuple[str, dict[str, Any]]:
     sql = case.sql.rstrip().rstrip(";")
     tx = conn.transaction()
     await tx.start()
@@ -155,37 +180,46 @@ async def _one(conn: asyncpg.Connection, case: Case, empty: set[str]) -> tuple[s
         "months_read": len(
             [r for r in scans if r.startswith("consent_events_") and r not in empty]
         ),
+        "raw_days_read": len(raw_days_read(text, empty)),
         "ms": float(took.group(1)) if took else None,
         "sort": any(n["Node Type"] == "Sort" for n in _nodes(shape[0]["Plan"])),
     }
     return f"### {case.name}\n{sql}\n-- args: {case.args!r}\n\n{text}\n", summary
 
 
-async def explain_all(conn: asyncpg.Connection, target: Target) -> tuple[str, list[dict[str, Any]]]:
-    empty = {
+async def empty_tables(conn: asyncpg.Connection) -> set[str]:
+    """Tables of at most one page: read sequentially at no cost."""
+    return {
         r["relname"]
         for r in await conn.fetch(
             "SELECT relname FROM pg_class WHERE relkind = 'r'"
             " AND pg_relation_size(oid) <= current_setting('block_size')::int"
         )
     }
+
+
+async def explain_all(conn: asyncpg.Connection, target: Target) -> tuple[str, list[dict[str, Any]]]:
+    empty = await empty_tables(conn)
     texts, rows = [], []
     for case in cases(target):
-        text, row = await _one(conn, case, empty)
+        text, row = await explain_one(conn, case, empty)
         texts.append(text)
         rows.append(row)
     return "\n".join(texts), rows
 
 
-def table(rows: list[dict[str, Any]]) -> str:
+def table(rows: list[dict[str, Any]], raw_days: bool = False) -> str:
+    """One line per query; `raw_days` adds the raw impression days each read."""
+    extra = " raw impression days read |" if raw_days else ""
     out = [
-        "| query | scans | months read | sort | seq scan of a non-empty table | ms |",
-        "|---|---|---:|---|---|---:|",
+        f"| query | scans | months read |{extra} sort | seq scan of a non-empty table | ms |",
+        "|---|---|---:|" + ("---:|" if raw_days else "") + "---|---|---:|",
     ]
     for r in rows:
+        days = f" {r.get('raw_days_read', 0)} |" if raw_days else ""
         out.append(
             f"| {r['query']} | {', '.join(k for k in r['kinds'] if 'Scan' in k)} "
-            f"| {r['months_read']} | {'yes' if r['sort'] else 'no'} "
+            f"| {r['months_read']} |{days} {'yes' if r['sort'] else 'no'} "
             f"| {', '.join(r['seq_scans']) or 'none'} | {r['ms']} |"
         )
     return "\n".join(out)

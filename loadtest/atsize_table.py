@@ -106,6 +106,23 @@ ROWS: list[tuple[str, Getter, bool, int]] = [
     ("consent_state MB", _mib(_at("sizes", "state_bytes")), True, 1),
     ("… rows (subjects)", _at("sizes", "states"), True, 0),
     ("database size GB", lambda p: (_at("sizes", "database_bytes")(p) or 0) / 2**30, True, 2),
+    # The impressions part (loadtest.atsize_impressions), in the largest size's database.
+    ("impressions a month (the stats rows below)", _at("impressions", "per_month"), True, 0),
+    ("… raw impressions kept (rows)", _at("impressions", "raw_rows"), True, 0),
+    (
+        "… raw + rollup GB (in the database size)",
+        lambda p: (
+            None
+            if "impressions" not in p
+            else (p["impressions"]["raw_bytes"] + p["impressions"]["rollup_bytes"]) / 2**30
+        ),
+        True,
+        2,
+    ),
+    ("stats read, big site, 30 days by day: p50 ms", _at("impressions", "big", "p50_ms"), True, 1),
+    ("… p99 ms", _at("impressions", "big", "p99_ms"), True, 1),
+    ("stats read, mid site (site-0010): p50 ms", _at("impressions", "mid", "p50_ms"), True, 1),
+    ("… p99 ms", _at("impressions", "mid", "p99_ms"), True, 1),
 ]
 
 

@@ -8,7 +8,7 @@ import random
 import secrets
 from collections import Counter
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ import asyncpg
 import pytest
 
 from cmp.audit.record import PERSONAL, RECORD_VERSION
-from loadtest import atsize_fill, atsize_measure, servers
+from loadtest import atsize_fill, atsize_impressions, atsize_measure, servers
 from loadtest import atsize_gen as gen
 from loadtest.atsize import bring_up_to_date, check_sample
 from loadtest.atsize_explain import cases
@@ -218,3 +218,40 @@ def _any_target() -> Any:
 
     now = datetime.now(UTC)
     return Target("s", ["x"], "0" * 64, "0", "0" * 64, 1, now, now, [0], [0])
+
+
+async def test_the_impressions_part_fills_the_retained_days_and_reads_one_raw_day(
+    server_dsn: str, filled: Any
+) -> None:
+    # Last in the module: it adds the impressions to the filled database.
+    info, _ = filled
+    dsn = servers.with_database(server_dsn, info["database"])
+    per_month = 300_000
+    first = datetime.fromisoformat(info["start"]).date()
+    record = await atsize_impressions.fill(dsn, per_month, info, first)
+    assert atsize_impressions.is_current(record, per_month, info)
+    assert not atsize_impressions.is_current(record, per_month * 2, info)
+    conn = await asyncpg.connect(dsn)
+    try:
+        raw = await conn.fetch("SELECT day, count(*) AS n FROM impressions GROUP BY 1 ORDER BY 1")
+        rolled = await conn.fetchval("SELECT count(DISTINCT day) FROM impression_days")
+        sites = await conn.fetchval("SELECT count(*) FROM sites")
+    finally:
+        await conn.close()
+    per_day = per_month // atsize_impressions.DAYS_PER_MONTH
+    today = datetime.now(UTC).date()
+    # The days cmp keeps raw at 23:00: the two closed ones whole, today 23 hours of it.
+    assert [r["day"] for r in raw] == [today - timedelta(days=b) for b in (2, 1, 0)]
+    assert abs(raw[0]["n"] - per_day) < SITES and abs(raw[-1]["n"] - per_day * 23 // 24) < SITES
+    assert sum(r["n"] for r in raw) == record["raw_rows"]
+    assert rolled == (today - first).days
+    assert record["rollup_rows"] == rolled * sites * 7  # the levels of one rule, no variants
+    sites_measured = {"big": info["big_site"]["site_id"], "mid": atsize_fill.site_id(10)}
+    result, text = await atsize_impressions.measure(dsn, record, sites_measured)
+    big = result["big"]
+    assert big["n"] == atsize_impressions.REPEATS - 1 and big["p50_ms"] > 0
+    assert big["raw_rows"] > result["mid"]["raw_rows"] > 0
+    (shown,) = [r for r in big["explain"] if "select_impression_days" in r["query"]]
+    assert shown["raw_days_read"] == 1 and not shown["seq_scans"], shown
+    assert text.count("Execution Time") == 6
+    assert "select_stats p50 ms" in atsize_impressions.table(result)
