@@ -96,8 +96,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--prefill-connections", type=int, default=16)
     p.add_argument(
         "--profile",
-        action="store_true",
-        help="one more ingest-1 run at c=256 under py-spy; prints the top functions",
+        nargs="?",
+        const="ingest-1",
+        default=None,
+        metavar="SCENARIO",
+        help="one more run of SCENARIO (default ingest-1) at c=256 under py-spy; "
+        "prints the top functions",
     )
     p.add_argument(
         "--topology",
@@ -131,6 +135,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = set(names) - {s.name for s in SCENARIOS}
     if unknown:
         p.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
+    if args.profile is not None and args.profile not in {s.name for s in SCENARIOS}:
+        p.error(f"--profile: unknown scenario {args.profile}")
     args.scenario_list = [s for s in SCENARIOS if s.name in names]
     args.out = args.out or (
         args.data_dir / "quick.json" if quick else report.RESULTS / "latest.json"

@@ -88,8 +88,8 @@ async def run_profile(
         say("profile: py-spy is not installed (pip install py-spy); skipped")
         return {}
     seconds = max(duration, 10)
-    say(f"profile: ingest-1 c=256 for {seconds} s under py-spy ...")
-    result, folded = await profile.profile_ingest(py_spy, wrk, cmp, load, seconds)
+    say(f"profile: {args.profile} c=256 for {seconds} s under py-spy ...")
+    result, folded = await profile.profile_run(py_spy, wrk, cmp, load, seconds, args.profile)
     result["round"] = "profile"
     say(profile.format_profile(folded))
     return {"runs": [result], "profile": folded}

@@ -1,9 +1,9 @@
-"""Where cmp's CPU goes under single-event ingest (`--profile`, needs py-spy).
+"""Where cmp's CPU goes under a scenario (`--profile [SCENARIO]`, needs py-spy).
 
-Runs one extra `ingest-1` wrk run at c=256 while `py-spy record` samples the (first)
-cmp worker, then folds the raw stacks by function: *self* (the frame on top of the
-stack) and *inclusive* (anywhere in the stack, counted once per sample) shares of the
-samples. Line numbers are dropped so a function's lines add up.
+Runs one extra wrk run of the scenario (default `ingest-1`) at c=256 while
+`py-spy record` samples the (first) cmp worker, then folds the raw stacks by function:
+*self* (the frame on top of the stack) and *inclusive* (anywhere in the stack, counted
+once per sample) shares of the samples. Line numbers are dropped so a function's lines add up.
 """
 
 from __future__ import annotations
@@ -65,11 +65,11 @@ def fold(raw: str, top: int = 15) -> dict[str, Any]:
     return {"samples": total, "self": share(own), "inclusive": share(anywhere, CMP_FRAME)}
 
 
-async def profile_ingest(
-    py_spy: str, wrk: str, server: Server, load: LoadConfig, duration: int
+async def profile_run(
+    py_spy: str, wrk: str, server: Server, load: LoadConfig, duration: int, name: str
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The wrk result of the profiled run and the folded profile."""
-    scenario = next(s for s in SCENARIOS if s.name == "ingest-1")
+    scenario = next(s for s in SCENARIOS if s.name == name)
     pid = server.worker_pids()[0]
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "profile.raw"

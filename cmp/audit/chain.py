@@ -130,15 +130,15 @@ def commit(salt: bytes, value: str | None) -> str | None:
     return hashlib.sha256(salt + value.encode("utf-8")).hexdigest()
 
 
-def commitments(values: Mapping[str, str | None], salts: bytes) -> tuple[bytes | None, ...]:
+def commitments(values: Mapping[str, str | None], salts: bytes) -> list[bytes | None]:
     """Each personal field's commitment as bytes, in declaration order (None for a null
     value), from its value and its salt: consecutive `SALT_BYTES` slices of `salts`."""
-    return tuple(
+    return [
         None
         if (value := values[name]) is None
         else _sha256(salts[at : at + SALT_BYTES] + value.encode("utf-8")).digest()
         for name, _, _, at in SALTED
-    )
+    ]
 
 
 def committed(values: Mapping[str, str | None], salts: bytes) -> dict[str, Any]:

@@ -9,7 +9,7 @@ trip, committed by the statement itself (`synchronous_commit` on).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
@@ -58,7 +58,7 @@ class NewEvent:
     # declaration order; empty in a version 1 event.
     disclosed: dict[str, str | None]
     salts: bytes = b""
-    commitments: tuple[bytes | None, ...] = ()
+    commitments: list[bytes | None] = field(default_factory=list)
 
 
 Row = TypeVar("Row")

@@ -87,7 +87,8 @@ def event_of(
         full = {**LATER_DEFAULTS, **full}
     disclosed = {f.name: full.get(f.name) for f in PERSONAL}
     plain = {f.name: full.get(f.name) for f in layout(version).fields if f.name in FIELD_NAMES}
-    salts, digests = b"", ()
+    salts: bytes = b""
+    digests: list[bytes | None] = []
     if version == 1:
         record = {**plain, "v": 1}
     else:
