@@ -40,6 +40,31 @@ def _networks(cidrs: tuple[str, ...]) -> list[ipaddress.IPv4Network | ipaddress.
     return [ipaddress.ip_network(c, strict=False) for c in cidrs]
 
 
+def _trusted(cidrs: tuple[str, ...], hop: str) -> bool | None:
+    """Whether the address `hop` is one of our proxies; None when it is no address.
+
+    A proxy's address is remembered (a handful, and no visitor's), so the peer of every
+    request behind one is not parsed again; a visitor's address never is."""
+    known = _proxies.get(cidrs)
+    if known is not None and hop in known:
+        return True
+    try:
+        address = ipaddress.ip_address(hop)
+    except ValueError:
+        return None
+    if not any(address in net for net in _networks(cidrs)):
+        return False
+    if known is None:
+        known = _proxies[cidrs] = set()
+    if len(known) < PROXIES_REMEMBERED:
+        known.add(hop)
+    return True
+
+
+PROXIES_REMEMBERED = 64
+_proxies: dict[tuple[str, ...], set[str]] = {}
+
+
 def visitor_location(request: web.Request) -> Location:
     """The visitor's country and region from the headers CMP_GEO_COUNTRY_HEADER and
     CMP_GEO_REGION_HEADER name, believed only when the peer is a trusted proxy: anyone
@@ -48,14 +73,8 @@ def visitor_location(request: web.Request) -> Location:
     if settings.geo_country_header is None and settings.geo_region_header is None:
         return UNKNOWN
     peer = request.remote
-    trusted = _networks(tuple(settings.trusted_proxies))
-    if peer is None or not trusted:
-        return UNKNOWN
-    try:
-        address = ipaddress.ip_address(peer)
-    except ValueError:
-        return UNKNOWN
-    if not any(address in net for net in trusted):
+    cidrs = tuple(settings.trusted_proxies)
+    if peer is None or not cidrs or not _trusted(cidrs, peer):
         return UNKNOWN
     headers = request.headers
     return location_of(
@@ -67,18 +86,17 @@ def visitor_location(request: web.Request) -> Location:
 def client_ip(request: web.Request) -> str | None:
     """The peer address, or the first untrusted hop of X-Forwarded-For behind our proxies."""
     peer = request.remote
-    trusted = _networks(tuple(request.app[SETTINGS].trusted_proxies))
-    if not trusted or peer is None:
+    cidrs = tuple(request.app[SETTINGS].trusted_proxies)
+    if not cidrs or peer is None:
         return peer
     chain = [peer]
     forwarded = request.headers.get("X-Forwarded-For", "")
     chain = [p.strip() for p in forwarded.split(",") if p.strip()] + chain
     for hop in reversed(chain):
-        try:
-            address = ipaddress.ip_address(hop)
-        except ValueError:
+        trusted = _trusted(cidrs, hop)
+        if trusted is None:
             return None
-        if not any(address in net for net in trusted):
+        if not trusted:
             return hop
     return chain[0]
 

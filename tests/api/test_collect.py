@@ -14,6 +14,7 @@ from aiohttp.test_utils import TestClient
 from hypothesis import given
 from hypothesis import strategies as st
 
+from cmp.api import collect
 from cmp.ingest.facts import ip_prefix
 from tests.factories import (
     ADMIN,
@@ -390,3 +391,20 @@ async def test_an_event_carries_the_impression_it_answers_and_its_variant(
     for bad in ({"impression_id": "x"}, {"variant": "B B"}):
         status, body = await post(client, site, event(**bad))
         assert status == 422 and body["errors"][0]["pointer"] == "/" + next(iter(bad))
+
+
+def test_only_our_proxies_addresses_are_remembered() -> None:
+    """The trusted-proxy check remembers the proxies it met (so the peer of each request
+    behind one is not parsed again), never a visitor's address, and at most a handful."""
+    cidrs = ("10.0.0.0/8", "2001:db8::/32")
+    assert collect._trusted(cidrs, "10.1.2.3") is True
+    assert collect._trusted(cidrs, "10.1.2.3") is True  # from memory now
+    assert collect._trusted(cidrs, "2001:db8::7") is True
+    assert collect._trusted(cidrs, "203.0.113.9") is False
+    assert collect._trusted(cidrs, "not an address") is None
+    assert collect._trusted(("192.0.2.0/24",), "10.1.2.3") is False  # per proxy list
+    for n in range(200):
+        assert collect._trusted(cidrs, f"10.0.{n}.1") is True
+    remembered = collect._proxies[cidrs]
+    assert "203.0.113.9" not in remembered and "10.1.2.3" in remembered
+    assert len(remembered) == collect.PROXIES_REMEMBERED
