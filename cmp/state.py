@@ -20,16 +20,14 @@ from cmp.commit import Unavailable
 from cmp.consent import StoredChoice
 from cmp.metrics import Metrics
 from cmp.store.db import DB_ERRORS_OR_TIMEOUT, HeldConnections, db_error_text
-from cmp.store.events import select_states
-from cmp.store.links import select_sites_with_links
+from cmp.store.events import Pair, Peers, select_states
 
 log = logging.getLogger(__name__)
 
-Pair = tuple[str, str]
 T = TypeVar("T")
-# What one batched read found: the stored choices by pair, and the batch's sites that
-# have a subject linked to a user now (their reads look the links up; others need not).
-Found = tuple[dict[Pair, StoredChoice], frozenset[str]]
+# What one batched read found: the stored choices by pair, and the peers of each pair
+# linked to a user now (cmp.store.events.select_states).
+Found = tuple[dict[Pair, StoredChoice], dict[Pair, Peers]]
 
 
 class StateReader:
@@ -60,13 +58,14 @@ class StateReader:
 
     async def get(self, site_id: str, subject_ids: list[str]) -> dict[str, StoredChoice]:
         """Stored latest choice per subject id; absent ids have none."""
-        return (await self.get_and_links(site_id, subject_ids))[0]
+        return (await self.get_with_peers(site_id, subject_ids))[0]
 
-    async def get_and_links(
+    async def get_with_peers(
         self, site_id: str, subject_ids: list[str]
-    ) -> tuple[dict[str, StoredChoice], bool]:
-        """`get`, and whether the site has a subject linked to a user now (read in the
-        same batch, after the request arrived: a link acknowledged before it is seen)."""
+    ) -> tuple[dict[str, StoredChoice], dict[str, Peers]]:
+        """`get`, and the peers of each subject linked to a user now, with their choices
+        (read in the same statement, after the request arrived: a link acknowledged
+        before it is seen)."""
         pairs = [(site_id, s) for s in subject_ids]
         future: asyncio.Future[Found] = asyncio.get_running_loop().create_future()
         self._pending.append((pairs, future))
@@ -75,11 +74,10 @@ class StateReader:
             task = asyncio.create_task(self._read())
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        found, linked_sites = await future
-        choices = {
-            subject: found[(site, subject)] for site, subject in pairs if (site, subject) in found
-        }
-        return choices, site_id in linked_sites
+        found, linked = await future
+        choices = {pair[1]: found[pair] for pair in pairs if pair in found}
+        peers = {pair[1]: linked[pair] for pair in pairs if pair in linked}
+        return choices, peers
 
     async def _read(self) -> None:
         try:
@@ -99,7 +97,6 @@ class StateReader:
                     # lookup behind it (the connection is then discarded).
                     async with asyncio.timeout(self._timeout), self._connections.use() as conn:
                         found = await select_states(conn, sites, subjects)
-                        linked_sites = await select_sites_with_links(conn, sites)
                 except DB_ERRORS_OR_TIMEOUT as exc:
                     log.warning("state read failed: %s", db_error_text(exc))
                     self._fail(taken, "database")
@@ -112,7 +109,7 @@ class StateReader:
                 self._metrics.read_batch_size.observe(count)
                 for _, future in taken:
                     if not future.done():
-                        future.set_result((found, linked_sites))
+                        future.set_result(found)
         finally:
             self._active -= 1
 

@@ -20,6 +20,7 @@ from cmp.consent import PolicyView, StoredChoice, derive_state
 from cmp.jurisdiction import UNKNOWN, Location, Rule, Rules, location_of, site_rules
 from cmp.models import LookupIn
 from cmp.store import links as link_store
+from cmp.store.events import Peers
 from cmp.store.sites import StoredSite
 from cmp.users import fold, user_digest
 from cmp.values import SUBJECT_ID_RE
@@ -56,31 +57,17 @@ async def shared_states(
 ) -> list[tuple[bytes, bool]]:
     """`states`, each with whether the subject's rule shares across devices (so that, if
     linked, the document is its user's state)."""
-    site_id = site.site_id
-    found, site_has_links = await read_choices_and_links(request, site_id, subject_ids)
+    found, peers = await read_choices_and_peers(request, site.site_id, subject_ids)
     documents = await StateDocuments.make(request, site, where)
-    # The subject's own rule decides, as it decides the state: its latest event's, or
-    # the location's.
-    sharing = [
-        s for s in subject_ids if documents.rule_of(found.get(s)).shares(site.share_across_devices)
-    ]
-    peers: dict[str, list[str]] = {}
-    if sharing and site_has_links:
-        peers = await request.app[STATE].bounded(
-            lambda conn: link_store.linked_peers(conn, site_id, sharing)
-        )
-        others = [p for found_ in peers.values() for p in found_ if p not in found]
-        if others:
-            found = {**found, **await read_choices(request, site_id, list(dict.fromkeys(others)))}
-    shared = set(sharing)
     results = []
     for subject_id in subject_ids:
-        if subject_id in peers:
-            choices = [found[p] for p in peers[subject_id] if p in found]
-            choice = documents.fold(choices)[0]
-        else:
-            choice = found.get(subject_id)
-        results.append((dumps(await documents.of(subject_id, choice)), subject_id in shared))
+        own = found.get(subject_id)
+        # The subject's own rule decides, as it decides the state: its latest event's, or
+        # the location's.
+        shares = documents.rule_of(own).shares(site.share_across_devices)
+        linked = peers.get(subject_id) if shares else None
+        choice = documents.fold([c for _, c in linked if c])[0] if linked else own
+        results.append((dumps(await documents.of(subject_id, choice)), shares))
     return results
 
 
@@ -88,15 +75,15 @@ async def read_choices(
     request: web.Request, site_id: str, subject_ids: list[str]
 ) -> dict[str, StoredChoice]:
     """The subjects' latest choices through the batched state read (503 when down)."""
-    return (await read_choices_and_links(request, site_id, subject_ids))[0]
+    return (await read_choices_and_peers(request, site_id, subject_ids))[0]
 
 
-async def read_choices_and_links(
+async def read_choices_and_peers(
     request: web.Request, site_id: str, subject_ids: list[str]
-) -> tuple[dict[str, StoredChoice], bool]:
-    """`read_choices`, and whether the site has linked subjects now (same batch)."""
+) -> tuple[dict[str, StoredChoice], dict[str, Peers]]:
+    """`read_choices`, and the peers of the subjects linked to a user (same statement)."""
     try:
-        return await request.app[STATE].get_and_links(site_id, subject_ids)
+        return await request.app[STATE].get_with_peers(site_id, subject_ids)
     except Unavailable:
         raise Problem(
             503,

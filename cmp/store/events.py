@@ -193,23 +193,40 @@ async def write_batch(
     return later
 
 
+Pair = tuple[str, str]  # (site id, subject id)
+# A linked pair's peers: every subject linked to its user now, itself included, each with
+# its latest choice (None: none yet).
+Peers = list[tuple[str, StoredChoice | None]]
+
+
 async def select_states(
     conn: asyncpg.Connection, site_ids: list[str], subject_ids: list[str]
-) -> dict[tuple[str, str], StoredChoice]:
-    rows = await conn.fetch(SQL["select_states"], site_ids, subject_ids)
-    return {
-        (r["site_id"], r["subject_id"]): StoredChoice(
-            event_id=r["event_id"],
-            policy_version=r["policy_version"],
-            action=r["action"],
-            purposes=r["purposes"],
-            services=r["services"],
-            gpc=r["gpc"],
-            recorded_at=r["recorded_at"],
-            rule=r["rule"],
-        )
-        for r in rows
-    }
+) -> tuple[dict[Pair, StoredChoice], dict[Pair, Peers]]:
+    """The latest choice of each (site, subject) pair that has one, and the peers of each
+    pair linked to a user now: one statement, one snapshot."""
+    choices: dict[Pair, StoredChoice] = {}
+    peers: dict[Pair, Peers] = {}
+    for r in await conn.fetch(SQL["select_states"], site_ids, subject_ids):
+        choice = None if r["event_id"] is None else _choice(r)
+        pair = (r["site_id"], r["asked"])
+        if r["peer"]:
+            peers.setdefault(pair, []).append((r["subject_id"], choice))
+        elif choice is not None:
+            choices[pair] = choice
+    return choices, peers
+
+
+def _choice(r: asyncpg.Record) -> StoredChoice:
+    return StoredChoice(
+        event_id=r["event_id"],
+        policy_version=r["policy_version"],
+        action=r["action"],
+        purposes=r["purposes"],
+        services=r["services"],
+        gpc=r["gpc"],
+        recorded_at=r["recorded_at"],
+        rule=r["rule"],
+    )
 
 
 async def make_partitions_ahead(

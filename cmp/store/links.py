@@ -152,20 +152,3 @@ async def subjects_lines(conn: asyncpg.Connection, site_id: str, digests: list[s
 async def delete_link(conn: asyncpg.Connection, site_id: str, subject_id: str) -> None:
     """The subject's current link goes (erasure; the records say the rest)."""
     await conn.execute(SQL["delete_link"], site_id, subject_id)
-
-
-async def select_sites_with_links(conn: asyncpg.Connection, site_ids: list[str]) -> frozenset[str]:
-    """The sites among `site_ids` with a subject linked to a user now."""
-    rows = await conn.fetch(SQL["select_sites_with_links"], sorted(set(site_ids)))
-    return frozenset(r["site_id"] for r in rows)
-
-
-async def linked_peers(
-    conn: asyncpg.Connection, site_id: str, subject_ids: list[str]
-) -> dict[str, list[str]]:
-    """For each of `subject_ids` linked to a user, every subject linked to that user now
-    (itself included); subjects linked to no one are absent."""
-    peers: dict[str, list[str]] = {}
-    for r in await conn.fetch(SQL["select_linked_peers"], site_id, subject_ids):
-        peers.setdefault(r["asked"], []).append(r["peer"])
-    return peers

@@ -35,15 +35,6 @@ DELETE FROM subject_links WHERE site_id = $1 AND subject_id = $2;
 -- The subjects linked to the user now, in the order they were linked.
 SELECT subject_id FROM subject_links WHERE site_id = $1 AND user_digest = $2 ORDER BY seq;
 
--- name: select_linked_peers
--- For each of the subjects $2 linked to a user: every subject linked to the same user now
--- (itself included).
-SELECT l.subject_id AS asked, m.subject_id AS peer
-FROM subject_links l
-JOIN subject_links m ON m.site_id = l.site_id AND m.user_digest = l.user_digest
-WHERE l.site_id = $1 AND l.subject_id = any($2::text[])
-ORDER BY l.subject_id, m.seq;
-
 -- name: export_subjects_lines
 -- Every record of the subjects whose digests are $2, as export lines, in seq order (an
 -- access request by user: the subjects ever linked to it).
@@ -57,12 +48,3 @@ ORDER BY seq;
 SELECT DISTINCT subject_id, subject_digest FROM consent_events
 WHERE site_id = $1 AND user_digest = $2 AND action = 'link' AND subject_id IS NOT NULL
 ORDER BY subject_id;
-
--- name: select_sites_with_links
--- Which of the sites $1 have a subject linked to a user now: the batched state read asks
--- once per batch, so a read of a site without links makes no further lookup.
-SELECT DISTINCT l.site_id
-FROM unnest($1::text[]) AS k (site_id)
-CROSS JOIN LATERAL (
-    SELECT site_id FROM subject_links WHERE site_id = k.site_id LIMIT 1
-) l;
