@@ -75,7 +75,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--scenarios",
-        default=",".join(s.name for s in SCENARIOS if s.name != "impressions-1"),
+        default=",".join(s.name for s in SCENARIOS if s.name != "impressions-10"),
         help="comma-separated subset of: " + ", ".join(s.name for s in SCENARIOS),
     )
     p.add_argument(

@@ -2,7 +2,8 @@
 
 A bare aiohttp app on uvloop without access log that does what every cmp request must
 do at least: read the body and validate it with the same pydantic model cmp uses for
-that route (`EventIn`/`EventBatch` for events, `LookupIn` for lookups), then answer
+that route (`EventIn`/`EventBatch` for events, `ImpressionIn`/`ImpressionBatch` for
+impressions, `LookupIn` for lookups), then answer
 204. Every GET gets a fixed 300-byte JSON. No database, no middleware.
 
     python -m loadtest.reference --port 8099
@@ -16,7 +17,7 @@ import json
 from aiohttp import web
 from pydantic import ValidationError
 
-from cmp.models import EventBatch, EventIn, LookupIn
+from cmp.models import EventBatch, EventIn, ImpressionBatch, ImpressionIn, LookupIn
 
 
 def _fixed_json(size: int) -> bytes:
@@ -40,6 +41,18 @@ async def post_events(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+async def post_impressions(request: web.Request) -> web.Response:
+    raw = await request.read()
+    try:
+        if b'"impressions"' in raw:
+            ImpressionBatch.model_validate_json(raw)
+        else:
+            ImpressionIn.model_validate_json(raw)
+    except ValidationError:
+        return web.Response(status=422)
+    return web.Response(status=202)
+
+
 async def post_lookup(request: web.Request) -> web.Response:
     raw = await request.read()
     try:
@@ -56,6 +69,7 @@ async def get_any(request: web.Request) -> web.Response:
 def create_app() -> web.Application:
     app = web.Application()
     app.router.add_post("/v1/sites/{site_id}/events", post_events)
+    app.router.add_post("/v1/sites/{site_id}/impressions", post_impressions)
     app.router.add_post("/v1/sites/{site_id}/consent/lookup", post_lookup)
     app.router.add_get("/{tail:.*}", get_any)
     return app

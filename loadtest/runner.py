@@ -48,9 +48,10 @@ SCENARIOS: tuple[Scenario, ...] = (
     # beside its plain twin: reads of subjects linked to users (#23)
     Scenario("state-linked", "state.lua", "state GET, linked subject", site="linked"),
     Scenario("lookup-100", "lookup.lua", "lookup POST, 100 ids"),
-    # Not in `make bench`'s default set: `--scenarios ingest-1,impressions-1` compares
-    # the two write paths in one run (loadtest/README.md, Impressions).
+    # Beside ingest-1 in the same run: the impression path against the event path (#22).
     Scenario("impressions-1", "impressions.lua", "impressions POST, 1 showing"),
+    # Not in `make bench`'s default set: 10 showings a request (loadtest/README.md).
+    Scenario("impressions-10", "impressions_batch.lua", "impressions POST, 10 showings"),
 )
 
 
