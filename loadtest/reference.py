@@ -15,7 +15,7 @@ import argparse
 import json
 
 from aiohttp import web
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from cmp.models import EventBatch, EventIn, ImpressionBatch, ImpressionIn, LookupIn
 
@@ -29,28 +29,23 @@ def _fixed_json(size: int) -> bytes:
 GET_BODY = _fixed_json(300)
 
 
-async def post_events(request: web.Request) -> web.Response:
-    raw = await request.read()
+def _validated(
+    raw: bytes, key: bytes, batch: type[BaseModel], one: type[BaseModel], status: int
+) -> web.Response:
+    """`batch` when the body names `key`, else `one`: 422 or `status`, as cmp answers."""
     try:
-        if b'"events"' in raw:
-            EventBatch.model_validate_json(raw)
-        else:
-            EventIn.model_validate_json(raw)
+        (batch if key in raw else one).model_validate_json(raw)
     except ValidationError:
         return web.Response(status=422)
-    return web.Response(status=204)
+    return web.Response(status=status)
+
+
+async def post_events(request: web.Request) -> web.Response:
+    return _validated(await request.read(), b'"events"', EventBatch, EventIn, 204)
 
 
 async def post_impressions(request: web.Request) -> web.Response:
-    raw = await request.read()
-    try:
-        if b'"impressions"' in raw:
-            ImpressionBatch.model_validate_json(raw)
-        else:
-            ImpressionIn.model_validate_json(raw)
-    except ValidationError:
-        return web.Response(status=422)
-    return web.Response(status=202)
+    return _validated(await request.read(), b'"impressions"', ImpressionBatch, ImpressionIn, 202)
 
 
 async def post_lookup(request: web.Request) -> web.Response:

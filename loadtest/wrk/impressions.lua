@@ -1,4 +1,5 @@
--- Impressions: POST /v1/sites/{site}/impressions, one fresh showing per request.
+-- Impressions: POST /v1/sites/{site}/impressions, one fresh showing per request, or
+-- SHOWINGS of them as `{"impressions": [...]}` when a script sets it before loading this.
 local dir = string.match(debug.getinfo(1, "S").source, "^@(.*/)") or "./"
 dofile(dir .. "common.lua")
 
@@ -10,9 +11,19 @@ function init(args)
    headers = { ["Content-Type"] = "application/json", ["Origin"] = opts.origin }
 end
 
-function request()
-   local body = string.format(
+local function showing()
+   return string.format(
       '{"impression_id":"%s","subject_id":"%s","policy_version":1,"surface":"banner"}',
       event_id(), fresh_subject())
-   return wrk.format("POST", path, headers, body)
+end
+
+function request()
+   if not SHOWINGS then
+      return wrk.format("POST", path, headers, showing())
+   end
+   local shown = {}
+   for i = 1, SHOWINGS do
+      shown[i] = showing()
+   end
+   return wrk.format("POST", path, headers, '{"impressions":[' .. table.concat(shown, ",") .. "]}")
 end
