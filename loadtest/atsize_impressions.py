@@ -1,6 +1,6 @@
 """The impressions part of the at-size run: what N impressions a month leave, and the stats.
 
-Impressions are kept as SPEC §3.5b and `cmp.store.impressions` keep them: raw rows in a
+Impressions are kept as docs/api.md and `cmp.store.impressions` say: raw rows in a
 partition per UTC day for as long as the dedup and the day's unique-visitor count need
 them (`RAW_DAYS` behind today), the closed days rolled up into `impression_days` and
 their partitions dropped. The fill writes that state, into the largest size's database,

@@ -96,6 +96,33 @@ def spread_events(
     return events, shown
 
 
+def timed_decisions(
+    site_id: str, spread: tuple[list[Any], list[NewImpression]], ats: list[datetime]
+) -> tuple[list[Any], list[NewImpression]]:
+    """`spread` and, at each of `ats`, a decision answering a showing 7 s before it: a
+    timed decision there whatever the time of day the random spread was drawn at."""
+    events, shown = spread
+    for at in ats:
+        impression = str(uuid.uuid4())
+        shown.append(
+            NewImpression(
+                site_id, impression, b"t" * 8, 1, "banner", "", at - timedelta(seconds=7), ""
+            )
+        )
+        events.append(
+            new_event(
+                site_id,
+                at,
+                action="accept_all",
+                purposes={},
+                impression_id=impression,
+                rule=None,
+                variant=None,
+            )
+        )
+    return events, shown
+
+
 async def store(conn: asyncpg.Connection, spread: tuple[list[Any], list[NewImpression]]) -> None:
     events, shown = spread if isinstance(spread, tuple) else (spread, [])
     for i in range(0, len(events), 100):
@@ -339,7 +366,13 @@ async def test_stats_are_the_same_before_during_and_after_the_rollup_and_after_a
 ) -> None:
     now = datetime.now(UTC)
     await insert_site(fresh, SITE)
-    await store(fresh, spread_events(SITE, now, seed=12, count=900))
+    # Each range's partial first day holds a timed decision, so that dropping its raw
+    # showings below always changes that day's timing (the spread's own may miss a
+    # short partial day, depending on the time of day the test runs).
+    partial = [
+        start + timedelta(minutes=10) for start, _ in ranges(now) if start != midnight(start)
+    ]
+    await store(fresh, timed_decisions(SITE, spread_events(SITE, now, seed=12, count=900), partial))
     assert await assert_answers_as_counted(fresh, SITE, "none rolled up") > 500
     _, everything = await stats_store.select_stats(
         fresh, SITE, start=now - timedelta(days=DAYS_BACK + 5), end=now, interval="week"
