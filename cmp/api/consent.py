@@ -66,7 +66,7 @@ async def shared_states(
         # the location's.
         shares = documents.rule_of(own).shares(site.share_across_devices)
         linked = peers.get(subject_id) if shares else None
-        choice = documents.fold([c for _, c in linked if c])[0] if linked else own
+        choice = documents.fold([c for _, c in linked if c is not None])[0] if linked else own
         results.append((dumps(await documents.of(subject_id, choice)), shares))
     return results
 
