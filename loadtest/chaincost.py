@@ -25,12 +25,16 @@ from typing import Any
 
 import asyncpg
 
-from cmp.ingest.build import split_at_seq
+from cmp.consent import PolicyView
+from cmp.ingest.build import build, split_at_seq
+from cmp.ingest.facts import request_facts
+from cmp.models import EventIn
 from cmp.store import events
 from cmp.store.db import connect, start_embedded
 from cmp.store.events import NewEvent, Submission, write_batch
 from cmp.store.migrate import migrate
-from cmp.store.sqlfiles import migration_files
+from cmp.store.sites import StoredSite
+from cmp.store.sqlfiles import sql_root
 
 CHAIN_LINE = "cur_hash := encode(sha256(convert_to("
 
@@ -40,33 +44,48 @@ def _cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+PURPOSES = {"necessary": True, "statistics": True, "marketing": True}
+
+
 def _event(site: str) -> NewEvent:
-    now = datetime.now(UTC)
-    record: dict[str, Any] = {
-        "v": 1,
-        "site_id": site,
-        "seq": -1,
-        "event_id": str(uuid.uuid4()),
-        "subject_digest": secrets.token_hex(32),
-        "policy_version": 1,
-        "policy_sha256": "0" * 64,
-        "action": "accept_all",
-        "purposes": {"necessary": True, "statistics": True, "marketing": True},
-        "services": {"google-analytics": True},
-        "gpc": False,
-        "language": "nb",
-        "source": "cmp-banner/1.0",
-        "page_url": "https://shop.example/priser",
-        "origin": "https://shop.example",
-        "ip_prefix": "203.0.113.0/24",
-        "user_agent": "Mozilla/5.0 (X11; Linux x86_64) Chrome/156.0.0.0",
-        "occurred_at": None,
-        "received_at": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-    }
-    head, tail = split_at_seq(record)
-    return NewEvent(
-        site, record["event_id"], str(uuid.uuid4()), b"d" * 16, record, None, now, head, tail
+    """An event as the ingest pipeline builds it (`cmp.ingest.build`): the current record
+    version, its commitments and salts."""
+    stored = StoredSite.model_construct(
+        site_id=site, subject_key=b"k" * 32, jurisdictions=None, fallback=None
     )
+    view = PolicyView(
+        site_id=site,
+        version=1,
+        material=True,
+        content_sha256="0" * 64,
+        purposes=tuple(PURPOSES),
+        required=frozenset({"necessary"}),
+        gpc=frozenset(),
+        signals={},
+        service_purpose={"google-analytics": "statistics"},
+    )
+    event = EventIn.model_construct(
+        event_id=str(uuid.uuid4()),
+        subject_id=f"s-{secrets.token_hex(6)}",
+        policy_version=1,
+        action="accept_all",
+        purposes=None,
+        services=None,
+        language="nb",
+        occurred_at=None,
+        source="cmp-banner/1.0",
+        page_url="https://shop.example/priser",
+        impression_id=None,
+        variant=None,
+    )
+    facts = request_facts(
+        origin="https://shop.example",
+        user_agent="Mozilla/5.0 (X11; Linux x86_64) Chrome/156.0.0.0",
+        client_ip="203.0.113.7",
+        sec_gpc=None,
+        now=datetime.now(UTC),
+    )
+    return build(stored, view, event, PURPOSES, {"google-analytics": True}, facts)
 
 
 async def _run(conn: asyncpg.Connection, site: str, batches: int, size: int) -> float:
@@ -77,13 +96,10 @@ async def _run(conn: asyncpg.Connection, site: str, batches: int, size: int) -> 
 
 
 def _plain_copy() -> str:
-    """The newest migration's cmp_append, renamed, with the chain line a constant."""
-    marker = "CREATE FUNCTION cmp_append("
-    text = next(
-        path.read_text("utf-8")
-        for _, _, path in reversed(migration_files())
-        if marker in path.read_text("utf-8")
-    )
+    """cmp_append's one live definition (sql/functions/append.sql), renamed, with the
+    chain line a constant."""
+    marker = "CREATE OR REPLACE FUNCTION cmp_append("
+    text = (sql_root() / "functions" / "append.sql").read_text("utf-8")
     function = text[text.index(marker) :]
     function = function[: function.index("END $$;") + len("END $$;")]
     start = function.index(CHAIN_LINE)
