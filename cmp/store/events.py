@@ -102,9 +102,9 @@ def _source(name: str) -> str:
         return "n"
     if name in _OWN:
         return f"e.{name}"
-    if name in _SALTS:  # none in a version 1 event
-        at = _SALTS[name]
-        return f"(s[{at}:{at + SALT_BYTES}] or None)"
+    if name in _SALTS:  # none in a version 1 event, and none stored for a null value
+        value, at = _SALTS[name]
+        return f"((s[{at}:{at + SALT_BYTES}] or None) if d[{value!r}] is not None else None)"
     if name in _COMMITMENTS:
         return f"(c[{_COMMITMENTS[name]}] if c else None)"
     if name in _PERSONAL:
@@ -131,7 +131,7 @@ _OWN = frozenset(
         "tail",
     ]
 )
-_SALTS = {salt: at for _, _, salt, at in SALTED}
+_SALTS = {salt: (value, at) for value, _, salt, at in SALTED}
 _COMMITMENTS = {commitment: i for i, (_, commitment, _, _) in enumerate(SALTED)}
 _PERSONAL = frozenset(f.name for f in PERSONAL)
 _CHOICES = frozenset(f.name for f in FIELDS if f.kind == "choices")

@@ -320,6 +320,11 @@ async def test_the_appended_row_is_the_declared_record_plus_the_requests_own(
         else:
             expected.append(record[name])
     assert as_row(await row_getters(db), 7, event) == tuple(expected)
+    # A null personal value has no salt stored (the export shows none, and it opens nothing).
+    event.disclosed = {**event.disclosed, "page_url": None}
+    row = dict(zip(type_columns, as_row(await row_getters(db), 7, event), strict=True))
+    assert row["page_url"] is None and row["page_url_salt"] is None
+    assert row["ip_prefix_salt"] == expected[type_columns.index("ip_prefix_salt")]
 
 
 @pytest.mark.parametrize(
