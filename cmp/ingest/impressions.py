@@ -20,6 +20,7 @@ from cmp.crawlers import is_crawler
 from cmp.errorcap import ERRORS_MAX
 from cmp.ingest.facts import Facts
 from cmp.ingest.parse import Rejected, invalid, parse_model
+from cmp.ingest.pipeline import admit
 from cmp.jurisdiction import site_rules
 from cmp.models import ImpressionBatch, ImpressionIn
 from cmp.ratelimit import RateLimiter
@@ -75,17 +76,9 @@ class Impressions:
         self._committer = committer
 
     def admit(self, site_id: str, facts: Facts, cost: int = 1) -> None:
-        """Take `cost` tokens of the (site, network) bucket before any parsing, or 429."""
-        if facts.origin is None or cost <= 0:
-            return  # server to server, with an admin key
-        wait = self._limiter.take(site_id, facts.ip_prefix or "-", cost)
-        if wait > 0:
-            raise Rejected(
-                429,
-                "rate-limited",
-                "too many requests from this network for this site",
-                retry_after=wait,
-            )
+        """Take `cost` tokens of the impressions' own (site, network) bucket before any
+        parsing, or 429."""
+        admit(self._limiter, site_id, facts, cost)
 
     async def count(self, site: StoredSite, raw: bytes, facts: Facts) -> Counted:
         shown, prefix = parse_impressions(raw)

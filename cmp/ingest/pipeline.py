@@ -41,6 +41,21 @@ class Accepted:
     duplicates: int
 
 
+def admit(limiter: RateLimiter, site_id: str, facts: Facts, cost: int) -> None:
+    """Take `cost` tokens of `limiter`'s (site, network) bucket, or reject with 429; a
+    server-to-server request (no Origin, an admin key) takes none."""
+    if facts.origin is None or cost <= 0:
+        return
+    wait = limiter.take(site_id, facts.ip_prefix or "-", cost)
+    if wait > 0:
+        raise Rejected(
+            429,
+            "rate-limited",
+            "too many requests from this network for this site",
+            retry_after=wait,
+        )
+
+
 class Ingest:
     """The pipeline's entries, bound to the catalogue, the rate limiter and the committer."""
 
@@ -57,16 +72,7 @@ class Ingest:
         The first token is taken before the body is even read, so a flood of bad
         requests is stopped before it costs parsing or queries.
         """
-        if facts.origin is None or cost <= 0:
-            return  # server-to-server import with an admin key
-        wait = self._limiter.take(site_id, facts.ip_prefix or "-", cost)
-        if wait > 0:
-            raise Rejected(
-                429,
-                "rate-limited",
-                "too many requests from this network for this site",
-                retry_after=wait,
-            )
+        admit(self._limiter, site_id, facts, cost)
 
     async def native(self, site: StoredSite, raw: bytes, facts: Facts) -> Accepted:
         events, prefix = parse_events(raw)
