@@ -27,12 +27,14 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
 import aiohttp
+import asyncpg
 
 from loadtest import seed, servers
 from loadtest.report import say
@@ -46,6 +48,9 @@ USER_AGENT = (
 # Requests before counting starts: the first ones prepare statements and fill caches.
 WARM_UP = 20
 START_WITHIN_S = 600  # imports under callgrind are ~50x slower
+INTEGRATED_WITHIN_S = 120
+# Chained records a request of the scenario appends (impressions are not chained).
+EVENTS = {"ingest-1": 1, "ingest-10": 10}
 
 
 def body(scenario: str, n: int) -> tuple[str, bytes]:
@@ -84,11 +89,14 @@ async def count(checkout: Path, dsn: str, scenario: str, requests: int) -> int:
         env = servers.cmp_env(dsn, port, admin, Path(tmp) / "cmp")
         env["PYTHONPATH"] = str(checkout)
         env["PYTHONHASHSEED"] = "0"
+        # Integration at its longest interval: fewer runs, so less of their fixed cost
+        # (a transaction, a signed checkpoint) falls into the count by chance.
+        env["CMP_LOG_INTEGRATION_SECONDS"] = "5"
         out = Path(tmp) / "callgrind.out"
         with (Path(tmp) / "cmp.log").open("wb") as log:
             proc = start_counted(checkout, env, out, log)
             try:
-                await _drive(proc, port, admin, scenario, requests)
+                await _drive(proc, dsn, port, admin, scenario, requests)
             finally:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGTERM)
@@ -114,7 +122,7 @@ def start_counted(
 
 
 async def _drive(
-    proc: subprocess.Popen[bytes], port: int, admin: str, scenario: str, requests: int
+    proc: subprocess.Popen[bytes], dsn: str, port: int, admin: str, scenario: str, requests: int
 ) -> None:
     base = f"http://127.0.0.1:{port}"
     connector = aiohttp.TCPConnector(limit=1)
@@ -133,12 +141,33 @@ async def _drive(
 
         for n in range(WARM_UP):
             await send(n)
+        await integrated(dsn, WARM_UP * EVENTS.get(scenario, 0))
         _callgrind(proc.pid, "on")
         try:
             for n in range(WARM_UP, WARM_UP + requests):
                 await send(n)
+            # Each record's integration into the Merkle tree is per-event work too.
+            await integrated(dsn, (WARM_UP + requests) * EVENTS.get(scenario, 0))
         finally:
             _callgrind(proc.pid, "off")
+
+
+async def integrated(dsn: str, size: int) -> None:
+    """Wait until the bench site's tree holds `size` records."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        deadline = time.monotonic() + INTEGRATED_WITHIN_S
+        while True:
+            built = await conn.fetchval(
+                "SELECT size FROM log_trees WHERE site_id = $1", seed.SITE_ID
+            )
+            if (built or 0) >= size:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the tree holds {built} records, not {size}")
+            await asyncio.sleep(0.5)
+    finally:
+        await conn.close()
 
 
 def _callgrind(pid: int, state: str) -> None:
