@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime, time
+from datetime import UTC, datetime, time, timedelta
 
 import asyncpg
 
@@ -164,6 +164,10 @@ async def run_periodically(
                 # The stats' per-day rollup: nothing to do until a day closes.
                 await stats_store.roll_up(conn)
                 await impressions_store.roll_up(conn)
+                # The open day's counts of the big sites, taken again once an interval.
+                await impressions_store.refresh_provisional(
+                    conn, min_age=timedelta(seconds=checkpoint_every * 0.9)
+                )
                 async with conn.transaction():
                     # Timers of replicas drift a little: a tenth of the interval is slack.
                     await store_checkpoints(conn, signer, min_age_seconds=checkpoint_every * 0.9)

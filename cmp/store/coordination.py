@@ -23,6 +23,7 @@ PURGE_LOCK: Final = 0x636D70_707267  # "cmpprg"
 PARTITION_LOCK: Final = 0x636D70_707274  # "cmpprt"
 TREE_LOCK: Final = 0x636D70_747265  # "cmptre"
 ROLLUP_LOCK: Final = 0x636D70_726F6C  # "cmprol"
+PROVISIONAL_LOCK: Final = 0x636D70_707276  # "cmpprv"
 
 CHANNEL: Final = "cmp_invalidate"
 Change = Literal["site", "policy", "key"]

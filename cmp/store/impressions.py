@@ -6,6 +6,11 @@ retry from the banner's queue (the banner drops a queued impression after a day)
 the day's rollup, which counts its unique visitors once the day has closed. After that
 the day's partition is dropped whole (sql/functions/impressions.sql); the counts stay in
 `impression_days`.
+
+The days not rolled up are counted from their raw rows on each stats read, exactly;
+for a site with more than PROVISIONAL_THRESHOLD of them on such a day that count is
+taken by the maintenance loop instead (`refresh_provisional`), kept with its `as_of`
+in `impression_provisional`, and read from there until the day is rolled up.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import Final
 
 import asyncpg
 
+from cmp.store.coordination import PROVISIONAL_LOCK, try_lock, wait_lock
 from cmp.store.events import DUPLICATE, NEW, Submission
 from cmp.store.sqlfiles import queries
 
@@ -28,6 +34,14 @@ DAYS_AHEAD: Final = 2  # partitions made ahead, so the insert's on-demand one is
 # A day is closed, and rolled up, this long after it ended (as the event stats').
 CLOSE_MARGIN: Final = timedelta(hours=1)
 DROP_LOCK_WAIT: Final = "1s"
+# A site with this many raw impressions on a day not rolled up gets provisional counts
+# of it: counting that many on every stats read takes seconds.
+PROVISIONAL_THRESHOLD: Final = 100_000
+# Memory of an exact count's sorts, so that they do not spill to disk: a read counts
+# fewer than PROVISIONAL_THRESHOLD rows a day; the refresh counts more, one at a time
+# (under PROVISIONAL_LOCK), so it may take more.
+READ_WORK_MEM: Final = "32MB"
+REFRESH_WORK_MEM: Final = "256MB"
 # The columns of `cmp_new_impression` (sql/schema/0016), in order.
 NEW_IMPRESSION_COLUMNS: Final = (
     "site_id",
@@ -97,6 +111,9 @@ async def roll_up(conn: asyncpg.Connection, *, now: datetime | None = None) -> l
     rolled = []
     for record in await conn.fetch(SQL["days_to_roll_up"], first_open):
         async with conn.transaction():
+            # After a refresh of the day's provisional counts that runs now: the rollup
+            # deletes them, and must see them to.
+            await wait_lock(conn, PROVISIONAL_LOCK)
             if await conn.fetchval(SQL["roll_up_day"], record["day"]):
                 rolled.append(record["day"])
     await drop_raw_days(conn, now=now)
@@ -113,6 +130,38 @@ async def drop_raw_days(conn: asyncpg.Connection, *, now: datetime | None = None
     return [r["part"] for r in records]
 
 
+async def refresh_provisional(
+    conn: asyncpg.Connection,
+    *,
+    threshold: int = PROVISIONAL_THRESHOLD,
+    min_age: timedelta = timedelta(0),
+) -> int:
+    """Take again the provisional counts of every day not rolled up of every site with
+    `threshold` raw impressions or more that day, where they are older than `min_age`;
+    returns how many (site, day) were counted.
+
+    One transaction per site and day under PROVISIONAL_LOCK (a plain SELECT and INSERT
+    otherwise: ingest never waits); when another process holds it, this one stops (that
+    one is refreshing). The candidates come from the partition's statistics, not from a
+    count: a per-site count of the day is a scan of its primary key, as costly as a
+    refresh; a site the statistics miss stays exact (slower, never wrong).
+    """
+    counted = 0
+    for record in await conn.fetch(SQL["days_to_roll_up"], date.max):
+        day = record["day"]
+        for site in await conn.fetch(SQL["provisional_candidates"], day, threshold):
+            async with conn.transaction():
+                if not await try_lock(conn, PROVISIONAL_LOCK):
+                    return counted
+                if not await conn.fetchval(SQL["provisional_due"], site["site_id"], day, min_age):
+                    continue
+                await conn.fetchval(SQL["set_count_work_mem"], REFRESH_WORK_MEM)
+                await conn.execute(SQL["delete_provisional"], site["site_id"], day)
+                await conn.fetchval(SQL["insert_provisional"], site["site_id"], day, threshold)
+                counted += 1
+    return counted
+
+
 # The level of impression_days rows that covers every rule, or every variant.
 EVERY: Final = "*"
 
@@ -125,16 +174,27 @@ class ImpressionDay:
     surface: str  # '' = every surface
     impressions: int
     visitors: int  # each visitor once in the day, at this level
+    as_of: datetime | None = None  # when provisional: the time of its count
 
 
 async def select_impression_days(
     conn: asyncpg.Connection, site_id: str, first: date, end: date
 ) -> list[ImpressionDay]:
     """The site's impressions per day in [first, end), at every level (rule, variant,
-    surface, and their EVERY and '' totals)."""
+    surface, and their EVERY and '' totals); `as_of` on the days read from their
+    provisional counts."""
+    async with conn.transaction():  # the scope of the exact counts' memory
+        await conn.fetchval(SQL["set_count_work_mem"], READ_WORK_MEM)
+        rows = await conn.fetch(SQL["select_impression_days"], site_id, first, end)
     return [
         ImpressionDay(
-            r["day"], r["rule"], r["variant"], r["surface"], r["impressions"], r["visitors"]
+            r["day"],
+            r["rule"],
+            r["variant"],
+            r["surface"],
+            r["impressions"],
+            r["visitors"],
+            r["as_of"],
         )
-        for r in await conn.fetch(SQL["select_impression_days"], site_id, first, end)
+        for r in rows
     ]

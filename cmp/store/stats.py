@@ -101,6 +101,8 @@ class Tally:
     start: datetime | None
     cells: dict[Cell, Counts]
     shown: dict[Level, tuple[int, int]] = field(default_factory=dict)  # (impressions, visitors)
+    # When some of its impressions are provisional counts: the oldest of their times.
+    as_of: datetime | None = None
 
     @property
     def site(self) -> Counts:
@@ -251,22 +253,20 @@ async def select_stats(
         _add(totals, (r["rule"], r["variant"]), counts)
     levels: dict[datetime, dict[Level, tuple[int, int]]] = {}
     all_levels: dict[Level, tuple[int, int]] = {}
+    as_of: dict[datetime, datetime] = {}
     for d in shown:
         level = (d.rule, d.variant, d.surface)
-        _add_shown(
-            levels.setdefault(bucket_start(midnight(d.day), interval), {}),
-            level,
-            (
-                d.impressions,
-                d.visitors,
-            ),
-        )
+        bucket = bucket_start(midnight(d.day), interval)
+        _add_shown(levels.setdefault(bucket, {}), level, (d.impressions, d.visitors))
         _add_shown(all_levels, level, (d.impressions, d.visitors))
+        if d.as_of is not None:
+            as_of[bucket] = min(as_of.get(bucket, d.as_of), d.as_of)
     buckets = [
-        Tally(start=b, cells=cells.get(b, {}), shown=levels.get(b, {}))
+        Tally(start=b, cells=cells.get(b, {}), shown=levels.get(b, {}), as_of=as_of.get(b))
         for b in sorted(cells.keys() | levels.keys())
     ]
-    return buckets, Tally(start=None, cells=totals, shown=all_levels)
+    oldest = min(as_of.values(), default=None)
+    return buckets, Tally(start=None, cells=totals, shown=all_levels, as_of=oldest)
 
 
 def first_open_day(closed_before: datetime) -> date:

@@ -28,16 +28,72 @@ SELECT cmp_roll_up_impressions($1);
 -- table's lock); returns the partitions dropped.
 SELECT cmp_drop_impression_days($1, $2) AS part;
 
+-- name: set_count_work_mem
+-- The memory of this transaction's sorts ($1): the exact count's count(DISTINCT) sorts
+-- per level stay in memory instead of spilling to disk.
+SELECT set_config('work_mem', $1, true);
+
+-- name: provisional_candidates
+-- The sites that may have $2 raw impressions or more on not-rolled-up day $1: those the
+-- partition's statistics (autovacuum's analyze) estimate at $2 / 2 or more, scaled to
+-- the partition's size now, and those with provisional counts of the day already.
+SELECT v.site_id
+FROM pg_class c
+JOIN pg_stats s ON s.schemaname = c.relnamespace::regnamespace::text
+               AND s.tablename = c.relname AND s.attname = 'site_id'
+CROSS JOIN LATERAL unnest(s.most_common_vals::text::text[], s.most_common_freqs)
+    AS v (site_id, freq)
+WHERE c.oid = to_regclass('impressions_' || to_char($1::date, 'YYYYMMDD'))
+  AND v.freq * greatest(c.reltuples, 0)
+      * greatest(pg_relation_size(c.oid) / 8192.0 / nullif(c.relpages, 0), 1) >= $2 / 2.0
+UNION
+SELECT p.site_id FROM impression_provisional p WHERE p.day = $1;
+
+-- name: provisional_due
+-- Whether site $1's provisional counts of day $2 are to be taken again: the day is not
+-- rolled up, and they are missing or older than $3.
+SELECT NOT EXISTS (SELECT 1 FROM impression_rollup r WHERE r.day = $2)
+   AND coalesce((SELECT min(p.as_of) FROM impression_provisional p
+                 WHERE p.site_id = $1 AND p.day = $2) < now() - $3::interval, true);
+
+-- name: delete_provisional
+-- Site $1's provisional counts of day $2, before they are taken again.
+DELETE FROM impression_provisional WHERE site_id = $1 AND day = $2;
+
+-- name: insert_provisional
+-- Count site $1's raw impressions of day $2 as the stats read would, and keep them as of
+-- this statement's snapshot, when the site had $3 or more that day; returns the site's
+-- total that day.
+WITH counted AS (SELECT c.* FROM cmp_impression_counts($1::text, $2::date, $2::date + 1) AS c),
+total AS (SELECT coalesce(max(c.impressions), 0) AS n FROM counted c
+          WHERE c.rule = '*' AND c.variant = '*'),
+kept AS (
+    INSERT INTO impression_provisional (site_id, day, rule, variant, surface, impressions,
+                                        visitors, as_of)
+    SELECT $1, $2, c.rule, c.variant, c.surface, c.impressions, c.visitors,
+           statement_timestamp()
+    FROM counted c, total t
+    WHERE t.n >= $3
+    RETURNING 1)
+SELECT t.n FROM total t;
+
 -- name: select_impression_days
 -- A site's impressions per UTC day in [$2, $3), at the levels of cmp_impression_counts
--- (sql/functions/impressions.sql): the rolled-up days from impression_days, the others
--- counted from the raw rows, one raw day (partition) at a time, so that the raw days
--- kept after their rollup (cmp.store.impressions.RAW_DAYS) are not read at all.
-SELECT d.day, d.rule, d.variant, d.surface, d.impressions, d.visitors
+-- (sql/functions/impressions.sql): the rolled-up days from impression_days, the days not
+-- rolled up from their provisional counts (with their as_of) where the site has them,
+-- the others counted from the raw rows, one raw day (partition) at a time, so that the
+-- raw days kept after their rollup (cmp.store.impressions.RAW_DAYS) are not read at all.
+SELECT d.day, d.rule, d.variant, d.surface, d.impressions, d.visitors,
+       NULL::timestamptz AS as_of
 FROM impression_days d
 WHERE d.site_id = $1 AND d.day >= $2 AND d.day < $3
 UNION ALL
-SELECT c.day, c.rule, c.variant, c.surface, c.impressions, c.visitors
+SELECT p.day, p.rule, p.variant, p.surface, p.impressions, p.visitors, p.as_of
+FROM impression_provisional p
+WHERE p.site_id = $1 AND p.day >= $2 AND p.day < $3
+  AND NOT EXISTS (SELECT 1 FROM impression_rollup r WHERE r.day = p.day)
+UNION ALL
+SELECT c.day, c.rule, c.variant, c.surface, c.impressions, c.visitors, NULL
 FROM (SELECT to_date(substr(p.relname, 13), 'YYYYMMDD') AS day
       FROM pg_inherits h JOIN pg_class p ON p.oid = h.inhrelid
       WHERE h.inhparent = 'impressions'::regclass
@@ -45,4 +101,6 @@ FROM (SELECT to_date(substr(p.relname, 13), 'YYYYMMDD') AS day
 CROSS JOIN LATERAL cmp_impression_counts($1, raw.day, raw.day + 1) AS c
 WHERE raw.day >= $2 AND raw.day < $3
   AND NOT EXISTS (SELECT 1 FROM impression_rollup r WHERE r.day = raw.day)
+  AND NOT EXISTS (SELECT 1 FROM impression_provisional p
+                  WHERE p.site_id = $1 AND p.day = raw.day)
 ORDER BY 1, 2, 3, 4;
