@@ -125,6 +125,8 @@ def tally_json(tally: Tally, *, compare: bool = False) -> dict[str, Any]:
     }
     if compare:
         body["comparisons"] = comparisons_json(tally, EVERY)
+    if tally.as_of is not None:  # impressions of a day not rolled up, counted then
+        body["as_of"] = format_instant(tally.as_of)
     return body
 
 

@@ -13,7 +13,7 @@ import base64
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from string import Template
 from typing import Final
@@ -185,11 +185,18 @@ def _percent(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.1f}\u202f%"
 
 
+def _as_of(first: str, tally: Tally) -> str:
+    """The row's heading, with the time of its provisional impression counts if any."""
+    if tally.as_of is None:
+        return first
+    return f"{first} (as of {tally.as_of.astimezone(UTC):%H:%M} UTC)"
+
+
 def _funnel_row(first: str, tally: Tally, bucket: str) -> Html:
     counts, (impressions, visitors) = tally.site, tally.impressions()
     answered = counts.answered
     cells = [
-        first,
+        _as_of(first, tally),
         str(impressions),
         str(visitors),
         str(counts.interactions),

@@ -21,7 +21,8 @@ from cmp.config import Settings
 from cmp.store import impressions as store
 from cmp.store.keys import ensure_root_key
 from cmp.store.migrate import migrate
-from tests.factories import ADMIN_KEY, ORIGIN, make_site
+from cmp.timerange import format_instant
+from tests.factories import ADMIN_KEY, ORIGIN, make_key, make_site, stats_link
 
 BROWSER = (
     "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko)"
@@ -264,3 +265,35 @@ async def test_partitions_are_made_ahead(db: asyncpg.Connection) -> None:
     await store.make_partitions_ahead(db, 2)
     ahead = date.today() + timedelta(days=2)
     assert await db.fetchval("SELECT to_regclass($1)", f"impressions_{ahead:%Y%m%d}") is not None
+
+
+async def test_the_stats_say_as_of_when_a_day_is_provisional(
+    own: tuple[TestClient, asyncpg.Connection],
+) -> None:
+    client, db = own
+    big, small = await make_site(client), await make_site(client)
+    await post(client, big, {"impressions": [shown(f"s-{i}") for i in range(40)]})
+    await post(client, small, shown())
+    await db.execute("ANALYZE")  # the statistics the refresh's candidates come from
+    assert await store.refresh_provisional(db, threshold=30) == 1
+    as_of = await db.fetchval("SELECT max(as_of) FROM impression_provisional")
+    await post(client, big, shown("s-late"))  # not in the counts until the next refresh
+    doc = await (await client.get("/openapi.json")).json()
+    answer = doc["paths"]["/v1/sites/{site_id}/stats"]["get"]["responses"]["200"]
+    tally = answer["content"]["application/json"]["schema"]["properties"]["totals"]
+    for site, impressions, when in ((big, 40, as_of), (small, 1, None)):
+        audit = await make_key(client, site, "audit")
+        r = await client.get(f"/v1/sites/{site}/stats", headers=audit)
+        body = await r.json()
+        assert r.status == 200, body
+        (bucket,) = body["buckets"]
+        assert bucket["funnel"]["impressions"] == body["totals"]["funnel"]["impressions"]
+        assert bucket["funnel"]["impressions"] == impressions
+        expected = format_instant(when) if when else None
+        assert bucket.get("as_of") == body["totals"].get("as_of") == expected
+        assert set(bucket) <= set(tally["properties"]) and set(body["totals"]) <= set(
+            tally["properties"]
+        )
+        page = await client.get(await stats_link(client, site))
+        note = f"as of {when.astimezone(UTC):%H:%M} UTC" if when else "as of"
+        assert (note in await page.text()) is (when is not None)

@@ -5,8 +5,11 @@ is written to .data/stats-page.png for a person to look at."""
 from __future__ import annotations
 
 import uuid
+from datetime import UTC
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import asyncpg
 
 from tests.api.test_stats_funnel import HDR, showing
 from tests.e2e.harness import CmpServer
@@ -86,5 +89,34 @@ async def test_the_stats_page_shows_the_funnel_and_the_variants(
         SHOT.parent.mkdir(exist_ok=True)
         await page.screenshot(path=str(SHOT), full_page=True)
         assert SHOT.stat().st_size > 10_000
+    finally:
+        await page.close()
+
+
+async def test_the_stats_page_says_as_of_when_the_day_is_provisional(
+    browser: Browser, cmp: CmpServer, db: asyncpg.Connection
+) -> None:
+    site = await fill_site(cmp)
+    # The counts a maintenance refresh keeps for a big site (cmp.store.impressions), taken
+    # ten minutes ago: the page shows them and says so.
+    as_of = await db.fetchval(
+        "INSERT INTO impression_provisional (site_id, day, rule, variant, surface,"
+        " impressions, visitors, as_of)"
+        " SELECT $1, c.day, c.rule, c.variant, c.surface, c.impressions, c.visitors,"
+        "        now() - interval '10 minutes'"
+        " FROM cmp_impression_counts($1::text, current_date, current_date + 1) AS c"
+        " RETURNING as_of",
+        site,
+    )
+    link = await stats_link(cmp.client, site)
+    page = await browser.new_page()
+    try:
+        response = await page.goto(f"{cmp.url}{link}")
+        assert response is not None and response.status == 200
+        note = f"as of {as_of.astimezone(UTC):%H:%M} UTC"
+        first = await page.locator("#funnel tbody tr td:first-child").all_text_contents()
+        assert len(first) == 1 and first[0].endswith(f"({note})"), first
+        assert (await page.locator("#funnel tfoot td").first.text_content()) == f"Total ({note})"
+        assert await page.get_by_text(note).first.is_visible()
     finally:
         await page.close()

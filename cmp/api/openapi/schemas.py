@@ -130,6 +130,7 @@ TALLY = obj(
         "variants": {"type": "array", "items": VARIANT_FUNNEL},
         "comparisons": {"type": "array", "items": COMPARISON},
         "start": STRING,
+        "as_of": {"type": "string", "format": "date-time"},
     }
 )
 TALLY["required"] = ["events", "actions", "opt_in", "funnel", "rules", "variants"]
