@@ -13,11 +13,13 @@ sites as the events (`atsize_gen.site_sizes`: a quarter to the big site, a Zipf-
 tail). Recorded on its own in `atsize.json` (`impressions`), tied to the database's
 fill, and filled again when that changes.
 
-The measurement reads only (no server, no writes, on the filled database itself): the
-store call the stats endpoint and the stats page both make (`cmp.store.stats.select_stats`)
-timed over repetitions for the big site and a mid one, with the default range (the 30
-days before `CLOCK` on D, per day), and `EXPLAIN (ANALYZE, BUFFERS)` of each of its
-queries.
+The measurement (no server, on the filled database itself): the store call the stats
+endpoint and the stats page both make (`cmp.store.stats.select_stats`) timed over
+repetitions for the big site and a mid one, with the default range (the 30 days before
+`CLOCK` on D, per day), and `EXPLAIN (ANALYZE, BUFFERS)` of each of its queries; then
+one refresh of the open day's provisional counts timed (the maintenance loop's
+background cost, `cmp.store.impressions.refresh_provisional`) and the same reads timed
+again after it. Its only write is those counts, deleted again at the end.
 """
 
 from __future__ import annotations
@@ -243,8 +245,27 @@ async def _timed_reads(
     return summary(ms[1:])  # the first also prepares the statements
 
 
+CLEAR_PROVISIONAL: Final = "DELETE FROM impression_provisional"
+
+
+async def _refresh(conn: asyncpg.Connection, threshold: int) -> dict[str, Any]:
+    """One refresh of the provisional counts from none (a server's maintenance would
+    otherwise have taken them already), timed."""
+    await conn.execute(CLEAR_PROVISIONAL)
+    t0 = time.perf_counter()
+    counted = await impressions_store.refresh_provisional(conn, threshold=threshold)
+    seconds = round(time.perf_counter() - t0, 3)
+    rows = int(await conn.fetchval("SELECT count(*) FROM impression_provisional"))
+    say(f"atsize: refresh of the provisional counts: {counted} site-days in {seconds} s")
+    return {"site_days": counted, "rows": rows, "seconds": seconds}
+
+
 async def measure(
-    dsn: str, record: dict[str, Any], sites: dict[str, str]
+    dsn: str,
+    record: dict[str, Any],
+    sites: dict[str, str],
+    *,
+    threshold: int = impressions_store.PROVISIONAL_THRESHOLD,
 ) -> tuple[dict[str, Any], str]:
     """Time and EXPLAIN the stats read of each of `sites` (role: site id) as of the
     fill's `CLOCK`."""
@@ -278,7 +299,16 @@ async def measure(
                 f"atsize: stats of {site} ({raw:,} raw impressions kept): "
                 f"p50 {timed['p50_ms']} ms, p99 {timed['p99_ms']} ms"
             )
+        out["refresh"] = await _refresh(conn, threshold)
+        for role, site in sites.items():
+            timed = await _timed_reads(conn, site, rng.start, rng.end)
+            out[role]["provisional"] = timed
+            say(
+                f"atsize: stats of {site} after the refresh: "
+                f"p50 {timed['p50_ms']} ms, p99 {timed['p99_ms']} ms"
+            )
     finally:
+        await conn.execute(CLEAR_PROVISIONAL)
         await conn.close()
     head = (
         f"## Stats at {record['per_month']:,} impressions a month"
@@ -294,15 +324,25 @@ def table(result: dict[str, Any]) -> str:
         f"({result['raw_rows']:,} raw rows kept; raw {result['raw_bytes'] / 2**20:,.0f} MB, "
         f"rollup {result['rollup_rows']:,} rows {result['rollup_bytes'] / 2**20:,.0f} MB):",
         "",
-        "| site | raw impressions kept | select_stats p50 ms | p99 ms |",
-        "|---|---:|---:|---:|",
+        "| site | raw impressions kept | select_stats p50 ms | p99 ms"
+        " | after the refresh p50 ms | p99 ms |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     plans = []
     for role in ROLES:
         r = result.get(role)
         if r:
+            after = r.get("provisional", {})
             out.append(
-                f"| {r['site']} ({role}) | {r['raw_rows']:,} | {r['p50_ms']} | {r['p99_ms']} |"
+                f"| {r['site']} ({role}) | {r['raw_rows']:,} | {r['p50_ms']} | {r['p99_ms']}"
+                f" | {after.get('p50_ms', '–')} | {after.get('p99_ms', '–')} |"
             )
             plans.extend(r["explain"])
+    refresh = result.get("refresh")
+    if refresh:
+        out += [
+            "",
+            f"One refresh of the provisional counts: {refresh['site_days']} site-days"
+            f" ({refresh['rows']} rows) in {refresh['seconds']} s.",
+        ]
     return "\n".join(out) + "\n\n" + atsize_explain.table(plans, raw_days=True)

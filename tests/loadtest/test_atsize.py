@@ -247,11 +247,23 @@ async def test_the_impressions_part_fills_the_retained_days_and_reads_one_raw_da
     assert rolled == (today - first).days
     assert record["rollup_rows"] == rolled * sites * 7  # the levels of one rule, no variants
     sites_measured = {"big": info["big_site"]["site_id"], "mid": atsize_fill.site_id(10)}
-    result, text = await atsize_impressions.measure(dsn, record, sites_measured)
+    # A threshold the big site's open day passes (a test-sized fill has no site over
+    # the real one): the refresh is timed and the reads after it.
+    result, text = await atsize_impressions.measure(
+        dsn, record, sites_measured, threshold=per_day // 8
+    )
     big = result["big"]
     assert big["n"] == atsize_impressions.REPEATS - 1 and big["p50_ms"] > 0
+    assert result["refresh"]["site_days"] >= 1 and result["refresh"]["seconds"] > 0
+    assert big["provisional"]["n"] == atsize_impressions.REPEATS - 1
+    conn = await asyncpg.connect(dsn)
+    try:  # the measurement leaves the filled database as it found it
+        assert await conn.fetchval("SELECT count(*) FROM impression_provisional") == 0
+    finally:
+        await conn.close()
     assert big["raw_rows"] > result["mid"]["raw_rows"] > 0
     (shown,) = [r for r in big["explain"] if "select_impression_days" in r["query"]]
     assert shown["raw_days_read"] == 1 and not shown["seq_scans"], shown
     assert text.count("Execution Time") == 6
     assert "select_stats p50 ms" in atsize_impressions.table(result)
+    assert "One refresh of the provisional counts" in atsize_impressions.table(result)
