@@ -151,7 +151,12 @@ async def _expired_months(conn: asyncpg.Connection, cuts: list[audit_store.Purge
 
 
 async def run_periodically(
-    pool: asyncpg.Pool, signer: Signer, *, checkpoint_every: float, purge_every: float
+    pool: asyncpg.Pool,
+    signer: Signer,
+    *,
+    checkpoint_every: float,
+    purge_every: float,
+    provisional_threshold: int = impressions_store.PROVISIONAL_THRESHOLD,
 ) -> None:
     """The background loop of a server process; survives database outages."""
     since_purge = purge_every  # purge once soon after start, then daily
@@ -166,7 +171,9 @@ async def run_periodically(
                 await impressions_store.roll_up(conn)
                 # The open day's counts of the big sites, taken again once an interval.
                 await impressions_store.refresh_provisional(
-                    conn, min_age=timedelta(seconds=checkpoint_every * 0.9)
+                    conn,
+                    threshold=provisional_threshold,
+                    min_age=timedelta(seconds=checkpoint_every * 0.9),
                 )
                 async with conn.transaction():
                     # Timers of replicas drift a little: a tenth of the interval is slack.
