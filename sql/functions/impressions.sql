@@ -1,5 +1,5 @@
 -- Impressions (docs/api.md): their daily partitions, the counting insert, and the drop of
--- days rolled up. History: 0016, 0018 (the visitor's rule), 9001 (provisional counts).
+-- days rolled up. History: 0016, 0018 (the visitor's rule), 0020 (provisional counts).
 
 -- The partition of UTC day p_day; created when missing. As cmp_event_partition: a new
 -- table attached under SHARE UPDATE EXCLUSIVE, which waits for no reader or writer.
@@ -103,7 +103,7 @@ BEGIN
     INSERT INTO impression_days (site_id, day, rule, variant, surface, impressions, visitors)
     SELECT c.site_id, p_day, c.rule, c.variant, c.surface, c.impressions, c.visitors
     FROM cmp_impression_counts(NULL, p_day, p_day + 1) AS c;
-    -- The day's provisional counts (9001) are superseded: no reader takes them any more.
+    -- The day's provisional counts (0020) are superseded: no reader takes them any more.
     DELETE FROM impression_provisional WHERE day = p_day;
     RETURN true;
 END $$;
