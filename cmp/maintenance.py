@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, datetime, time
 
 import asyncpg
 
@@ -169,11 +169,11 @@ async def run_periodically(
                 # The stats' per-day rollup: nothing to do until a day closes.
                 await stats_store.roll_up(conn)
                 await impressions_store.roll_up(conn)
-                # The open day's counts of the big sites, taken again once an interval.
+                # The open day's counts of the big sites, taken again when they are old.
                 await impressions_store.refresh_provisional(
                     conn,
                     threshold=provisional_threshold,
-                    min_age=timedelta(seconds=checkpoint_every * 0.9),
+                    min_age=impressions_store.PROVISIONAL_EVERY,
                 )
                 async with conn.transaction():
                     # Timers of replicas drift a little: a tenth of the interval is slack.

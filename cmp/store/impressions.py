@@ -37,6 +37,10 @@ DROP_LOCK_WAIT: Final = "1s"
 # A site with this many raw impressions on a day not rolled up gets provisional counts
 # of it: counting that many on every stats read takes seconds.
 PROVISIONAL_THRESHOLD: Final = 100_000
+# How old provisional counts may grow before the maintenance loop takes them again: a
+# refresh of every big site's open day is seconds of the database's time at size
+# (loadtest/README.md), so not every checkpoint interval.
+PROVISIONAL_EVERY: Final = timedelta(minutes=5)
 # Memory of an exact count's sorts, so that they do not spill to disk: a read counts
 # fewer than PROVISIONAL_THRESHOLD rows a day; the refresh counts more, one at a time
 # (under PROVISIONAL_LOCK), so it may take more.
