@@ -47,7 +47,11 @@ class Processes:
     _logs: list[IO[bytes]] = field(default_factory=list, init=False, repr=False)
 
     def start(
-        self, name: str, argv: list[str], env: dict[str, str] | None = None
+        self,
+        name: str,
+        argv: list[str],
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
     ) -> subprocess.Popen[bytes]:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = (self.log_dir / f"{name}.log").open("wb")
@@ -55,6 +59,7 @@ class Processes:
         proc = subprocess.Popen(
             argv,
             env=env,
+            cwd=cwd,
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
