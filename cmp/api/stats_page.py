@@ -189,7 +189,8 @@ def _as_of(first: str, tally: Tally) -> str:
     """The row's heading, with the time of its provisional impression counts if any."""
     if tally.as_of is None:
         return first
-    return f"{first} (as of {tally.as_of.astimezone(UTC):%H:%M} UTC)"
+    # The column may wrap it (the funnel is the widest table), never between time and UTC.
+    return f"{first} (as of {tally.as_of.astimezone(UTC):%H:%M}\u00a0UTC)"
 
 
 def _funnel_row(first: str, tally: Tally, bucket: str) -> Html:

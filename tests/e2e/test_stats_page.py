@@ -1,6 +1,7 @@
 """The statistics page in Chromium (issue 22 item 5): the funnel per day and the variants
 side by side with their intervals render, their numbers are in the DOM, and a screenshot
-is written to .data/stats-page.png for a person to look at."""
+is written to .data/stats-page.png for a person to look at (and stats-page-as-of.png of a
+day read from provisional counts)."""
 
 from __future__ import annotations
 
@@ -16,9 +17,10 @@ from tests.e2e.harness import CmpServer
 from tests.factories import ADMIN, event, make_site, policy_body, stats_link
 
 if TYPE_CHECKING:
-    from playwright.async_api import Browser
+    from playwright.async_api import Browser, Page
 
 SHOT = Path(__file__).resolve().parents[2] / ".data" / "stats-page.png"
+SHOT_AS_OF = SHOT.with_name("stats-page-as-of.png")
 
 
 async def fill_site(cmp: CmpServer) -> str:
@@ -97,26 +99,40 @@ async def test_the_stats_page_says_as_of_when_the_day_is_provisional(
     browser: Browser, cmp: CmpServer, db: asyncpg.Connection
 ) -> None:
     site = await fill_site(cmp)
-    # The counts a maintenance refresh keeps for a big site (cmp.store.impressions), taken
-    # ten minutes ago: the page shows them and says so.
-    as_of = await db.fetchval(
-        "INSERT INTO impression_provisional (site_id, day, rule, variant, surface,"
-        " impressions, visitors, as_of)"
-        " SELECT $1, c.day, c.rule, c.variant, c.surface, c.impressions, c.visitors,"
-        "        now() - interval '10 minutes'"
-        " FROM cmp_impression_counts($1::text, current_date, current_date + 1) AS c"
-        " RETURNING as_of",
-        site,
-    )
     link = await stats_link(cmp.client, site)
     page = await browser.new_page()
     try:
+        await page.goto(f"{cmp.url}{link}")
+        exact = await funnel_width(page)
+        # The counts a maintenance refresh keeps for a big site (cmp.store.impressions),
+        # taken ten minutes ago: the page shows them and says so.
+        as_of = await db.fetchval(
+            "INSERT INTO impression_provisional (site_id, day, rule, variant, surface,"
+            " impressions, visitors, as_of)"
+            " SELECT $1, c.day, c.rule, c.variant, c.surface, c.impressions, c.visitors,"
+            "        now() - interval '10 minutes'"
+            " FROM cmp_impression_counts($1::text, (now() AT TIME ZONE 'UTC')::date,"
+            "                            (now() AT TIME ZONE 'UTC')::date + 1) AS c"
+            " RETURNING as_of",
+            site,
+        )
         response = await page.goto(f"{cmp.url}{link}")
         assert response is not None and response.status == 200
         note = f"as of {as_of.astimezone(UTC):%H:%M} UTC"
-        first = await page.locator("#funnel tbody tr td:first-child").all_text_contents()
+        cells = await page.locator("#funnel tbody tr td:first-child").all_text_contents()
+        first = [c.replace("\u00a0", " ") for c in cells]
         assert len(first) == 1 and first[0].endswith(f"({note})"), first
-        assert (await page.locator("#funnel tfoot td").first.text_content()) == f"Total ({note})"
-        assert await page.get_by_text(note).first.is_visible()
+        total = await page.locator("#funnel tfoot td").first.text_content()
+        assert (total or "").replace("\u00a0", " ") == f"Total ({note})"
+        assert await page.get_by_text("Total (as of").is_visible()
+        # The note wraps in its column: the funnel is no wider than without it.
+        assert await funnel_width(page) <= exact
+        await page.screenshot(path=str(SHOT_AS_OF), full_page=True)
     finally:
         await page.close()
+
+
+async def funnel_width(page: Page) -> int:
+    """The width the funnel table needs (its scrolling box's content width)."""
+    width: int = await page.evaluate("document.querySelector('#funnel').parentElement.scrollWidth")
+    return width
