@@ -11,13 +11,12 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from cmp.audit.signing import Signer
-from cmp.maintenance import run_periodically
 from cmp.store import impressions as store
 from cmp.store import stats as stats_store
 from cmp.store.db import connect
 from cmp.store.events import Submission
 from cmp.store.impressions import EVERY, NewImpression, write_impressions
+from tests.store.maintenance_loop import eventually, maintenance_running
 
 BIG, SMALL = "big-site", "small-site"
 THRESHOLD = 50
@@ -92,29 +91,12 @@ async def test_the_refresh_keeps_counts_only_of_a_site_over_the_threshold(
 
 async def test_the_maintenance_loop_refreshes_them(fresh_dsn: str) -> None:
     conn = await connect(fresh_dsn)
-    pool = await asyncpg.create_pool(fresh_dsn, min_size=1, max_size=2)
-    job = asyncio.create_task(
-        run_periodically(
-            pool,
-            Signer.generate(),
-            checkpoint_every=0.05,
-            purge_every=3600,
-            provisional_threshold=THRESHOLD,
-        )
-    )
     try:
-        await big_and_small(conn)
-        for _ in range(600):
-            if kept := await provisional(conn):
-                break
-            await asyncio.sleep(0.05)
-        else:
-            raise AssertionError("the maintenance loop took no provisional counts")
+        async with maintenance_running(fresh_dsn, provisional_threshold=THRESHOLD):
+            await big_and_small(conn)
+            kept = await eventually(lambda: provisional(conn), "took no provisional counts")
         assert {r["site_id"] for r in kept} == {BIG}
     finally:
-        job.cancel()
-        await asyncio.gather(job, return_exceptions=True)
-        await pool.close()
         await conn.close()
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import asyncpg
 
 from cmp.audit.signing import Signer
-from cmp.maintenance import purge, run_periodically
+from cmp.maintenance import purge
 from cmp.store import impressions as impressions_store
 from cmp.store import stats as stats_store
 from cmp.store.db import connect
@@ -37,6 +37,7 @@ from cmp.store.stats import (
     first_open_day,
 )
 from tests.store.chainrows import append, insert_site, new_event
+from tests.store.maintenance_loop import eventually, maintenance_running
 
 SITE = "rollup-site"
 DAYS_BACK = 70
@@ -629,25 +630,18 @@ async def test_forget_before_moves_both_ends_past_the_purged_days(
 
 async def test_the_maintenance_loop_rolls_up(fresh_dsn: str) -> None:
     conn = await connect(fresh_dsn)
-    pool = await asyncpg.create_pool(fresh_dsn, min_size=1, max_size=2)
-    job = asyncio.create_task(
-        run_periodically(pool, Signer.generate(), checkpoint_every=0.05, purge_every=3600)
-    )
+
+    async def rolled_up() -> bool:
+        rollup = await rollup_of(conn, SITE)
+        return rollup is not None and rollup["through_day"] > rollup["from_day"]
+
     try:
-        await insert_site(conn, SITE)
-        await store(conn, [new_event(SITE, datetime.now(UTC) - timedelta(days=3))])
-        for _ in range(600):
-            rollup = await rollup_of(conn, SITE)
-            if rollup is not None and rollup["through_day"] > rollup["from_day"]:
-                break
-            await asyncio.sleep(0.05)
-        else:
-            raise AssertionError("the maintenance loop did not roll up")
+        async with maintenance_running(fresh_dsn):
+            await insert_site(conn, SITE)
+            await store(conn, [new_event(SITE, datetime.now(UTC) - timedelta(days=3))])
+            await eventually(rolled_up, "did not roll up")
         await assert_days_as_counted(conn, SITE)
     finally:
-        job.cancel()
-        await asyncio.gather(job, return_exceptions=True)
-        await pool.close()
         await conn.close()
 
 
