@@ -1,24 +1,12 @@
 -- Impressions (docs/api.md): their daily partitions, the counting insert, and the drop of
 -- days rolled up. History: 0016, 0018 (the visitor's rule), 0020 (provisional counts).
 
--- The partition of UTC day p_day; created when missing. As cmp_event_partition: a new
--- table attached under SHARE UPDATE EXCLUSIVE, which waits for no reader or writer.
+-- The partition of UTC day p_day; created when missing (cmp_partition, partitions.sql).
 CREATE OR REPLACE FUNCTION cmp_impression_partition(p_day date) RETURNS text
 LANGUAGE plpgsql AS $$
-DECLARE
-    part text := 'impressions_' || to_char(p_day, 'YYYYMMDD');
 BEGIN
-    IF to_regclass(part) IS NOT NULL THEN
-        RETURN part;
-    END IF;
-    LOCK TABLE impressions IN SHARE UPDATE EXCLUSIVE MODE;
-    IF to_regclass(part) IS NULL THEN
-        EXECUTE format('CREATE TABLE %I (LIKE impressions INCLUDING DEFAULTS'
-                       ' INCLUDING CONSTRAINTS)', part);
-        EXECUTE format('ALTER TABLE impressions ATTACH PARTITION %I'
-                       ' FOR VALUES FROM (%L) TO (%L)', part, p_day, p_day + 1);
-    END IF;
-    RETURN part;
+    RETURN cmp_partition('impressions', 'impressions_' || to_char(p_day, 'YYYYMMDD'),
+                         p_day::text, (p_day + 1)::text);
 END $$;
 
 -- Partitions for today and the p_days days after it; returns how many were new.

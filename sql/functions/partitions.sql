@@ -8,28 +8,37 @@
 -- cmp_append itself for a month that has none, so an event is never refused for want
 -- of a partition.
 
--- The partition for the UTC month of p_at; created when missing. Creation locks the
--- parent in SHARE UPDATE EXCLUSIVE mode only (it does not wait for readers or writers,
--- but one creator at a time) and attaches a new table, instead of CREATE … PARTITION OF,
--- which would take an ACCESS EXCLUSIVE lock on the whole log. History: 0006.
+-- Partition p_part of p_parent for [p_from, p_to), created when missing; the one way both
+-- partitioned tables (the log's months, the impressions' days) get a partition. Creation
+-- locks the parent in SHARE UPDATE EXCLUSIVE mode only (it does not wait for readers or
+-- writers, but one creator at a time) and attaches a new table, instead of CREATE …
+-- PARTITION OF, which would take an ACCESS EXCLUSIVE lock on the whole table.
+CREATE OR REPLACE FUNCTION cmp_partition(p_parent regclass, p_part text, p_from text, p_to text)
+RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+    IF to_regclass(p_part) IS NOT NULL THEN
+        RETURN p_part;
+    END IF;
+    EXECUTE format('LOCK TABLE %s IN SHARE UPDATE EXCLUSIVE MODE', p_parent);
+    -- Taking the lock read the catalog afresh: another creator may have just done it.
+    IF to_regclass(p_part) IS NULL THEN
+        EXECUTE format('CREATE TABLE %I (LIKE %s INCLUDING DEFAULTS INCLUDING CONSTRAINTS)',
+                       p_part, p_parent);
+        EXECUTE format('ALTER TABLE %s ATTACH PARTITION %I FOR VALUES FROM (%L) TO (%L)',
+                       p_parent, p_part, p_from, p_to);
+    END IF;
+    RETURN p_part;
+END $$;
+
+-- The partition for the UTC month of p_at; created when missing. History: 0006, then
+-- cmp_partition's body (the same steps, shared with the impressions' days).
 CREATE OR REPLACE FUNCTION cmp_event_partition(p_at timestamptz) RETURNS text LANGUAGE plpgsql AS $$
 DECLARE
     lo timestamp := date_trunc('month', p_at AT TIME ZONE 'UTC');
-    part text := 'consent_events_' || to_char(lo, 'YYYY_MM');
 BEGIN
-    IF to_regclass(part) IS NOT NULL THEN
-        RETURN part;
-    END IF;
-    LOCK TABLE consent_events IN SHARE UPDATE EXCLUSIVE MODE;
-    -- Taking the lock read the catalog afresh: another creator may have just done it.
-    IF to_regclass(part) IS NULL THEN
-        EXECUTE format('CREATE TABLE %I (LIKE consent_events INCLUDING DEFAULTS'
-                       ' INCLUDING CONSTRAINTS)', part);
-        EXECUTE format('ALTER TABLE consent_events ATTACH PARTITION %I'
-                       ' FOR VALUES FROM (%L) TO (%L)', part,
-                       lo AT TIME ZONE 'UTC', (lo + interval '1 month') AT TIME ZONE 'UTC');
-    END IF;
-    RETURN part;
+    RETURN cmp_partition('consent_events', 'consent_events_' || to_char(lo, 'YYYY_MM'),
+                         (lo AT TIME ZONE 'UTC')::text,
+                         ((lo + interval '1 month') AT TIME ZONE 'UTC')::text);
 END $$;
 
 -- Partitions from the month of p_from through p_months months after now().

@@ -24,7 +24,8 @@ MOVED = (
     "cmp_forbid_change",
     "cmp_guard_tiles",
     "cmp_guard_event_ids",
-    "cmp_event_partition",
+    # cmp_event_partition was moved too, and has changed since: it calls cmp_partition,
+    # the create-and-attach it shares with the impressions' days.
     "cmp_event_partitions_ahead",
     "cmp_event_partition_expired",
     "cmp_detach_event_partition",
