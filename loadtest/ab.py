@@ -25,11 +25,10 @@ from typing import Any
 import aiohttp
 
 from loadtest import seed, servers
-from loadtest.instructions import checkout_of
+from loadtest.instructions import ROOT, checkout_of
 from loadtest.report import say
 from loadtest.runner import SCENARIOS, LoadConfig, Server, run_wrk
 
-ROOT = Path(__file__).resolve().parent.parent
 CONNECTIONS = 64
 # The scenarios a comparison can run: those that need only the plain bench site.
 PLAIN = tuple(s.name for s in SCENARIOS if not s.site and s.name not in ("state", "lookup-100"))

@@ -108,7 +108,9 @@ def start_counted(
     checkout: Path, env: dict[str, str], out: Path, log: IO[bytes]
 ) -> subprocess.Popen[bytes]:
     """cmp of `checkout` under callgrind, counting off until told (`_callgrind`). Run in
-    the checkout: `python -m` looks in its working directory first."""
+    the checkout: `python -m` looks in its working directory first. Started and stopped
+    here, not by `servers.Processes`: callgrind writes its counts only at a clean exit,
+    which under it takes longer than that class waits before SIGKILL."""
     argv = [
         "valgrind",
         "--tool=callgrind",

@@ -74,6 +74,13 @@ async def drive(client: TestClient, name: str, target: SiteLoad) -> dict[str, An
     return await run_wrk(servers.ensure_wrk(), server, scenario(name), 4, 1, load)
 
 
+async def rules_site(client: TestClient) -> tuple[str, SiteLoad]:
+    """A new bench site with jurisdiction rules, made through the app: its id and load."""
+    site_id = new_site_id()
+    target, _ = await sites.setup_rules_site(client.session, base_of(client), ADMIN_KEY, site_id)
+    return site_id, target
+
+
 def target_of(name: str) -> str:
     site: str = scenario(name).site
     return site
@@ -83,8 +90,7 @@ async def test_the_rules_scenario_stores_every_place_under_its_rule(
     aiohttp_client: Any, settings: Settings, db_dsn: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     client = await bench_client(aiohttp_client, settings, db_dsn, monkeypatch)
-    site_id = new_site_id()
-    target, _ = await sites.setup_rules_site(client.session, base_of(client), ADMIN_KEY, site_id)
+    site_id, target = await rules_site(client)
     run = await drive(client, "ingest-1-rules", target)
     assert run["non_2xx"] == 0 and run["socket_errors"] == 0, run["statuses"]
     assert run["exact"] and run["ok"] >= 2 * len(sites.PLACES)
@@ -102,8 +108,7 @@ async def test_a_cmp_that_does_not_believe_the_location_fails_the_rules_check(
     aiohttp_client: Any, settings: Settings, db_dsn: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     client = await bench_client(aiohttp_client, settings, db_dsn, monkeypatch, geo=False)
-    site_id = new_site_id()
-    target, _ = await sites.setup_rules_site(client.session, base_of(client), ADMIN_KEY, site_id)
+    site_id, target = await rules_site(client)
     run = await drive(client, "ingest-1-rules", target)
     assert run["non_2xx"] == 0  # every event is taken: the status count alone cannot tell
     found = await counts.rule_spread(db_dsn, site_id)
@@ -117,8 +122,7 @@ async def test_events_the_rules_site_refuses_show_as_non_2xx(
     aiohttp_client: Any, settings: Settings, db_dsn: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     client = await bench_client(aiohttp_client, settings, db_dsn, monkeypatch)
-    site_id = new_site_id()
-    target, _ = await sites.setup_rules_site(client.session, base_of(client), ADMIN_KEY, site_id)
+    site_id, target = await rules_site(client)
     foreign = SiteLoad(site_id, "https://elsewhere.example", "", 0, target.wrk_args)
     run = await drive(client, "ingest-1-rules", foreign)
     assert run["ok"] == 0 and run["non_2xx"] == run["received"] > 0
