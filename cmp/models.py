@@ -27,9 +27,11 @@ from pydantic import (
 from cmp.errorcap import few_unknown_fields, within_budget
 from cmp.jurisdiction import MAX_RULES, Rule, RuleId, rule_errors
 from cmp.values import (
+    MAX_USER_ID_CHARS,
     MULTILINE_PATTERN,
     SUBJECT_ID_PATTERN,
     TEXT_PATTERN,
+    USER_ID_PATTERN,
     Key,
     Lang,
     LongText,
@@ -314,7 +316,9 @@ class CreatedKey(ApiKey):
 SubjectId = Annotated[str, StringConstraints(pattern=SUBJECT_ID_PATTERN)]
 # A site's own user id (linked users): normalised (cmp.values.normal_user_id).
 UserId = Annotated[
-    str, StringConstraints(min_length=1, max_length=1024), AfterValidator(normal_user_id)
+    str,
+    StringConstraints(max_length=MAX_USER_ID_CHARS, pattern=USER_ID_PATTERN),
+    AfterValidator(normal_user_id),
 ]
 MAX_VERSION = 999_999_999  # nine digits: VERSION_PATTERN
 # A UUID in its hyphenated text form, lower-cased: kept a string (no uuid.UUID round

@@ -154,16 +154,26 @@ Origin = Annotated[
 
 # A site's own user id (linked users, docs/linked-users.md).
 MAX_USER_ID_CHARS: Final = 256
+# The OpenAPI pattern of a user id as it arrives: no control character anywhere (C0, DEL,
+# C1), and one character that is neither one nor white space (ECMAScript's `\s`, spelled
+# out so that Python and a JSON Schema validator read it alike).
+_CONTROL = r"\u0000-\u001f\u007f-\u009f"
+_SPACE = r" \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+USER_ID_PATTERN: Final = f"^[^{_CONTROL}]*[^{_CONTROL}{_SPACE}][^{_CONTROL}]*$"
+_USER_ID_RE = re.compile(USER_ID_PATTERN)
 
 
 def normal_user_id(text: str) -> str:
     """The user id as the site means it: NFC, without surrounding white space; case is
-    kept (an account id's case may matter). ValueError for what cannot be one."""
-    value = unicodedata.normalize("NFC", text).strip()
-    if not value:
-        raise ValueError("user_id must not be empty")
-    if len(value) > MAX_USER_ID_CHARS:
+    kept (an account id's case may matter). ValueError for what cannot be one.
+
+    The text as sent is checked before it is trimmed, so what trimming would hide (a
+    trailing newline, a C1 control) is refused as the OpenAPI pattern says."""
+    if len(text) > MAX_USER_ID_CHARS:
         raise ValueError(f"user_id must be at most {MAX_USER_ID_CHARS} characters")
-    if any(unicodedata.category(c) in ("Cc", "Cs", "Cn") for c in value):
-        raise ValueError("user_id must not contain control characters")
+    if not _USER_ID_RE.fullmatch(text):
+        raise ValueError("user_id must not be empty or contain control characters")
+    value = unicodedata.normalize("NFC", text).strip()
+    if any(unicodedata.category(c) in ("Cs", "Cn") for c in value):
+        raise ValueError("user_id must not contain unassigned code points")
     return value
