@@ -27,6 +27,7 @@ from pydantic import (
 from cmp.errorcap import few_unknown_fields, within_budget
 from cmp.jurisdiction import MAX_RULES, Rule, RuleId, rule_errors
 from cmp.values import (
+    EVENT_ID_PATTERN,
     MAX_USER_ID_CHARS,
     MULTILINE_PATTERN,
     SUBJECT_ID_PATTERN,
@@ -326,7 +327,7 @@ MAX_VERSION = 999_999_999  # nine digits: VERSION_PATTERN
 EventId = Annotated[
     str,
     StringConstraints(
-        pattern=r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$",
+        pattern=EVENT_ID_PATTERN,
         to_lower=True,
     ),
 ]

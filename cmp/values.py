@@ -26,7 +26,11 @@ LANG_PATTERN = r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$"
 VERSION_PATTERN = r"^[1-9][0-9]{0,8}$"
 API_KEY_ID_PATTERN = r"^[a-z0-9]{1,32}$"
 
+# An event id as a banner sends it and the receipt's path names it: a hyphenated UUID.
+EVENT_ID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+
 SITE_ID_RE = re.compile(SITE_ID_PATTERN)
+EVENT_ID_RE = re.compile(EVENT_ID_PATTERN)
 SUBJECT_ID_RE = re.compile(SUBJECT_ID_PATTERN)
 VERSION_RE = re.compile(VERSION_PATTERN)
 API_KEY_ID_RE = re.compile(API_KEY_ID_PATTERN)
@@ -154,12 +158,11 @@ Origin = Annotated[
 
 # A site's own user id (linked users, docs/linked-users.md).
 MAX_USER_ID_CHARS: Final = 256
-# The OpenAPI pattern of a user id as it arrives: no control character anywhere (C0, DEL,
-# C1), and one character that is neither one nor white space (ECMAScript's `\s`, spelled
-# out so that Python and a JSON Schema validator read it alike).
-_CONTROL = r"\u0000-\u001f\u007f-\u009f"
+# A user id as it arrives: free text (no control anywhere, a trailing newline included),
+# with one character that is not white space (ECMAScript's `\s`, spelled out so that
+# Python and a JSON Schema validator read it alike).
 _SPACE = r" \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
-USER_ID_PATTERN: Final = f"^[^{_CONTROL}]*[^{_CONTROL}{_SPACE}][^{_CONTROL}]*$"
+USER_ID_PATTERN: Final = f"^[^{_CONTROLS}]*[^{_CONTROLS}{_SPACE}][^{_CONTROLS}]*$"
 _USER_ID_RE = re.compile(USER_ID_PATTERN)
 
 

@@ -26,7 +26,7 @@ from cmp.store import audit as audit_store
 from cmp.store.audit import ExportFilter
 from cmp.store.sites import StoredSite
 from cmp.treelog import NotIntegrated, TooManyTreeHeads
-from cmp.values import SITE_ID_RE, SUBJECT_ID_RE, origin_allowed
+from cmp.values import EVENT_ID_RE, SITE_ID_RE, SUBJECT_ID_RE, origin_allowed
 
 MAX_SIZE = 1 << 62
 
@@ -157,12 +157,14 @@ async def get_receipt(request: web.Request, ctx: Context) -> web.Response:
             headers=headers,
         )
     subject_id = request.query.get("subject_id", "")
-    try:
-        event_id = uuid.UUID(request.match_info["event_id"])
-    except ValueError:
-        raise not_found from None
-    if site is None or not SUBJECT_ID_RE.fullmatch(subject_id):
+    raw_event_id = request.match_info["event_id"]
+    # uuid.UUID would also take braces, a urn: prefix or no hyphens, which the path's
+    # documented pattern refuses.
+    if site is None or not EVENT_ID_RE.fullmatch(raw_event_id):
         raise not_found
+    if not SUBJECT_ID_RE.fullmatch(subject_id):
+        raise not_found
+    event_id = uuid.UUID(raw_event_id)
     # Public and a few database reads each: the collect endpoints' bucket, apart.
     prefix = ip_prefix(client_ip(request)) or "-"
     wait = request.app[LIMITER].take(site_id, f"receipt {prefix}")

@@ -121,6 +121,10 @@ async def test_a_wrong_pair_is_404(
         (f"{base}/{body['event_id']}", "someone-else"),
         (f"{base}/{uuid.uuid4()}", body["subject_id"]),
         (f"{base}/not-a-uuid", body["subject_id"]),
+        # The same event in the other spellings uuid.UUID takes, which the path refuses.
+        (f"{base}/{uuid.UUID(body['event_id']).hex}", body["subject_id"]),
+        (f"{base}/urn:uuid:{body['event_id']}", body["subject_id"]),
+        (f"{base}/%7B{body['event_id']}%7D", body["subject_id"]),
         (f"{base}/{body['event_id']}", ""),
         (f"{base}/{body['event_id']}", "bad subject!"),
         (f"/v1/sites/{other}/receipts/{body['event_id']}", body["subject_id"]),

@@ -11,6 +11,7 @@ from cmp.api.paging import Listing
 from cmp.api.policies import POLICY_LISTING
 from cmp.values import (
     API_KEY_ID_PATTERN,
+    EVENT_ID_PATTERN,
     MAX_USER_ID_CHARS,
     SITE_ID_PATTERN,
     SUBJECT_ID_PATTERN,
@@ -20,7 +21,6 @@ from cmp.values import (
 
 PARAM = re.compile(r"{(\w+)}")
 
-HEX = "[0-9a-fA-F]"
 # Path parameters as the handlers check them (with fullmatch).
 PATH_PARAMS: dict[str, dict[str, Any]] = {
     "site_id": {"type": "string", "pattern": SITE_ID_PATTERN},
@@ -31,10 +31,7 @@ PATH_PARAMS: dict[str, dict[str, Any]] = {
     # server (NFC, trimmed).
     "user_id": {"type": "string", "maxLength": MAX_USER_ID_CHARS, "pattern": USER_ID_PATTERN},
     # Any other text cannot name a receipt: 404, like an unknown one.
-    "event_id": {
-        "type": "string",
-        "pattern": f"^{HEX}{{8}}-{HEX}{{4}}-{HEX}{{4}}-{HEX}{{4}}-{HEX}{{12}}$",
-    },
+    "event_id": {"type": "string", "pattern": EVENT_ID_PATTERN},
 }
 # Tree sizes and leaf indexes: ASCII digits, below 2^62.
 TREE_INT = {"type": "integer", "maximum": (1 << 62) - 1}
