@@ -75,7 +75,7 @@ def _link_value(value: str | date | None) -> str:
     if isinstance(value, date):
         return value.isoformat()
     parse_instant(value)  # a link the page would refuse is no use to anyone
-    return value.strip()
+    return value
 
 
 def signed_stats_url(

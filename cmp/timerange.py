@@ -72,7 +72,8 @@ def parse_instant(raw: str) -> datetime:
 
     ValueError for anything else: no naive times (RFC 3339 requires the offset).
     """
-    text = _PLUS_LOST.sub(r"\1+\2", raw.strip())
+    # Not trimmed: surrounding white space is not in the documented forms.
+    text = _PLUS_LOST.sub(r"\1+\2", raw)
     try:
         if _DATE.fullmatch(text):
             return datetime.combine(date.fromisoformat(text), datetime.min.time(), UTC)

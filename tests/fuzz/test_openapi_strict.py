@@ -6,10 +6,12 @@ import re
 import unicodedata
 from typing import Any
 
+import jsonschema
 from aiohttp.test_utils import TestClient
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from cmp.timerange import parse_instant
 from cmp.values import SITE_ID_RE, SUBJECT_ID_RE, normal_user_id
 from tests.factories import ADMIN, new_site_id, site_body
 
@@ -124,16 +126,66 @@ async def test_a_user_id_is_taken_exactly_when_its_documented_pattern_allows_it(
     def agree(text: str) -> None:
         if any(unicodedata.category(c) in ("Cs", "Cn") for c in text):
             return  # refused by the server only: a code point whose NFC may yet change
-        # ECMAScript's `$` (JSON Schema's dialect) is the end of the text, as in fullmatch;
-        # Python's search, which the jsonschema package uses, would let a trailing "\n" by.
-        documented = len(text) <= schema["maxLength"] and bool(
-            re.fullmatch(schema["pattern"], text)
-        )
         try:
             normal_user_id(text)
             taken = True
         except ValueError:
             taken = False
-        assert taken == documented, repr(text)
+        assert taken == documented(schema, text), repr(text)
+
+    agree()
+
+
+def documented(schema: dict[str, Any], text: str) -> bool:
+    """Whether `text` is valid under `schema` as a JSON Schema validator reads it: formats
+    checked, and ECMAScript's `$` at the very end (Python's search would let a final
+    newline by, and no pattern here allows one)."""
+    checker = jsonschema.Draft202012Validator.FORMAT_CHECKER
+    valid = jsonschema.Draft202012Validator(schema, format_checker=checker).is_valid(text)
+    return valid and not text.endswith("\n")
+
+
+STAMPS = st.sampled_from(
+    [
+        "2026-11-21",
+        "2026-11-21T10:00:00Z",
+        "2026-11-21t10:00:00.123456789z",
+        "2026-11-21 10:00:00+01:00",
+        "2026-11-21T01:00:00 02:00",
+        "2026-11-21T10:00:00.5-18:00",
+    ]
+)
+# What a mutation inserts: separators, signs, white space, digits of other scripts.
+STAMP_EDGE = st.sampled_from([*" \t\n+-:.TtZz0189", "\u0661", "\uff11", "\u00a0"])
+
+
+@st.composite
+def mutated_stamps(draw: st.DrawFn) -> str:
+    text = draw(STAMPS)
+    for _ in range(draw(st.integers(0, 3))):
+        at = draw(st.integers(0, len(text)))
+        cut = draw(st.integers(0, 2))
+        text = text[:at] + draw(st.text(STAMP_EDGE, max_size=2)) + text[at + cut :]
+    return text
+
+
+async def test_the_server_takes_no_from_or_to_its_document_refuses(client: TestClient) -> None:
+    """The other direction (a documented form refused, such as year 1 at +01:00, which is
+    before year 1 in UTC) is a 422 the fuzz test's exceptions name."""
+    doc = await document(client)
+    op = doc["paths"]["/v1/sites/{site_id}/stats"]["get"]
+    (schema,) = [p["schema"] for p in op["parameters"] if p["name"] == "from"]
+
+    @settings(max_examples=3000, deadline=None)
+    @given(mutated_stamps())
+    @example(" 2026-11-21")
+    @example("2026-11-21\n")
+    @example("2026-11-21T10:00:00 01:00")
+    def agree(text: str) -> None:
+        try:
+            parse_instant(text)
+        except ValueError:
+            return
+        assert documented(schema, text), repr(text)
 
     agree()

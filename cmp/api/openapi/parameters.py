@@ -37,10 +37,20 @@ PATH_PARAMS: dict[str, dict[str, Any]] = {
 TREE_INT = {"type": "integer", "maximum": (1 << 62) - 1}
 
 # RFC 3339 allows offsets to ±23:59; the server takes ±18:00, as Python and PostgreSQL do.
-OFFSET = "([Zz]|[+-]((0[0-9]|1[0-7]):[0-5][0-9]|18:00))$"
+OFFSET_HOURS = "((0[0-9]|1[0-7]):[0-5][0-9]|18:00)"
+OFFSET = f"([Zz]|[+-]{OFFSET_HOURS})$"
+# An unencoded "+01:00" in a URL typed by hand arrives as " 01:00"; the server takes it.
+PLUS_LOST = (
+    "^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])[Tt ]([01][0-9]|2[0-3])"
+    f":[0-5][0-9]:[0-5][0-9](\\.[0-9]{{1,9}})? {OFFSET_HOURS}$"
+)
 STAMP = {
     "type": "string",
-    "anyOf": [{"format": "date-time", "pattern": OFFSET}, {"format": "date"}],
+    "anyOf": [
+        {"format": "date-time", "pattern": OFFSET},
+        {"format": "date"},
+        {"pattern": PLUS_LOST},
+    ],
     "description": "RFC 3339 timestamp (2026-11-21T10:00:00Z) or a date (2026-11-21)",
 }
 # The export reads an empty value as absent.
