@@ -185,12 +185,14 @@ def _percent(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.1f}\u202f%"
 
 
-def _as_of(first: str, tally: Tally) -> str:
-    """The row's heading, with the time of its provisional impression counts if any."""
+def _as_of(first: str, tally: Tally) -> str | Html:
+    """The row's heading, with the time of its provisional impression counts if any (on a
+    line of its own: the funnel is the widest table)."""
     if tally.as_of is None:
         return first
-    # The column may wrap it (the funnel is the widest table), never between time and UTC.
-    return f"{first} (as of {tally.as_of.astimezone(UTC):%H:%M}\u00a0UTC)"
+    # Never broken between the time and UTC.
+    time = f"{tally.as_of.astimezone(UTC):%H:%M}\u00a0UTC"
+    return fill(_t("as_of"), first=first, time=time)
 
 
 def _funnel_row(first: str, tally: Tally, bucket: str) -> Html:

@@ -88,6 +88,12 @@ async def test_the_stats_page_shows_the_funnel_and_the_variants(
         ]
         assert cells[0][5] == "44.6\u202f% – 73.7\u202f%"  # wilson(24, 40) = (0.446, 0.7365)
         assert "a and b differ" in (await page.text_content("p.note") or "")
+        # Every table fits the page's column: none scrolls for a site's four purposes.
+        widths = await page.evaluate(
+            "[...document.querySelectorAll('.scroll')].map(e => [e.scrollWidth, e.clientWidth])"
+        )
+        assert len(widths) == 3 and all(need <= room for need, room in widths), widths
+        assert await date_lines(page) == 1  # the first column is not squeezed to break it
         SHOT.parent.mkdir(exist_ok=True)
         await page.screenshot(path=str(SHOT), full_page=True)
         assert SHOT.stat().st_size > 10_000
@@ -125,8 +131,10 @@ async def test_the_stats_page_says_as_of_when_the_day_is_provisional(
         total = await page.locator("#funnel tfoot td").first.text_content()
         assert (total or "").replace("\u00a0", " ") == f"Total ({note})"
         assert await page.get_by_text("Total (as of").is_visible()
-        # The note wraps in its column: the funnel is no wider than without it.
+        # The note takes a line of its own: the funnel is no wider than without it, and
+        # the date above it does not break.
         assert await funnel_width(page) <= exact
+        assert await date_lines(page) == 1
         await page.screenshot(path=str(SHOT_AS_OF), full_page=True)
     finally:
         await page.close()
@@ -136,3 +144,13 @@ async def funnel_width(page: Page) -> int:
     """The width the funnel table needs (its scrolling box's content width)."""
     width: int = await page.evaluate("document.querySelector('#funnel').parentElement.scrollWidth")
     return width
+
+
+async def date_lines(page: Page) -> int:
+    """The lines the funnel's first date takes (1 when it does not break at a hyphen)."""
+    lines: int = await page.evaluate(
+        "(() => { const text = document.querySelector('#funnel tbody td').firstChild;"
+        " const r = document.createRange(); r.setStart(text, 0); r.setEnd(text, 10);"
+        " return r.getClientRects().length; })()"
+    )
+    return lines
