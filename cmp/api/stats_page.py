@@ -23,7 +23,6 @@ from cmp.funnel import rate, two_proportions, wilson
 from cmp.models import Purpose
 from cmp.store.impressions import EVERY
 from cmp.store.stats import ACTIONS, Interval, Tally, bucket_start
-from cmp.timerange import format_instant
 
 # Okabe–Ito colours (tell-apart for colour-blind readers) plus dashes for a second cue.
 COLOURS: Final = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#000000")
@@ -77,6 +76,15 @@ def columns(purposes: Iterable[Purpose], seen: Iterable[str], lang: str) -> list
 def _stroke(i: int) -> tuple[str, str]:
     """Colour, then dash pattern once the colours run out, of the i-th line."""
     return COLOURS[i % len(COLOURS)], DASHES[(i // len(COLOURS)) % len(DASHES)]
+
+
+def _when(ts: datetime) -> str:
+    """A range end as a reader takes it in: the date alone at midnight, else to the
+    second (the heading says UTC)."""
+    ts = ts.astimezone(UTC)
+    if ts == ts.replace(hour=0, minute=0, second=0, microsecond=0):
+        return f"{ts:%Y-%m-%d}"
+    return f"{ts:%Y-%m-%d %H:%M:%S}"
 
 
 def _label(ts: datetime, interval: Interval) -> str:
@@ -317,8 +325,8 @@ def render_page(
         _t("page"),
         site_name=site_name,
         style=Html(_t("style").template),
-        start=format_instant(start),
-        end=format_instant(end),
+        start=_when(start),
+        end=_when(end),
         interval=interval,
         site_id=site_id,
         body=body,

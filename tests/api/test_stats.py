@@ -342,7 +342,12 @@ async def test_the_page_has_an_empty_state(client: TestClient, site: dict[str, A
     assert r.status == 200
     html = await r.text()
     assert "No consent events in this range" in html and "<polyline" not in html
-    assert "2020-01-01T00:00:00Z" in html
+    # The range as a reader takes it in: whole days as dates, other instants to the second.
+    assert "2020-01-01 to 2020-02-01 (UTC, end exclusive)" in html
+    r = await client.get(
+        await page_url(client, site["id"], from_="2020-01-01T10:30:15.25+01:00", to="2020-02-01")
+    )
+    assert "2020-01-01 09:30:15 to 2020-02-01 (UTC, end exclusive)" in await r.text()
 
 
 async def test_the_page_escapes_purpose_titles(client: TestClient, site: dict[str, Any]) -> None:

@@ -5,6 +5,7 @@ day read from provisional counts)."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC
 from pathlib import Path
@@ -94,6 +95,9 @@ async def test_the_stats_page_shows_the_funnel_and_the_variants(
         )
         assert len(widths) == 3 and all(need <= room for need, room in widths), widths
         assert await date_lines(page) == 1  # the first column is not squeezed to break it
+        shown = await page.text_content("p.range") or ""
+        stamp = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"
+        assert re.match(rf"{stamp} to {stamp} \(UTC, end exclusive\)", shown), shown
         SHOT.parent.mkdir(exist_ok=True)
         await page.screenshot(path=str(SHOT), full_page=True)
         assert SHOT.stat().st_size > 10_000
