@@ -46,6 +46,9 @@ class Refused(Exception):
         self.sqlstate = sqlstate
 
 
+# Events waiting before a flush starts beside one in flight (see `_start_flushes`).
+OVERLAP_EVENTS = 100
+
 # Data exceptions and integrity constraint violations: the rows are at fault, not the
 # database, so writing the same rows again fails again.
 DATA_ERROR_CLASSES = ("22", "23")
@@ -138,7 +141,12 @@ class GroupCommitter(Generic[R]):
 
     def _start_flushes(self) -> None:
         # A flush takes everything pending when it runs, so one start per call suffices.
-        if self._active < self._slots and self._pending:
+        # While one is in flight another starts only for OVERLAP_EVENTS or more: it
+        # overlaps its transfer with the commit ahead of it, but a small batch would
+        # pay a transaction's fixed cost for a few events that the next flush takes anyway.
+        if not self._pending or self._active >= self._slots:
+            return
+        if self._active == 0 or self._pending_events >= OVERLAP_EVENTS:
             self._active += 1
             task = asyncio.create_task(self._flush())
             self._tasks.add(task)

@@ -55,11 +55,12 @@ class Settings(BaseSettings):
     # Database pool: the ingest writer and state reader each hold a few connections.
     pool_size: int = Field(default=8, ge=2, le=200)
     # Group commit: most events per flush, flushes in flight, pending events before 503.
-    # One flush in flight by default: flushes of the same site serialise on its chain
-    # head anyway, and a second flush would fix its (small) batch while it waits for the
-    # lock; with one, everything that arrives during a commit joins the next batch.
+    # Flushes of one site serialise on its chain head, but a second one in flight is
+    # sent while the first commits, so the database goes on to it at once; it starts
+    # only for a batch worth a transaction (cmp.commit.OVERLAP_EVENTS), so small
+    # requests still gather into one batch behind the flush in flight.
     batch_max: int = Field(default=1000, ge=1, le=10_000)
-    flushes_in_flight: int = Field(default=1, ge=1, le=16)
+    flushes_in_flight: int = Field(default=2, ge=1, le=16)
     queue_max: int = Field(default=20_000, ge=1)
     # A group commit (or a batched state read) that takes longer is cancelled and its
     # requests answered 503.

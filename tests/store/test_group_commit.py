@@ -1,0 +1,99 @@
+"""Group commit's flushes: a second one starts beside a flush in flight only for a batch
+worth its transaction (cmp.commit.OVERLAP_EVENTS), on a real pool and database."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from cmp.commit import OVERLAP_EVENTS, GroupCommitter
+from cmp.metrics import Metrics
+from cmp.store.db import create_pool
+from cmp.store.events import NEW, Submission
+
+HOLD = "SELECT pg_sleep(0.5)"  # a flush long enough for requests to gather behind it
+
+
+class Flushes:
+    """A writer that holds each flush in the database and records what it took."""
+
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+        self.active = 0
+        self.most = 0
+
+    async def write(
+        self, conn: asyncpg.Connection, batch: list[Submission[int]]
+    ) -> list[Submission[int]]:
+        self.active += 1
+        self.most = max(self.most, self.active)
+        self.sizes.append(sum(len(s.events) for s in batch))
+        try:
+            await conn.execute(HOLD)
+        finally:
+            self.active -= 1
+        for s in batch:
+            s.outcomes = [NEW] * len(s.events)
+        return []
+
+
+@pytest.fixture
+async def pool(db_dsn: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await create_pool(db_dsn, 4)
+    yield pool
+    await pool.close()
+
+
+@contextlib.asynccontextmanager
+async def committer(
+    pool: asyncpg.Pool, flushes: Flushes, in_flight: int
+) -> AsyncIterator[GroupCommitter[int]]:
+    commits = GroupCommitter(
+        pool,
+        Metrics(),
+        flushes.write,
+        batch_max=1000,
+        in_flight=in_flight,
+        queue_max=10_000,
+        observed=False,
+    )
+    try:
+        yield commits
+    finally:
+        await commits.drain()  # gives its held connections back to the pool
+
+
+async def behind_a_flush(commits: GroupCommitter[int], requests: list[int]) -> None:
+    """One event starts a flush; then requests of the given sizes arrive while it runs."""
+    first = asyncio.create_task(commits.submit([0]))
+    await asyncio.sleep(0.05)
+    outcomes = await asyncio.gather(first, *(commits.submit(list(range(n))) for n in requests))
+    assert [len(o) for o in outcomes] == [1, *requests]
+
+
+async def test_a_few_events_wait_for_the_flush_in_flight(pool: asyncpg.Pool) -> None:
+    flushes = Flushes()
+    async with committer(pool, flushes, 2) as commits:
+        await behind_a_flush(commits, [1] * (OVERLAP_EVENTS - 1))
+    assert flushes.most == 1
+    assert flushes.sizes == [1, OVERLAP_EVENTS - 1]
+
+
+async def test_enough_events_start_a_second_flush_beside_it(pool: asyncpg.Pool) -> None:
+    flushes = Flushes()
+    async with committer(pool, flushes, 2) as commits:
+        await behind_a_flush(commits, [OVERLAP_EVENTS // 2] * 2)
+    assert flushes.most == 2
+    assert flushes.sizes == [1, OVERLAP_EVENTS]
+
+
+async def test_one_flush_in_flight_never_overlaps(pool: asyncpg.Pool) -> None:
+    flushes = Flushes()
+    async with committer(pool, flushes, 1) as commits:
+        await behind_a_flush(commits, [OVERLAP_EVENTS] * 3)
+    assert flushes.most == 1
+    assert flushes.sizes == [1, 3 * OVERLAP_EVENTS]
