@@ -15,16 +15,22 @@ from cmp.metrics import Metrics
 from cmp.store.db import create_pool
 from cmp.store.events import NEW, Submission
 
-HOLD = "SELECT pg_sleep(0.5)"  # a flush long enough for requests to gather behind it
+# Long enough for a flush that should not start to have started (it never can fail a
+# correct committer: it only waits for something that must not happen).
+SETTLE = 0.3
+WAIT = 30.0  # for something that must happen, however loaded the machine
 
 
 class Flushes:
-    """A writer that holds each flush in the database and records what it took."""
+    """A writer that holds the first flush until `release` is set, and records what each
+    flush took and how many ran at once."""
 
     def __init__(self) -> None:
         self.sizes: list[int] = []
         self.active = 0
         self.most = 0
+        self.release = asyncio.Event()
+        self._entered = asyncio.Condition()
 
     async def write(
         self, conn: asyncpg.Connection, batch: list[Submission[int]]
@@ -32,13 +38,21 @@ class Flushes:
         self.active += 1
         self.most = max(self.most, self.active)
         self.sizes.append(sum(len(s.events) for s in batch))
+        async with self._entered:
+            self._entered.notify_all()
         try:
-            await conn.execute(HOLD)
+            await conn.execute("SELECT 1")
+            if len(self.sizes) == 1:
+                await self.release.wait()
         finally:
             self.active -= 1
         for s in batch:
             s.outcomes = [NEW] * len(s.events)
         return []
+
+    async def reach(self, most: int) -> None:
+        async with asyncio.timeout(WAIT), self._entered:
+            await self._entered.wait_for(lambda: self.most >= most)
 
 
 @pytest.fixture
@@ -67,18 +81,27 @@ async def committer(
         await commits.drain()  # gives its held connections back to the pool
 
 
-async def behind_a_flush(commits: GroupCommitter[int], requests: list[int]) -> None:
-    """One event starts a flush; then requests of the given sizes arrive while it runs."""
+async def behind_a_flush(
+    commits: GroupCommitter[int], flushes: Flushes, requests: list[int], overlaps: bool
+) -> None:
+    """One event starts a flush; requests of the given sizes arrive while it is held;
+    then a second flush has started beside it (`overlaps`) or, after SETTLE, has not."""
     first = asyncio.create_task(commits.submit([0]))
-    await asyncio.sleep(0.05)
-    outcomes = await asyncio.gather(first, *(commits.submit(list(range(n))) for n in requests))
+    await flushes.reach(1)
+    rest = [asyncio.create_task(commits.submit(list(range(n)))) for n in requests]
+    if overlaps:
+        await flushes.reach(2)
+    else:
+        await asyncio.sleep(SETTLE)
+    flushes.release.set()
+    outcomes = await asyncio.gather(first, *rest)
     assert [len(o) for o in outcomes] == [1, *requests]
 
 
 async def test_a_few_events_wait_for_the_flush_in_flight(pool: asyncpg.Pool) -> None:
     flushes = Flushes()
     async with committer(pool, flushes, 2) as commits:
-        await behind_a_flush(commits, [1] * (OVERLAP_EVENTS - 1))
+        await behind_a_flush(commits, flushes, [1] * (OVERLAP_EVENTS - 1), overlaps=False)
     assert flushes.most == 1
     assert flushes.sizes == [1, OVERLAP_EVENTS - 1]
 
@@ -86,7 +109,7 @@ async def test_a_few_events_wait_for_the_flush_in_flight(pool: asyncpg.Pool) -> 
 async def test_enough_events_start_a_second_flush_beside_it(pool: asyncpg.Pool) -> None:
     flushes = Flushes()
     async with committer(pool, flushes, 2) as commits:
-        await behind_a_flush(commits, [OVERLAP_EVENTS // 2] * 2)
+        await behind_a_flush(commits, flushes, [OVERLAP_EVENTS // 2] * 2, overlaps=True)
     assert flushes.most == 2
     assert flushes.sizes == [1, OVERLAP_EVENTS]
 
@@ -94,6 +117,6 @@ async def test_enough_events_start_a_second_flush_beside_it(pool: asyncpg.Pool) 
 async def test_one_flush_in_flight_never_overlaps(pool: asyncpg.Pool) -> None:
     flushes = Flushes()
     async with committer(pool, flushes, 1) as commits:
-        await behind_a_flush(commits, [OVERLAP_EVENTS] * 3)
+        await behind_a_flush(commits, flushes, [OVERLAP_EVENTS] * 3, overlaps=False)
     assert flushes.most == 1
     assert flushes.sizes == [1, 3 * OVERLAP_EVENTS]
