@@ -17,8 +17,9 @@ from typing import Final, cast
 from cmp.store.stats import INTERVALS, Interval
 
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+# An offset's minutes stop at 59: Python takes "+01:80" (as 2 h 20 min), RFC 3339 does not.
 _STAMP = re.compile(
-    r"(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:\d{2})"
+    r"(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:[0-5]\d)"
 )
 # An unencoded "+01:00" in a query string arrives as " 01:00" (form decoding).
 _PLUS_LOST = re.compile(r"(:\d{2}(?:\.\d+)?) (\d{2}:\d{2})$")

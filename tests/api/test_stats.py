@@ -225,6 +225,8 @@ def test_from_and_to_take_dates_and_rfc3339_timestamps(raw: str, expected: datet
         "2026-02-30",
         "2026-11-21T25:00:00Z",
         "2026-11-21T10:00:00+24:00",
+        "2026-11-21T10:00:00+01:80",  # minutes past 59 (Python would read +02:20)
+        "2026-11-21T10:00:00 01:60",  # the same with its "+" lost
         "0001-01-01T00:00:00+01:00",  # before year 1 in UTC
         "1700000000",
         "2026-11-21T10:00Z",

@@ -181,6 +181,8 @@ async def test_the_server_takes_no_from_or_to_its_document_refuses(client: TestC
     @example(" 2026-11-21")
     @example("2026-11-21\n")
     @example("2026-11-21T10:00:00 01:00")
+    @example("2026-11-21 10:00:00+01:80")  # once taken: Python reads it as +02:20
+    @example("2026-11-21T10:00:00-00:60")
     def agree(text: str) -> None:
         try:
             parse_instant(text)
