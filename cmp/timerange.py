@@ -16,13 +16,15 @@ from typing import Final, cast
 
 from cmp.store.stats import INTERVALS, Interval
 
-_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+# ASCII: Python's \d takes every script's digits, RFC 3339 only 0-9.
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
 # An offset's minutes stop at 59: Python takes "+01:80" (as 2 h 20 min), RFC 3339 does not.
 _STAMP = re.compile(
-    r"(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:[0-5]\d)"
+    r"(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:[0-5]\d)",
+    re.ASCII,
 )
 # An unencoded "+01:00" in a query string arrives as " 01:00" (form decoding).
-_PLUS_LOST = re.compile(r"(:\d{2}(?:\.\d+)?) (\d{2}:\d{2})$")
+_PLUS_LOST = re.compile(r"(:\d{2}(?:\.\d+)?) (\d{2}:\d{2})$", re.ASCII)
 
 # The widest offset ISO 8601 profiles allow (real zones span -12:00 … +14:00).
 MAX_OFFSET: Final = timedelta(hours=18)

@@ -227,6 +227,7 @@ def test_from_and_to_take_dates_and_rfc3339_timestamps(raw: str, expected: datet
         "2026-11-21T10:00:00+24:00",
         "2026-11-21T10:00:00+01:80",  # minutes past 59 (Python would read +02:20)
         "2026-11-21T10:00:00 01:60",  # the same with its "+" lost
+        "2026-11-21T10:00:00.1234567\u0661Z",  # a digit of another script past the 6th
         "0001-01-01T00:00:00+01:00",  # before year 1 in UTC
         "1700000000",
         "2026-11-21T10:00Z",

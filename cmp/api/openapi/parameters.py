@@ -39,19 +39,22 @@ TREE_INT = {"type": "integer", "maximum": (1 << 62) - 1}
 # RFC 3339 allows offsets to ±23:59; the server takes ±18:00, as Python and PostgreSQL do.
 OFFSET_HOURS = "((0[0-9]|1[0-7]):[0-5][0-9]|18:00)"
 OFFSET = f"([Zz]|[+-]{OFFSET_HOURS})$"
-# An unencoded "+01:00" in a URL typed by hand arrives as " 01:00"; the server takes it.
-PLUS_LOST = (
+# What a URL typed by hand holds and the server takes (cmp/timerange.py): a space for the
+# "T" (RFC 3339's note allows it; its grammar and the date-time format do not), and an
+# unencoded "+01:00" arriving as " 01:00" after form decoding.
+HAND_TYPED = (
     "^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])[Tt ]([01][0-9]|2[0-3])"
-    f":[0-5][0-9]:[0-5][0-9](\\.[0-9]{{1,9}})? {OFFSET_HOURS}$"
+    f":[0-5][0-9]:[0-5][0-9](\\.[0-9]{{1,9}})?([Zz]|[+ -]{OFFSET_HOURS})$"
 )
 STAMP = {
     "type": "string",
     "anyOf": [
         {"format": "date-time", "pattern": OFFSET},
         {"format": "date"},
-        {"pattern": PLUS_LOST},
+        {"pattern": HAND_TYPED},
     ],
-    "description": "RFC 3339 timestamp (2026-11-21T10:00:00Z) or a date (2026-11-21)",
+    "description": "RFC 3339 timestamp (2026-11-21T10:00:00Z; a space for the T is taken"
+    " too) or a date (2026-11-21)",
 }
 # The export reads an empty value as absent.
 STAMP_OR_EMPTY = {**STAMP, "anyOf": [*STAMP["anyOf"], {"const": ""}]}
