@@ -14,10 +14,10 @@ import re
 import unicodedata
 from collections.abc import Collection
 from datetime import UTC, datetime
-from typing import Annotated, Final
+from typing import Annotated, Any, Final
 
 import idna
-from pydantic import AfterValidator, AwareDatetime, StringConstraints
+from pydantic import AfterValidator, AwareDatetime, BeforeValidator, StringConstraints
 
 SITE_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{1,62}$"
 SUBJECT_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
@@ -134,6 +134,20 @@ def origin_allowed(origins: Collection[str], origin: str) -> bool:
         return False
 
 
+# RFC 3339's date-time, as the document's format states it: pydantic alone also takes a
+# space for the T, no seconds, "+0100", a decimal comma and Unix seconds as a number.
+RFC3339_RE: Final = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
+
+
+def rfc3339_text(value: Any) -> Any:
+    """A client's timestamp only as RFC 3339 text; a datetime made by our own code passes."""
+    if isinstance(value, datetime) or (isinstance(value, str) and RFC3339_RE.fullmatch(value)):
+        return value
+    raise ValueError("must be an RFC 3339 timestamp, such as 2026-11-21T10:00:00Z")
+
+
 def occurred_in_window(value: datetime) -> datetime:
     """In UTC, from 2000-01-01 on; the upper bound (now + 5 min) is the pipeline's."""
     # The year test comes first: converting year 1 or 9999 with an offset overflows.
@@ -150,7 +164,9 @@ PageUrl = Annotated[
     StringConstraints(max_length=2000, pattern=PAGE_URL_PATTERN),
     AfterValidator(page_url),
 ]
-OccurredAt = Annotated[AwareDatetime, AfterValidator(occurred_in_window)]
+OccurredAt = Annotated[
+    AwareDatetime, BeforeValidator(rfc3339_text), AfterValidator(occurred_in_window)
+]
 Origin = Annotated[
     str, StringConstraints(max_length=300, pattern=ORIGIN_PATTERN), AfterValidator(normal_origin)
 ]

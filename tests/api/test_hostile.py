@@ -84,6 +84,13 @@ CASES = [
     Case("occurred_at year 9999", event(occurred_at="9999-12-31T23:59:59-23:59"), 422),
     Case("occurred_at far future", event(occurred_at="2999-01-01T00:00:00Z"), 422),
     Case("occurred_at naive", event(occurred_at="2026-01-01T00:00:00"), 422),
+    # Forms pydantic alone takes that are no RFC 3339 date-time (the document's format).
+    Case("occurred_at with a space", event(occurred_at="2026-01-01 00:00:00Z"), 422),
+    Case("occurred_at without seconds", event(occurred_at="2026-01-01T00:00Z"), 422),
+    Case("occurred_at offset without colon", event(occurred_at="2026-01-01T00:00:00+0100"), 422),
+    Case("occurred_at decimal comma", event(occurred_at="2026-01-01T00:00:00,5Z"), 422),
+    Case("occurred_at Unix seconds", event(occurred_at=1_700_000_000), 422, pointer="/occurred_at"),
+    Case("cookieconsent Unix ms", cc_body(lastConsentTimestamp=1_700_000_000_000), 422, CC),
     # Row 2: NUL and other controls in free text.
     Case("NUL in source", event(source="x\u0000y"), 422, pointer="/source"),
     Case("NUL in page_url", event(page_url="https://shop.example/a\u0000b"), 422),

@@ -7,12 +7,14 @@ import unicodedata
 from typing import Any
 
 import jsonschema_rs
+import pytest
 from aiohttp.test_utils import TestClient
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from pydantic import TypeAdapter, ValidationError
 
 from cmp.timerange import parse_instant
-from cmp.values import SITE_ID_RE, SUBJECT_ID_RE, normal_user_id
+from cmp.values import SITE_ID_RE, SUBJECT_ID_RE, OccurredAt, normal_user_id
 from tests.factories import ADMIN, new_site_id, site_body
 
 
@@ -162,8 +164,8 @@ STAMP_EDGE = st.sampled_from([*" \t\n+-:.TtZz0189", "\u0661", "\uff11", "\u00a0"
 
 
 @st.composite
-def mutated_stamps(draw: st.DrawFn) -> str:
-    text = draw(STAMPS)
+def mutated_stamps(draw: st.DrawFn, stamps: st.SearchStrategy[str] = STAMPS) -> str:
+    text = draw(stamps)
     for _ in range(draw(st.integers(0, 3))):
         at = draw(st.integers(0, len(text)))
         cut = draw(st.integers(0, 2))
@@ -194,3 +196,39 @@ async def test_the_server_takes_no_from_or_to_its_document_refuses(client: TestC
         assert documented(schema, text), repr(text)
 
     agree()
+
+
+# A client's clock in an event: RFC 3339 only (pydantic alone takes more), inside the window.
+OCCURRED = st.sampled_from(
+    [
+        "2026-11-21T10:00:00Z",
+        "2026-11-21t10:00:00.123456z",
+        "2026-11-21T10:00:00+01:00",
+        "2026-11-21T10:00:00.5-05:30",
+    ]
+)
+
+
+async def test_the_server_takes_no_occurred_at_its_document_refuses(client: TestClient) -> None:
+    """pydantic's datetime took a space for the T, no seconds, "+0100", a decimal comma and
+    Unix seconds; the document's date-time format takes none of them."""
+    doc = await document(client)
+    schema = doc["components"]["schemas"]["EventIn"]["properties"]["occurred_at"]
+    clock = TypeAdapter(OccurredAt)
+
+    @settings(max_examples=3000, deadline=None)
+    @given(mutated_stamps(OCCURRED))
+    @example("2026-11-21 10:00:00Z")
+    @example("2026-11-21T10:00Z")
+    @example("2026-11-21T10:00:00+0100")
+    @example("2026-11-21T10:00:00,5Z")
+    def agree(text: str) -> None:
+        try:
+            clock.validate_python(text)
+        except ValidationError:
+            return
+        assert documented(schema, text), repr(text)
+
+    agree()
+    with pytest.raises(ValidationError):
+        clock.validate_json("1700000000")  # a number is no RFC 3339 text either
