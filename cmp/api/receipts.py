@@ -160,9 +160,11 @@ async def get_receipt(request: web.Request, ctx: Context) -> web.Response:
     raw_event_id = request.match_info["event_id"]
     # uuid.UUID would also take braces, a urn: prefix or no hyphens, which the path's
     # documented pattern refuses.
-    if site is None or not EVENT_ID_RE.fullmatch(raw_event_id):
-        raise not_found
-    if not SUBJECT_ID_RE.fullmatch(subject_id):
+    if (
+        site is None
+        or not EVENT_ID_RE.fullmatch(raw_event_id)
+        or not SUBJECT_ID_RE.fullmatch(subject_id)
+    ):
         raise not_found
     event_id = uuid.UUID(raw_event_id)
     # Public and a few database reads each: the collect endpoints' bucket, apart.
