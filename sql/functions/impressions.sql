@@ -30,8 +30,14 @@ END $$;
 -- Count a batch: each impression once by (site, impression id) over its day and the day
 -- before (a retry from the banner's queue comes within a day), the first of a batch's
 -- repeats wins. Returns the keys counted now; the rest were counted before.
+--
+-- Only key probes: PL/pgSQL keeps the statement's plan for the session, and the day's
+-- partition starts empty at midnight; a plan made then joined a scan of the whole day
+-- to every batch until autovacuum analyzed it (tests/store/test_plans.py). A batch is
+-- small beside a day, so probing its keys is right at every size.
 CREATE OR REPLACE FUNCTION cmp_count_impressions(p_rows cmp_new_impression[])
-RETURNS TABLE (site_id text, impression_id uuid) LANGUAGE plpgsql AS $$
+RETURNS TABLE (site_id text, impression_id uuid) LANGUAGE plpgsql
+SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off AS $$
 DECLARE
     d date;
 BEGIN

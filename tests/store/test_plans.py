@@ -319,6 +319,71 @@ async def test_the_append_probes_the_id_key_after_the_table_grew_under_its_sessi
     assert any("consent_event_ids_pkey on consent_event_ids" in p for p in checks), checks
 
 
+async def test_the_impression_count_probes_the_key_after_the_day_grew_under_its_session(
+    fresh_database: Any,
+) -> None:
+    # The same for impressions, where it happens every day: the day's partition starts
+    # empty at midnight, and a plan made then joined a scan of the whole day to every
+    # batch (a hash anti join) until autovacuum's analyze: each flush cost more than the
+    # last.
+    dsn = await fresh_database()
+    conn, filler = await connect(dsn), await connect(dsn)
+    now = datetime.now(UTC)
+
+    def showings(site_id: str, n: int) -> list[NewImpression]:
+        return [
+            NewImpression(site_id, str(uuid.uuid4()), b"v" * 8, 1, "banner", "", now, "eea")
+            for _ in range(n)
+        ]
+
+    try:
+        await migrate(conn)
+        await insert_site(conn, SMALL)
+        for _ in range(8):  # past the plan cache's custom plans: the generic one stays
+            await write_impressions(conn, [Submission(showings(SMALL, 10))])
+        filled = [
+            (
+                i.site_id,
+                i.received_at.date(),
+                uuid.UUID(i.impression_id),
+                i.visitor,
+                1,
+                "banner",
+                "",
+                i.received_at,
+                "eea",
+            )
+            for i in showings("other-site", 30_000)
+        ]
+        await filler.copy_records_to_table(
+            "impressions",
+            records=filled,
+            columns=[
+                "site_id",
+                "day",
+                "impression_id",
+                "visitor",
+                "policy_version",
+                "surface",
+                "variant",
+                "received_at",
+                "rule",
+            ],
+        )
+        plans = await log_plans(conn)
+        batch = Submission(showings(SMALL, 10))
+        await write_impressions(conn, [batch])
+    finally:
+        await conn.close()
+        await filler.close()
+    assert batch.outcomes == ["new"] * 10
+    today = f"impressions_{now:%Y%m%d}"
+    counts = [p for p in plans if "Insert on impressions" in p]
+    assert counts, plans
+    assert all(f"Seq Scan on {today}" not in p for p in counts), counts
+    assert all(f"{today}_pkey on {today}" in p for p in counts), counts
+
+
 async def test_a_purge_reaches_ids_and_states_through_the_records_it_removes(
     fresh_database: Any,
 ) -> None:
