@@ -5,8 +5,10 @@ from __future__ import annotations
 import math
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from cmp.funnel import median_bin, rate, two_proportions, wilson
+from cmp.funnel import answered, ignored, median_bin, rate, shown_rate, two_proportions, wilson
 
 
 @pytest.mark.parametrize(
@@ -49,3 +51,23 @@ def test_the_lower_median_of_binned_counts() -> None:
     assert median_bin({1: 1, 5: 1}) == 1  # the lower of two
     assert median_bin({60: 2, 1: 1, 7: 1, 300: 1}) == 60
     assert rate(1, 3) == 0.3333 and rate(1, 0) is None
+
+
+@given(st.integers(0, 10**6), st.integers(0, 10**6), st.integers(0, 10**6), st.integers(0, 10**6))
+def test_any_counts_give_proportions_and_answers_beyond_the_showings_count_as_all(
+    x1: int, n1: int, x2: int, n2: int
+) -> None:
+    # Answers may outnumber showings (cmp.funnel.answered): nothing raises, and every
+    # rate and interval over showings stays in [0, 1].
+    interval = wilson(x1, n1)
+    share = shown_rate(x1, n1)
+    if n1 == 0:
+        assert interval is None and share is None
+    else:
+        assert interval is not None and share is not None
+        assert 0.0 <= interval[0] <= share <= interval[1] <= 1.0
+        assert interval == wilson(answered(x1, n1), n1)
+    assert two_proportions(x1, n1, x2, n2) == two_proportions(
+        answered(x1, n1), n1, answered(x2, n2), n2
+    )
+    assert ignored(n1, x1) == n1 - answered(x1, n1)

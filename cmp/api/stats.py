@@ -18,7 +18,7 @@ from cmp.api.json import json_response
 from cmp.api.stats_page import columns, page_headers, render_page
 from cmp.api.validation import query_problem
 from cmp.appkeys import CATALOG, LONG_READS, POOL
-from cmp.funnel import median_bin, rate, two_proportions, wilson
+from cmp.funnel import ignored, median_bin, rate, shown_rate, two_proportions, wilson
 from cmp.store import sites as site_store
 from cmp.store import stats as stats_store
 from cmp.store.impressions import EVERY
@@ -45,13 +45,13 @@ def funnel_json(counts: Counts, shown: tuple[int, int]) -> dict[str, Any]:
         "impressions": impressions,
         "unique_visitors": visitors,
         "interactions": counts.interactions,
-        "ignored": max(impressions - counts.interactions, 0),
+        "ignored": ignored(impressions, counts.interactions),
         "answers": {a: counts.answered.get(a, 0) for a in ANSWERS},
-        "accept_all_rate": rate(accept_all, impressions),
+        "accept_all_rate": shown_rate(accept_all, impressions),
         "accept_all_interval": list(interval) if interval else None,
         "opt_in_rate": {
             key: {
-                "over_impressions": rate(counts.granted.get(key, 0), impressions),
+                "over_impressions": shown_rate(counts.granted.get(key, 0), impressions),
                 "over_decisions": rate(*counts.decided.get(key, (0, 0))),
             }
             for key in keys

@@ -19,7 +19,7 @@ from string import Template
 from typing import Final
 
 from cmp.api.html import Html, fill, fragments, join
-from cmp.funnel import rate, two_proportions, wilson
+from cmp.funnel import ignored, shown_rate, two_proportions, wilson
 from cmp.models import Purpose
 from cmp.store.impressions import EVERY
 from cmp.store.stats import ACTIONS, Interval, Tally, bucket_start
@@ -214,8 +214,8 @@ def _funnel_row(first: str, tally: Tally, bucket: str) -> Html:
         str(answered.get("accept_all", 0)),
         str(answered.get("custom", 0)),
         str(answered.get("reject_all", 0)),
-        str(max(impressions - counts.interactions, 0)),
-        _percent(rate(answered.get("accept_all", 0), impressions)),
+        str(ignored(impressions, counts.interactions)),
+        _percent(shown_rate(answered.get("accept_all", 0), impressions)),
         f"{counts.api_imported}, {counts.gpc_automatic}",
     ]
     return fill(
@@ -232,7 +232,7 @@ def _variant_rows(totals: Tally) -> list[Html]:
         impressions = totals.impressions(rule, variant)[0]
         accepted = totals.counts(rule, variant).answered.get("accept_all", 0)
         interval = wilson(accepted, impressions)
-        share = rate(accepted, impressions)
+        share = shown_rate(accepted, impressions)
         lo, hi = interval or (0.0, 0.0)
         bar = fill(
             _t("interval_bar"),

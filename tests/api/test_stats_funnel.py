@@ -5,14 +5,15 @@ excluded and counted; variants get Wilson intervals and a two-proportion test.""
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
 
-from cmp.funnel import wilson
-from tests.factories import ADMIN, ORIGIN, event, make_key, make_site, policy_body
+from cmp.funnel import two_proportions, wilson
+from tests.factories import ADMIN, ORIGIN, event, make_key, make_site, policy_body, stats_link
 
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/131.0 Safari/537.36"
 HDR = {"Origin": ORIGIN, "User-Agent": BROWSER}
@@ -166,3 +167,69 @@ async def test_variants_side_by_side_with_wilson_intervals_and_a_test(client: Te
     [rule] = stats["rules"]
     assert {v["variant"]: v["funnel"] for v in rule["variants"]} == by_variant
     assert rule["comparisons"] == stats["comparisons"]
+
+
+async def test_more_answers_than_showings_keep_the_rates_proportions(
+    client: TestClient, site: str
+) -> None:
+    # Any page can post decisions naming showings never counted (a crawler's, one lost on
+    # the way, an id made up), and a decision may fall in a later bucket than its showing:
+    # a group may hold more answers than impressions. Its rates over impressions stay in
+    # [0, 1], as `ignored` stays at 0, and the Wilson interval is still defined (it raised
+    # a math domain error: a 500 for the site's owner, caused by any visitor).
+    await show(client, site, showing("v-1"))
+    granted = {"necessary": True, "preferences": True, "statistics": True, "marketing": True}
+    await decide(
+        client,
+        site,
+        *[
+            event(f"v-{n}", action="accept_all", purposes=granted, impression_id=str(uuid.uuid4()))
+            for n in range(3)
+        ],
+    )
+    funnel = (await totals(client, site))["funnel"]
+    assert (funnel["impressions"], funnel["interactions"], funnel["ignored"]) == (1, 3, 0)
+    assert funnel["answers"]["accept_all"] == 3
+    assert funnel["accept_all_rate"] == 1.0
+    assert funnel["accept_all_interval"] == list(wilson(1, 1) or ())
+    assert funnel["opt_in_rate"]["marketing"] == {"over_impressions": 1.0, "over_decisions": 1.0}
+    # The page draws the same funnel and interval: no share above all (it said 300 %).
+    r = await client.get(await stats_link(client, site))
+    assert r.status == 200, await r.text()
+    shares = [float(p) for p in re.findall(r"(\d+\.\d)\u202f%", await r.text())]
+    assert shares and max(shares) == 100.0, shares
+
+
+async def test_variants_with_more_answers_than_showings_are_compared_as_all_answered(
+    client: TestClient,
+) -> None:
+    site = await make_site(client, policy=False)
+    body = policy_body()
+    other = {lang: {**t, "title": f"Other {t['title']}"} for lang, t in body["texts"].items()}
+    body["variants"] = {
+        "a": {"texts": body["texts"], "weight": 0.5},
+        "b": {"texts": other, "weight": 0.5},
+    }
+    r = await client.post(f"/v1/sites/{site}/policies", json=body, headers=ADMIN)
+    assert r.status == 201, await r.text()
+    await show(client, site, *[showing(f"a-{n}", variant="a") for n in range(2)])
+    await show(client, site, *[showing(f"b-{n}", variant="b") for n in range(4)])
+    # Variant a: 5 accept-all answers to its 2 showings; b: 1 of 4.
+    await decide(
+        client,
+        site,
+        *[
+            event(f"a-{n}", action="accept_all", variant="a", impression_id=str(uuid.uuid4()))
+            for n in range(5)
+        ],
+        event("b-0", action="accept_all", variant="b", impression_id=str(uuid.uuid4())),
+    )
+    stats = await totals(client, site)
+    by_variant = {v["variant"]: v["funnel"] for v in stats["variants"]}
+    assert by_variant["a"]["accept_all_rate"] == 1.0
+    assert by_variant["a"]["accept_all_interval"] == list(wilson(2, 2) or ())
+    [compared] = stats["comparisons"]
+    assert compared["variants"] == ["a", "b"]
+    assert compared["z"] == pytest.approx(two_proportions(2, 2, 1, 4).z)
+    r = await client.get(await stats_link(client, site))
+    assert r.status == 200, await r.text()
