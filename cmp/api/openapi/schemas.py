@@ -83,7 +83,7 @@ FUNNEL = obj(
         "accept_all_rate": NULLABLE_RATE,
         "accept_all_interval": {
             "type": ["array", "null"],
-            "items": {"type": "number"},
+            "items": {"type": "number", "minimum": 0, "maximum": 1},
             "minItems": 2,
             "maxItems": 2,
         },
@@ -103,7 +103,7 @@ COMPARISON = obj(
     {
         "variants": {"type": "array", "items": STRING, "minItems": 2, "maxItems": 2},
         "z": {"type": ["number", "null"]},
-        "p_value": {"type": ["number", "null"]},
+        "p_value": NULLABLE_RATE,  # a probability
         "differs": {"type": "boolean"},
     }
 )
