@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from contextlib import aclosing
 from datetime import UTC, datetime
 from typing import Any
 
@@ -98,8 +99,9 @@ async def export_events(request: web.Request, ctx: SiteContext) -> web.StreamRes
             elif fmt == "iso27560":
                 await write_iso27560(request, site, conn, where, stream.write)
             else:
-                async for lines in audit_store.export_lines(conn, where):
-                    await stream.write(("\n".join(lines) + "\n").encode("utf-8"))
+                async with aclosing(audit_store.export_lines(conn, where)) as chunks:
+                    async for lines in chunks:
+                        await stream.write(("\n".join(lines) + "\n").encode("utf-8"))
         return await stream.finish()
 
 
@@ -114,8 +116,9 @@ async def subject_events(request: web.Request, ctx: SiteContext) -> web.Response
         request.app[LONG_READS].connection(site.site_id) as conn,
         conn.transaction(readonly=True),
     ):
-        async for lines in audit_store.export_lines(conn, where):
-            events.extend(json.loads(line) for line in lines)
+        async with aclosing(audit_store.export_lines(conn, where)) as chunks:
+            async for lines in chunks:
+                events.extend(json.loads(line) for line in lines)
         erasures = await audit_store.erasure_lines(conn, site.site_id, digest)
     events.extend(json.loads(line) for line in erasures)  # after the records they erased
     return json_response({"site_id": site.site_id, "subject_id": subject_id, "events": events})

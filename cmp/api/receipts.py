@@ -7,6 +7,7 @@ import base64
 import math
 import uuid
 from collections.abc import Awaitable, Callable
+from contextlib import aclosing
 from typing import Any
 
 import asyncpg
@@ -277,9 +278,10 @@ async def write_iso27560(
 ) -> None:
     """The export as ISO/IEC TS 27560 consent records, one JSON document per line."""
     controllers = Controllers(request, site)
-    async for lines in audit_store.export_lines(conn, where):
-        out = []
-        for line in lines:
-            record = hashed_part(orjson.loads(line))
-            out.append(dumps(consent_record(record, await controllers(record))))
-        await write(b"\n".join(out) + b"\n")
+    async with aclosing(audit_store.export_lines(conn, where)) as chunks:
+        async for lines in chunks:
+            out = []
+            for line in lines:
+                record = hashed_part(orjson.loads(line))
+                out.append(dumps(consent_record(record, await controllers(record))))
+            await write(b"\n".join(out) + b"\n")

@@ -7,6 +7,7 @@ import json
 import sys
 import zlib
 from collections.abc import Iterable
+from contextlib import aclosing
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +35,12 @@ def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
         tmp = out.with_name(out.name + ".part")
         with tmp.open("w", encoding="utf-8") as fh:
             async with conn.transaction(readonly=True):
-                async for lines in audit_store.export_lines(conn, ExportFilter(args.site)):
-                    fh.write("\n".join(lines) + "\n")
-                    done += len(lines)
-                    _progress(done, total)
+                chunks = audit_store.export_lines(conn, ExportFilter(args.site))
+                async with aclosing(chunks):
+                    async for lines in chunks:
+                        fh.write("\n".join(lines) + "\n")
+                        done += len(lines)
+                        _progress(done, total)
         tmp.replace(out)
         print(f"\nexported {done} records of {args.site} to {out}", file=sys.stderr)
         return 0

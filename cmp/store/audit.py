@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -18,7 +19,10 @@ from cmp.store.recordtext import record_text
 from cmp.store.sqlfiles import queries
 
 SQL = queries("audit")
-EXPORT_CHUNK = 2000
+# Records per fetch of an export's cursor: the next chunk is asked for while the caller
+# uses this one, and the database can only run ahead as far as the socket's buffer
+# takes its rows (loadtest/README.md has the measurement).
+EXPORT_CHUNK = 500
 # Records per COPY statement of a CSV export (a window of seqs): each statement, writing
 # included, runs under the pool's command timeout, so a window must be written in that
 # time even to a slow client.
@@ -41,10 +45,14 @@ class ExportFilter:
         return (self.site_id, self.since, self.until, self.policy_version, self.subject_digest)
 
 
-async def export_lines(conn: asyncpg.Connection, where: ExportFilter) -> AsyncIterator[list[str]]:
+async def export_lines(
+    conn: asyncpg.Connection, where: ExportFilter
+) -> AsyncGenerator[list[str], None]:
     """JSON lines in seq order, in chunks, from a server-side cursor (constant memory).
 
-    The caller holds the transaction the cursor lives in.
+    The caller holds the transaction the cursor lives in, and closes the iterator before
+    it ends that transaction (`contextlib.aclosing`) when it stops early: the next chunk
+    is being fetched meanwhile, and the connection runs one operation at a time.
     """
     await _stream_in_seq_order(conn)
     # A cursor needs a named statement, and asyncpg numbers those per process: behind a
@@ -52,11 +60,15 @@ async def export_lines(conn: asyncpg.Connection, where: ExportFilter) -> AsyncIt
     # connection (DuplicatePreparedStatement). A random name cannot collide.
     statement = await conn.prepare(SQL["export_lines"], name=f"cmp_export_{uuid.uuid4().hex}")
     cursor = await statement.cursor(*where.args())
-    while True:
-        rows = await cursor.fetch(EXPORT_CHUNK)
-        if not rows:
-            return
-        yield [record_text(*row) for row in rows]
+    ahead = asyncio.ensure_future(cursor.fetch(EXPORT_CHUNK))
+    try:
+        while rows := await ahead:
+            # The database reads the next chunk while these become lines and are written.
+            ahead = asyncio.ensure_future(cursor.fetch(EXPORT_CHUNK))
+            await asyncio.sleep(0)  # its request goes out before the lines are made
+            yield [record_text(*row) for row in rows]
+    finally:
+        await asyncio.gather(ahead, return_exceptions=True)
 
 
 async def _stream_in_seq_order(conn: asyncpg.Connection) -> None:
