@@ -345,6 +345,8 @@ async def bench_on(
             f"cmp: measured on {cmp_base} (pid {cmp_proc.pid}, {args.workers} worker(s)); "
             f"reference on http://127.0.0.1:{ref_port}"
         )
+        backlog, waited = await counts.wait_integrated(dsn)
+        say(f"settle: {backlog:,} pre-filled records integrated into the trees in {waited:.1f} s")
         cmp = Server("cmp", int(cmp_base.rsplit(":", 1)[1]), cmp_proc.pid, db_pid=pg_pid)
         load = LoadConfig(
             site=seed.SITE_ID,
