@@ -22,7 +22,7 @@
 -- Only key probes: PL/pgSQL keeps the statement's plan for the session, and one made
 -- while the ids table was small must not scan it whole once it has grown; a batch is
 -- small beside the table at every size. (Planned at each flush instead, as 0008 did,
--- this cost a parse and a plan per flush: about a tenth of a small flush's time.)
+-- it cost a parse and a plan per flush: loadtest/README.md.)
 CREATE OR REPLACE FUNCTION cmp_stored_digests(p_rows cmp_new_event_v2[])
 RETURNS TABLE (i bigint, req integer, sent bytea, stored bytea) LANGUAGE plpgsql STABLE
 SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off AS $$

@@ -4,7 +4,7 @@ by crawlers or never sent, decisions naming showings of another variant or made 
 under GPC or imported with a key — and the stats answer 200, valid under the document
 (every rate and interval in [0, 1]), and the page draws them.
 
-The fuzz run (schemathesis) found one such story in a thousand runs' worth of requests
+The fuzz run (schemathesis) reached one such story once in some twenty runs
 (more accept-all answers than showings: a 500); these stories go there every run."""
 
 from __future__ import annotations
