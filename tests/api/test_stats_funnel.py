@@ -55,6 +55,20 @@ async def totals(client: TestClient, site_id: str) -> dict[str, Any]:
     return body["totals"]
 
 
+async def site_with_variants(client: TestClient) -> str:
+    """A site whose policy version has variants a and b, half the visitors each."""
+    site = await make_site(client, policy=False)
+    body = policy_body()
+    other = {lang: {**t, "title": f"Other {t['title']}"} for lang, t in body["texts"].items()}
+    body["variants"] = {
+        "a": {"texts": body["texts"], "weight": 0.5},
+        "b": {"texts": other, "weight": 0.5},
+    }
+    r = await client.post(f"/v1/sites/{site}/policies", json=body, headers=ADMIN)
+    assert r.status == 201, await r.text()
+    return site
+
+
 @pytest.fixture
 async def site(client: TestClient) -> str:
     return await make_site(client)
@@ -129,13 +143,7 @@ async def test_api_imported_and_gpc_automatic_decisions_are_excluded_and_counted
 
 
 async def test_variants_side_by_side_with_wilson_intervals_and_a_test(client: TestClient) -> None:
-    site = await make_site(client, policy=False)
-    body = policy_body()
-    texts = body["texts"]
-    other = {lang: {**t, "title": f"Other {t['title']}"} for lang, t in texts.items()}
-    body["variants"] = {"a": {"texts": texts, "weight": 0.5}, "b": {"texts": other, "weight": 0.5}}
-    r = await client.post(f"/v1/sites/{site}/policies", json=body, headers=ADMIN)
-    assert r.status == 201, await r.text()
+    site = await site_with_variants(client)
     # a: 40 showings, 30 accept all; b: 40 showings, 10 accept all, 5 reject all.
     decisions = []
     for variant, accepted, rejected in (("a", 30, 0), ("b", 10, 5)):
@@ -203,15 +211,7 @@ async def test_more_answers_than_showings_keep_the_rates_proportions(
 async def test_variants_with_more_answers_than_showings_are_compared_as_all_answered(
     client: TestClient,
 ) -> None:
-    site = await make_site(client, policy=False)
-    body = policy_body()
-    other = {lang: {**t, "title": f"Other {t['title']}"} for lang, t in body["texts"].items()}
-    body["variants"] = {
-        "a": {"texts": body["texts"], "weight": 0.5},
-        "b": {"texts": other, "weight": 0.5},
-    }
-    r = await client.post(f"/v1/sites/{site}/policies", json=body, headers=ADMIN)
-    assert r.status == 201, await r.text()
+    site = await site_with_variants(client)
     await show(client, site, *[showing(f"a-{n}", variant="a") for n in range(2)])
     await show(client, site, *[showing(f"b-{n}", variant="b") for n in range(4)])
     # Variant a: 5 accept-all answers to its 2 showings; b: 1 of 4.

@@ -17,7 +17,8 @@ from typing import Any
 import jsonschema_rs
 from aiohttp.test_utils import TestClient
 
-from tests.factories import ADMIN, ORIGIN, event, make_key, make_site, policy_body, stats_link
+from tests.api.test_stats_funnel import site_with_variants
+from tests.factories import ADMIN, ORIGIN, event, make_key, stats_link
 
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/131.0 Safari/537.36"
 CRAWLER = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
@@ -46,19 +47,6 @@ def rates_and_intervals(body: Any) -> list[float]:
         for item in body:
             found += rates_and_intervals(item)
     return found
-
-
-async def with_variants(client: TestClient) -> str:
-    site = await make_site(client, policy=False)
-    body = policy_body()
-    other = {lang: {**t, "title": f"Other {t['title']}"} for lang, t in body["texts"].items()}
-    body["variants"] = {
-        "a": {"texts": body["texts"], "weight": 0.5},
-        "b": {"texts": other, "weight": 0.5},
-    }
-    r = await client.post(f"/v1/sites/{site}/policies", json=body, headers=ADMIN)
-    assert r.status == 201, await r.text()
-    return site
 
 
 async def tell(client: TestClient, site: str, rnd: random.Random) -> None:
@@ -112,7 +100,7 @@ async def test_any_story_of_showings_and_decisions_gives_valid_stats(client: Tes
     over_one = 0
     for story in range(STORIES):
         rnd = random.Random(story)
-        site = await with_variants(client)
+        site = await site_with_variants(client)
         await tell(client, site, rnd)
         audit = await make_key(client, site, "audit")
         for interval in ("day", "month"):

@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from tests.api.test_stats_funnel import HDR, showing
+from tests.api.test_stats_funnel import HDR, showing, site_with_variants
 from tests.e2e.harness import CmpServer
-from tests.factories import ADMIN, event, make_site, policy_body, stats_link
+from tests.factories import event, stats_link
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser, Page
@@ -26,15 +26,7 @@ SHOT_AS_OF = SHOT.with_name("stats-page-as-of.png")
 
 async def fill_site(cmp: CmpServer) -> str:
     client = cmp.client
-    site = await make_site(client, policy=False)
-    body = policy_body()
-    other = {k: {**t, "title": f"Other {t['title']}"} for k, t in body["texts"].items()}
-    body["variants"] = {
-        "a": {"texts": body["texts"], "weight": 0.5},
-        "b": {"texts": other, "weight": 0.5},
-    }
-    r = await client.post(f"/v1/sites/{site}/policies", json=body, headers=ADMIN)
-    assert r.status == 201, await r.text()
+    site = await site_with_variants(client)
     decisions: list[dict[str, Any]] = []
     # a: 40 showings, 24 accept all, 4 custom; b: 40 showings, 8 accept all, 6 reject all.
     for variant, plan in (

@@ -23,7 +23,12 @@ from cmp.audit.signing import Signer
 from cmp.maintenance import purge
 from cmp.store.db import connect
 from cmp.store.events import Submission
-from cmp.store.impressions import NewImpression, select_impression_days, write_impressions
+from cmp.store.impressions import (
+    NEW_IMPRESSION_COLUMNS,
+    NewImpression,
+    select_impression_days,
+    write_impressions,
+)
 from cmp.store.impressions import roll_up as roll_up_impressions
 from cmp.store.migrate import migrate
 from cmp.store.sqlfiles import queries
@@ -342,33 +347,11 @@ async def test_the_impression_count_probes_the_key_after_the_day_grew_under_its_
         for _ in range(8):  # past the plan cache's custom plans: the generic one stays
             await write_impressions(conn, [Submission(showings(SMALL, 10))])
         filled = [
-            (
-                i.site_id,
-                i.received_at.date(),
-                uuid.UUID(i.impression_id),
-                i.visitor,
-                1,
-                "banner",
-                "",
-                i.received_at,
-                "eea",
-            )
+            (i.received_at.date(), *(getattr(i, c) for c in NEW_IMPRESSION_COLUMNS))
             for i in showings("other-site", 30_000)
         ]
         await filler.copy_records_to_table(
-            "impressions",
-            records=filled,
-            columns=[
-                "site_id",
-                "day",
-                "impression_id",
-                "visitor",
-                "policy_version",
-                "surface",
-                "variant",
-                "received_at",
-                "rule",
-            ],
+            "impressions", records=filled, columns=["day", *NEW_IMPRESSION_COLUMNS]
         )
         plans = await log_plans(conn)
         batch = Submission(showings(SMALL, 10))
