@@ -11,6 +11,7 @@ import asyncpg
 from aiohttp import web
 
 from cmp.api.access import SiteContext
+from cmp.api.bodies import Response
 from cmp.api.json import dumps
 from cmp.api.problems import Problem
 from cmp.api.validation import parse_json
@@ -154,7 +155,7 @@ def etagged(request: web.Request, body: bytes) -> web.Response:
     headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
     if etag in request.headers.get("If-None-Match", ""):
         return web.Response(status=304, headers=headers)
-    return web.Response(body=body, content_type="application/json", headers=headers)
+    return Response(body=body, content_type="application/json", headers=headers)
 
 
 async def get_consent(request: web.Request, ctx: SiteContext) -> web.Response:

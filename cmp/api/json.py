@@ -11,9 +11,9 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from aiohttp import web
 from pydantic import BaseModel
 
+from cmp.api.bodies import Response
 from cmp.canonical import utc_text
 
 
@@ -29,9 +29,7 @@ def dumps(data: Any) -> bytes:
     return orjson.dumps(data, default=_default, option=orjson.OPT_PASSTHROUGH_DATETIME)
 
 
-def json_response(
-    data: Any, status: int = 200, headers: dict[str, str] | None = None
-) -> web.Response:
-    return web.Response(
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(
         body=dumps(data), status=status, content_type="application/json", headers=headers
     )

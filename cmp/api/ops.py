@@ -8,6 +8,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from cmp.api.access import ROUTE_TABLE, Context
+from cmp.api.bodies import Response
 from cmp.api.json import json_response
 from cmp.api.openapi import document
 from cmp.api.problems import problem_response
@@ -41,7 +42,7 @@ async def readyz(request: web.Request, ctx: Context) -> web.Response:
 
 async def metrics(request: web.Request, ctx: Context) -> web.Response:
     body = generate_latest(request.app[METRICS].registry)
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+    return Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 async def openapi(request: web.Request, ctx: Context) -> web.Response:

@@ -14,6 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from cmp.api.access import SiteContext
+from cmp.api.bodies import Response
 from cmp.api.json import json_response
 from cmp.api.stats_page import columns, page_headers, render_page
 from cmp.api.validation import query_problem
@@ -178,9 +179,7 @@ async def get_stats_page(request: web.Request, ctx: SiteContext) -> web.Response
         totals=totals,
         cols=columns(policy.purposes if policy else (), totals.purposes, site.default_language),
     )
-    return web.Response(
-        text=page, content_type="text/html", charset="utf-8", headers=page_headers()
-    )
+    return Response(text=page, content_type="text/html", charset="utf-8", headers=page_headers())
 
 
 async def revoke_stats_links(request: web.Request, ctx: SiteContext) -> web.Response:
