@@ -2,10 +2,9 @@
 
 aiohttp's loop for a keep-alive connection keeps that connection's last request and
 response until the next request comes (`RequestHandler.start`), so every idle connection
-holds its last body. With 256 connections that each took a 100-id lookup, that was
-256 bodies of ~70 KB at once (loadtest/README.md, "Where issues 20 and 22's speed
-targets stand"). Answers whose body may be large use this class. Small fixed answers
-and bodies shared from a cache do not need it.
+would hold its last body: after a burst of 100-id lookups, one answer per connection
+(loadtest/README.md has the figures). Answers whose body may be large use this class.
+Small fixed answers and bodies shared from a cache do not need it.
 """
 
 from __future__ import annotations
