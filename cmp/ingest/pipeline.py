@@ -75,7 +75,7 @@ class Ingest:
         admit(self._limiter, site_id, facts, cost)
 
     async def native(self, site: StoredSite, raw: bytes, facts: Facts) -> Accepted:
-        return await self._store(site, *parse_events(raw), facts)
+        return await self._store(site, *parse_events(raw), facts)  # no local: see _store
 
     async def cookieconsent(self, site: StoredSite, raw: bytes, facts: Facts) -> Accepted:
         body = parse_model(raw, CookieConsentIn)
@@ -103,8 +103,8 @@ class Ingest:
             return self._catalog.view(site_id, version)
 
         rows = await prepare(site, events, prefix, view_of, facts)
-        # The parsed events are a third of an event's memory while it waits for its
-        # commit, and every waiting event is in memory at once (loadtest/README.md).
+        # Every waiting event is in memory at once, and the parsed ones are no longer
+        # needed: let them go before the wait for the commit (loadtest/README.md).
         del events
         return await store_events(self._committer, rows)
 
