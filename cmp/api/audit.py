@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from contextlib import aclosing
 from datetime import UTC, datetime
 from typing import Any
 
@@ -99,7 +98,7 @@ async def export_events(request: web.Request, ctx: SiteContext) -> web.StreamRes
             elif fmt == "iso27560":
                 await write_iso27560(request, site, conn, where, stream.write)
             else:
-                async with aclosing(audit_store.export_lines(conn, where)) as chunks:
+                async with audit_store.export_lines(conn, where) as chunks:
                     async for lines in chunks:
                         await stream.write(("\n".join(lines) + "\n").encode("utf-8"))
         return await stream.finish()
@@ -116,7 +115,7 @@ async def subject_events(request: web.Request, ctx: SiteContext) -> web.Response
         request.app[LONG_READS].connection(site.site_id) as conn,
         conn.transaction(readonly=True),
     ):
-        async with aclosing(audit_store.export_lines(conn, where)) as chunks:
+        async with audit_store.export_lines(conn, where) as chunks:
             async for lines in chunks:
                 events.extend(json.loads(line) for line in lines)
         erasures = await audit_store.erasure_lines(conn, site.site_id, digest)

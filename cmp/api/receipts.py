@@ -7,7 +7,6 @@ import base64
 import math
 import uuid
 from collections.abc import Awaitable, Callable
-from contextlib import aclosing
 from typing import Any
 
 import asyncpg
@@ -278,7 +277,7 @@ async def write_iso27560(
 ) -> None:
     """The export as ISO/IEC TS 27560 consent records, one JSON document per line."""
     controllers = Controllers(request, site)
-    async with aclosing(audit_store.export_lines(conn, where)) as chunks:
+    async with audit_store.export_lines(conn, where) as chunks:
         async for lines in chunks:
             out = []
             for line in lines:

@@ -7,7 +7,6 @@ import json
 import sys
 import zlib
 from collections.abc import Iterable
-from contextlib import aclosing
 from pathlib import Path
 from typing import Any
 
@@ -34,13 +33,14 @@ def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
         done = 0
         tmp = out.with_name(out.name + ".part")
         with tmp.open("w", encoding="utf-8") as fh:
-            async with conn.transaction(readonly=True):
-                chunks = audit_store.export_lines(conn, ExportFilter(args.site))
-                async with aclosing(chunks):
-                    async for lines in chunks:
-                        fh.write("\n".join(lines) + "\n")
-                        done += len(lines)
-                        _progress(done, total)
+            async with (
+                conn.transaction(readonly=True),
+                audit_store.export_lines(conn, ExportFilter(args.site)) as chunks,
+            ):
+                async for lines in chunks:
+                    fh.write("\n".join(lines) + "\n")
+                    done += len(lines)
+                    _progress(done, total)
         tmp.replace(out)
         print(f"\nexported {done} records of {args.site} to {out}", file=sys.stderr)
         return 0

@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import secrets
 import uuid
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -45,15 +46,23 @@ class ExportFilter:
         return (self.site_id, self.since, self.until, self.policy_version, self.subject_digest)
 
 
+@asynccontextmanager
 async def export_lines(
     conn: asyncpg.Connection, where: ExportFilter
-) -> AsyncGenerator[list[str], None]:
-    """JSON lines in seq order, in chunks, from a server-side cursor (constant memory).
+) -> AsyncIterator[AsyncGenerator[list[str], None]]:
+    """JSON lines in seq order, in chunks, from a server-side cursor (constant memory):
+    `async with export_lines(conn, where) as chunks: async for lines in chunks: ...`
 
-    The caller holds the transaction the cursor lives in, and closes the iterator before
-    it ends that transaction (`contextlib.aclosing`) when it stops early: the next chunk
-    is being fetched meanwhile, and the connection runs one operation at a time.
+    The caller holds the transaction the cursor lives in. Leaving the block closes the
+    chunks, also after an early stop: the next chunk is being fetched meanwhile, and the
+    connection runs one operation at a time, so the transaction can only go on (or end)
+    once that fetch is done.
     """
+    async with aclosing(_chunks(conn, where)) as chunks:
+        yield chunks
+
+
+async def _chunks(conn: asyncpg.Connection, where: ExportFilter) -> AsyncGenerator[list[str], None]:
     await _stream_in_seq_order(conn)
     # A cursor needs a named statement, and asyncpg numbers those per process: behind a
     # transaction-mode pooler, two processes' "__asyncpg_stmt_7__" met on one server

@@ -4,7 +4,6 @@ connection back ready for the next statement of its transaction."""
 
 from __future__ import annotations
 
-from contextlib import aclosing
 from datetime import UTC, datetime
 
 import asyncpg
@@ -28,8 +27,11 @@ async def fill(conn: asyncpg.Connection) -> None:
 async def test_the_chunks_are_the_whole_log_in_seq_order(fresh: asyncpg.Connection) -> None:
     await fill(fresh)
     chunks: list[list[str]] = []
-    async with fresh.transaction(isolation="repeatable_read", readonly=True):
-        async for lines in audit_store.export_lines(fresh, ExportFilter(SITE)):
+    async with (
+        fresh.transaction(isolation="repeatable_read", readonly=True),
+        audit_store.export_lines(fresh, ExportFilter(SITE)) as lines_of,
+    ):
+        async for lines in lines_of:
             chunks.append(lines)
     assert [len(c) for c in chunks[:-1]] == [EXPORT_CHUNK] * (len(chunks) - 1)
     lines = [line for chunk in chunks for line in chunk]
@@ -40,12 +42,12 @@ async def test_the_chunks_are_the_whole_log_in_seq_order(fresh: asyncpg.Connecti
 async def test_an_export_stopped_early_hands_its_connection_back_ready(
     fresh: asyncpg.Connection,
 ) -> None:
-    # The client left after the first chunk: the next one was being fetched. Closing the
-    # iterator waits for it, so the transaction can go on (and end) on that connection;
+    # The client left after the first chunk: the next one was being fetched. Leaving the
+    # block waits for it, so the transaction can go on (and end) on that connection;
     # without the wait, asyncpg refuses: "another operation is in progress".
     await fill(fresh)
     async with fresh.transaction(isolation="repeatable_read", readonly=True):
-        async with aclosing(audit_store.export_lines(fresh, ExportFilter(SITE))) as chunks:
+        async with audit_store.export_lines(fresh, ExportFilter(SITE)) as chunks:
             async for lines in chunks:
                 assert len(lines) == EXPORT_CHUNK
                 break

@@ -121,8 +121,8 @@ async def _migrate_before(conn: asyncpg.Connection, stem_suffix: str) -> None:
 
 async def _export(conn: asyncpg.Connection, site_id: str) -> list[str]:
     lines: list[str] = []
-    async with conn.transaction():
-        async for chunk in audit_store.export_lines(conn, ExportFilter(site_id)):
+    async with conn.transaction(), audit_store.export_lines(conn, ExportFilter(site_id)) as chunks:
+        async for chunk in chunks:
             lines.extend(chunk)
     return lines
 

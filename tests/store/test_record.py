@@ -181,10 +181,8 @@ async def read_back(dsn: str, events: list[NewEvent], erase: bool) -> None:
             "SELECT * FROM consent_events WHERE site_id = $1 ORDER BY seq", site_id
         )
         leaves = await tree_store.select_leaves(conn, site_id, 0, len(rows) + 1)
-        async with conn.transaction():
-            lines = [
-                line async for chunk in export_lines(conn, ExportFilter(site_id)) for line in chunk
-            ]
+        async with conn.transaction(), export_lines(conn, ExportFilter(site_id)) as chunks:
+            lines = [line async for chunk in chunks for line in chunk]
         assert len(rows) == len(leaves) == len(lines) == len(events) + erase
 
         prev = GENESIS
