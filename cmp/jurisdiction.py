@@ -7,7 +7,7 @@ is unknown. The most specific match wins: region, then country, then the default
 rules naming the same code would make the answer depend on order, so they are refused
 (`rule_errors`); matching is then a dictionary look-up (`Rules.match`).
 
-The code lists are pycountry's (a pinned dependency): loaded once, on the first check.
+The code lists are pycountry's data (a pinned dependency): read once, on the first check.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from cmp.canonical import content_sha256
+from cmp.packagedata import package_json
 
 Model = Literal["opt_in", "opt_out", "notice_only"]
 MODELS: Final = ("opt_in", "opt_out", "notice_only")
@@ -42,16 +43,17 @@ MAX_REGIONS = 500
 
 @functools.cache
 def _countries() -> frozenset[str]:
-    import pycountry  # about 0.3 s: only once a rule is checked
-
-    return frozenset(c.alpha_2 for c in pycountry.countries)
+    return _iso_codes("iso3166-1.json", "3166-1", "alpha_2")
 
 
 @functools.cache
 def _regions() -> frozenset[str]:
-    import pycountry
+    return _iso_codes("iso3166-2.json", "3166-2", "code")
 
-    return frozenset(s.code for s in pycountry.subdivisions)
+
+def _iso_codes(file: str, table: str, key: str) -> frozenset[str]:
+    """One column of one of pycountry's code lists (cmp.packagedata)."""
+    return frozenset(entry[key] for entry in package_json("pycountry", "databases", file)[table])
 
 
 def _known_country(code: str) -> str:

@@ -15,6 +15,8 @@ from cmp.jurisdiction import (
     Location,
     Rule,
     Rules,
+    _countries,
+    _regions,
     compile_rules,
     location_of,
     rule_errors,
@@ -139,6 +141,15 @@ def test_unknown_codes_are_refused_where_they_stand(field: str, code: str) -> No
     with pytest.raises(ValidationError) as caught:
         SiteIn.model_validate(body)
     assert caught.value.errors()[0]["loc"] == ("jurisdictions", 0, field, 0)
+
+
+def test_the_code_lists_are_pycountrys_own() -> None:
+    # cmp reads pycountry's data files rather than keep its objects: the same codes.
+    import pycountry
+
+    assert _countries() == {c.alpha_2 for c in pycountry.countries}
+    assert _regions() == {s.code for s in pycountry.subdivisions}
+    assert {"NO", "SE"} <= _countries() and {"US-CA", "NO-03"} <= _regions()
 
 
 def test_a_site_without_rules_has_one_opt_in_rule_for_everyone() -> None:
