@@ -6,6 +6,7 @@ Plain functions, imported by name; the fixtures that use them live in conftest.p
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import uuid
 from pathlib import Path
@@ -13,7 +14,10 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import pytest
 from aiohttp.test_utils import TestClient
+
+from cmp.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_KEY = "cmp_live_root_" + "t" * 43
@@ -169,3 +173,13 @@ async def retain_one_day(client: TestClient, site_id: str) -> None:
         json=site_body(consent_validity_days=1, retention_days=1),
     )
     assert r.status == 200, await r.text()
+
+
+async def cmpd(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """`cmpd ARGV` in this process (its own event loop, in a thread); (exit, out, err).
+
+    The database and data directory are the `cli_env` fixture's (tests/api/conftest.py)."""
+    capsys.readouterr()
+    code = await asyncio.to_thread(main, list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err

@@ -1,4 +1,5 @@
-"""Fixtures of the API tests: Go's independent verifier of the transparency log."""
+"""Fixtures of the API tests: Go's independent verifier of the transparency log, and the
+environment `cmpd` runs in beside the test server (tests.factories.cmpd)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,13 @@ from pathlib import Path
 import pytest
 
 from tests.factories import ROOT
+
+
+@pytest.fixture
+def cli_env(monkeypatch: pytest.MonkeyPatch, db_dsn: str, tmp_path: Path) -> None:
+    monkeypatch.setenv("CMP_DATABASE_URL", db_dsn)
+    monkeypatch.setenv("CMP_DATA_DIR", str(tmp_path))
+
 
 GOPATH = Path(os.environ.get("CMP_TEST_GOPATH", "/usr/share/gocode"))
 SOURCE = ROOT / "tools" / "tlogcheck" / "main.go"

@@ -23,6 +23,7 @@ from tests.factories import (
     ADMIN,
     ORIGIN,
     age_records,
+    cmpd,
     event,
     make_key,
     make_site,
@@ -104,6 +105,49 @@ async def test_export_lines_are_canonical_json(client: TestClient, site: dict[st
         assert line.encode() == canonical_json(json.loads(line)), line
     assert json.loads(lines[1])["occurred_at"] == "2026-11-21T09:00:00.500000Z"
     assert verify_export(lines).ok
+
+
+def files_in(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir())
+
+
+async def test_cmpd_export_writes_the_apis_lines_and_cmpd_verify_accepts_them(
+    client: TestClient,
+    site: dict[str, Any],
+    cli_env: None,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    """The operator's export (straight from the database, with progress) is the auditor's
+    export byte for byte, erased subject included, and `cmpd verify` accepts its file."""
+    bodies = await fill(client, site, 6, page_url="https://shop.example/a")
+    gone = bodies[2]["subject_id"]
+    r = await client.delete(f"/v1/sites/{site['id']}/subjects/{gone}", headers=ADMIN)
+    assert r.status == 200
+    out = tmp_path / "export" / "log.jsonl"  # beside CMP_DATA_DIR, not in it
+    out.parent.mkdir()
+    code, _, err = await cmpd(capsys, "export", "--site", site["id"], "--out", str(out))
+    assert code == 0, err
+    assert "100% 7/7" in err and f"exported 7 records of {site['id']}" in err
+    written = out.read_text("utf-8").splitlines()
+    assert written == await export(client, site)
+    assert gone not in out.read_text("utf-8") and json.loads(written[-1])["action"] == "erased"
+    assert files_in(out.parent) == ["log.jsonl"]  # no .part left behind
+    code, summary, _ = await cmpd(capsys, "verify", str(out))
+    assert code == 0 and "OK" in summary, summary
+    out.write_text(out.read_text("utf-8").replace("/a", "/b", 1), "utf-8")
+    code, summary, _ = await cmpd(capsys, "verify", str(out))
+    assert code == 1 and "seq 1" in summary, summary
+
+
+async def test_cmpd_export_of_an_unknown_site_says_so_and_writes_nothing(
+    cli_env: None, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    out = tmp_path / "export" / "log.jsonl"
+    out.parent.mkdir()
+    code, _, err = await cmpd(capsys, "export", "--site", "no-such-site", "--out", str(out))
+    assert code == 1 and "no site 'no-such-site'" in err
+    assert files_in(out.parent) == [], "a file for a site that does not exist"
 
 
 async def test_edited_record_is_named_by_the_verifier(

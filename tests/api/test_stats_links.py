@@ -4,29 +4,13 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 from aiohttp.test_utils import TestClient
 
-from cmp.cli import main
-from tests.factories import ADMIN, make_key, make_site, stats_link
-
-
-@pytest.fixture
-def cli_env(monkeypatch: pytest.MonkeyPatch, db_dsn: str, tmp_path: Path) -> None:
-    monkeypatch.setenv("CMP_DATABASE_URL", db_dsn)
-    monkeypatch.setenv("CMP_DATA_DIR", str(tmp_path))
-
-
-async def cmpd(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    """`cmpd ARGV` in this process (its own event loop, in a thread); (exit, out, err)."""
-    capsys.readouterr()
-    code = await asyncio.to_thread(main, list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
+from tests.factories import ADMIN, cmpd, make_key, make_site, stats_link
 
 
 def path_of(url: str) -> str:
