@@ -4,7 +4,7 @@ The list is the maintained one of the `crawler-user-agents` package (monperrus/
 crawler-user-agents, MIT): about 1,500 case-sensitive patterns, tried as its
 `is_crawler` tries them, in alternations of `CHUNK` (read from its data file, not
 imported: the package keeps every entry's description and examples). A check of a new
-user agent costs some 150 µs; user agents repeat (a few browser builds make most
+user agent tries every chunk; user agents repeat (a few browser builds make most
 traffic), so answers are cached, and a flood of made-up ones is bounded by the rate
 limit that comes first.
 """
