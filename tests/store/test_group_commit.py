@@ -64,13 +64,13 @@ async def pool(db_dsn: str) -> AsyncIterator[asyncpg.Pool]:
 
 @contextlib.asynccontextmanager
 async def committer(
-    pool: asyncpg.Pool, flushes: Flushes, in_flight: int
+    pool: asyncpg.Pool, flushes: Flushes, in_flight: int, batch_max: int = 1000
 ) -> AsyncIterator[GroupCommitter[int]]:
     commits = GroupCommitter(
         pool,
         Metrics(),
         flushes.write,
-        batch_max=1000,
+        batch_max=batch_max,
         in_flight=in_flight,
         queue_max=10_000,
         observed=False,
@@ -120,3 +120,14 @@ async def test_one_flush_in_flight_never_overlaps(pool: asyncpg.Pool) -> None:
         await behind_a_flush(commits, flushes, [OVERLAP_EVENTS] * 3, overlaps=False)
     assert flushes.most == 1
     assert flushes.sizes == [1, 3 * OVERLAP_EVENTS]
+
+
+async def test_a_flush_takes_whole_requests_up_to_the_batch_bound(pool: asyncpg.Pool) -> None:
+    # A flush holds its rows until it commits, so what waits beyond `batch_max` goes to
+    # the flushes after it; a request is never split, and one bigger than the bound is a
+    # flush of its own.
+    flushes = Flushes()
+    async with committer(pool, flushes, 1, batch_max=250) as commits:
+        await behind_a_flush(commits, flushes, [100] * 5 + [300, 40], overlaps=False)
+    assert flushes.most == 1
+    assert flushes.sizes == [1, 200, 200, 100, 300, 40]
