@@ -32,6 +32,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import uuid
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -473,7 +474,16 @@ def check_absent(runner: Runner) -> None:
 
 def check_serving(runner: Runner, config: ImageConfig, dsn: str, log_dir: Path) -> list[str]:
     from loadtest.cluster import free_port
-    from tests.factories import ADMIN, ADMIN_KEY, ORIGIN, event, policy_body, site_body
+    from tests.factories import (
+        ADMIN,
+        ADMIN_KEY,
+        BROWSER,
+        GOOGLEBOT,
+        ORIGIN,
+        event,
+        policy_body,
+        site_body,
+    )
 
     port = free_port()
     extra = {"CMP_DATABASE_URL": dsn, "CMP_ADMIN_KEY": ADMIN_KEY,
@@ -489,8 +499,17 @@ def check_serving(runner: Runner, config: ImageConfig, dsn: str, log_dir: Path) 
         check(set(uids) == {config.uid} and config.uid != 0, f"server uids {uids}")
         passed.append(f"not root (uid {config.uid})")
         site = f"img-{secrets.token_hex(4)}"
-        status, text = http("PUT", f"{base}/v1/sites/{site}", site_body(), ADMIN)
+        # A rule naming a region, and one naming a region that does not exist: the
+        # code lists are read from pycountry's data files in the image (cmp.packagedata).
+        rules = [{"id": "us-ca", "regions": ["US-CA"], "model": "opt_out"},
+                 {"id": "rest", "model": "opt_in", "default": True}]  # fmt: skip
+        status, text = http("PUT", f"{base}/v1/sites/{site}", site_body(jurisdictions=rules), ADMIN)
         check(status == 201, f"site: {status} {text[:300]!r}")
+        rules[0]["regions"] = ["US-ZZ"]
+        status, text = http(
+            "PUT", f"{base}/v1/sites/{site}-x", site_body(jurisdictions=rules), ADMIN
+        )
+        check(status == 422 and b"US-ZZ" in text, f"unknown region: {status} {text[:300]!r}")
         status, text = http("POST", f"{base}/v1/sites/{site}/policies", policy_body(), ADMIN)
         check(status == 201, f"policy: {status} {text[:300]!r}")
         keys = {}
@@ -502,6 +521,17 @@ def check_serving(runner: Runner, config: ImageConfig, dsn: str, log_dir: Path) 
         status, text = http("POST", f"{base}/v1/sites/{site}/events", body, {"Origin": ORIGIN})
         check(status == 201, f"event: {status} {text[:300]!r}")
         passed.append("event 201")
+        # Showings: a crawler's is answered and not counted (its list is read from the
+        # crawler-user-agents data file in the image), a browser's is counted.
+        shown = {"impression_id": str(uuid.uuid4()), "subject_id": "s-1", "policy_version": 1,
+                 "surface": "banner"}  # fmt: skip
+        for agent, counted in ((GOOGLEBOT, 0), (BROWSER, 1)):
+            shown["impression_id"] = str(uuid.uuid4())
+            status, text = http("POST", f"{base}/v1/sites/{site}/impressions", shown,
+                                {"Origin": ORIGIN, "User-Agent": agent})  # fmt: skip
+            answer = json.loads(text) if status == 202 else {}
+            check(answer.get("counted") == counted, f"impression: {status} {text[:300]!r}")
+        passed.append("rules and crawlers from the packages' data")
         path = f"{base}/v1/sites/{site}/subjects/{body['subject_id']}/consent"
         status, text = http("GET", path, headers=keys["read"])
         state = json.loads(text) if status == 200 else {}

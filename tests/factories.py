@@ -23,6 +23,12 @@ ROOT = Path(__file__).resolve().parent.parent
 ADMIN_KEY = "cmp_live_root_" + "t" * 43
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 ORIGIN = "https://shop.example"
+# A visitor's browser, and a known crawler (whose showings are not counted).
+BROWSER = (
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko)"
+    " Chrome/131.0 Safari/537.36"
+)
+GOOGLEBOT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
 
 
 def with_database(dsn: str, name: str) -> str:

@@ -22,13 +22,16 @@ from cmp.store import impressions as store
 from cmp.store.keys import ensure_root_key
 from cmp.store.migrate import migrate
 from cmp.timerange import format_instant
-from tests.factories import ADMIN_KEY, ORIGIN, make_key, make_site, stats_link
-
-BROWSER = (
-    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko)"
-    " Chrome/131.0 Safari/537.36"
+from tests.factories import (
+    ADMIN_KEY,
+    BROWSER,
+    GOOGLEBOT,
+    ORIGIN,
+    make_key,
+    make_site,
+    stats_link,
 )
-GOOGLEBOT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
+
 HDR = {"Origin": ORIGIN, "User-Agent": BROWSER}
 
 

@@ -13,9 +13,17 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from cmp.funnel import two_proportions, wilson
-from tests.factories import ADMIN, ORIGIN, event, make_key, make_site, policy_body, stats_link
+from tests.factories import (
+    ADMIN,
+    BROWSER,
+    ORIGIN,
+    event,
+    make_key,
+    make_site,
+    policy_body,
+    stats_link,
+)
 
-BROWSER = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/131.0 Safari/537.36"
 HDR = {"Origin": ORIGIN, "User-Agent": BROWSER}
 
 

@@ -18,10 +18,8 @@ import jsonschema_rs
 from aiohttp.test_utils import TestClient
 
 from tests.api.test_stats_funnel import site_with_variants
-from tests.factories import ADMIN, ORIGIN, event, make_key, stats_link
+from tests.factories import ADMIN, BROWSER, GOOGLEBOT, ORIGIN, event, make_key, stats_link
 
-BROWSER = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/131.0 Safari/537.36"
-CRAWLER = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
 STORIES = 40
 PURPOSES = ("necessary", "preferences", "statistics", "marketing")
 
@@ -53,7 +51,7 @@ async def tell(client: TestClient, site: str, rnd: random.Random) -> None:
     """One story: showings, then decisions answering them or not."""
     shown: list[str] = []
     for _ in range(rnd.randint(0, 6)):
-        agent = CRAWLER if rnd.random() < 0.2 else BROWSER
+        agent = GOOGLEBOT if rnd.random() < 0.2 else BROWSER
         one = {
             "impression_id": rnd.choice(shown)
             if shown and rnd.random() < 0.2
