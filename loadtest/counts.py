@@ -115,16 +115,12 @@ async def settle(dsn: str) -> float:
     return time.perf_counter() - started
 
 
-async def integration_backlog(dsn: str) -> int:
+async def integration_backlog(conn: asyncpg.Connection) -> int:
     """Records of every site's log not in its Merkle tree yet."""
-    conn = await asyncpg.connect(dsn)
-    try:
-        backlog: int = await conn.fetchval(
-            "SELECT coalesce(sum(h.seq - coalesce(t.size, 0)), 0)::bigint"
-            " FROM log_heads h LEFT JOIN log_trees t ON t.site_id = h.site_id"
-        )
-    finally:
-        await conn.close()
+    backlog: int = await conn.fetchval(
+        "SELECT coalesce(sum(h.seq - coalesce(t.size, 0)), 0)::bigint"
+        " FROM log_heads h LEFT JOIN log_trees t ON t.site_id = h.site_id"
+    )
     return backlog
 
 
@@ -133,10 +129,14 @@ async def wait_integrated(dsn: str, within_s: float = 600.0) -> tuple[int, float
     backlog found and the seconds it took. The integration runs in the server process
     (cmp.treelog), so a pre-fill's backlog would be measured with the first runs."""
     started = time.perf_counter()
-    first = backlog = await integration_backlog(dsn)
-    while backlog > 0:
-        if time.perf_counter() - started > within_s:
-            raise RuntimeError(f"{backlog} records still not integrated after {within_s:.0f} s")
-        await asyncio.sleep(0.5)
-        backlog = await integration_backlog(dsn)
+    conn = await asyncpg.connect(dsn)
+    try:
+        first = backlog = await integration_backlog(conn)
+        while backlog > 0:
+            if time.perf_counter() - started > within_s:
+                raise RuntimeError(f"{backlog} records still not integrated after {within_s:.0f} s")
+            await asyncio.sleep(0.5)
+            backlog = await integration_backlog(conn)
+    finally:
+        await conn.close()
     return first, time.perf_counter() - started
